@@ -1,0 +1,728 @@
+/* A chat request from admission to the ledger record and its done frame. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/budget.h"
+#include "daemon/http.h"
+#include "daemon/ledger.h"
+#include "daemon/log.h"
+#include "daemon/openai.h"
+#include "daemon/openllmd.h"
+#include "daemon/sse.h"
+#include "daemon/tokenizer.h"
+
+#define CHAT_MAX_EVENT (4 * 1024 * 1024)    /* largest SSE event accepted from a server */
+#define CHAT_MAX_ERROR_BODY (64 * 1024)     /* error bodies are cut here */
+
+struct strbuf {
+	char *p;
+	size_t len, cap;
+};
+
+/* What has been read of the upstream's reply, for one attempt. */
+struct chat_parse {
+	struct sse_parser sse;
+	bool is_sse;
+	bool saw_done;
+	bool saw_error;
+	bool too_large;
+	long status;
+	struct strbuf raw;          /* non-stream body or error body */
+	struct strbuf text;         /* content, reasoning and tool arguments so far */
+	struct strbuf content;      /* non-stream: the reply's content */
+	struct strbuf reasoning;    /* non-stream: the reply's reasoning */
+	struct message_raw tool_calls;  /* non-stream: the reply's tool calls */
+	bool has_usage;
+	struct usage usage;
+	char *finish_reason;
+	char *model;
+	char *error;
+	int64_t deltas;
+};
+
+static void chat_attempt(struct chat *);
+static void chat_budget_detail(struct chat *, const struct budget_refusal *);
+static void chat_finish(struct chat *, const char *code, const char *message, long status,
+    double retry_after);
+
+/* Append len bytes, keeping a NUL after them; false when over limit. */
+static bool
+strbuf_add(struct strbuf *b, const char *p, size_t len, size_t limit)
+{
+	if (b->len + len > limit)
+		return false;
+	if (b->len + len + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->len + len + 1)
+			cap *= 2;
+		char *grown = realloc(b->p, cap);
+		if (grown == NULL)
+			return false;
+		b->p = grown;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+	return true;
+}
+
+static void
+strbuf_clear(struct strbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof *b);
+}
+
+static void
+chat_parse_free(struct chat_parse *p)
+{
+	if (p == NULL)
+		return;
+	sse_parser_clear(&p->sse);
+	strbuf_clear(&p->raw);
+	strbuf_clear(&p->text);
+	strbuf_clear(&p->content);
+	strbuf_clear(&p->reasoning);
+	free(p->tool_calls.data);
+	free(p->finish_reason);
+	free(p->model);
+	free(p->error);
+	free(p);
+}
+
+struct chat *
+chat_find(struct session *s, uint64_t id)
+{
+	struct chat *c;
+
+	TAILQ_FOREACH(c, &s->chats, entry)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* Unlink and free a chat; its transfer must be gone. */
+static void
+chat_free(struct chat *c)
+{
+	struct session *s = c->session;
+
+	TAILQ_REMOVE(&s->chats, c, entry);
+	s->n_chats--;
+	if (c->transfer != NULL)
+		http_transfer_cancel(c->transfer);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	upstream_release(c->upstream);
+	chat_parse_free(c->parse);
+	message_request_free(c->req);
+	free(c->body);
+	free(c->error_detail.data);
+	free(c);
+	s->server->in_flight--;
+	s->server->served++;
+	server_check_drained(s->server);
+}
+
+/* Send one delta frame for what a stream chunk carried. */
+static void
+chat_send_delta(struct chat *c, const struct openai_chunk *ch)
+{
+	struct reply r;
+
+	memset(&r, 0, sizeof r);
+	r.id = c->id;
+	r.type = REPLY_DELTA;
+	r.u.delta.content = ch->content;
+	r.u.delta.reasoning = ch->reasoning;
+	r.u.delta.tool_calls = ch->tool_calls;
+	if (c->first_delta_ms < 0)
+		c->first_delta_ms = now_mono_ms();
+	session_send(c->session, &r);
+}
+
+/* Fold what one chunk says into the attempt's state; a delta goes to the client at once. */
+static void
+chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
+{
+	bool stream = c->req->u.chat.stream;
+
+	if (ch->error_message != NULL) {
+		p->saw_error = true;
+		free(p->error);
+		p->error = strdup(ch->error_message);
+		return;
+	}
+	if (ch->content != NULL) {
+		strbuf_add(&p->text, ch->content, strlen(ch->content), SIZE_MAX);
+		if (!stream)
+			strbuf_add(&p->content, ch->content, strlen(ch->content), SIZE_MAX);
+	}
+	if (ch->reasoning != NULL) {
+		strbuf_add(&p->text, ch->reasoning, strlen(ch->reasoning), SIZE_MAX);
+		if (!stream)
+			strbuf_add(&p->reasoning, ch->reasoning, strlen(ch->reasoning), SIZE_MAX);
+	}
+	if (!stream && ch->tool_calls.data != NULL && p->tool_calls.data == NULL) {
+		p->tool_calls = ch->tool_calls;
+		ch->tool_calls.data = NULL;
+		ch->tool_calls.len = 0;
+	}
+	if (ch->finish_reason != NULL) {
+		free(p->finish_reason);
+		p->finish_reason = strdup(ch->finish_reason);
+	}
+	if (ch->model != NULL && p->model == NULL)
+		p->model = strdup(ch->model);
+	if (ch->has_usage) {
+		p->has_usage = true;
+		p->usage = ch->usage;
+	}
+	if (stream && (ch->content != NULL || ch->reasoning != NULL || ch->tool_calls.data != NULL)) {
+		p->deltas++;
+		chat_send_delta(c, ch);
+	}
+}
+
+/* One SSE event from the upstream. */
+static int
+chat_sse_event_cb(void *arg, const char *event, const char *data, size_t len)
+{
+	struct chat *c = arg;
+	struct chat_parse *p = c->parse;
+	struct openai_chunk ch;
+	char cause[256];
+
+	memset(&ch, 0, sizeof ch);
+	if (openai_parse_event(event, data, len, &ch, cause, sizeof cause) == -1) {
+		p->saw_error = true;
+		free(p->error);
+		if (asprintf(&p->error, "malformed stream chunk: %s", cause) == -1)
+			p->error = NULL;
+		return -1;
+	}
+	if (ch.done) {
+		p->saw_done = true;
+		openai_chunk_clear(&ch);
+		return 0;
+	}
+	chat_take_chunk(c, p, &ch);
+	openai_chunk_clear(&ch);
+	return p->saw_error ? -1 : 0;
+}
+
+/* Re-arm the first-byte or idle timer. */
+static void
+chat_arm_timer(struct chat *c, double seconds)
+{
+	struct timeval tv;
+
+	if (seconds <= 0) {
+		evtimer_del(c->timer);
+		return;
+	}
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(c->timer, &tv);
+}
+
+/* Bytes from the upstream: pause when the client is behind, else parse. */
+static enum http_data_action
+chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_t len)
+{
+	struct chat *c = arg;
+	struct chat_parse *p = c->parse;
+	char cause[256];
+
+	if (session_over_watermark(c->session)) {
+		c->paused = true;
+		return HTTP_DATA_PAUSE;
+	}
+	chat_arm_timer(c, c->upstream->conf.idle_timeout);
+	if (p->status == 0) {
+		p->status = resp->status;
+		p->is_sse = resp->status < 300 && resp->content_type != NULL &&
+		    strncasecmp(resp->content_type, "text/event-stream", 17) == 0;
+	}
+	if (p->status >= 300) {
+		size_t room = CHAT_MAX_ERROR_BODY - p->raw.len;
+		strbuf_add(&p->raw, buf, len < room ? len : room, CHAT_MAX_ERROR_BODY);
+		return HTTP_DATA_OK;
+	}
+	if (!p->is_sse) {
+		if (!strbuf_add(&p->raw, buf, len, c->session->server->conf->max_frame)) {
+			p->too_large = true;
+			return HTTP_DATA_ABORT;
+		}
+		return HTTP_DATA_OK;
+	}
+	if (sse_parser_feed(&p->sse, buf, len, cause, sizeof cause) == -1) {
+		if (!p->saw_error) {
+			p->saw_error = true;
+			free(p->error);
+			p->error = strdup(cause);
+		}
+		return HTTP_DATA_ABORT;
+	}
+	return c->session->dead ? HTTP_DATA_ABORT : HTTP_DATA_OK;
+}
+
+/* Backoff before attempt n (1-based): 0.5 s doubling, capped at 20 s, with +-50% jitter. */
+static double
+chat_backoff(int attempt)
+{
+	double base = 0.5 * (double)(1 << (attempt > 6 ? 6 : attempt - 1));
+
+	if (base > 20)
+		base = 20;
+	return base * (0.5 + (double)random() / (double)RAND_MAX);
+}
+
+/* Try again after a pause when the failure is retryable and nothing reached the client. */
+static bool
+chat_maybe_retry(struct chat *c, const char *why, double retry_after)
+{
+	struct chat_parse *p = c->parse;
+	double wait;
+
+	if (c->first_delta_ms >= 0 || p->deltas > 0 || c->attempt > c->upstream->conf.retries)
+		return false;
+	wait = retry_after > 0 ? retry_after : chat_backoff(c->attempt);
+	if (wait > 60)
+		return false;
+	log_info("chat %llu: %s; retry %d of %d in %.1fs", (unsigned long long)c->id, why,
+	    c->attempt, c->upstream->conf.retries, wait);
+	chat_parse_free(c->parse);
+	c->parse = NULL;
+	c->transfer = NULL;
+	chat_arm_timer(c, wait);
+	return true;
+}
+
+/* The transfer ended: retry, fail, or finish with usage. */
+static void
+chat_done_cb(void *arg, const struct http_response *resp)
+{
+	struct chat *c = arg;
+	struct chat_parse *p = c->parse;
+	char cause[256], why[320];
+	long status = p->status ? p->status : resp->status;
+
+	c->transfer = NULL;
+	evtimer_del(c->timer);
+	if (p->too_large) {
+		chat_finish(c, "too_large", "the model server's reply is larger than max_frame", -1, NAN);
+		return;
+	}
+	if (resp->result != CURLE_OK && !p->saw_error) {
+		bool timeout = resp->result == CURLE_OPERATION_TIMEDOUT;
+		const char *which = !resp->connected ? "connect" : "total";
+		upstream_record_result(c->upstream, false);
+		snprintf(why, sizeof why, "%s: %s", c->upstream->conf.base_url, resp->error);
+		if (!timeout && chat_maybe_retry(c, why, -1))
+			return;
+		if (timeout)
+			chat_finish(c, "timeout", which[0] == 'c' ? "timeout: connect to the model server" :
+			    "timeout: whole request exceeded the upstream timeout", -1, NAN);
+		else
+			chat_finish(c, p->deltas > 0 ? "upstream_error" : "upstream_unavailable", why, -1, NAN);
+		return;
+	}
+	if (status >= 300) {
+		char *msg = openai_error_message(p->raw.p ? p->raw.p : "", p->raw.len);
+		bool retryable = status == 429 || status == 500 || status == 502 || status == 503 ||
+		    status == 504;
+		upstream_record_result(c->upstream, status < 500);
+		snprintf(why, sizeof why, "HTTP %ld: %s", status, msg);
+		if (retryable && chat_maybe_retry(c, why, resp->retry_after)) {
+			free(msg);
+			return;
+		}
+		snprintf(why, sizeof why, "model server answered %ld: %s", status, msg);
+		free(msg);
+		chat_finish(c, status == 429 ? "rate_limited" : "upstream_error", why, status,
+		    resp->retry_after > 0 ? resp->retry_after : NAN);
+		return;
+	}
+	upstream_record_result(c->upstream, true);
+	if (p->is_sse) {
+		if (!p->saw_error && sse_parser_finish(&p->sse, cause, sizeof cause) == -1) {
+			p->saw_error = true;
+			free(p->error);
+			p->error = strdup(cause);
+		}
+		if (!p->saw_error && !p->saw_done) {
+			p->saw_error = true;
+			p->error = strdup("the stream ended without [DONE]");
+		}
+	} else if (p->status > 0) {
+		struct openai_chunk ch;
+		memset(&ch, 0, sizeof ch);
+		if (openai_parse_response(p->raw.p ? p->raw.p : "", p->raw.len, &ch, cause,
+		    sizeof cause) == -1) {
+			p->saw_error = true;
+			if (asprintf(&p->error, "malformed reply from the model server: %s", cause) == -1)
+				p->error = NULL;
+		} else {
+			/* A whole JSON reply; for a stream request (a server that ignored
+			 * stream=true) it becomes one delta. */
+			chat_take_chunk(c, p, &ch);
+		}
+		openai_chunk_clear(&ch);
+	}
+	if (p->saw_error) {
+		snprintf(why, sizeof why, "%s", p->error ? p->error : "error from the model server");
+		chat_finish(c, "upstream_error", why, -1, NAN);
+		return;
+	}
+	chat_finish(c, NULL, NULL, 200, NAN);
+}
+
+/* First byte or idle timeout fired, or a retry's backoff ended. */
+static void
+chat_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct chat *c = arg;
+	struct chat_parse *p = c->parse;
+
+	(void)fd;
+	(void)what;
+	if (c->transfer == NULL) {
+		chat_attempt(c);
+		return;
+	}
+	http_transfer_cancel(c->transfer);
+	c->transfer = NULL;
+	upstream_record_result(c->upstream, false);
+	if (p->status == 0)
+		chat_finish(c, "timeout", "timeout: no first byte from the model server in time", -1, NAN);
+	else
+		chat_finish(c, "timeout", "timeout: the model server went idle in the middle of the reply",
+		    -1, NAN);
+}
+
+static const struct http_callbacks chat_http_callbacks = { chat_data_cb, chat_done_cb };
+
+/* Start one attempt of the upstream request. */
+static void
+chat_attempt(struct chat *c)
+{
+	struct upstream_conf *u = &c->upstream->conf;
+	struct http_request hr;
+	char url[2048], cause[256];
+
+	c->attempt++;
+	c->parse = calloc(1, sizeof(struct chat_parse));
+	if (c->parse == NULL) {
+		chat_finish(c, "internal", "out of memory", -1, NAN);
+		return;
+	}
+	sse_parser_init(&((struct chat_parse *)c->parse)->sse, CHAT_MAX_EVENT, chat_sse_event_cb, c);
+	snprintf(url, sizeof url, "%s/chat/completions", u->base_url);
+	memset(&hr, 0, sizeof hr);
+	hr.method = "POST";
+	hr.url = url;
+	hr.body = c->body;
+	hr.api_key = u->api_key;
+	hr.connect_timeout_ms = (long)(u->connect_timeout * 1000);
+	hr.timeout_ms = (long)(u->timeout * 1000);
+	c->transfer = http_transfer_start(c->session->server->http, &hr, &chat_http_callbacks, c,
+	    cause, sizeof cause);
+	if (c->transfer == NULL) {
+		chat_finish(c, "internal", cause, -1, NAN);
+		return;
+	}
+	chat_arm_timer(c, u->first_byte_timeout);
+}
+
+/* Usage of a finished or abandoned attempt: the server's numbers, else our count. */
+static void
+chat_usage(struct chat *c, struct usage *out)
+{
+	struct chat_parse *p = c->parse;
+	struct tokenizer *tok = c->upstream->tokenizer;
+
+	memset(out, 0, sizeof *out);
+	if (p != NULL && p->has_usage) {
+		*out = p->usage;
+		if (out->total_tokens < out->prompt_tokens + out->completion_tokens)
+			out->total_tokens = out->prompt_tokens + out->completion_tokens;
+		return;
+	}
+	if (c->prompt_estimate < 0 || tok == NULL)
+		return;
+	out->estimated = true;
+	out->prompt_tokens = c->prompt_estimate;
+	if (p != NULL && p->text.len > 0) {
+		int64_t n = tokenizer_count(tok, p->text.p, p->text.len);
+		out->completion_tokens = n > 0 ? n : 0;
+	}
+	out->total_tokens = out->prompt_tokens + out->completion_tokens;
+}
+
+/* Cost from per-1,000-token prices. */
+static double
+chat_cost(const struct upstream_conf *u, const struct usage *us)
+{
+	return ((double)us->prompt_tokens * u->prompt_price +
+	    (double)us->completion_tokens * u->completion_price) / 1000.0;
+}
+
+/*
+ * End a chat: append its ledger record, then send done or error, then free it.
+ * code NULL means success. The record is written before the client hears.
+ */
+static void
+chat_finish(struct chat *c, const char *code, const char *message, long status, double retry_after)
+{
+	struct server *srv = c->session->server;
+	struct chat_parse *p = c->parse;
+	struct usage us;
+	struct ledger_record rec;
+	char cause[256];
+	int64_t end = now_mono_ms();
+
+	chat_usage(c, &us);
+	double cost = chat_cost(&c->upstream->conf, &us);
+	if (c->queued) {
+		limiter_cancel(c->upstream->limiter, &c->waiter);
+		c->queued = false;
+		upstream_limiter_kick(c->upstream);
+	}
+	if (c->admitted) {
+		limiter_release(c->upstream->limiter, c->reserved_tokens, us.total_tokens, now_mono_ms());
+		c->admitted = false;
+		upstream_limiter_kick(c->upstream);
+	}
+	if (c->reservation != NULL) {
+		budgets_settle(c->reservation, us.total_tokens, cost, now_ms());
+		c->reservation = NULL;
+	}
+	memset(&rec, 0, sizeof rec);
+	rec.time_ms = now_ms();
+	rec.uid = (uint32_t)c->session->uid;
+	rec.tag = c->req->u.chat.tag;
+	rec.model = c->upstream->conf.model;
+	rec.upstream = c->upstream->conf.name;
+	rec.prompt_tokens = us.prompt_tokens;
+	rec.completion_tokens = us.completion_tokens;
+	rec.estimated = us.estimated;
+	rec.cost = cost;
+	rec.status = code == NULL ? LEDGER_DONE :
+	    strcmp(code, "cancelled") == 0 ? LEDGER_CANCELLED : LEDGER_ERROR;
+	rec.error_code = code;
+	rec.latency_ms = end - c->started_ms;
+	if (ledger_append(srv->ledger, &rec, cause, sizeof cause) == -1)
+		log_error("usage ledger: %s", cause);
+	srv->total_cost += cost;
+	log_info("chat %llu uid %u model %s upstream %s: %s | prompt_tokens: %lld, "
+	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
+	    (unsigned long long)c->id, (unsigned)c->session->uid, c->upstream->conf.model,
+	    c->upstream->conf.name, code ? code : "done", (long long)us.prompt_tokens,
+	    (long long)us.completion_tokens, us.estimated ? " (estimated)" : "", cost,
+	    srv->total_cost, srv->conf->max_budget);
+
+	if (code != NULL) {
+		struct reply r;
+		memset(&r, 0, sizeof r);
+		r.id = c->id;
+		r.type = REPLY_ERROR;
+		r.u.error.code = (char *)code;
+		r.u.error.message = (char *)(message ? message : code);
+		r.u.error.retry_after = retry_after;
+		r.u.error.status = code != NULL && strcmp(code, "upstream_error") == 0 && status > 0 ?
+		    status : -1;
+		r.u.error.detail = c->error_detail;
+		session_send(c->session, &r);
+	} else {
+		struct reply r;
+		memset(&r, 0, sizeof r);
+		r.id = c->id;
+		r.type = REPLY_DONE;
+		r.u.done.finish_reason = p->finish_reason;
+		r.u.done.usage = us;
+		r.u.done.cost = cost;
+		r.u.done.model = p->model ? p->model : c->upstream->conf.model;
+		r.u.done.upstream = c->upstream->conf.name;
+		r.u.done.ttft_ms = c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1;
+		r.u.done.latency_ms = end - c->started_ms;
+		if (!c->req->u.chat.stream) {
+			r.u.done.content = p->content.p ? p->content.p : "";
+			r.u.done.reasoning = p->reasoning.p;
+			r.u.done.tool_calls = p->tool_calls;
+		}
+		session_send(c->session, &r);
+	}
+	chat_free(c);
+}
+
+/* Cancel: stop the transfer, record the tokens so far, answer with code. */
+void
+chat_cancel(struct chat *c, const char *code, const char *message)
+{
+	if (c->transfer != NULL) {
+		http_transfer_cancel(c->transfer);
+		c->transfer = NULL;
+	}
+	chat_finish(c, code, message, -1, NAN);
+}
+
+/* The client caught up: let the transfer deliver again. */
+void
+chat_resume(struct chat *c)
+{
+	if (!c->paused || c->transfer == NULL)
+		return;
+	c->paused = false;
+	http_transfer_resume(c->transfer);
+}
+
+/* Admit a chat request: route it, count its prompt, build the body, start it. */
+void
+chat_start(struct session *s, struct request *req)
+{
+	struct server *srv = s->server;
+	struct chat_request *cr = &req->u.chat;
+	struct upstream *up;
+	struct chat *c;
+	char cause[256];
+
+	if (chat_find(s, req->id) != NULL) {
+		session_send_error(s, req->id, "bad_request", "id %llu is already in flight on this connection",
+		    (unsigned long long)req->id);
+		message_request_free(req);
+		return;
+	}
+	if (!ledger_healthy(srv->ledger) && strcmp(srv->conf->on_ledger_error, "refuse") == 0) {
+		session_send_error(s, req->id, "internal",
+		    "the usage ledger in %s cannot be written; chats are refused until it can",
+		    srv->conf->state_dir);
+		message_request_free(req);
+		return;
+	}
+	if ((up = upstream_route(srv, cr->model)) == NULL) {
+		session_send_error(s, req->id, "unknown_model", "no upstream serves model \"%s\"",
+		    cr->model ? cr->model : "");
+		message_request_free(req);
+		return;
+	}
+	if ((c = calloc(1, sizeof *c)) == NULL) {
+		upstream_release(up);
+		session_send_error(s, req->id, "internal", "out of memory");
+		message_request_free(req);
+		return;
+	}
+	c->session = s;
+	c->req = req;
+	c->id = req->id;
+	c->upstream = up;
+	c->first_delta_ms = -1;
+	c->prompt_estimate = -1;
+	c->started_ms = now_mono_ms();
+	c->timer = evtimer_new(srv->base, chat_timer_cb, c);
+	TAILQ_INSERT_TAIL(&s->chats, c, entry);
+	s->n_chats++;
+	srv->in_flight++;
+
+	if (srv->conf->calc_usage && up->tokenizer != NULL) {
+		struct tokenizer_message *tm = calloc(cr->n_messages, sizeof *tm);
+		if (tm != NULL) {
+			for (size_t i = 0; i < cr->n_messages; i++) {
+				tm[i].role = cr->messages[i].role;
+				tm[i].content = cr->messages[i].content;
+				tm[i].name = cr->messages[i].name;
+				tm[i].tool_call_id = cr->messages[i].tool_call_id;
+			}
+			c->prompt_estimate = tokenizer_count_messages(up->tokenizer, tm, cr->n_messages);
+			free(tm);
+		}
+	}
+	c->body = openai_chat_body(cr, up->conf.model, cr->stream, cause, sizeof cause);
+	if (c->body == NULL) {
+		chat_finish(c, "bad_request", cause, -1, NAN);
+		return;
+	}
+
+	int64_t prompt = c->prompt_estimate > 0 ? c->prompt_estimate : 0;
+	int64_t most = cr->max_tokens > 0 ? cr->max_tokens : up->conf.default_max_tokens;
+	double worst = ((double)prompt * up->conf.prompt_price +
+	    (double)most * up->conf.completion_price) / 1000.0;
+	struct budget_refusal why;
+	c->reserved_tokens = prompt + most;
+	if (budgets_reserve(srv->budgets, (uint32_t)s->uid, cr->tag, up->conf.model,
+	    c->reserved_tokens, worst, now_ms(), &c->reservation, &why) == -1) {
+		chat_budget_detail(c, &why);
+		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
+		return;
+	}
+	c->waiter.data = c;
+	switch (limiter_admit(up->limiter, &c->waiter, (uint32_t)s->uid, c->reserved_tokens,
+	    now_mono_ms())) {
+	case LIMITER_ADMITTED:
+		c->admitted = true;
+		chat_attempt(c);
+		break;
+	case LIMITER_QUEUED:
+		c->queued = true;
+		upstream_limiter_kick(up);
+		break;
+	default:
+		snprintf(cause, sizeof cause, "upstream %s: %d requests already wait in its queue",
+		    up->conf.name, up->conf.queue_max);
+		chat_finish(c, "rate_limited", cause, -1, c->waiter.retry_after);
+		break;
+	}
+}
+
+/* The limiter let a queued chat go, or it waited too long. */
+void
+chat_admitted(struct chat *c, int status, double retry_after)
+{
+	char cause[256];
+
+	c->queued = false;
+	if (status == LIMITER_ADMITTED) {
+		c->admitted = true;
+		chat_attempt(c);
+		return;
+	}
+	snprintf(cause, sizeof cause, "waited %.0fs in the queue of upstream %s (rpm %d, tpm %d, "
+	    "max_concurrency %d)", c->upstream->conf.queue_timeout, c->upstream->conf.name,
+	    c->upstream->conf.rpm, c->upstream->conf.tpm, c->upstream->conf.max_concurrency);
+	chat_finish(c, "rate_limited", cause, -1, retry_after);
+}
+
+/* The detail map of a budget_exceeded error: which budget, what is left, what was needed. */
+static void
+chat_budget_detail(struct chat *c, const struct budget_refusal *why)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	char scope[300];
+
+	if (why->index == BUDGET_INDEX_NONE)
+		return;
+	dispatch_budget_label(&why->budget.def, scope, sizeof scope);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 5);
+	msgpack_pack_str_with_body(&pk, "scope", 5);
+	msgpack_pack_str_with_body(&pk, scope, strlen(scope));
+	msgpack_pack_str_with_body(&pk, "unit", 4);
+	const char *unit = budget_unit_name(why->budget.def.unit);
+	msgpack_pack_str_with_body(&pk, unit, strlen(unit));
+	msgpack_pack_str_with_body(&pk, "period", 6);
+	const char *period = budget_period_name(why->budget.def.period);
+	msgpack_pack_str_with_body(&pk, period, strlen(period));
+	msgpack_pack_str_with_body(&pk, "left", 4);
+	msgpack_pack_double(&pk, why->budget.left);
+	msgpack_pack_str_with_body(&pk, "needed", 6);
+	msgpack_pack_double(&pk, why->needed);
+	c->error_detail.data = (uint8_t *)sb.data;
+	c->error_detail.len = sb.size;
+}

@@ -1,0 +1,76 @@
+/* conf.c: openllmd.conf (libconfig) -> struct conf, validated with file:line errors. */
+#ifndef OLLM_CONF_H
+#define OLLM_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon/log.h"
+
+struct upstream_conf {
+	char *name;
+	char *base_url;             /* without a trailing slash */
+	char *model;
+	char *api_key;              /* NULL: no Authorization header */
+	char *tokenizer;
+	int rpm;                    /* 0: no limit */
+	int tpm;                    /* 0: no limit */
+	int max_concurrency;        /* 0: no limit */
+	int queue_max;
+	double queue_timeout;       /* seconds */
+	double timeout;             /* whole request, seconds */
+	double connect_timeout;
+	double first_byte_timeout;  /* 0: none */
+	double idle_timeout;        /* longest gap between stream chunks; 0: none */
+	int retries;
+	int default_max_tokens;     /* reserved against budgets when a request names none */
+	double prompt_price;        /* per 1,000 tokens */
+	double completion_price;
+};
+
+/* One entry of the budgets list, validated. */
+struct budget_conf {
+	char *scope;                /* all | user | tag | model */
+	char *who;                  /* user name or uid, tag, or model; NULL for all */
+	uint32_t uid;               /* resolved for scope user */
+	char *unit;                 /* money | tokens */
+	char *period;               /* day | month | ever */
+	double limit;
+};
+
+struct conf {
+	char *path;                 /* NULL: built-in defaults */
+	char *socket_path;
+	mode_t socket_mode;
+	char *state_dir;
+	enum log_level log_level;
+	bool calc_usage;
+	double max_budget;          /* 0 or less: none */
+	char *fsync;                /* always | everysec | no */
+	int retention_days;
+	char *on_ledger_error;      /* refuse | serve */
+	size_t max_frame;
+	int max_clients;
+	double shutdown_grace;      /* seconds */
+	struct upstream_conf *upstreams;
+	size_t n_upstreams;
+	struct budget_conf *budgets;
+	size_t n_budgets;
+};
+
+/*
+ * Load path (NULL: built-in defaults plus the environment). Every problem is
+ * appended to errors as "FILE:LINE: message\n"; returns NULL when there was any.
+ */
+struct conf *conf_load(const char *path, char **errors);
+void conf_free(struct conf *);
+
+/* The configuration file to use: -c, $OPENLLMD_CONFIG, then the system one if it exists. */
+const char *conf_default_path(const char *from_command_line);
+
+/* Every setting name the parser knows, NULL-terminated (for docs checks). */
+const char *const *conf_setting_names(void);
+
+#endif

@@ -1,0 +1,297 @@
+/* libcurl's multi_socket API driven by libevent, after curl's hiperfifo.c. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "daemon/http.h"
+#include "daemon/log.h"
+
+struct http {
+	struct event_base *base;
+	CURLM *multi;
+	struct event *timer;
+	size_t active;
+};
+
+/* One transfer, attached to its easy handle with CURLOPT_PRIVATE. */
+struct http_transfer {
+	struct http *http;
+	CURL *easy;
+	struct curl_slist *headers;
+	char *body;
+	struct http_callbacks cb;
+	void *arg;
+	char error[CURL_ERROR_SIZE];
+	int paused;
+};
+
+/* One socket curl watches, attached with curl_multi_assign, freed on CURL_POLL_REMOVE. */
+struct http_socket {
+	struct event *ev;
+};
+
+static void http_check_done(struct http *);
+
+/* Tell curl that a socket is ready, then collect finished transfers. */
+static void
+http_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http *h = arg;
+	int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+	    ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	int running;
+
+	curl_multi_socket_action(h->multi, fd, action, &running);
+	http_check_done(h);
+}
+
+/* curl's timer fired. */
+static void
+http_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http *h = arg;
+	int running;
+
+	(void)fd;
+	(void)what;
+	curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	http_check_done(h);
+}
+
+/* curl asks for its timer to be set: only re-arm, never call back into curl. */
+static int
+http_multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
+{
+	struct http *h = arg;
+	struct timeval tv;
+
+	(void)multi;
+	if (timeout_ms < 0) {
+		evtimer_del(h->timer);
+		return 0;
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	evtimer_add(h->timer, &tv);
+	return 0;
+}
+
+/* curl asks to watch, change or forget a socket. */
+static int
+http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
+{
+	struct http *h = arg;
+	struct http_socket *s = socketp;
+	short kind;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (s != NULL) {
+			event_free(s->ev);
+			free(s);
+			curl_multi_assign(h->multi, fd, NULL);
+		}
+		return 0;
+	}
+	kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+	    ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+	if (s == NULL) {
+		if ((s = calloc(1, sizeof *s)) == NULL)
+			return -1;
+		curl_multi_assign(h->multi, fd, s);
+	} else
+		event_free(s->ev);
+	s->ev = event_new(h->base, fd, kind, http_event_cb, h);
+	if (s->ev == NULL)
+		return -1;
+	event_add(s->ev, NULL);
+	return 0;
+}
+
+/* Body bytes from curl: hand them to the owner, which may pause. */
+static size_t
+http_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct http_transfer *t = arg;
+	size_t len = size * nmemb;
+	struct http_response resp = { 0, NULL, CURLE_OK, NULL, true, -1 };
+
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &resp.content_type);
+	switch (t->cb.data_cb(t->arg, &resp, ptr, len)) {
+	case HTTP_DATA_OK:
+		return len;
+	case HTTP_DATA_PAUSE:
+		t->paused = 1;
+		return CURL_WRITEFUNC_PAUSE;
+	case HTTP_DATA_ABORT:
+		break;
+	}
+	return 0;
+}
+
+/* Remove a transfer from the multi handle and free it. */
+static void
+http_transfer_free(struct http_transfer *t)
+{
+	curl_multi_remove_handle(t->http->multi, t->easy);
+	curl_easy_cleanup(t->easy);
+	curl_slist_free_all(t->headers);
+	free(t->body);
+	t->http->active--;
+	free(t);
+}
+
+/* Drain finished transfers; each leaves the multi handle before its owner hears of it. */
+static void
+http_check_done(struct http *h)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+		struct http_transfer *t;
+		struct http_response resp = { 0, NULL, CURLE_OK, NULL, false, -1 };
+		char error[CURL_ERROR_SIZE], content_type[128] = "";
+		const char *ct = NULL;
+		curl_off_t retry_after = 0;
+		double connect_time = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+		if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL) {
+			snprintf(content_type, sizeof content_type, "%s", ct);
+			resp.content_type = content_type;
+		}
+		if (curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
+		    retry_after > 0)
+			resp.retry_after = (double)retry_after;
+		curl_easy_getinfo(t->easy, CURLINFO_CONNECT_TIME, &connect_time);
+		resp.connected = connect_time > 0 || resp.status > 0;
+		resp.result = msg->data.result;
+		snprintf(error, sizeof error, "%s", t->error[0] ? t->error : curl_easy_strerror(resp.result));
+		resp.error = error;
+		struct http_callbacks cb = t->cb;
+		void *arg = t->arg;
+		http_transfer_free(t);
+		cb.done_cb(arg, &resp);
+	}
+}
+
+struct http *
+http_new(struct event_base *base)
+{
+	struct http *h = calloc(1, sizeof *h);
+
+	if (h == NULL)
+		return NULL;
+	h->base = base;
+	h->multi = curl_multi_init();
+	h->timer = evtimer_new(base, http_timer_cb, h);
+	if (h->multi == NULL || h->timer == NULL) {
+		http_free(h);
+		return NULL;
+	}
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, http_socket_cb);
+	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_multi_timer_cb);
+	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 64L);
+	return h;
+}
+
+void
+http_free(struct http *h)
+{
+	if (h == NULL)
+		return;
+	if (h->multi != NULL)
+		curl_multi_cleanup(h->multi);
+	if (h->timer != NULL)
+		event_free(h->timer);
+	free(h);
+}
+
+struct http_transfer *
+http_transfer_start(struct http *h, const struct http_request *req,
+    const struct http_callbacks *cb, void *arg, char *cause, size_t cause_len)
+{
+	struct http_transfer *t = calloc(1, sizeof *t);
+	char auth[1024];
+
+	if (t == NULL || (t->easy = curl_easy_init()) == NULL) {
+		snprintf(cause, cause_len, "out of memory");
+		free(t);
+		return NULL;
+	}
+	t->http = h;
+	t->cb = *cb;
+	t->arg = arg;
+	t->headers = curl_slist_append(NULL, "Accept: application/json, text/event-stream");
+	if (req->body != NULL)
+		t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
+	t->headers = curl_slist_append(t->headers, "Expect:");
+	if (req->api_key != NULL && *req->api_key != '\0') {
+		snprintf(auth, sizeof auth, "Authorization: Bearer %s", req->api_key);
+		t->headers = curl_slist_append(t->headers, auth);
+		explicit_bzero(auth, sizeof auth);
+	}
+	curl_easy_setopt(t->easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->error);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, http_write_cb);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "openllmd/" PACKAGE_VERSION);
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "");
+	if (req->body != NULL) {
+		t->body = strdup(req->body);
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(t->body));
+	}
+	if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
+		snprintf(cause, cause_len, "cannot add transfer to the multi handle");
+		curl_easy_cleanup(t->easy);
+		curl_slist_free_all(t->headers);
+		free(t->body);
+		free(t);
+		return NULL;
+	}
+	h->active++;
+	return t;
+}
+
+void
+http_transfer_cancel(struct http_transfer *t)
+{
+	if (t != NULL)
+		http_transfer_free(t);
+}
+
+void
+http_transfer_resume(struct http_transfer *t)
+{
+	if (t == NULL || !t->paused)
+		return;
+	t->paused = 0;
+	curl_easy_pause(t->easy, CURLPAUSE_CONT);
+}
+
+size_t
+http_active(const struct http *h)
+{
+	return h->active;
+}

@@ -1,0 +1,467 @@
+/* openllmd: options, start-up, signals, graceful shutdown. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "daemon/http.h"
+#include "daemon/ledger.h"
+#include "daemon/log.h"
+#include "daemon/openllmd.h"
+#include "daemon/tokenizer.h"
+
+struct server *server;
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+	    "usage: openllmd [-c FILE] [-f] [-t] [-v] [-V]\n"
+	    "  -c FILE  configuration file (default: $OPENLLMD_CONFIG, then\n"
+	    "           " SYSCONFDIR "/openllmd/openllmd.conf, then built-in defaults)\n"
+	    "  -f       stay in the foreground and log to stderr\n"
+	    "  -t       check the configuration, print FILE:LINE: message for each problem, exit\n"
+	    "  -v       more verbose logging (debug)\n"
+	    "  -V       print the version and exit\n"
+	    "  -h       this help\n"
+	    "Environment: OPENLLMD_SOCKET (socket path), OPENLLMD_CONFIG,\n"
+	    "OPEN_LLM_API_BASE and OPEN_LLM_API_MODEL (the single upstream),\n"
+	    "OPENLLMD_TOKENIZER_DIR (where .tiktoken files are looked up).\n");
+}
+
+/* Wall-clock milliseconds since the epoch. */
+int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Monotonic milliseconds, for durations. */
+int64_t
+now_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Tell systemd (when present) how we are doing. */
+static void
+server_notify_status(struct server *s)
+{
+#ifdef HAVE_SYSTEMD
+	sd_notifyf(0, "STATUS=%llu requests served, %lld in flight, %zu clients",
+	    (unsigned long long)s->served, (long long)s->in_flight, s->n_sessions);
+#else
+	(void)s;
+#endif
+}
+
+/*
+ * Once draining and nothing is in flight, close every client after its last
+ * reply is written, then leave the loop.
+ */
+void
+server_check_drained(struct server *s)
+{
+	struct session *se, *next;
+
+	if (!s->draining || s->in_flight > 0)
+		return;
+	if (!s->flushing) {
+		s->flushing = true;
+		for (se = TAILQ_FIRST(&s->sessions); se != NULL; se = next) {
+			next = TAILQ_NEXT(se, entry);
+			if (!se->closing)
+				session_close_after_flush(se);
+		}
+	}
+	if (s->n_sessions == 0)
+		event_base_loopexit(s->base, NULL);
+}
+
+/* Start a graceful shutdown: stop accepting, let chats finish within the grace period. */
+static void
+server_drain(struct server *s)
+{
+	if (s->draining)
+		return;
+	s->draining = true;
+	s->drain_deadline_ms = now_mono_ms() + (int64_t)(s->conf->shutdown_grace * 1000);
+	log_info("shutting down: %lld chats in flight, waiting up to %.0fs",
+	    (long long)s->in_flight, s->conf->shutdown_grace);
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, "STOPPING=1");
+#endif
+	listener_close(s);
+	server_check_drained(s);
+}
+
+/*
+ * Build the budgets of a configuration, their usage so far read from the
+ * ledger; budgets that stay keep their reservations of chats in flight.
+ */
+int
+server_budgets_load(struct server *s, const struct conf *c, char *cause, size_t cause_len)
+{
+	struct budgets *b = budgets_new();
+	struct budget_def def;
+	int64_t now = now_ms();
+
+	if (b == NULL) {
+		snprintf(cause, cause_len, "out of memory");
+		return -1;
+	}
+	if (c->max_budget > 0) {
+		memset(&def, 0, sizeof def);
+		def.scope = BUDGET_ALL;
+		def.unit = BUDGET_MONEY;
+		def.period = BUDGET_EVER;
+		def.limit = c->max_budget;
+		if (budgets_add(b, &def, cause, cause_len) == -1)
+			goto fail;
+	}
+	for (size_t i = 0; i < c->n_budgets; i++) {
+		const struct budget_conf *bc = &c->budgets[i];
+		memset(&def, 0, sizeof def);
+		if (budget_scope_parse(bc->scope, &def.scope) == -1 ||
+		    budget_unit_parse(bc->unit, &def.unit) == -1 ||
+		    budget_period_parse(bc->period, &def.period) == -1) {
+			snprintf(cause, cause_len, "budgets[%zu]: invalid", i);
+			goto fail;
+		}
+		def.uid = bc->uid;
+		def.name = bc->who;
+		def.limit = bc->limit;
+		if (budgets_add(b, &def, cause, cause_len) == -1)
+			goto fail;
+	}
+	for (size_t i = 0; i < budgets_count(b); i++) {
+		struct budget_state st;
+		struct ledger_scope scope = { NULL, NULL, NULL, -1 };
+		struct counters used;
+		budgets_get(b, i, now, &st);
+		if (st.def.scope == BUDGET_USER)
+			scope.uid = st.def.uid;
+		else if (st.def.scope == BUDGET_TAG)
+			scope.tag = st.def.name;
+		else if (st.def.scope == BUDGET_MODEL)
+			scope.model = st.def.name;
+		ledger_usage(s->ledger, &scope,
+		    st.period_start_ms > 0 ? ledger_day(st.period_start_ms) : -1, &used);
+		budgets_set_used(b, i, st.def.unit == BUDGET_MONEY ? used.cost :
+		    (double)used.total_tokens, now);
+	}
+	if (s->budgets != NULL) {
+		budgets_carry(b, s->budgets);
+		budgets_free(s->budgets);
+	}
+	s->budgets = b;
+	return 0;
+fail:
+	budgets_free(b);
+	return -1;
+}
+
+/* Re-read the configuration and swap it in only if it is valid. */
+static void
+server_reload(struct server *s)
+{
+	char *errors = NULL, cause[256];
+	struct conf *c;
+
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, "RELOADING=1");
+#endif
+	c = conf_load(s->conf_path, &errors);
+	if (c == NULL) {
+		log_error("reload refused, keeping the running configuration:\n%s", errors ? errors : "");
+		free(errors);
+		goto out;
+	}
+	if (strcmp(c->socket_path, s->conf->socket_path) != 0)
+		log_warn("reload: a new socket path takes effect at restart");
+	if (strcmp(c->state_dir, s->conf->state_dir) != 0)
+		log_warn("reload: a new state_dir takes effect at restart");
+	if (upstream_setup(s, c, cause, sizeof cause) == -1 ||
+	    server_budgets_load(s, c, cause, sizeof cause) == -1) {
+		log_error("reload refused, keeping the running configuration: %s", cause);
+		conf_free(c);
+		goto out;
+	}
+	free(c->socket_path);
+	c->socket_path = strdup(s->conf->socket_path);
+	free(c->state_dir);
+	c->state_dir = strdup(s->conf->state_dir);
+	conf_free(s->conf);
+	s->conf = c;
+	log_set_level(c->log_level);
+	log_info("configuration reloaded from %s", c->path ? c->path : "built-in defaults");
+out:
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, "READY=1");
+#endif
+	return;
+}
+
+static void
+server_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)what;
+	if (sig == SIGHUP)
+		server_reload(s);
+	else
+		server_drain(s);
+}
+
+/* Once a second: ledger upkeep, the drain deadline, systemd status and watchdog. */
+static void
+server_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)fd;
+	(void)what;
+	ledger_tick(s->ledger, now_ms());
+	if (s->draining && now_mono_ms() >= s->drain_deadline_ms) {
+		if (s->in_flight > 0)
+			log_warn("grace period over: cancelling %lld chats", (long long)s->in_flight);
+		session_close_all(s);
+		event_base_loopexit(s->base, NULL);
+	}
+	server_notify_status(s);
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, "WATCHDOG=1");
+#endif
+}
+
+/* Create a directory and its parents. */
+static int
+mkdir_p(const char *path, mode_t mode)
+{
+	char buf[4096];
+
+	snprintf(buf, sizeof buf, "%s", path);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) == -1 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* Detach from the terminal: fork, setsid, fork, stdio to /dev/null. */
+static void
+daemonize(void)
+{
+	int fd;
+
+	switch (fork()) {
+	case -1:
+		fatal("fork: %s", strerror(errno));
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	setsid();
+	switch (fork()) {
+	case -1:
+		fatal("fork: %s", strerror(errno));
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	if (chdir("/") == -1)
+		fatal("chdir /: %s", strerror(errno));
+	if ((fd = open("/dev/null", O_RDWR)) != -1) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *conf_arg = NULL;
+	int foreground = 0, check_only = 0, verbose = 0, ch;
+	char *errors = NULL, cause[512];
+	struct server srv;
+	struct event *sig_hup, *sig_term, *sig_int;
+
+	while ((ch = getopt_long(argc, argv, "c:ftvVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			conf_arg = optarg;
+			break;
+		case 'f':
+			foreground = 1;
+			break;
+		case 't':
+			check_only = 1;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'V':
+			printf("openllmd %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 64;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 64;
+	}
+
+	memset(&srv, 0, sizeof srv);
+	srv.conf_path = (char *)conf_default_path(conf_arg);
+	srv.conf = conf_load(srv.conf_path, &errors);
+	if (check_only) {
+		if (srv.conf == NULL) {
+			fputs(errors ? errors : "configuration invalid\n", stdout);
+			return 1;
+		}
+		printf("%s: configuration OK\n", srv.conf_path ? srv.conf_path : "(built-in defaults)");
+		return 0;
+	}
+	if (srv.conf == NULL) {
+		fprintf(stderr, "%s", errors ? errors : "configuration invalid\n");
+		return 1;
+	}
+	log_init("openllmd", 1);
+	log_set_level(verbose ? LOG_LEVEL_DEBUG : srv.conf->log_level);
+
+	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned)(now_ms() ^ getpid()));
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatal("curl_global_init failed");
+	server = &srv;
+	srv.listen_fd = -1;
+	srv.own_uid = geteuid();
+	srv.started_ms = now_mono_ms();
+	TAILQ_INIT(&srv.upstreams);
+	TAILQ_INIT(&srv.retired);
+	TAILQ_INIT(&srv.sessions);
+	if ((srv.base = event_base_new()) == NULL)
+		fatal("event_base_new failed");
+	if ((srv.http = http_new(srv.base)) == NULL)
+		fatal("cannot set up libcurl's multi handle");
+
+	if (getenv("LISTEN_FDS") == NULL && listener_check(srv.conf->socket_path, cause, sizeof cause) == -1)
+		fatal("%s", cause);
+	if (mkdir_p(srv.conf->state_dir, 0700) == -1)
+		fatal("cannot create state_dir %s: %s", srv.conf->state_dir, strerror(errno));
+	struct ledger_options lo;
+	ledger_options_default(&lo);
+	if (ledger_parse_fsync(srv.conf->fsync, &lo.fsync) == -1)
+		fatal("fsync: unknown policy %s", srv.conf->fsync);
+	lo.retention_days = srv.conf->retention_days;
+	srv.ledger = ledger_open(srv.conf->state_dir, &lo, cause, sizeof cause);
+	if (srv.ledger == NULL)
+		fatal("usage ledger: %s", cause);
+	{
+		struct stats_result st;
+		memset(&st, 0, sizeof st);
+		if (ledger_stats(srv.ledger, NULL, -1, &st) == 0)
+			srv.total_cost = st.total.cost;
+		ledger_stats_clear(&st);
+	}
+	if (upstream_setup(&srv, srv.conf, cause, sizeof cause) == -1)
+		fatal("%s", cause);
+	if (server_budgets_load(&srv, srv.conf, cause, sizeof cause) == -1)
+		fatal("budgets: %s", cause);
+	if (listener_open(&srv, cause, sizeof cause) == -1)
+		fatal("%s", cause);
+
+	if (!foreground) {
+		daemonize();
+		log_init("openllmd", 0);
+		if (event_reinit(srv.base) == -1)
+			fatal("event_reinit failed");
+	}
+	sig_hup = evsignal_new(srv.base, SIGHUP, server_signal_cb, &srv);
+	sig_term = evsignal_new(srv.base, SIGTERM, server_signal_cb, &srv);
+	sig_int = evsignal_new(srv.base, SIGINT, server_signal_cb, &srv);
+	evsignal_add(sig_hup, NULL);
+	evsignal_add(sig_term, NULL);
+	evsignal_add(sig_int, NULL);
+	srv.tick = event_new(srv.base, -1, EV_PERSIST, server_tick_cb, &srv);
+	struct timeval one = { 1, 0 };
+	evtimer_add(srv.tick, &one);
+
+	struct upstream *up;
+	TAILQ_FOREACH(up, &srv.upstreams, entry)
+		log_info("upstream %s: %s model %s, rpm %d, tokenizer %s", up->conf.name,
+		    up->conf.base_url, up->conf.model, up->conf.rpm, up->conf.tokenizer);
+	log_info("openllmd %s ready; state in %s", PACKAGE_VERSION, srv.conf->state_dir);
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, "READY=1");
+#endif
+	event_base_dispatch(srv.base);
+
+	session_close_all(&srv);
+	listener_close(&srv);
+	upstream_teardown(&srv);
+	budgets_free(srv.budgets);
+	ledger_close(srv.ledger);
+	event_free(sig_hup);
+	event_free(sig_term);
+	event_free(sig_int);
+	event_free(srv.tick);
+	http_free(srv.http);
+	while (srv.tokenizers != NULL) {
+		struct tokenizer_entry *e = srv.tokenizers;
+		srv.tokenizers = e->next;
+		tokenizer_free(e->tokenizer);
+		free(e->name);
+		free(e);
+	}
+	/* let deferred frees run */
+	event_base_loop(srv.base, EVLOOP_NONBLOCK);
+	event_base_free(srv.base);
+	conf_free(srv.conf);
+	curl_global_cleanup();
+	log_info("openllmd stopped");
+	return 0;
+}

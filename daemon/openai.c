@@ -1,0 +1,1186 @@
+/* openai.c: the OpenAI chat API as real servers speak it. */
+#include "config.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/types.h>
+
+#include "daemon/openai.h"
+
+static json_t *openai_mp_value(const uint8_t **, size_t *, int);
+
+/* --- free-form values ------------------------------------------------- */
+
+/* Read n big-endian bytes as an unsigned integer. */
+static uint64_t
+openai_mp_be(const uint8_t *p, size_t n)
+{
+	uint64_t	v = 0;
+
+	while (n-- > 0)
+		v = (v << 8) | *p++;
+	return (v);
+}
+
+/* Take n bytes from the input, or fail if fewer are left. */
+static const uint8_t *
+openai_mp_take(const uint8_t **p, size_t *left, size_t n)
+{
+	const uint8_t	*at = *p;
+
+	if (n > *left)
+		return (NULL);
+	*p += n;
+	*left -= n;
+	return (at);
+}
+
+/* A msgpack string as JSON: valid UTF-8 without NUL bytes. */
+static json_t *
+openai_mp_string(const uint8_t **p, size_t *left, size_t n)
+{
+	const uint8_t	*s;
+
+	if ((s = openai_mp_take(p, left, n)) == NULL)
+		return (NULL);
+	if (memchr(s, '\0', n) != NULL)
+		return (NULL);
+	return (json_stringn((const char *)s, n));
+}
+
+/* A msgpack array of n values. */
+static json_t *
+openai_mp_array(const uint8_t **p, size_t *left, size_t n, int depth)
+{
+	json_t	*a, *v;
+	size_t	 i;
+
+	if (n > *left || depth >= OPENAI_MAX_DEPTH)
+		return (NULL);
+	if ((a = json_array()) == NULL)
+		return (NULL);
+	for (i = 0; i < n; i++) {
+		if ((v = openai_mp_value(p, left, depth + 1)) == NULL ||
+		    json_array_append_new(a, v) != 0) {
+			json_decref(a);
+			return (NULL);
+		}
+	}
+	return (a);
+}
+
+/* A msgpack map of n pairs; keys must be strings. */
+static json_t *
+openai_mp_map(const uint8_t **p, size_t *left, size_t n, int depth)
+{
+	json_t		*o, *k, *v;
+	size_t		 i;
+
+	if (n > *left / 2 || depth >= OPENAI_MAX_DEPTH)
+		return (NULL);
+	if ((o = json_object()) == NULL)
+		return (NULL);
+	for (i = 0; i < n; i++) {
+		k = openai_mp_value(p, left, depth + 1);
+		if (k == NULL || !json_is_string(k)) {
+			json_decref(k);
+			json_decref(o);
+			return (NULL);
+		}
+		v = openai_mp_value(p, left, depth + 1);
+		if (v == NULL || json_object_set_new(o, json_string_value(k),
+		    v) != 0) {
+			json_decref(k);
+			json_decref(o);
+			return (NULL);
+		}
+		json_decref(k);
+	}
+	return (o);
+}
+
+/* One msgpack value as JSON, or NULL for anything JSON cannot hold. */
+static json_t *
+openai_mp_value(const uint8_t **p, size_t *left, int depth)
+{
+	const uint8_t	*b;
+	uint8_t		 t;
+	uint64_t	 u;
+	uint32_t	 f32;
+	float		 f;
+	double		 d;
+	size_t		 n;
+
+	if ((b = openai_mp_take(p, left, 1)) == NULL)
+		return (NULL);
+	t = *b;
+	if (t <= 0x7f)
+		return (json_integer(t));
+	if (t >= 0xe0)
+		return (json_integer((int8_t)t));
+	if (t >= 0x80 && t <= 0x8f)
+		return (openai_mp_map(p, left, t & 0x0f, depth));
+	if (t >= 0x90 && t <= 0x9f)
+		return (openai_mp_array(p, left, t & 0x0f, depth));
+	if (t >= 0xa0 && t <= 0xbf)
+		return (openai_mp_string(p, left, t & 0x1f));
+
+	switch (t) {
+	case 0xc0:
+		return (json_null());
+	case 0xc2:
+		return (json_false());
+	case 0xc3:
+		return (json_true());
+	case 0xca:
+		if ((b = openai_mp_take(p, left, 4)) == NULL)
+			return (NULL);
+		f32 = (uint32_t)openai_mp_be(b, 4);
+		memcpy(&f, &f32, sizeof f);
+		return (json_real(f));  /* NULL for NaN and infinities */
+	case 0xcb:
+		if ((b = openai_mp_take(p, left, 8)) == NULL)
+			return (NULL);
+		u = openai_mp_be(b, 8);
+		memcpy(&d, &u, sizeof d);
+		return (json_real(d));
+	case 0xcc:
+	case 0xcd:
+	case 0xce:
+	case 0xcf:
+		n = (size_t)1 << (t - 0xcc);
+		if ((b = openai_mp_take(p, left, n)) == NULL)
+			return (NULL);
+		u = openai_mp_be(b, n);
+		if (u > INT64_MAX)
+			return (NULL);
+		return (json_integer((json_int_t)u));
+	case 0xd0:
+		if ((b = openai_mp_take(p, left, 1)) == NULL)
+			return (NULL);
+		return (json_integer((int8_t)b[0]));
+	case 0xd1:
+		if ((b = openai_mp_take(p, left, 2)) == NULL)
+			return (NULL);
+		return (json_integer((int16_t)openai_mp_be(b, 2)));
+	case 0xd2:
+		if ((b = openai_mp_take(p, left, 4)) == NULL)
+			return (NULL);
+		return (json_integer((int32_t)openai_mp_be(b, 4)));
+	case 0xd3:
+		if ((b = openai_mp_take(p, left, 8)) == NULL)
+			return (NULL);
+		return (json_integer((json_int_t)(int64_t)openai_mp_be(b, 8)));
+	case 0xd9:
+	case 0xda:
+	case 0xdb:
+		n = (size_t)1 << (t - 0xd9);
+		if ((b = openai_mp_take(p, left, n)) == NULL)
+			return (NULL);
+		return (openai_mp_string(p, left, openai_mp_be(b, n)));
+	case 0xdc:
+	case 0xdd:
+		n = t == 0xdc ? 2 : 4;
+		if ((b = openai_mp_take(p, left, n)) == NULL)
+			return (NULL);
+		return (openai_mp_array(p, left, openai_mp_be(b, n), depth));
+	case 0xde:
+	case 0xdf:
+		n = t == 0xde ? 2 : 4;
+		if ((b = openai_mp_take(p, left, n)) == NULL)
+			return (NULL);
+		return (openai_mp_map(p, left, openai_mp_be(b, n), depth));
+	}
+	/* 0xc1 (never used), bin, ext and fixext. */
+	return (NULL);
+}
+
+/* Turn the msgpack bytes of exactly one value into JSON. */
+json_t *
+openai_msgpack_to_json(const uint8_t *buf, size_t len)
+{
+	json_t	*v;
+
+	if (buf == NULL)
+		return (NULL);
+	v = openai_mp_value(&buf, &len, 0);
+	if (v != NULL && len != 0) {
+		json_decref(v);
+		return (NULL);
+	}
+	return (v);
+}
+
+/* Pack one JSON value, refusing what msgpack peers could not read back. */
+static int
+openai_pack(json_t *v, msgpack_packer *pk, int depth)
+{
+	const char	*key, *s;
+	json_t		*item;
+	size_t		 i, n;
+
+	if (depth > OPENAI_MAX_DEPTH)
+		return (-1);
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		if (depth == OPENAI_MAX_DEPTH)
+			return (-1);
+		if (msgpack_pack_map(pk, json_object_size(v)) != 0)
+			return (-1);
+		json_object_foreach(v, key, item) {
+			n = strlen(key);
+			if (msgpack_pack_str(pk, n) != 0 ||
+			    msgpack_pack_str_body(pk, key, n) != 0 ||
+			    openai_pack(item, pk, depth + 1) != 0)
+				return (-1);
+		}
+		return (0);
+	case JSON_ARRAY:
+		if (depth == OPENAI_MAX_DEPTH)
+			return (-1);
+		if (msgpack_pack_array(pk, json_array_size(v)) != 0)
+			return (-1);
+		json_array_foreach(v, i, item) {
+			if (openai_pack(item, pk, depth + 1) != 0)
+				return (-1);
+		}
+		return (0);
+	case JSON_STRING:
+		s = json_string_value(v);
+		n = json_string_length(v);
+		if (memchr(s, '\0', n) != NULL)
+			return (-1);
+		if (msgpack_pack_str(pk, n) != 0 ||
+		    msgpack_pack_str_body(pk, s, n) != 0)
+			return (-1);
+		return (0);
+	case JSON_INTEGER:
+		return (msgpack_pack_int64(pk, json_integer_value(v)));
+	case JSON_REAL:
+		return (msgpack_pack_double(pk, json_real_value(v)));
+	case JSON_TRUE:
+		return (msgpack_pack_true(pk));
+	case JSON_FALSE:
+		return (msgpack_pack_false(pk));
+	case JSON_NULL:
+		return (msgpack_pack_nil(pk));
+	}
+	return (-1);
+}
+
+/* Pack a free-form JSON value as msgpack. */
+int
+openai_json_to_msgpack(json_t *v, msgpack_packer *pk)
+{
+	if (v == NULL)
+		return (-1);
+	return (openai_pack(v, pk, 0) == 0 ? 0 : -1);
+}
+
+/* Store a JSON value as raw msgpack bytes. */
+static int
+openai_raw_set(struct message_raw *raw, json_t *v)
+{
+	msgpack_sbuffer	 sb;
+	msgpack_packer	 pk;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	if (openai_json_to_msgpack(v, &pk) != 0 || sb.size == 0) {
+		msgpack_sbuffer_destroy(&sb);
+		return (-1);
+	}
+	raw->data = (uint8_t *)sb.data;     /* ownership moves to raw */
+	raw->len = sb.size;
+	return (0);
+}
+
+/* --- request body ----------------------------------------------------- */
+
+/* Whether every real in v prints exactly with 15 significant digits. */
+static bool
+openai_reals_short(json_t *v)
+{
+	const char	*key;
+	json_t		*item;
+	size_t		 i;
+	char		 buf[64];
+	double		 d;
+
+	switch (json_typeof(v)) {
+	case JSON_REAL:
+		d = json_real_value(v);
+		snprintf(buf, sizeof buf, "%.15g", d);
+		return (strtod(buf, NULL) == d);
+	case JSON_OBJECT:
+		json_object_foreach(v, key, item) {
+			if (!openai_reals_short(item))
+				return (false);
+		}
+		return (true);
+	case JSON_ARRAY:
+		json_array_foreach(v, i, item) {
+			if (!openai_reals_short(item))
+				return (false);
+		}
+		return (true);
+	default:
+		return (true);
+	}
+}
+
+/* Set key to a new string value, failing on invalid UTF-8. */
+static int
+openai_set_string(json_t *o, const char *key, const char *s)
+{
+	json_t	*v;
+
+	if ((v = json_string(s)) == NULL)
+		return (-1);
+	return (json_object_set_new(o, key, v));
+}
+
+/* One message of the conversation as JSON. */
+static json_t *
+openai_message_json(const struct chat_message *m, size_t idx, char *cause,
+    size_t cause_len)
+{
+	json_t	*o, *tc = NULL;
+	int	 rc = 0;
+
+	if ((o = json_object()) == NULL)
+		goto nomem;
+	if (m->role == NULL || openai_set_string(o, "role", m->role) != 0) {
+		snprintf(cause, cause_len, "messages[%zu]: bad role", idx);
+		goto fail;
+	}
+	if (m->tool_calls.data != NULL) {
+		tc = openai_msgpack_to_json(m->tool_calls.data,
+		    m->tool_calls.len);
+		if (tc == NULL || !json_is_array(tc)) {
+			json_decref(tc);
+			snprintf(cause, cause_len,
+			    "messages[%zu]: tool_calls is not an array", idx);
+			goto fail;
+		}
+	}
+	/* An assistant turn that only calls tools has null content. */
+	if (m->content != NULL)
+		rc = openai_set_string(o, "content", m->content);
+	else if (tc != NULL)
+		rc = json_object_set_new(o, "content", json_null());
+	else
+		rc = openai_set_string(o, "content", "");
+	if (rc == 0 && m->name != NULL)
+		rc = openai_set_string(o, "name", m->name);
+	if (rc == 0 && m->tool_call_id != NULL)
+		rc = openai_set_string(o, "tool_call_id", m->tool_call_id);
+	if (rc == 0 && tc != NULL) {
+		rc = json_object_set_new(o, "tool_calls", tc);
+		tc = NULL;
+	}
+	json_decref(tc);
+	if (rc != 0) {
+		snprintf(cause, cause_len,
+		    "messages[%zu]: invalid UTF-8 or out of memory", idx);
+		goto fail;
+	}
+	return (o);
+
+nomem:
+	snprintf(cause, cause_len, "out of memory");
+fail:
+	json_decref(o);
+	return (NULL);
+}
+
+/* Merge the client's `extra` map into the body; null deletes a key. */
+static int
+openai_merge_extra(json_t *root, const struct message_raw *extra,
+    char *cause, size_t cause_len)
+{
+	json_t		*x, *v;
+	const char	*key;
+
+	x = openai_msgpack_to_json(extra->data, extra->len);
+	if (x == NULL || !json_is_object(x)) {
+		json_decref(x);
+		snprintf(cause, cause_len, "extra is not a map of JSON values");
+		return (-1);
+	}
+	json_object_foreach(x, key, v) {
+		if (strcmp(key, "stream") == 0)
+			continue;
+		if (json_is_null(v))
+			json_object_del(root, key);
+		else if (json_object_set(root, key, v) != 0) {
+			json_decref(x);
+			snprintf(cause, cause_len, "out of memory");
+			return (-1);
+		}
+	}
+	json_decref(x);
+	return (0);
+}
+
+/* Build the JSON body of a chat completion request. */
+char *
+openai_chat_body(const struct chat_request *req, const char *model,
+    bool stream, char *cause, size_t cause_len)
+{
+	json_t	*root, *msgs, *m, *stop, *so;
+	char	*body;
+	size_t	 i, flags;
+	int	 rc = 0;
+
+	if ((root = json_object()) == NULL || (msgs = json_array()) == NULL) {
+		json_decref(root);
+		snprintf(cause, cause_len, "out of memory");
+		return (NULL);
+	}
+	if (model == NULL)
+		model = req->model;
+	if (model != NULL && openai_set_string(root, "model", model) != 0) {
+		json_decref(msgs);
+		snprintf(cause, cause_len, "bad model name");
+		goto fail;
+	}
+	if (json_object_set_new(root, "messages", msgs) != 0)
+		goto nomem;
+	for (i = 0; i < req->n_messages; i++) {
+		m = openai_message_json(&req->messages[i], i, cause, cause_len);
+		if (m == NULL)
+			goto fail;
+		if (json_array_append_new(msgs, m) != 0)
+			goto nomem;
+	}
+
+	rc |= json_object_set_new(root, "stream", json_boolean(stream));
+	if (stream) {
+		if ((so = json_pack("{s:b}", "include_usage", 1)) == NULL)
+			goto nomem;
+		rc |= json_object_set_new(root, "stream_options", so);
+	}
+	if (req->max_tokens >= 1)
+		rc |= json_object_set_new(root, "max_tokens",
+		    json_integer(req->max_tokens));
+	if (isfinite(req->temperature))
+		rc |= json_object_set_new(root, "temperature",
+		    json_real(req->temperature));
+	if (isfinite(req->top_p))
+		rc |= json_object_set_new(root, "top_p", json_real(req->top_p));
+	if (req->n_stop > 0) {
+		if ((stop = json_array()) == NULL)
+			goto nomem;
+		rc |= json_object_set_new(root, "stop", stop);
+		for (i = 0; i < req->n_stop; i++) {
+			if (json_array_append_new(stop,
+			    json_string(req->stop[i])) != 0) {
+				snprintf(cause, cause_len, "bad stop string");
+				goto fail;
+			}
+		}
+	}
+	if (req->has_seed)
+		rc |= json_object_set_new(root, "seed", json_integer(req->seed));
+	if (rc != 0)
+		goto nomem;
+	if (req->extra.data != NULL &&
+	    openai_merge_extra(root, &req->extra, cause, cause_len) != 0)
+		goto fail;
+
+	/* Print reals briefly ("0.7") when that loses nothing. */
+	flags = JSON_COMPACT;
+	if (openai_reals_short(root))
+		flags |= JSON_REAL_PRECISION(15);
+	if ((body = json_dumps(root, flags)) == NULL)
+		goto nomem;
+	json_decref(root);
+	return (body);
+
+nomem:
+	snprintf(cause, cause_len, "out of memory");
+fail:
+	json_decref(root);
+	return (NULL);
+}
+
+/* --- replies ---------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s (0 if invalid). */
+static size_t
+openai_utf8_len(const unsigned char *s, size_t left)
+{
+	unsigned int	c = s[0], cp;
+	size_t		n, i;
+
+	if (c < 0x80)
+		return (1);
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		cp = c & 0x07;
+	} else
+		return (0);
+	if (n > left)
+		return (0);
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return (0);
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return (0);
+	return (n);
+}
+
+/*
+ * One bounded line of text: controls (C0, DEL, C1) become spaces, runs of
+ * spaces shrink to one, invalid UTF-8 becomes '?', and past
+ * OPENAI_ERROR_MAX bytes the text is cut at a character and ends in "...".
+ */
+static char *
+openai_oneline(const char *in, size_t len)
+{
+	const unsigned char	*s = (const unsigned char *)in, *rep;
+	char			*out;
+	size_t			 i = 0, o = 0, n, rn, keep = 0;
+	bool			 space = false, cut = false;
+
+	if ((out = malloc(OPENAI_ERROR_MAX + 1)) == NULL)
+		return (NULL);
+	while (i < len) {
+		n = openai_utf8_len(s + i, len - i);
+		if (n == 0) {
+			rep = (const unsigned char *)"?";
+			rn = 1;
+			n = 1;
+		} else if (s[i] <= ' ' || s[i] == 0x7f ||
+		    (n == 2 && s[i] == 0xc2 && s[i + 1] < 0xa0)) {
+			space = true;
+			i += n;
+			continue;
+		} else {
+			rep = s + i;
+			rn = n;
+		}
+		if (space && o > 0) {
+			if (o + 1 + rn > OPENAI_ERROR_MAX) {
+				cut = true;
+				break;
+			}
+			out[o++] = ' ';
+		} else if (o + rn > OPENAI_ERROR_MAX) {
+			cut = true;
+			break;
+		}
+		space = false;
+		memcpy(out + o, rep, rn);
+		o += rn;
+		i += n;
+		if (o <= OPENAI_ERROR_MAX - 3)
+			keep = o;
+	}
+	if (cut) {
+		/* keep is a character boundary with room left for "...". */
+		o = keep;
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+	return (out);
+}
+
+/* A bounded one-line copy of a JSON value: its text or its compact form. */
+static char *
+openai_json_text(json_t *v)
+{
+	char	*dump, *line;
+
+	if (json_is_string(v))
+		return (openai_oneline(json_string_value(v),
+		    json_string_length(v)));
+	if ((dump = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
+		return (NULL);
+	line = openai_oneline(dump, strlen(dump));
+	free(dump);
+	return (line);
+}
+
+/* Copy of a string value, NULL when absent, not a string or empty. */
+static char *
+openai_strdup(json_t *v)
+{
+	if (!json_is_string(v) || json_string_length(v) == 0)
+		return (NULL);
+	return (strdup(json_string_value(v)));
+}
+
+/* Message text: a string, or the text parts of a content array. */
+static char *
+openai_text(json_t *v)
+{
+	json_t	*part, *text;
+	char	*s;
+	size_t	 i, len = 0, n;
+
+	if (!json_is_array(v))
+		return (openai_strdup(v));
+	json_array_foreach(v, i, part) {
+		text = json_is_string(part) ? part :
+		    json_object_get(part, "text");
+		if (json_is_string(text))
+			len += json_string_length(text);
+	}
+	if (len == 0 || (s = malloc(len + 1)) == NULL)
+		return (NULL);
+	len = 0;
+	json_array_foreach(v, i, part) {
+		text = json_is_string(part) ? part :
+		    json_object_get(part, "text");
+		if (json_is_string(text)) {
+			n = json_string_length(text);
+			memcpy(s + len, json_string_value(text), n);
+			len += n;
+		}
+	}
+	s[len] = '\0';
+	return (s);
+}
+
+/* A token count: a non-negative integer (or integral real), not absurd. */
+static bool
+openai_count(json_t *v, int64_t *out)
+{
+	double	d;
+
+	if (json_is_integer(v)) {
+		if (json_integer_value(v) < 0 ||
+		    json_integer_value(v) > OPENAI_USAGE_MAX)
+			return (false);
+		*out = json_integer_value(v);
+		return (true);
+	}
+	if (json_is_real(v)) {
+		d = json_real_value(v);
+		if (!(d >= 0 && d <= OPENAI_USAGE_MAX) || d != floor(d))
+			return (false);
+		*out = (int64_t)d;
+		return (true);
+	}
+	return (false);
+}
+
+/* Usage from a `usage` object; ignored unless both counts are sane. */
+static void
+openai_usage(json_t *u, struct openai_chunk *c)
+{
+	int64_t	p, k, t;
+
+	if (!openai_count(json_object_get(u, "prompt_tokens"), &p) ||
+	    !openai_count(json_object_get(u, "completion_tokens"), &k))
+		return;
+	if (!openai_count(json_object_get(u, "total_tokens"), &t) || t < p + k)
+		t = p + k;
+	c->has_usage = true;
+	c->usage.prompt_tokens = p;
+	c->usage.completion_tokens = k;
+	c->usage.total_tokens = t;
+	c->usage.estimated = false;
+}
+
+/* Usage from llama.cpp's `timings`, used only when `usage` is missing. */
+static void
+openai_timings(json_t *t, struct openai_chunk *c)
+{
+	int64_t	cached, prompt, predicted;
+
+	if (!openai_count(json_object_get(t, "cache_n"), &cached) ||
+	    !openai_count(json_object_get(t, "prompt_n"), &prompt) ||
+	    !openai_count(json_object_get(t, "predicted_n"), &predicted))
+		return;
+	c->has_usage = true;
+	c->usage.prompt_tokens = cached + prompt;
+	c->usage.completion_tokens = predicted;
+	c->usage.total_tokens = cached + prompt + predicted;
+	c->usage.estimated = false;
+}
+
+/* An HTTP status carried in an error, if it looks like one. */
+static int
+openai_status(json_t *v)
+{
+	json_int_t	s;
+
+	if (!json_is_integer(v))
+		return (0);
+	s = json_integer_value(v);
+	return (s >= 100 && s <= 599 ? (int)s : 0);
+}
+
+/* FastAPI's `detail`: a string, or a list of {loc, msg}. */
+static char *
+openai_detail_text(json_t *detail)
+{
+	json_t		*item, *loc, *part, *msg;
+	char		*line, *buf = NULL;
+	size_t		 i, j, size = 0;
+	FILE		*f;
+
+	if (!json_is_array(detail))
+		return (openai_json_text(detail));
+	if ((f = open_memstream(&buf, &size)) == NULL)
+		return (NULL);
+	json_array_foreach(detail, i, item) {
+		if (i > 0)
+			fputs("; ", f);
+		loc = json_object_get(item, "loc");
+		json_array_foreach(loc, j, part) {
+			if (json_is_string(part))
+				fprintf(f, "%s%s", j > 0 ? "." : "",
+				    json_string_value(part));
+			else if (json_is_integer(part))
+				fprintf(f, "%s%lld", j > 0 ? "." : "",
+				    (long long)json_integer_value(part));
+		}
+		msg = json_object_get(item, "msg");
+		if (json_is_string(msg))
+			fprintf(f, "%s%s", json_array_size(loc) > 0 ? ": " : "",
+			    json_string_value(msg));
+		if (size > OPENAI_ERROR_MAX * 2)
+			break;
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return (NULL);
+	}
+	line = openai_oneline(buf, size);
+	free(buf);
+	return (line);
+}
+
+/*
+ * If root is an error of any dialect, fill the error fields and return
+ * true. The message is never NULL afterwards, unless memory ran out.
+ */
+static bool
+openai_error_fill(json_t *root, struct openai_chunk *c)
+{
+	json_t	*e, *msg = NULL, *type = NULL, *code = NULL, *detail;
+
+	e = json_object_get(root, "error");
+	if (json_is_object(e)) {
+		/* OpenAI, llama.cpp, Ollama, vLLM, LocalAI. */
+		msg = json_object_get(e, "message");
+		type = json_object_get(e, "type");
+		code = json_object_get(e, "code");
+		if (!json_is_string(type) && json_is_string(code))
+			type = code;
+		c->error_status = openai_status(code);
+		if (c->error_status == 0)
+			c->error_status = openai_status(json_object_get(e,
+			    "http_status_code"));
+		/* Without a message, the type says it, or else the object. */
+		if ((msg == NULL || json_is_null(msg)) && !json_is_string(type))
+			msg = json_object_size(e) > 0 ? e : NULL;
+	} else if (json_is_string(e) && json_string_length(e) > 0) {
+		/* TGI: {"error": "...", "error_type": "..."}. */
+		msg = e;
+		type = json_object_get(root, "error_type");
+	} else if (json_is_string(json_object_get(root, "object")) &&
+	    strcmp(json_string_value(json_object_get(root, "object")),
+	    "error") == 0) {
+		/* vLLM before the nested form. */
+		msg = json_object_get(root, "message");
+		type = json_object_get(root, "type");
+		c->error_status = openai_status(json_object_get(root, "code"));
+	} else if ((detail = json_object_get(root, "detail")) != NULL &&
+	    json_object_get(root, "choices") == NULL) {
+		/* FastAPI's HTTPException and validation errors. */
+		c->error_message = openai_detail_text(detail);
+		goto done;
+	} else
+		return (false);
+
+	if (msg != NULL && !json_is_null(msg))
+		c->error_message = openai_json_text(msg);
+	if (json_is_string(type) && json_string_length(type) > 0)
+		c->error_type = openai_oneline(json_string_value(type),
+		    json_string_length(type));
+done:
+	if (c->error_message != NULL && c->error_message[0] == '\0') {
+		free(c->error_message);
+		c->error_message = NULL;
+	}
+	if (c->error_message == NULL)
+		c->error_message = strdup(c->error_type != NULL ?
+		    c->error_type : "unknown error");
+	return (true);
+}
+
+/* The choice with index 0 (or without an index). */
+static json_t *
+openai_choice(json_t *choices)
+{
+	json_t		*ch, *idx;
+	size_t		 i;
+
+	json_array_foreach(choices, i, ch) {
+		if (!json_is_object(ch))
+			continue;
+		idx = json_object_get(ch, "index");
+		if (idx == NULL || json_is_null(idx) ||
+		    (json_is_integer(idx) && json_integer_value(idx) == 0))
+			return (ch);
+	}
+	return (NULL);
+}
+
+/* Fill a chunk from a parsed reply: a stream chunk or a whole response. */
+static int
+openai_fill(json_t *root, bool stream, struct openai_chunk *c, char *cause,
+    size_t cause_len)
+{
+	json_t	*ch, *msg, *tc, *arr, *u, *r;
+
+	if (!json_is_object(root)) {
+		snprintf(cause, cause_len, "reply is not a JSON object");
+		return (-1);
+	}
+	if (openai_error_fill(root, c))
+		return (0);
+
+	c->model = openai_strdup(json_object_get(root, "model"));
+	if ((ch = openai_choice(json_object_get(root, "choices"))) != NULL) {
+		msg = json_object_get(ch, stream ? "delta" : "message");
+		if (!json_is_object(msg))
+			msg = json_object_get(ch, stream ? "message" : "delta");
+		if (json_is_object(msg)) {
+			c->content = openai_text(json_object_get(msg,
+			    "content"));
+			r = json_object_get(msg, "reasoning_content");
+			if (!json_is_string(r) || json_string_length(r) == 0)
+				r = json_object_get(msg, "reasoning");
+			c->reasoning = openai_strdup(r);
+
+			tc = json_object_get(msg, "tool_calls");
+			arr = NULL;
+			if (json_is_object(tc)) {
+				/* Older TGI sends one call, not an array. */
+				if ((arr = json_array()) == NULL ||
+				    json_array_append(arr, tc) != 0) {
+					json_decref(arr);
+					goto nomem;
+				}
+				tc = arr;
+			}
+			if (json_is_array(tc) && json_array_size(tc) > 0 &&
+			    openai_raw_set(&c->tool_calls, tc) != 0) {
+				json_decref(arr);
+				snprintf(cause, cause_len,
+				    "tool_calls cannot be converted");
+				return (-1);
+			}
+			json_decref(arr);
+		}
+		c->finish_reason = openai_strdup(json_object_get(ch,
+		    "finish_reason"));
+	}
+
+	u = json_object_get(root, "usage");
+	if (json_is_object(u))
+		openai_usage(u, c);
+	if (!c->has_usage && json_is_object(json_object_get(root, "timings")))
+		openai_timings(json_object_get(root, "timings"), c);
+	return (0);
+
+nomem:
+	snprintf(cause, cause_len, "out of memory");
+	return (-1);
+}
+
+/* Parse JSON text and fill the chunk. */
+static int
+openai_parse(const char *json, size_t len, bool stream,
+    struct openai_chunk *c, char *cause, size_t cause_len)
+{
+	json_error_t	 err;
+	json_t		*root;
+	int		 rc;
+
+	openai_chunk_clear(c);
+	if ((root = json_loadb(json, len, 0, &err)) == NULL) {
+		snprintf(cause, cause_len, "malformed JSON at %d:%d: %s",
+		    err.line, err.column, err.text);
+		return (-1);
+	}
+	rc = openai_fill(root, stream, c, cause, cause_len);
+	json_decref(root);
+	if (rc != 0)
+		openai_chunk_clear(c);
+	return (rc);
+}
+
+/* Whether data is the stream terminator, spaces around it allowed. */
+static bool
+openai_is_done(const char *s, size_t len)
+{
+	while (len > 0 && isspace((unsigned char)*s)) {
+		s++;
+		len--;
+	}
+	while (len > 0 && isspace((unsigned char)s[len - 1]))
+		len--;
+	return (len == 6 && memcmp(s, "[DONE]", 6) == 0);
+}
+
+/* Parse one stream chunk's data. */
+int
+openai_parse_chunk(const char *json, size_t len, struct openai_chunk *c,
+    char *cause, size_t cause_len)
+{
+	if (openai_is_done(json, len)) {
+		openai_chunk_clear(c);
+		c->done = true;
+		return (0);
+	}
+	return (openai_parse(json, len, true, c, cause, cause_len));
+}
+
+/* Parse one stream event, named or not. */
+int
+openai_parse_event(const char *event, const char *data, size_t len,
+    struct openai_chunk *c, char *cause, size_t cause_len)
+{
+	json_t	*root, *wrap;
+
+	if (event == NULL || strcmp(event, "message") == 0)
+		return (openai_parse_chunk(data, len, c, cause, cause_len));
+	openai_chunk_clear(c);
+	if (strcmp(event, "error") != 0)
+		return (0);
+
+	/*
+	 * An error event: any dialect's error JSON, a bare error object (old
+	 * llama.cpp's "error: {code, message, type}"), other JSON, or text.
+	 */
+	root = json_loadb(data, len, 0, NULL);
+	if (json_is_object(root) && !json_is_object(json_object_get(root,
+	    "error")) && json_is_string(json_object_get(root, "message"))) {
+		wrap = json_pack("{s:O}", "error", root);
+		json_decref(root);
+		root = wrap;
+	}
+	if (root == NULL || !json_is_object(root) ||
+	    !openai_error_fill(root, c)) {
+		openai_chunk_clear(c);
+		c->error_message = root != NULL ? openai_json_text(root) :
+		    openai_oneline(data, len);
+		if (c->error_message != NULL && c->error_message[0] == '\0') {
+			free(c->error_message);
+			c->error_message = strdup("error event without data");
+		}
+	}
+	json_decref(root);
+	if (c->error_message == NULL) {
+		snprintf(cause, cause_len, "out of memory");
+		return (-1);
+	}
+	return (0);
+}
+
+/* Parse a whole non-stream response. */
+int
+openai_parse_response(const char *json, size_t len, struct openai_chunk *c,
+    char *cause, size_t cause_len)
+{
+	return (openai_parse(json, len, false, c, cause, cause_len));
+}
+
+/* Release what a chunk holds and zero it. */
+void
+openai_chunk_clear(struct openai_chunk *c)
+{
+	free(c->content);
+	free(c->reasoning);
+	free(c->tool_calls.data);
+	free(c->finish_reason);
+	free(c->model);
+	free(c->error_message);
+	free(c->error_type);
+	memset(c, 0, sizeof *c);
+}
+
+/* Find needle in s ignoring ASCII case; the offset or -1. */
+static ssize_t
+openai_find_nocase(const char *s, size_t len, const char *needle)
+{
+	size_t	n = strlen(needle), i;
+
+	for (i = 0; n <= len && i <= len - n; i++) {
+		if (strncasecmp(s + i, needle, n) == 0)
+			return ((ssize_t)i);
+	}
+	return (-1);
+}
+
+/* Text of an HTML error page: its title, or the text between tags. */
+static char *
+openai_html_text(const char *s, size_t len)
+{
+	ssize_t	 a, b;
+	char	*text, *line;
+	size_t	 i, o = 0;
+	bool	 tag = false;
+
+	if ((a = openai_find_nocase(s, len, "<title>")) >= 0) {
+		a += 7;
+		b = openai_find_nocase(s + a, len - a, "</title>");
+		if (b > 0)
+			return (openai_oneline(s + a, b));
+	}
+	if ((text = malloc(len + 1)) == NULL)
+		return (NULL);
+	for (i = 0; i < len; i++) {
+		if (s[i] == '<')
+			tag = true;
+		else if (s[i] == '>') {
+			tag = false;
+			text[o++] = ' ';
+		} else if (!tag)
+			text[o++] = s[i];
+	}
+	line = openai_oneline(text, o);
+	free(text);
+	return (line);
+}
+
+/* A readable one-line message from an HTTP error body. */
+char *
+openai_error_message(const char *body, size_t len)
+{
+	struct openai_chunk	 c;
+	json_t			*root, *m;
+	char			*msg = NULL, *both;
+	size_t			 i;
+
+	if (body == NULL)
+		len = 0;
+	for (i = 0; i < len && isspace((unsigned char)body[i]); i++)
+		;
+	if (i == len)
+		return (strdup("empty response body"));
+
+	if ((root = json_loadb(body, len, 0, NULL)) != NULL) {
+		memset(&c, 0, sizeof c);
+		if (json_is_object(root) && openai_error_fill(root, &c)) {
+			msg = c.error_message;
+			c.error_message = NULL;
+			if (msg != NULL && c.error_type != NULL &&
+			    strcmp(msg, c.error_type) != 0 &&
+			    asprintf(&both, "%s (%s)", msg, c.error_type) >= 0) {
+				free(msg);
+				msg = openai_oneline(both, strlen(both));
+				free(both);
+			}
+			openai_chunk_clear(&c);
+		} else if (json_is_object(root) &&
+		    json_is_string(m = json_object_get(root, "message")))
+			msg = openai_json_text(m);
+		else
+			msg = openai_json_text(root);
+		json_decref(root);
+	} else if (body[i] == '<')
+		msg = openai_html_text(body + i, len - i);
+	else
+		msg = openai_oneline(body + i, len - i);
+
+	if (msg != NULL && msg[0] == '\0') {
+		free(msg);
+		msg = strdup("unreadable error body");
+	}
+	return (msg);
+}
+
+/* Free a list of model names. */
+void
+openai_models_free(char **names, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The model names of a GET /models reply. */
+int
+openai_parse_models(const char *json, size_t len, char ***names, size_t *n,
+    char *cause, size_t cause_len)
+{
+	json_error_t	 err;
+	json_t		*root, *list, *item, *name;
+	const char	*key = "id";
+	char		**out = NULL;
+	size_t		 i, count = 0, size;
+
+	*names = NULL;
+	*n = 0;
+	if ((root = json_loadb(json, len, 0, &err)) == NULL) {
+		snprintf(cause, cause_len, "malformed JSON at %d:%d: %s",
+		    err.line, err.column, err.text);
+		return (-1);
+	}
+	list = json_object_get(root, "data");
+	if (!json_is_array(list)) {
+		list = json_object_get(root, "models");     /* Ollama /api/tags */
+		key = "name";
+	}
+	if (!json_is_array(list)) {
+		json_decref(root);
+		snprintf(cause, cause_len, "no model list in the reply");
+		return (-1);
+	}
+	size = json_array_size(list);
+	if (size > OPENAI_MODELS_MAX)
+		size = OPENAI_MODELS_MAX;
+	if (size > 0 && (out = calloc(size, sizeof *out)) == NULL)
+		goto nomem;
+	json_array_foreach(list, i, item) {
+		if (count == size)
+			break;
+		name = json_object_get(item, key);
+		if (!json_is_string(name))
+			name = json_object_get(item, "model");
+		if (!json_is_string(name) || json_string_length(name) == 0 ||
+		    json_string_length(name) > OPENAI_MODEL_NAME_MAX)
+			continue;
+		if ((out[count] = strdup(json_string_value(name))) == NULL)
+			goto nomem;
+		count++;
+	}
+	json_decref(root);
+	if (count == 0) {
+		free(out);
+		out = NULL;
+	}
+	*names = out;
+	*n = count;
+	return (0);
+
+nomem:
+	openai_models_free(out, count);
+	json_decref(root);
+	snprintf(cause, cause_len, "out of memory");
+	return (-1);
+}

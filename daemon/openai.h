@@ -1,0 +1,111 @@
+/* openai.c: the OpenAI chat API as real servers speak it. */
+#ifndef OLLM_OPENAI_H
+#define OLLM_OPENAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <msgpack.h>
+
+#include "protocol/message.h"
+
+#define OPENAI_MAX_DEPTH MESSAGE_MAX_DEPTH  /* nesting of free-form values */
+#define OPENAI_USAGE_MAX 1000000000LL       /* larger token counts are ignored */
+#define OPENAI_ERROR_MAX 300                /* bytes of an error message */
+#define OPENAI_MODELS_MAX 4096              /* names kept from a models list */
+#define OPENAI_MODEL_NAME_MAX 512           /* longer names are skipped */
+
+/*
+ * What one stream event or one whole response says. Strings are malloc'd,
+ * NUL-terminated UTF-8 (jansson has checked them) and NULL when absent,
+ * null or empty. A parse clears the struct first: pass a zeroed struct or
+ * one that holds an earlier result, and release it with openai_chunk_clear.
+ *
+ * Dialects handled: content null or absent; a role-only first chunk; the
+ * reasoning text as `reasoning_content` (vLLM, llama.cpp, DeepSeek) or
+ * `reasoning` (Ollama, newer vLLM; when both are present, one is taken);
+ * tool_calls as an array of fragments, or as one object (older TGI), an
+ * empty array being absent; usage in the chunk carrying finish_reason, in
+ * a separate chunk with empty `choices`, null, or only as llama.cpp's
+ * `timings` (cache_n + prompt_n, predicted_n); errors as {"error":{...}},
+ * {"error":"..","error_type":".."} (TGI), {"object":"error",...} (older
+ * vLLM) or {"detail":..} (FastAPI). When several chunks of a stream carry
+ * usage (vLLM's continuous_usage_stats), each is cumulative: keep the last.
+ */
+struct openai_chunk {
+	bool done;                  /* the stream's "[DONE]" */
+	char *content;
+	char *reasoning;
+	struct message_raw tool_calls;  /* msgpack of the JSON tool_calls array */
+	char *finish_reason;
+	bool has_usage;
+	struct usage usage;         /* estimated is false */
+	char *model;
+	char *error_message;        /* the server reported an error */
+	char *error_type;
+	int error_status;           /* HTTP status given in the error, 0 if none */
+};
+
+/*
+ * The JSON body of POST /chat/completions, malloc'd. model names the
+ * upstream's model (NULL: the request's). Messages carry role, content,
+ * name, tool_call_id and tool_calls; stream_options.include_usage is asked
+ * when streaming; max_tokens, temperature, top_p, stop (always an array)
+ * and seed when given. Then every key of `extra` is set, overriding what
+ * was there, and a null value removes the key; `stream` alone cannot be
+ * overridden, as the reply's parsing depends on it.
+ */
+char *openai_chat_body(const struct chat_request *, const char *model,
+    bool stream, char *cause, size_t cause_len);
+
+/*
+ * Parse one stream event. event is the SSE event name (NULL or "message"
+ * for chunks; "error" for an error event, whose data may be any dialect's
+ * error JSON or plain text); events with other names are ignored. Returns
+ * -1 on data that is not a JSON object; an error reported in the stream
+ * fills error_message and returns 0.
+ */
+int openai_parse_event(const char *event, const char *data, size_t len,
+    struct openai_chunk *, char *cause, size_t cause_len);
+
+/* Parse the data of one stream chunk (or "[DONE]"); as openai_parse_event. */
+int openai_parse_chunk(const char *json, size_t len, struct openai_chunk *,
+    char *cause, size_t cause_len);
+
+/* Parse a whole non-stream response: choices[0].message, usage, errors. */
+int openai_parse_response(const char *json, size_t len, struct openai_chunk *,
+    char *cause, size_t cause_len);
+
+void openai_chunk_clear(struct openai_chunk *);
+
+/*
+ * A readable one-line message from an HTTP error body of any dialect (JSON
+ * errors, FastAPI details, an HTML page's title, plain text). Never NULL
+ * (unless out of memory), at most OPENAI_ERROR_MAX bytes, valid UTF-8
+ * without control characters. malloc'd.
+ */
+char *openai_error_message(const char *body, size_t len);
+
+/*
+ * The model names of a GET /models reply: data[].id, or Ollama's
+ * models[].name. *names is a malloc'd array of malloc'd strings, freed with
+ * openai_models_free.
+ */
+int openai_parse_models(const char *json, size_t len, char ***names,
+    size_t *n, char *cause, size_t cause_len);
+void openai_models_free(char **names, size_t n);
+
+/*
+ * Free-form values between JSON and msgpack: integers stay integers, reals
+ * reals; nesting deeper than OPENAI_MAX_DEPTH, binary and ext values,
+ * non-string map keys, strings with NUL bytes or invalid UTF-8 and integers
+ * beyond int64 are refused. openai_msgpack_to_json takes exactly one object
+ * and checks every declared length against the bytes left, so it can be
+ * given anything.
+ */
+int openai_json_to_msgpack(json_t *, msgpack_packer *);
+json_t *openai_msgpack_to_json(const uint8_t *, size_t);
+
+#endif

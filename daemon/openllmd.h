@@ -1,0 +1,168 @@
+/* The daemon's shared state: server, sessions, upstreams and in-flight chats. */
+#ifndef OLLM_OPENLLMD_H
+#define OLLM_OPENLLMD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <msgpack.h>
+
+#include "daemon/budget.h"
+#include "daemon/conf.h"
+#include "daemon/limiter.h"
+#include "protocol/frame.h"
+#include "protocol/message.h"
+
+struct http;
+struct http_transfer;
+struct ledger;
+struct tokenizer;
+struct chat;
+struct budgets;
+struct budget_reservation;
+
+/* One model server. Retired upstreams (after a reload) live until their last chat ends. */
+struct upstream {
+	struct server *server;
+	struct upstream_conf conf;  /* owned copy */
+	struct tokenizer *tokenizer;  /* shared, owned by the server's registry */
+	bool healthy;
+	int failures;               /* consecutive connection-level failures */
+	int64_t in_flight;
+	char **models;              /* last GET /models answer */
+	size_t n_models;
+	struct http_transfer *probe;
+	char *probe_body;           /* GET /models reply so far */
+	size_t probe_len;
+	struct event *probe_timer;
+	struct limiter *limiter;    /* rpm, tpm, concurrency and the wait queue */
+	struct event *limiter_timer;
+	bool retired;
+	TAILQ_ENTRY(upstream) entry;
+};
+TAILQ_HEAD(upstream_list, upstream);
+
+/* One chat request in flight, owned by its session's list. */
+struct chat {
+	struct session *session;
+	struct request *req;        /* owns the decoded request */
+	uint64_t id;
+	struct upstream *upstream;
+	struct http_transfer *transfer;
+	void *parse;                /* upstream reply parser state, chat.c's */
+	char *body;                 /* JSON sent upstream, kept for retries */
+	int attempt;
+	struct event *timer;        /* retry backoff, first byte and idle timeouts */
+	int64_t prompt_estimate;    /* local count, -1 when calc_usage is off */
+	int64_t started_ms;
+	int64_t first_delta_ms;     /* -1 until the first delta reached the client */
+	bool paused;
+	bool queued;                /* waiting in the upstream's limiter */
+	bool admitted;              /* holds a limiter slot until it ends */
+	int64_t reserved_tokens;    /* prompt + max_tokens, held against tpm and budgets */
+	struct budget_reservation *reservation;
+	struct limiter_waiter waiter;
+	struct message_raw error_detail;  /* detail map of the error reply, if any */
+	TAILQ_ENTRY(chat) entry;
+};
+
+/* One client connection. A dead session is unlinked at once and freed from the loop. */
+struct session {
+	struct server *server;
+	struct bufferevent *bev;
+	uid_t uid;
+	pid_t pid;
+	struct frame_reader reader;
+	TAILQ_HEAD(, chat) chats;
+	size_t n_chats;
+	bool dead;
+	bool closing;               /* an undecodable frame: close once the error is written */
+	bool over_watermark;        /* output above the high watermark: transfers paused */
+	TAILQ_ENTRY(session) entry;
+};
+TAILQ_HEAD(session_list, session);
+
+struct tokenizer_entry {
+	char *name;
+	struct tokenizer *tokenizer;
+	struct tokenizer_entry *next;
+};
+
+struct server {
+	struct event_base *base;
+	struct conf *conf;
+	char *conf_path;
+	struct http *http;
+	struct ledger *ledger;
+	struct upstream_list upstreams;
+	struct upstream_list retired;
+	struct session_list sessions;
+	size_t n_sessions;
+	struct tokenizer_entry *tokenizers;
+	int listen_fd;
+	struct event *listen_ev;
+	struct event *accept_retry;
+	struct event *tick;
+	int64_t started_ms;
+	uint64_t served;            /* chat requests finished */
+	int64_t in_flight;          /* chats started and not finished */
+	bool draining;
+	bool flushing;              /* closing every session after its last reply */
+	int64_t drain_deadline_ms;
+	uid_t own_uid;
+	double total_cost;
+	struct budgets *budgets;
+};
+
+extern struct server *server;
+
+/* main.c */
+int64_t now_ms(void);
+int64_t now_mono_ms(void);
+void server_check_drained(struct server *);
+int server_budgets_load(struct server *, const struct conf *, char *cause, size_t cause_len);
+
+/* listener.c */
+int listener_check(const char *path, char *cause, size_t cause_len);
+int listener_open(struct server *, char *cause, size_t cause_len);
+void listener_close(struct server *);
+void listener_pause(struct server *);
+
+/* session.c */
+void session_new(struct server *, int fd, uid_t uid, pid_t pid);
+void session_send(struct session *, const struct reply *);
+void session_send_error(struct session *, uint64_t id, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void session_close(struct session *);
+void session_close_after_flush(struct session *);
+bool session_over_watermark(const struct session *);
+void session_close_all(struct server *);
+
+/* dispatch.c */
+void dispatch_request(struct session *, struct request *);
+struct tokenizer *dispatch_tokenizer(struct server *, const char *name, char *cause, size_t cause_len);
+void dispatch_budget_label(const struct budget_def *, char *buf, size_t len);
+
+/* upstream.c */
+int upstream_setup(struct server *, const struct conf *, char *cause, size_t cause_len);
+void upstream_teardown(struct server *);
+struct upstream *upstream_route(struct server *, const char *model);
+void upstream_release(struct upstream *);
+void upstream_record_result(struct upstream *, bool ok);
+void upstream_fill_models(struct server *, struct models_result *);
+void upstream_limiter_kick(struct upstream *);
+
+
+/* chat.c */
+void chat_start(struct session *, struct request *);
+void chat_cancel(struct chat *, const char *code, const char *message);
+struct chat *chat_find(struct session *, uint64_t id);
+void chat_resume(struct chat *);
+void chat_admitted(struct chat *, int status, double retry_after);
+
+#endif

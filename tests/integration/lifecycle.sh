@@ -1,0 +1,84 @@
+#!/bin/sh
+# Start-up, config checks, the socket, reload and graceful shutdown.
+. "$top_srcdir/tests/integration/lib.sh"
+openllmd="$top_builddir/daemon/openllmd"
+start_fake_upstream -q -m fake-model
+
+# -t: every problem as FILE:LINE: message, exit 1; a good file exits 0
+bad="$TEST_DIR/bad.conf"
+printf 'log_level = "info";\nrpm = -1;\nbogus = 1;\n' > "$bad"
+out=$("$openllmd" -t -c "$bad") && fail "-t accepted a bad file"
+echo "$out" | grep -qx "$bad:2: rpm must be >= 0" || fail "-t output: $out"
+echo "$out" | grep -qx "$bad:3: unknown setting \"bogus\"" || fail "-t output: $out"
+write_config
+"$openllmd" -t -c "$CONF" >/dev/null || fail "-t refused a good file"
+"$openllmd" -V | grep -q "^openllmd [0-9]" || fail "-V"
+rc=0; "$openllmd" -x 2>/dev/null || rc=$?
+[ "$rc" -eq 64 ] || fail "a bad option must exit 64, not $rc"
+
+# the socket: mode from socket_mode, a second daemon refused, a stale file replaced
+KEEP_CONFIG=1 start_daemon
+[ "$(stat -c %a "$OPENLLMD_SOCKET")" = 660 ] || fail "socket mode $(stat -c %a "$OPENLLMD_SOCKET")"
+"$openllmd" -f -c "$CONF" 2>"$TEST_DIR/second.log" && fail "a second daemon started"
+grep -q "another openllmd already answers" "$TEST_DIR/second.log" || fail "second: $(cat "$TEST_DIR/second.log")"
+"$PYTHON" -m olc ping >/dev/null || fail "the first daemon was disturbed"
+stop_daemon KILL
+[ -S "$OPENLLMD_SOCKET" ] || fail "expected a stale socket after kill -9"
+KEEP_CONFIG=1 start_daemon
+grep -q "replaced stale socket" "$TEST_DIR/daemon.log" || fail "stale socket not replaced"
+
+# SIGHUP: an invalid file is refused and the old one kept; a valid one is swapped in
+cp "$CONF" "$TEST_DIR/good.conf"
+echo 'rpm = "many";' >> "$CONF"
+kill -HUP "$DAEMON_PID"
+sleep 0.5
+grep -q "reload refused" "$TEST_DIR/daemon.log" || fail "bad reload not refused"
+"$PYTHON" -m olc ping >/dev/null || fail "daemon down after a bad reload"
+UPSTREAMS="{ name = \"fake\"; base_url = \"$FAKE_URL\"; model = \"fake-model\"; rpm = 0; },
+  { name = \"second\"; base_url = \"$FAKE_URL\"; model = \"other-model\"; rpm = 0; }" write_config
+kill -HUP "$DAEMON_PID"
+i=0
+until "$PYTHON" -m olc models | grep -q '"second"'; do
+	i=$((i + 1)); [ $i -lt 50 ] || fail "reload did not add the upstream"; sleep 0.1
+done
+grep -q "configuration reloaded" "$TEST_DIR/daemon.log" || fail "no reload log line"
+
+# SIGTERM: a stream in flight finishes, then the daemon exits 0 and removes its socket
+"$PYTHON" - "$TEST_DIR/streaming" <<'PY' &
+import sys
+from olc import Conn
+c = Conn()
+rid = c.request("chat", messages=[{"role": "user", "content": "drain [[chunks=20 delay_ms=50]]"}])
+first = c.read()
+assert first["type"] == "delta", first
+open(sys.argv[1], "w").close()
+deltas, end = c.until_end(rid)
+assert end["type"] == "done", end
+assert first.get("content", "") + "".join(x.get("content", "") for x in deltas) == "echo: drain"
+PY
+client=$!
+i=0
+until [ -e "$TEST_DIR/streaming" ]; do
+	i=$((i + 1)); [ $i -lt 100 ] || fail "the stream did not start"; sleep 0.05
+done
+kill -TERM "$DAEMON_PID"
+wait "$client" || fail "the stream in flight did not finish during the drain"
+rc=0; wait "$DAEMON_PID" || rc=$?
+[ "$rc" -eq 0 ] || fail "daemon exit status $rc after SIGTERM"
+[ ! -e "$OPENLLMD_SOCKET" ] || fail "socket left behind"
+grep -q "shutting down" "$TEST_DIR/daemon.log" || fail "no drain log line"
+
+# MetaGPT's environment variables name the single upstream
+cat > "$TEST_DIR/env.conf" <<EOF2
+socket = "$TEST_DIR/env.sock";
+state_dir = "$TEST_DIR/envstate";
+EOF2
+OPENLLMD_SOCKET="$TEST_DIR/env.sock" OPEN_LLM_API_BASE="$FAKE_URL" OPEN_LLM_API_MODEL=env-model \
+	"$openllmd" -f -c "$TEST_DIR/env.conf" >>"$TEST_DIR/daemon.log" 2>&1 &
+pid=$!
+TEST_PIDS="$TEST_PIDS $pid"
+OPENLLMD_SOCKET="$TEST_DIR/env.sock" "$PYTHON" -m olc wait 10 || fail "env daemon did not start"
+OPENLLMD_SOCKET="$TEST_DIR/env.sock" "$PYTHON" -m olc models | grep -q '"env-model"' || fail "env model not used"
+OPENLLMD_SOCKET="$TEST_DIR/env.sock" "$PYTHON" -m olc chat "via env" | grep -q "echo: via env" || fail "env chat"
+kill -TERM "$pid"; wait "$pid" || fail "env daemon exit status"
+echo "lifecycle: all checks passed"

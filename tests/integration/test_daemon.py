@@ -1,0 +1,548 @@
+"""Integration tests of openllmd through its socket, against tests/fake_upstream.
+
+Run by the tests/integration/*.sh scripts after lib.sh started both servers:
+    python3 test_daemon.py GROUP
+"""
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.request
+
+import msgpack
+
+from olc import Conn
+
+TESTS = {}
+
+
+def test(group):
+    def register(fn):
+        TESTS.setdefault(group, []).append(fn)
+        return fn
+    return register
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def fake(path):
+    url = "http://127.0.0.1:%s%s" % (os.environ["FAKE_PORT"], path)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def d(**kw):
+    """A fake_upstream directive block for a message."""
+    return "[[" + " ".join("%s=%s" % (k, v) for k, v in kw.items()) + "]]"
+
+
+def stats(conn=None, **kw):
+    c = conn or Conn()
+    r = c.call("stats", **kw)
+    check(r["type"] == "result", "stats failed: %r" % r)
+    return r
+
+
+def text_of(deltas):
+    return "".join(x.get("content", "") for x in deltas)
+
+
+# --- basic ------------------------------------------------------------------
+
+@test("basic")
+def ping():
+    r = Conn().call("ping")
+    check(r["type"] == "result", r)
+    check(isinstance(r["version"], str) and r["version"], r)
+    check(r["uptime_s"] >= 0 and r["in_flight"] >= 0, r)
+
+
+@test("basic")
+def models_lists_upstream_and_server_models():
+    r = Conn().call("models")
+    ups = r["upstreams"]
+    check(len(ups) >= 1, r)
+    u = ups[0]
+    check(u["name"] == "fake" and u["model"] == "fake-model", u)
+    check(u["base_url"].startswith("http://127.0.0.1:"), u)
+    check(u["healthy"] is True, u)
+    check("fake-model" in u["models"], u)
+    check("api_key" not in u and "sk-test-secret" not in json.dumps(r), "key leaked")
+
+
+@test("basic")
+def tokens_counts_match_known_ids():
+    c = Conn()
+    r = c.call("tokens", text="hello world", ids=True)
+    check(r["type"] == "result", r)
+    check(r["ids"] == [15339, 1917] and r["count"] == 2, r)
+    check(r["encoding"] == "cl100k_base", r)
+    r = c.call("tokens", text="hello world", encoding="o200k_base", ids=True)
+    check(r["ids"] == [24912, 2375], r)
+    r = c.call("tokens", text="<|endoftext|>")
+    check(r["count"] > 1, "special token text must be plain text: %r" % r)
+    # 3 per message + role + content, + 3 to prime the reply
+    r = c.call("tokens", messages=[{"role": "user", "content": "hello world"}])
+    check(r["count"] == 3 + 1 + 2 + 3, r)
+    r = c.call("tokens", messages=[{"role": "user", "content": "hi", "name": "bob"}])
+    check(r["count"] == 3 + 1 + 1 + 1 + 1 + 3, r)
+    r = c.call("tokens", text="x", encoding="nope")
+    check(r["type"] == "error" and r["code"] == "bad_request", r)
+
+
+@test("basic")
+def chat_streams_deltas_then_done():
+    c = Conn()
+    deltas, end = c.chat("hello there " + d(chunks=5))
+    check(end["type"] == "done", end)
+    check(len(deltas) == 5, "want 5 deltas, got %d" % len(deltas))
+    check("hello there" in text_of(deltas), text_of(deltas))
+    u = end["usage"]
+    check(u["completion_tokens"] > 0 and u["prompt_tokens"] > 0, u)
+    check(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"], u)
+    check(u["estimated"] is False, u)
+    check(end["upstream"] == "fake" and end["latency_ms"] >= 0 and end["ttft_ms"] >= 0, end)
+    check(end["finish_reason"] == "stop", end)
+    # what the daemon sent upstream
+    s = fake("/stats")
+    body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+    check(body["stream"] is True and body["stream_options"]["include_usage"] is True, body)
+    check(body["model"] == "fake-model", body)
+    check(s["authorization"] == "Bearer sk-test-secret", s)
+
+
+@test("basic")
+def chat_non_stream_returns_content_in_done():
+    deltas, end = Conn().chat("plain " + d(chunks=3), stream=False)
+    check(end["type"] == "done" and deltas == [], (deltas, end))
+    check("plain" in end["content"], end)
+    check(end["usage"]["estimated"] is False, end)
+
+
+@test("basic")
+def chat_without_server_usage_is_estimated_with_the_formula():
+    c = Conn()
+    msg = "count me " + d(usage=0, chunks=4)
+    deltas, end = c.chat(msg)
+    check(end["type"] == "done", end)
+    u = end["usage"]
+    check(u["estimated"] is True, u)
+    want = c.call("tokens", messages=[{"role": "user", "content": msg}])["count"]
+    check(u["prompt_tokens"] == want, (u, want))
+    got = c.call("tokens", text=text_of(deltas))["count"]
+    check(u["completion_tokens"] == got, (u, got))
+
+
+@test("basic")
+def extra_and_options_reach_the_server():
+    c = Conn()
+    deltas, end = c.chat("opts", max_tokens=7, temperature=0.5, top_p=0.9, stop=["X", "Y"],
+                         seed=42, extra={"response_format": {"type": "json_object"}, "n": 1})
+    check(end["type"] == "done", end)
+    s = fake("/stats")
+    body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+    check(body["max_tokens"] == 7 and body["temperature"] == 0.5 and body["top_p"] == 0.9, body)
+    check(body["stop"] == ["X", "Y"] and body["seed"] == 42, body)
+    check(body["response_format"] == {"type": "json_object"} and body["n"] == 1, body)
+
+
+@test("basic")
+def unknown_model_is_an_error():
+    deltas, end = Conn().chat("x", model="no-such-model")
+    check(end["type"] == "error" and end["code"] == "unknown_model", end)
+
+
+@test("basic")
+def multiplexed_requests_on_one_connection():
+    c = Conn()
+    ids = [c.request("chat", messages=[{"role": "user", "content": "m%d-x %s" % (i, d(chunks=3, delay_ms=5))}])
+           for i in range(20)]
+    ends = {}
+    texts = {i: "" for i in ids}
+    while len(ends) < len(ids):
+        r = c.read()
+        check(r is not None, "EOF")
+        if r["type"] == "delta":
+            texts[r["id"]] += r.get("content", "")
+        else:
+            ends[r["id"]] = r
+    for n, i in enumerate(ids):
+        check(ends[i]["type"] == "done", ends[i])
+        check(("m%d-x" % n) in texts[i], (i, texts[i]))
+
+
+@test("basic")
+def hundreds_of_connections():
+    errors = []
+
+    def one(n):
+        try:
+            c = Conn()
+            deltas, end = c.chat("conn%d %s" % (n, d(chunks=2)))
+            if end["type"] != "done" or ("conn%d" % n) not in text_of(deltas):
+                errors.append(end)
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not errors, errors[:3])
+
+
+@test("basic")
+def cancel_stops_the_stream():
+    c = Conn()
+    rid = c.request("chat", messages=[{"role": "user", "content": "long " + d(chunks=200, delay_ms=20)}])
+    r = c.read()
+    check(r["type"] == "delta", r)
+    cid = c.request("cancel", target=rid)
+    seen_cancel_result = seen_end = False
+    while not (seen_cancel_result and seen_end):
+        r = c.read()
+        if r["id"] == cid:
+            check(r["type"] == "result" and r["ok"] is True, r)
+            seen_cancel_result = True
+        elif r["id"] == rid and r["type"] != "delta":
+            check(r["type"] == "error" and r["code"] == "cancelled", r)
+            seen_end = True
+    r = c.call("cancel", target=999999)
+    check(r["type"] == "result" and r["ok"] is False, r)
+
+
+@test("basic")
+def bad_frames_close_only_that_connection():
+    other = Conn()
+    for raw, code in ((b"\x00\x00\x00\x00", "bad_frame"), (b"\xff\xff\xff\xff", "too_large"),
+                      (b"\x00\x00\x00\x03abc", "bad_frame"),
+                      (struct.pack(">I", 5) + b"\xdf\xff\xff\xff\xff", "bad_frame")):
+        c = Conn()
+        c.send_raw(raw)
+        r = c.read()
+        check(r is not None and r["type"] == "error" and r["id"] == 0, r)
+        check(r["code"] == code, (code, r))
+        check(c.read() is None, "connection should be closed")
+    check(other.call("ping")["type"] == "result", "other client disturbed")
+
+
+@test("basic")
+def schema_errors_keep_the_connection():
+    c = Conn()
+    c.send({"v": 1, "id": 5, "op": "chat", "messages": "nope"})
+    r = c.read()
+    check(r["type"] == "error" and r["code"] == "bad_request" and r["id"] == 5, r)
+    c.send({"v": 2, "id": 6, "op": "ping"})
+    r = c.read()
+    check(r["code"] == "unsupported_version" and r["id"] == 6, r)
+    c.send({"v": 1, "id": 7, "op": "dance"})
+    r = c.read()
+    check(r["code"] == "unknown_op" and r["id"] == 7, r)
+    check(c.call("ping")["type"] == "result", "connection should live on")
+
+
+@test("basic")
+def disconnect_mid_stream_is_recorded_as_cancelled():
+    before = stats()["total"]
+    c = Conn()
+    c.request("chat", messages=[{"role": "user", "content": "bye " + d(chunks=100, delay_ms=20)}])
+    r = c.read()
+    check(r["type"] == "delta", r)
+    c.close()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        after = stats()["total"]
+        if after["requests"] == before["requests"] + 1:
+            break
+        time.sleep(0.05)
+    check(after["requests"] == before["requests"] + 1, (before, after))
+    check(after["errors"] == before["errors"] + 1, (before, after))
+    check(after["completion_tokens"] > before["completion_tokens"], "tokens so far not recorded")
+
+
+@test("basic")
+def stats_add_up():
+    c = Conn()
+    before = stats(c)
+    usage = [0, 0]
+    for i in range(5):
+        deltas, end = c.chat("sum%d %s" % (i, d(chunks=i + 1)), tag="adder")
+        check(end["type"] == "done", end)
+        usage[0] += end["usage"]["prompt_tokens"]
+        usage[1] += end["usage"]["completion_tokens"]
+    after = stats(c)
+    t0, t1 = before["total"], after["total"]
+    check(t1["requests"] - t0["requests"] == 5, (t0, t1))
+    check(t1["prompt_tokens"] - t0["prompt_tokens"] == usage[0], (t0, t1, usage))
+    check(t1["completion_tokens"] - t0["completion_tokens"] == usage[1], (t0, t1, usage))
+    check(after["by_tag"]["adder"]["requests"] == 5, after["by_tag"])
+    check(str(os.getuid()) in after["by_user"], after["by_user"])
+    check("fake-model" in after["by_model"], after["by_model"])
+    bym = stats(c, by="model")
+    check(set(bym["by_model"]) == set(after["by_model"]), bym)
+    byd = stats(c, by="day")
+    check(sum(v["requests"] for v in byd["by_day"].values()) == t1["requests"], byd)
+
+
+@test("basic")
+def reset_by_own_uid_is_allowed():
+    c = Conn()
+    r = c.call("reset")
+    check(r["type"] == "result" and r["ok"] is True, r)
+    check(stats(c)["total"]["requests"] == 0, "reset did not start empty")
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@test("basic")
+def slow_reader_pauses_the_transfer():
+    pid = int(os.environ["DAEMON_PID"])
+    c = Conn(timeout=120)
+    n = 2000
+    rid = c.request("chat", messages=[{"role": "user", "content": "big " + d(words=1000000, chunks=n)}])
+    base = rss_kib(pid)
+    time.sleep(2.0)          # do not read: the daemon must stop pulling from upstream
+    grown = rss_kib(pid) - base
+    check(fake("/stats")["in_flight"] == 1, "the upstream finished sending: the transfer was not paused")
+    print("  daemon RSS grew %d KiB while the client did not read" % grown)
+    check(grown < 4 * 1024, "daemon grew %d KiB while the client did not read" % grown)
+    deltas, end = c.until_end(rid)
+    check(end["type"] == "done", end)
+    check(len(deltas) == n, "got %d deltas" % len(deltas))
+    check(end["usage"]["completion_tokens"] == n, end["usage"])
+
+
+# --- faults -------------------------------------------------------------------
+# The daemon runs with retries = 2 and idle/first-byte timeouts of 1 s (faults.sh).
+
+def expect_error(msg, code, **fields):
+    c = Conn()
+    deltas, end = c.chat(msg, **fields)
+    check(end["type"] == "error", (deltas, end))
+    check(end["code"] == code, end)
+    return deltas, end
+
+
+def still_serving():
+    deltas, end = Conn().chat("after " + d(chunks=2))
+    check(end["type"] == "done" and "after" in text_of(deltas), end)
+
+
+@test("faults")
+def status_errors_in_each_dialect():
+    for dialect in ("openai", "llamacpp", "vllm", "ollama", "tgi"):
+        deltas, end = expect_error("bad %s" % d(fault="status:400", dialect=dialect), "upstream_error")
+        check(end["status"] == 400, end)
+        check(len(end["message"]) > 0 and "400" in end["message"], end)
+        check(deltas == [], deltas)
+    still_serving()
+
+
+@test("faults")
+def retry_then_success():
+    before = fake("/stats")["chat_requests"]
+    deltas, end = Conn().chat("flaky " + d(fail_first=2, key="rts", fault="status:503"))
+    check(end["type"] == "done", end)
+    check(fake("/stats")["chat_requests"] - before == 3, "want 2 failures then success")
+
+
+@test("faults")
+def retry_honours_retry_after():
+    t0 = time.time()
+    deltas, end = Conn().chat("later " + d(fail_first=1, key="ra", fault="status:429", retry_after=1))
+    check(end["type"] == "done", end)
+    check(time.time() - t0 >= 0.9, "Retry-After not honoured")
+
+
+@test("faults")
+def retries_exhausted():
+    before = fake("/stats")["chat_requests"]
+    deltas, end = expect_error("down " + d(fault="status:502", key="ex"), "upstream_error")
+    check(end["status"] == 502, end)
+    check(fake("/stats")["chat_requests"] - before == 3, "1 try + 2 retries")
+    deltas, end = expect_error("slow " + d(fault="status:429", key="ex2"), "rate_limited")
+    still_serving()
+
+
+@test("faults")
+def no_retry_on_client_errors():
+    before = fake("/stats")["chat_requests"]
+    expect_error("nope " + d(fault="status:400", key="nr"), "upstream_error")
+    check(fake("/stats")["chat_requests"] - before == 1, "a 400 must not be retried")
+
+
+@test("faults")
+def cut_before_headers_is_retried_then_fails():
+    deltas, end = expect_error("cut " + d(fault="cut_before_headers"), "upstream_unavailable")
+    still_serving()
+
+
+@test("faults")
+def cut_mid_stream_records_tokens_so_far():
+    before = stats()["total"]
+    deltas, end = expect_error("cutting " + d(fault="cut_after:3", chunks=10), "upstream_error")
+    check(len(deltas) == 3, deltas)
+    after = stats()["total"]
+    check(after["requests"] == before["requests"] + 1, (before, after))
+    check(after["completion_tokens"] > before["completion_tokens"], "tokens so far lost")
+    still_serving()
+
+
+@test("faults")
+def stream_without_done_is_an_error():
+    deltas, end = expect_error("nodone " + d(fault="no_done", chunks=3), "upstream_error")
+    check("DONE" in end["message"], end)
+    check(len(deltas) == 3, deltas)
+
+
+@test("faults")
+def errors_inside_the_stream():
+    for f in ("error_after:2", "event_error_after:2", "error_field_after:2"):
+        for dialect in ("openai", "llamacpp", "vllm", "tgi"):
+            deltas, end = expect_error("e %s" % d(fault=f, chunks=6, dialect=dialect), "upstream_error")
+            check(len(deltas) == 2, (f, dialect, deltas))
+    still_serving()
+
+
+@test("faults")
+def malformed_json_chunk():
+    deltas, end = expect_error("mal " + d(fault="malformed_after:2", chunks=5), "upstream_error")
+    check("malformed" in end["message"], end)
+    deltas, end = expect_error("mal " + d(fault="malformed_after:0"), "upstream_error", stream=False)
+    still_serving()
+
+
+@test("faults")
+def drip_one_byte_at_a_time():
+    deltas, end = Conn().chat("drip drop " + d(fault="drip", chunks=5))
+    check(end["type"] == "done", end)
+    check(text_of(deltas) == "echo: drip drop", text_of(deltas))
+    check(end["usage"]["estimated"] is False, end)
+
+
+@test("faults")
+def stall_hits_the_idle_timeout():
+    t0 = time.time()
+    deltas, end = expect_error("stall " + d(fault="stall"), "timeout")
+    check("first byte" in end["message"] or "idle" in end["message"], end)
+    check(time.time() - t0 < 10, "took too long")
+    deltas, end = expect_error("stall " + d(fault="stall_before_headers"), "timeout")
+    check("first byte" in end["message"], end)
+    still_serving()
+
+
+@test("faults")
+def stall_mid_stream_hits_the_idle_timeout():
+    deltas, end = expect_error("gap " + d(chunks=3, delay_ms=3000), "timeout")
+    check("idle" in end["message"], end)
+
+
+@test("faults")
+def other_clients_undisturbed_during_faults():
+    results = []
+
+    def good():
+        for i in range(10):
+            deltas, end = Conn().chat("good%d %s" % (i, d(chunks=3, delay_ms=10)))
+            results.append(end["type"] == "done" and ("good%d" % i) in text_of(deltas))
+
+    t = threading.Thread(target=good)
+    t.start()
+    for f in ("cut_after:1", "malformed_after:1", "status:500", "no_done"):
+        Conn().chat("bad " + d(fault=f, chunks=4))
+    t.join()
+    check(len(results) == 10 and all(results), results)
+
+
+@test("faults")
+def stats_add_up_after_faults():
+    s = stats()
+    t = s["total"]
+    check(t["requests"] == sum(v["requests"] for v in s["by_model"].values()), s)
+    check(t["errors"] == sum(v["errors"] for v in s["by_user"].values()), s)
+    check(t["total_tokens"] == t["prompt_tokens"] + t["completion_tokens"], t)
+
+
+# --- dialects -------------------------------------------------------------------
+
+@test("dialects")
+def every_dialect_streams_and_reports_usage():
+    for dialect in ("openai", "llamacpp", "vllm", "ollama", "tgi"):
+        c = Conn()
+        msg = "hi %s %s" % (dialect, d(dialect=dialect, chunks=4))
+        deltas, end = c.chat(msg)
+        check(end["type"] == "done", (dialect, end))
+        check(text_of(deltas) == "echo: hi %s" % dialect, (dialect, text_of(deltas)))
+        u = end["usage"]
+        check(u["completion_tokens"] == 4 and u["estimated"] is False, (dialect, u))
+        check(u["prompt_tokens"] == len(msg.encode()), (dialect, u, len(msg.encode())))
+        deltas, end = c.chat(msg, stream=False)
+        check(end["type"] == "done" and end["content"] == "echo: hi %s" % dialect, (dialect, end))
+        check(end["usage"]["estimated"] is False, (dialect, end))
+
+
+@test("dialects")
+def reasoning_deltas_pass_through():
+    for dialect in ("llamacpp", "vllm", "ollama"):
+        deltas, end = Conn().chat("think " + d(dialect=dialect, reasoning=3, chunks=2))
+        check(end["type"] == "done", end)
+        reasoning = "".join(x.get("reasoning", "") for x in deltas)
+        check(reasoning.strip() == "r1 r2 r3", (dialect, reasoning))
+
+
+@test("dialects")
+def tool_calls_pass_through():
+    for dialect in ("openai", "vllm", "llamacpp"):
+        deltas, end = Conn().chat("weather? " + d(dialect=dialect, tools=1))
+        check(end["type"] == "done", end)
+        calls = [tc for x in deltas for tc in x.get("tool_calls", [])]
+        check(calls, (dialect, deltas))
+        check(any(tc.get("function", {}).get("name") == "get_weather" for tc in calls), calls)
+        check(end["finish_reason"] == "tool_calls", end)
+        deltas, end = Conn().chat("weather? " + d(dialect=dialect, tools=1), stream=False)
+        check(end["type"] == "done" and end["tool_calls"][0]["function"]["name"] == "get_weather", end)
+
+
+@test("dialects")
+def streams_without_usage_are_estimated():
+    for dialect in ("openai", "llamacpp", "vllm", "ollama", "tgi"):
+        deltas, end = Conn().chat("est " + d(dialect=dialect, usage=0, chunks=3))
+        check(end["type"] == "done", end)
+        u = end["usage"]
+        if dialect == "llamacpp":
+            # llama.cpp reports timings even without usage
+            check(u["completion_tokens"] == 3, (dialect, u))
+        else:
+            check(u["estimated"] is True, (dialect, u))
+
+def main(group):
+    passed = failed = 0
+    for fn in TESTS[group]:
+        t0 = time.time()
+        try:
+            fn()
+            passed += 1
+            print("PASS %s (%.2fs)" % (fn.__name__, time.time() - t0), flush=True)
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            print("FAIL %s: %r" % (fn.__name__, e), flush=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

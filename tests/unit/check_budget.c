@@ -1,0 +1,483 @@
+/* Unit tests for daemon/budget.c, on a simulated wall clock. */
+#include "config.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/budget.h"
+
+#define DAY_MS          INT64_C(86400000)
+#define T_2024_01_01    INT64_C(1704067200000)
+#define T_2024_01_31    INT64_C(1706659200000)
+#define T_2024_02_01    INT64_C(1706745600000)
+#define T_2024_02_29    INT64_C(1709164800000)
+#define T_2024_03_01    INT64_C(1709251200000)
+#define T_2024_03_15    INT64_C(1710460800000)
+#define T_2024_03_16    INT64_C(1710547200000)
+#define T_2025_01_01    INT64_C(1735689600000)
+#define NOON            (12 * INT64_C(3600000))
+
+/* Add a budget that must be valid. */
+static void
+add(struct budgets *bs, enum budget_scope scope, uint32_t uid,
+    const char *name, enum budget_unit unit, enum budget_period period,
+    double limit)
+{
+	struct budget_def def;
+	char cause[256];
+
+	memset(&def, 0, sizeof def);
+	def.scope = scope;
+	def.uid = uid;
+	def.name = name;
+	def.unit = unit;
+	def.period = period;
+	def.limit = limit;
+	cause[0] = '\0';
+	ck_assert_msg(budgets_add(bs, &def, cause, sizeof cause) == 0, "%s", cause);
+}
+
+/* Budget index as it stands at now. */
+static struct budget_state
+status(struct budgets *bs, size_t i, int64_t now)
+{
+	struct budget_state st;
+
+	ck_assert_int_eq(budgets_get(bs, i, now, &st), 0);
+	return st;
+}
+
+START_TEST(test_race_exactly_ten)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *r[50];
+	struct budget_refusal why;
+	struct budget_state st;
+	int i, ok = 0;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_TOKENS, BUDGET_DAY, 1000);
+	add(bs, BUDGET_USER, 7, NULL, BUDGET_MONEY, BUDGET_EVER, 1.0);
+	for (i = 0; i < 50; i++) {
+		r[i] = NULL;
+		if (budgets_reserve(bs, 7, NULL, "m", 100, 0.1, T_2024_03_15,
+		    &r[i], &why) == 0) {
+			ck_assert_ptr_nonnull(r[i]);
+			ok++;
+		} else {
+			ck_assert_ptr_null(r[i]);
+			ck_assert(why.index == 0 || why.index == 1);
+			ck_assert(why.budget.left == 0);
+		}
+		st = status(bs, 0, T_2024_03_15);
+		ck_assert(st.used + st.reserved <= 1000);
+		st = status(bs, 1, T_2024_03_15);
+		ck_assert(st.used + st.reserved <= 1.0);
+	}
+	ck_assert_int_eq(ok, 10);
+	st = status(bs, 0, T_2024_03_15);
+	ck_assert(st.reserved == 1000 && st.used == 0 && st.left == 0);
+	st = status(bs, 1, T_2024_03_15);
+	ck_assert(st.reserved == 1.0 && st.left == 0);
+
+	/* Each used 40 tokens and 0.04: 600 tokens and 0.6 come free, room for six. */
+	for (i = 0; i < 10; i++)
+		budgets_settle(r[i], 40, 0.04, T_2024_03_15 + 1);
+	st = status(bs, 0, T_2024_03_15 + 1);
+	ck_assert(st.used == 400 && st.reserved == 0 && st.left == 600);
+	st = status(bs, 1, T_2024_03_15 + 1);
+	ck_assert(fabs(st.used - 0.4) < 1e-12 && st.reserved == 0);
+	for (ok = 0, i = 0; i < 50; i++) {
+		if (budgets_reserve(bs, 7, NULL, "m", 100, 0.1, T_2024_03_15 + 2,
+		    &r[ok], &why) == 0)
+			ok++;
+	}
+	ck_assert_int_eq(ok, 6);
+	for (i = 0; i < ok; i++)
+		budgets_release(r[i]);
+	st = status(bs, 0, T_2024_03_15 + 3);
+	ck_assert(st.used == 400 && st.reserved == 0);
+	budgets_free(bs);
+}
+END_TEST
+
+START_TEST(test_overshoot_by_one)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *a, *b, *c;
+	struct budget_refusal why;
+
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_EVER, 1000);
+	add(bs, BUDGET_MODEL, 0, "gpt", BUDGET_MONEY, BUDGET_EVER, 0.5);
+	ck_assert_int_eq(budgets_reserve(bs, 1, "batch", NULL, 999, 0, 0, &a, &why), 0);
+	/* Exactly the limit is allowed. */
+	ck_assert_int_eq(budgets_reserve(bs, 1, "batch", NULL, 1, 0, 0, &b, &why), 0);
+	/* One more token is not. */
+	ck_assert_int_eq(budgets_reserve(bs, 1, "batch", NULL, 1, 0, 0, &c, &why), -1);
+	ck_assert_uint_eq(why.index, 0);
+	ck_assert(why.needed == 1 && why.budget.left == 0);
+	ck_assert_int_eq(why.budget.def.scope, BUDGET_TAG);
+	ck_assert_str_eq(why.budget.def.name, "batch");
+	ck_assert_str_eq(why.message,
+	    "budget tag:batch (tokens/ever) exceeded: 0 left, 1 needed");
+	budgets_release(a);
+	budgets_release(b);
+
+	/* Money: the exact limit fits, a billionth more does not. */
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 0.5, 0, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 1e-9, 0, &b, &why), -1);
+	ck_assert_uint_eq(why.index, 1);
+	ck_assert_str_eq(why.message,
+	    "budget model:gpt (money/ever) exceeded: 0 left, 1e-09 needed");
+	budgets_settle(a, 10, 0.25, 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 0.25, 0, &b, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 1e-9, 0, &c, &why), -1);
+	budgets_settle(b, 10, 0.25, 0);
+	ck_assert(status(bs, 1, 0).used == 0.5);
+	budgets_free(bs);
+}
+END_TEST
+
+START_TEST(test_day_rollover)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *a, *b, *keep;
+	struct budget_refusal why;
+	struct budget_state st;
+	int64_t last_ms = T_2024_03_16 - 1;
+
+	add(bs, BUDGET_USER, 1000, "alice", BUDGET_TOKENS, BUDGET_DAY, 100);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 100, 0, T_2024_03_15, &a, &why), 0);
+	budgets_settle(a, 100, 0, T_2024_03_15 + NOON);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 1, 0, last_ms, &a, &why), -1);
+	ck_assert_str_eq(why.message,
+	    "budget user:alice (tokens/day) exceeded: 0 left, 1 needed");
+	/* Other uids are not counted. */
+	ck_assert_int_eq(budgets_reserve(bs, 1001, NULL, NULL, 1000, 0, last_ms, &a, &why), 0);
+	ck_assert_ptr_null(a);
+	/* UTC midnight: a new day with nothing used. */
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 60, 0, T_2024_03_16, &keep, &why), 0);
+	st = status(bs, 0, T_2024_03_16);
+	ck_assert(st.used == 0 && st.reserved == 60);
+	ck_assert_int_eq(st.period_start_ms, T_2024_03_16);
+
+	/* Reserved before midnight, still reserved after; usage counts when settled. */
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 40, 0, T_2024_03_16 + DAY_MS - 1, &b, &why), 0);
+	st = status(bs, 0, T_2024_03_16 + DAY_MS);
+	ck_assert(st.used == 0 && st.reserved == 100 && st.left == 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 1, 0, T_2024_03_16 + DAY_MS, &a, &why), -1);
+	budgets_settle(b, 30, 0, T_2024_03_16 + DAY_MS + 5);
+	st = status(bs, 0, T_2024_03_16 + DAY_MS + 5);
+	ck_assert(st.used == 30 && st.reserved == 60 && st.left == 10);
+	/* A clock stepped back does not reopen yesterday. */
+	st = status(bs, 0, T_2024_03_16);
+	ck_assert(st.used == 30);
+	budgets_free(bs);
+	/* The reservation of 60 is still in flight: it outlives the set. */
+	budgets_release(keep);
+	budgets_release(NULL);
+}
+END_TEST
+
+START_TEST(test_month_rollover)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *a;
+	struct budget_refusal why;
+	struct budget_state st;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_MONTH, 5.0);
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 100.0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, 1, 5.0, T_2024_01_01, &a, &why), 0);
+	budgets_settle(a, 1, 5.0, T_2024_01_31 + NOON);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, 1, 0.01, T_2024_02_01 - 1, &a, &why), -1);
+	ck_assert_uint_eq(why.index, 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, 1, 5.0, T_2024_02_01, &a, &why), 0);
+	budgets_settle(a, 1, 5.0, T_2024_02_29 + NOON);
+	st = status(bs, 0, T_2024_02_29 + DAY_MS - 1);
+	ck_assert(st.used == 5.0);
+	ck_assert_int_eq(st.period_start_ms, T_2024_02_01);
+	/* Leap day over, March begins. */
+	st = status(bs, 0, T_2024_03_01);
+	ck_assert(st.used == 0 && st.left == 5.0);
+	ck_assert_int_eq(st.period_start_ms, T_2024_03_01);
+	/* Ever never rolls. */
+	st = status(bs, 1, T_2025_01_01);
+	ck_assert(st.used == 10.0 && st.left == 90.0);
+	ck_assert_int_eq(st.period_start_ms, 0);
+
+	ck_assert_int_eq(budget_period_start(BUDGET_MONTH, T_2024_03_15 + NOON), T_2024_03_01);
+	ck_assert_int_eq(budget_period_start(BUDGET_DAY, T_2024_03_15 + NOON), T_2024_03_15);
+	ck_assert_int_eq(budget_period_start(BUDGET_MONTH, T_2025_01_01 - 1), T_2025_01_01 - 31 * DAY_MS);
+	ck_assert_int_eq(budget_period_start(BUDGET_MONTH, T_2025_01_01), T_2025_01_01);
+	ck_assert_int_eq(budget_period_start(BUDGET_DAY, -1), -DAY_MS);
+	ck_assert_int_eq(budget_period_start(BUDGET_MONTH, -1), -31 * DAY_MS);
+	ck_assert_int_eq(budget_period_start(BUDGET_EVER, T_2025_01_01), 0);
+	budgets_free(bs);
+}
+END_TEST
+
+START_TEST(test_all_or_nothing)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *a, *b, *c;
+	struct budget_refusal why;
+	int64_t t = T_2024_03_15;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10.0);
+	add(bs, BUDGET_USER, 1000, NULL, BUDGET_TOKENS, BUDGET_DAY, 500);
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_MONEY, BUDGET_MONTH, 1.0);
+	add(bs, BUDGET_MODEL, 0, "gpt", BUDGET_TOKENS, BUDGET_EVER, 300);
+
+	ck_assert_int_eq(budgets_reserve(bs, 1000, "batch", "gpt", 200, 0.2, t, &a, &why), 0);
+	ck_assert(status(bs, 0, t).reserved == 0.2);
+	ck_assert(status(bs, 1, t).reserved == 200);
+	ck_assert(status(bs, 2, t).reserved == 0.2);
+	ck_assert(status(bs, 3, t).reserved == 200);
+	/* The model budget says no: none of the others is touched. */
+	ck_assert_int_eq(budgets_reserve(bs, 1000, "batch", "gpt", 200, 0.2, t, &b, &why), -1);
+	ck_assert_uint_eq(why.index, 3);
+	ck_assert(why.budget.left == 100 && why.needed == 200);
+	ck_assert_ptr_null(b);
+	ck_assert(status(bs, 0, t).reserved == 0.2);
+	ck_assert(status(bs, 1, t).reserved == 200);
+	ck_assert(status(bs, 2, t).reserved == 0.2);
+	ck_assert(status(bs, 3, t).reserved == 200);
+	/* Another user, tag and model: only the global budget applies. */
+	ck_assert_int_eq(budgets_reserve(bs, 2000, "chat", "llama", 5000, 1.0, t, &c, &why), 0);
+	ck_assert(status(bs, 0, t).reserved == 1.2);
+	ck_assert(status(bs, 1, t).reserved == 200);
+	ck_assert(status(bs, 3, t).reserved == 200);
+	/* The user budget refuses first when it is the one short. */
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 301, 0, t, &b, &why), -1);
+	ck_assert_uint_eq(why.index, 1);
+	ck_assert_str_eq(why.message,
+	    "budget user:1000 (tokens/day) exceeded: 300 left, 301 needed");
+	budgets_settle(a, 150, 0.15, t);
+	ck_assert(status(bs, 1, t).used == 150);
+	ck_assert(status(bs, 3, t).used == 150);
+	ck_assert(status(bs, 3, t).reserved == 0);
+	budgets_free(bs);
+	/* c (the global budget only) outlives the set and is settled after it. */
+	budgets_settle(c, 10, 0.01, t);
+}
+END_TEST
+
+START_TEST(test_zero_price_exhausted)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *a;
+	struct budget_refusal why;
+	struct budget_state st;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 1.0);
+	ck_assert_int_eq(budgets_set_used(bs, 0, 2.5, 0), 0);
+	st = status(bs, 0, 0);
+	ck_assert(st.used == 2.5 && st.left == 0);
+	/* A zero-priced model is never stopped by a money budget. */
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "free", 100000, 0.0, 0, &a, &why), 0);
+	ck_assert_ptr_nonnull(a);
+	budgets_settle(a, 90000, 0.0, 0);
+	/* A priced one is. */
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "paid", 1, 1e-6, 0, &a, &why), -1);
+	ck_assert_str_eq(why.message,
+	    "budget all (money/ever) exceeded: 0 left, 1e-06 needed");
+	ck_assert(status(bs, 0, 0).used == 2.5);
+	/* Negative or NaN costs count as nothing. */
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "x", 1, -5.0, 0, &a, &why), 0);
+	budgets_release(a);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "x", 1, NAN, 0, &a, &why), 0);
+	budgets_release(a);
+	ck_assert_int_eq(budgets_set_used(bs, 1, 0, 0), -1);
+	budgets_free(bs);
+}
+END_TEST
+
+START_TEST(test_tokens_and_replay)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *a;
+	struct budget_refusal why;
+	int64_t now = T_2024_03_15 + NOON;
+
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_DAY, 200000);
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_MONTH, 1000000);
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_MONEY, BUDGET_EVER, 50);
+	/* Replaying the ledger: each record counts where its time falls. */
+	budgets_add_usage(bs, 1, "batch", "m", 1000, 1.0, T_2024_03_15 + 5, now);
+	budgets_add_usage(bs, 1, "batch", "m", 2000, 2.0, T_2024_03_01 + 5, now);
+	budgets_add_usage(bs, 1, "batch", "m", 4000, 4.0, T_2024_02_29, now);
+	budgets_add_usage(bs, 1, "chat", "m", 8000, 8.0, T_2024_03_15, now);
+	budgets_add_usage(bs, 1, NULL, "m", 8000, 8.0, T_2024_03_15, now);
+	ck_assert(status(bs, 0, now).used == 1000);
+	ck_assert(status(bs, 1, now).used == 3000);
+	ck_assert(status(bs, 2, now).used == 7.0);
+	/* 199000 left today. */
+	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 199001, 0, now, &a, &why), -1);
+	ck_assert_uint_eq(why.index, 0);
+	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 199000, 0, now, &a, &why), 0);
+	budgets_settle(a, 100, 0.5, now);
+	ck_assert(status(bs, 0, now).used == 1100);
+	ck_assert(status(bs, 1, now).used == 3100);
+	ck_assert(status(bs, 2, now).used == 7.5);
+	ck_assert_int_eq(budgets_set_used(bs, 1, 999999.0, now), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 2, 0, now, &a, &why), -1);
+	ck_assert_uint_eq(why.index, 1);
+	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 1, 0, now, &a, &why), 0);
+	budgets_release(a);
+	ck_assert_uint_eq(budgets_count(bs), 3);
+	budgets_free(bs);
+}
+END_TEST
+
+START_TEST(test_add_validation)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_def def;
+	char cause[256], longname[300];
+
+	memset(&def, 0, sizeof def);
+	def.scope = BUDGET_TAG;
+	def.unit = BUDGET_TOKENS;
+	def.period = BUDGET_DAY;
+	def.limit = 10;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	ck_assert_str_eq(cause, "a tag budget needs a name");
+	def.name = "";
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	memset(longname, 'x', sizeof longname - 1);
+	longname[sizeof longname - 1] = '\0';
+	def.name = longname;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.name = "t";
+	def.limit = 10.5;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.limit = -1;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.limit = NAN;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.limit = INFINITY;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.limit = 1e300;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.unit = BUDGET_MONEY;
+	def.limit = 2e9;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.limit = 0.5;
+	def.scope = (enum budget_scope)9;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	ck_assert_str_eq(cause, "unknown budget scope");
+	def.scope = BUDGET_TAG;
+	def.period = (enum budget_period)-1;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.period = BUDGET_DAY;
+	def.unit = (enum budget_unit)2;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.unit = BUDGET_MONEY;
+	ck_assert_uint_eq(budgets_count(bs), 0);
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), 0);
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	ck_assert_str_eq(cause, "duplicate budget");
+	def.period = BUDGET_MONTH;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), 0);
+	def.limit = 0;                          /* a zero limit is a valid budget */
+	def.unit = BUDGET_TOKENS;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), 0);
+	ck_assert_uint_eq(budgets_count(bs), 3);
+	ck_assert_int_eq(budgets_get(bs, 3, 0, &(struct budget_state){ 0 }), -1);
+	budgets_free(bs);
+}
+END_TEST
+
+START_TEST(test_carry_over_reload)
+{
+	struct budgets *old = budgets_new(), *new = budgets_new();
+	struct budget_reservation *a, *b;
+	struct budget_refusal why;
+	struct budget_state st;
+	int64_t t = T_2024_03_15;
+
+	add(old, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10.0);
+	add(old, BUDGET_TAG, 0, "gone", BUDGET_TOKENS, BUDGET_EVER, 100);
+	ck_assert_int_eq(budgets_reserve(old, 1, "gone", NULL, 50, 4.0, t, &a, &why), 0);
+	budgets_settle(a, 50, 3.0, t);
+	ck_assert_int_eq(budgets_reserve(old, 1, "gone", NULL, 50, 4.0, t, &a, &why), 0);
+
+	/* The reload lowers the global limit and adds a user budget. */
+	add(new, BUDGET_USER, 1, NULL, BUDGET_TOKENS, BUDGET_DAY, 1000);
+	add(new, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 8.0);
+	budgets_carry(new, old);
+	budgets_free(old);
+	st = status(new, 1, t);
+	ck_assert(st.def.limit == 8.0 && st.used == 3.0 && st.reserved == 4.0 && st.left == 1.0);
+	ck_assert_int_eq(budgets_reserve(new, 1, NULL, NULL, 10, 1.5, t, &b, &why), -1);
+	ck_assert_uint_eq(why.index, 1);
+	/* Settling the reservation made before the reload frees room in the new set. */
+	budgets_settle(a, 10, 0.5, t);
+	st = status(new, 1, t);
+	ck_assert(st.used == 3.5 && st.reserved == 0);
+	ck_assert_int_eq(budgets_reserve(new, 1, NULL, NULL, 10, 1.5, t, &b, &why), 0);
+	ck_assert(status(new, 0, t).reserved == 10);
+	budgets_release(b);
+	budgets_free(new);
+}
+END_TEST
+
+START_TEST(test_parse_names)
+{
+	enum budget_scope sc;
+	enum budget_unit un;
+	enum budget_period pe;
+
+	ck_assert_int_eq(budget_scope_parse("user", &sc), 0);
+	ck_assert_int_eq(sc, BUDGET_USER);
+	ck_assert_int_eq(budget_scope_parse("model", &sc), 0);
+	ck_assert_int_eq(sc, BUDGET_MODEL);
+	ck_assert_int_eq(budget_scope_parse("users", &sc), -1);
+	ck_assert_int_eq(budget_scope_parse(NULL, &sc), -1);
+	ck_assert_int_eq(budget_unit_parse("tokens", &un), 0);
+	ck_assert_int_eq(un, BUDGET_TOKENS);
+	ck_assert_int_eq(budget_unit_parse("Money", &un), -1);
+	ck_assert_int_eq(budget_period_parse("month", &pe), 0);
+	ck_assert_int_eq(pe, BUDGET_MONTH);
+	ck_assert_int_eq(budget_period_parse("week", &pe), -1);
+	ck_assert_str_eq(budget_scope_name(BUDGET_TAG), "tag");
+	ck_assert_str_eq(budget_unit_name(BUDGET_MONEY), "money");
+	ck_assert_str_eq(budget_period_name(BUDGET_EVER), "ever");
+	ck_assert_str_eq(budget_period_name((enum budget_period)7), "?");
+}
+END_TEST
+
+static Suite *
+budget_suite(void)
+{
+	Suite *s = suite_create("budget");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_race_exactly_ten);
+	tcase_add_test(tc, test_overshoot_by_one);
+	tcase_add_test(tc, test_day_rollover);
+	tcase_add_test(tc, test_month_rollover);
+	tcase_add_test(tc, test_all_or_nothing);
+	tcase_add_test(tc, test_zero_price_exhausted);
+	tcase_add_test(tc, test_tokens_and_replay);
+	tcase_add_test(tc, test_add_validation);
+	tcase_add_test(tc, test_carry_over_reload);
+	tcase_add_test(tc, test_parse_names);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(budget_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,223 @@
+/* Unit tests of conf.c: defaults, MetaGPT names, environment, file:line errors. */
+#include "config.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/conf.h"
+
+static char conf_path[256];
+
+/* Write text to a fresh temp file; its path is conf_path. */
+static const char *
+write_conf(const char *text)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	int fd;
+
+	snprintf(conf_path, sizeof conf_path, "%s/check_conf.XXXXXX", tmp);
+	fd = mkstemp(conf_path);
+	ck_assert_int_ne(fd, -1);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return conf_path;
+}
+
+static void
+setup(void)
+{
+	unsetenv("OPEN_LLM_API_BASE");
+	unsetenv("OPEN_LLM_API_MODEL");
+	unsetenv("OPENLLMD_SOCKET");
+}
+
+static void
+teardown(void)
+{
+	if (conf_path[0] != '\0')
+		unlink(conf_path);
+	conf_path[0] = '\0';
+}
+
+START_TEST(test_defaults)
+{
+	char *errors;
+	struct conf *c = conf_load(NULL, &errors);
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->n_upstreams, 1);
+	ck_assert_str_eq(c->upstreams[0].base_url, "http://127.0.0.1:8080/v1");
+	ck_assert_int_eq(c->upstreams[0].rpm, 10);
+	ck_assert_str_eq(c->upstreams[0].tokenizer, "cl100k_base");
+	ck_assert(c->calc_usage);
+	ck_assert(c->max_budget == 10.0);
+	ck_assert_str_eq(c->fsync, "everysec");
+	ck_assert_int_eq(c->socket_mode, 0660);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_metagpt_names)
+{
+	char *errors;
+	const char *p = write_conf(
+	    "open_llm_api_base = \"http://10.0.0.5:8000/v1/\";\n"
+	    "open_llm_api_model = \"llama3\";\n"
+	    "rpm = 3;\n"
+	    "calc_usage = false;\n"
+	    "max_budget = 2.5;\n");
+	struct conf *c = conf_load(p, &errors);
+
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_str_eq(c->upstreams[0].base_url, "http://10.0.0.5:8000/v1");
+	ck_assert_str_eq(c->upstreams[0].model, "llama3");
+	ck_assert_int_eq(c->upstreams[0].rpm, 3);
+	ck_assert(!c->calc_usage);
+	ck_assert(c->max_budget == 2.5);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_environment)
+{
+	char *errors;
+	struct conf *c;
+
+	setenv("OPEN_LLM_API_BASE", "http://127.0.0.1:9999/v1", 1);
+	setenv("OPEN_LLM_API_MODEL", "qwen", 1);
+	setenv("OPENLLMD_SOCKET", "/tmp/x.sock", 1);
+	c = conf_load(NULL, &errors);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->upstreams[0].base_url, "http://127.0.0.1:9999/v1");
+	ck_assert_str_eq(c->upstreams[0].model, "qwen");
+	ck_assert_str_eq(c->socket_path, "/tmp/x.sock");
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_upstreams)
+{
+	char *errors;
+	const char *p = write_conf(
+	    "upstreams = (\n"
+	    "  { name = \"a\"; base_url = \"http://127.0.0.1:1/v1\"; model = \"m\"; rpm = 0;\n"
+	    "    max_concurrency = 2; prompt_price = 0.5; completion_price = 1; },\n"
+	    "  { name = \"b\"; base_url = \"https://h/v1\"; model = \"m\"; timeout = 1.5; }\n"
+	    ");\n");
+	struct conf *c = conf_load(p, &errors);
+
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_uint_eq(c->n_upstreams, 2);
+	ck_assert_str_eq(c->upstreams[0].name, "a");
+	ck_assert_int_eq(c->upstreams[0].rpm, 0);
+	ck_assert_int_eq(c->upstreams[0].max_concurrency, 2);
+	ck_assert(c->upstreams[0].prompt_price == 0.5);
+	ck_assert(c->upstreams[0].completion_price == 1.0);
+	ck_assert_int_eq(c->upstreams[1].rpm, 10);
+	ck_assert(c->upstreams[1].timeout == 1.5);
+	conf_free(c);
+}
+END_TEST
+
+/* Load text and check that the errors contain want, with the file name. */
+static void
+expect_error(const char *text, const char *want)
+{
+	char *errors = NULL, full[512];
+	const char *p = write_conf(text);
+	struct conf *c = conf_load(p, &errors);
+
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(errors);
+	snprintf(full, sizeof full, "%s:%s", p, want);
+	ck_assert_msg(strstr(errors, full) != NULL, "want \"%s\" in \"%s\"", full, errors);
+	free(errors);
+}
+
+START_TEST(test_errors_name_file_and_line)
+{
+	expect_error("log_level = \"info\";\nrpm = -1;\n", "2: rpm must be >= 0");
+	expect_error("\n\nrmp = 3;\n", "3: unknown setting \"rmp\"");
+	expect_error("fsync = \"sometimes\";\n", "1: fsync must be one of always|everysec|no");
+	expect_error("max_budget = \"ten\";\n", "1: max_budget must be a number");
+	expect_error("calc_usage = 1;\n", "1: calc_usage must be true or false");
+	expect_error("socket_mode = \"999\";\n", "1: socket_mode must be an octal mode");
+	expect_error("log_level = \"loud\";\n", "1: log_level must be error, warn, info or debug");
+	expect_error("upstreams = ( { model = \"x\"; } );\n", "1: upstreams[0]: base_url is required");
+	expect_error("upstreams = (\n { base_url = \"ftp://x\"; } );\n", "2: base_url must start with http");
+	expect_error("upstreams = ( { name = \"a\"; base_url = \"http://x\"; },\n"
+	    "{ name = \"a\"; base_url = \"http://y\"; } );\n", "2: upstream name \"a\" is used twice");
+	expect_error("upstreams = ( { base_url = \"http://x\"; retries = 1000; } );\n",
+	    "1: retries must be <= 100");
+	expect_error("upstreams = ( { base_url = \"http://x\"; bogus = 1; } );\n",
+	    "1: unknown setting \"bogus\"");
+	expect_error("rpm = 3;\nstate_dir = = \"/x\";\n", "2: syntax error");
+}
+END_TEST
+
+START_TEST(test_every_problem_reported)
+{
+	char *errors = NULL;
+	const char *p = write_conf("rpm = -1;\nfsync = \"x\";\nbogus = 2;\n");
+	struct conf *c = conf_load(p, &errors);
+	int lines = 0;
+
+	ck_assert_ptr_null(c);
+	for (const char *q = errors; *q != '\0'; q++)
+		lines += *q == '\n';
+	ck_assert_int_eq(lines, 3);
+	free(errors);
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+	char *errors = NULL;
+	struct conf *c = conf_load("/nonexistent/openllmd.conf", &errors);
+
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(strstr(errors, "/nonexistent/openllmd.conf: cannot read"));
+	free(errors);
+}
+END_TEST
+
+START_TEST(test_setting_names)
+{
+	const char *const *names = conf_setting_names();
+	int have_rpm = 0, have_base = 0;
+
+	for (; *names != NULL; names++) {
+		have_rpm |= strcmp(*names, "rpm") == 0;
+		have_base |= strcmp(*names, "open_llm_api_base") == 0;
+	}
+	ck_assert(have_rpm && have_base);
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("conf");
+	TCase *tc = tcase_create("conf");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_metagpt_names);
+	tcase_add_test(tc, test_environment);
+	tcase_add_test(tc, test_upstreams);
+	tcase_add_test(tc, test_errors_name_file_and_line);
+	tcase_add_test(tc, test_every_problem_reported);
+	tcase_add_test(tc, test_missing_file);
+	tcase_add_test(tc, test_setting_names);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
