@@ -45,6 +45,7 @@ struct chat_parse {
 };
 
 static void chat_attempt(struct chat *);
+static void chat_retry(struct chat *);
 static void chat_budget_detail(struct chat *, const struct budget_refusal *);
 static void chat_finish(struct chat *, const char *code, const char *message, long status,
     double retry_after);
@@ -122,6 +123,7 @@ chat_free(struct chat *c)
 	chat_parse_free(c->parse);
 	message_request_free(c->req);
 	free(c->body);
+	free(c->model);
 	free(c->error_detail.data);
 	free(c);
 	s->server->in_flight--;
@@ -383,6 +385,50 @@ chat_done_cb(void *arg, const struct http_response *resp)
 	chat_finish(c, NULL, NULL, 200, NAN);
 }
 
+/*
+ * A retry's backoff ended: go again, on another upstream serving the model
+ * when that one is healthier or less busy (failover); the limiter slot moves
+ * with the request.
+ */
+static void
+chat_retry(struct chat *c)
+{
+	struct server *srv = c->session->server;
+	struct upstream *alt = upstream_route(srv, c->model);
+	char cause[256];
+
+	if (alt == NULL || alt == c->upstream || !alt->healthy) {
+		upstream_release(alt);
+		chat_attempt(c);
+		return;
+	}
+	log_info("chat %llu: failing over from upstream %s to %s", (unsigned long long)c->id,
+	    c->upstream->conf.name, alt->conf.name);
+	if (c->admitted) {
+		limiter_release(c->upstream->limiter, c->reserved_tokens, 0, now_mono_ms());
+		upstream_limiter_kick(c->upstream);
+		c->admitted = false;
+	}
+	upstream_release(c->upstream);
+	c->upstream = alt;
+	switch (limiter_admit(alt->limiter, &c->waiter, (uint32_t)c->session->uid, c->reserved_tokens,
+	    now_mono_ms())) {
+	case LIMITER_ADMITTED:
+		c->admitted = true;
+		chat_attempt(c);
+		break;
+	case LIMITER_QUEUED:
+		c->queued = true;
+		upstream_limiter_kick(alt);
+		break;
+	default:
+		snprintf(cause, sizeof cause, "upstream %s: %d requests already wait in its queue",
+		    alt->conf.name, alt->conf.queue_max);
+		chat_finish(c, "rate_limited", cause, -1, c->waiter.retry_after);
+		break;
+	}
+}
+
 /* First byte or idle timeout fired, or a retry's backoff ended. */
 static void
 chat_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -393,7 +439,7 @@ chat_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (c->transfer == NULL) {
-		chat_attempt(c);
+		chat_retry(c);
 		return;
 	}
 	http_transfer_cancel(c->transfer);
@@ -507,7 +553,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	rec.time_ms = now_ms();
 	rec.uid = (uint32_t)c->session->uid;
 	rec.tag = c->req->u.chat.tag;
-	rec.model = c->upstream->conf.model;
+	rec.model = c->model != NULL ? c->model : c->upstream->conf.model;
 	rec.upstream = c->upstream->conf.name;
 	rec.prompt_tokens = us.prompt_tokens;
 	rec.completion_tokens = us.completion_tokens;
@@ -522,7 +568,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	srv->total_cost += cost;
 	log_info("chat %llu uid %u model %s upstream %s: %s | prompt_tokens: %lld, "
 	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
-	    (unsigned long long)c->id, (unsigned)c->session->uid, c->upstream->conf.model,
+	    (unsigned long long)c->id, (unsigned)c->session->uid, rec.model,
 	    c->upstream->conf.name, code ? code : "done", (long long)us.prompt_tokens,
 	    (long long)us.completion_tokens, us.estimated ? " (estimated)" : "", cost,
 	    srv->total_cost, srv->conf->max_budget);
@@ -547,7 +593,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		r.u.done.finish_reason = p->finish_reason;
 		r.u.done.usage = us;
 		r.u.done.cost = cost;
-		r.u.done.model = p->model ? p->model : c->upstream->conf.model;
+		r.u.done.model = p->model != NULL ? p->model : (char *)rec.model;
 		r.u.done.upstream = c->upstream->conf.name;
 		r.u.done.ttft_ms = c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1;
 		r.u.done.latency_ms = end - c->started_ms;
@@ -642,7 +688,8 @@ chat_start(struct session *s, struct request *req)
 			free(tm);
 		}
 	}
-	c->body = openai_chat_body(cr, up->conf.model, cr->stream, cause, sizeof cause);
+	c->model = strdup(cr->model != NULL && *cr->model != '\0' ? cr->model : up->conf.model);
+	c->body = openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
 	if (c->body == NULL) {
 		chat_finish(c, "bad_request", cause, -1, NAN);
 		return;
@@ -654,7 +701,7 @@ chat_start(struct session *s, struct request *req)
 	    (double)most * up->conf.completion_price) / 1000.0;
 	struct budget_refusal why;
 	c->reserved_tokens = prompt + most;
-	if (budgets_reserve(srv->budgets, (uint32_t)s->uid, cr->tag, up->conf.model,
+	if (budgets_reserve(srv->budgets, (uint32_t)s->uid, cr->tag, c->model,
 	    c->reserved_tokens, worst, now_ms(), &c->reservation, &why) == -1) {
 		chat_budget_detail(c, &why);
 		chat_finish(c, "budget_exceeded", why.message, -1, NAN);

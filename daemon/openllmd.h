@@ -53,6 +53,7 @@ struct chat {
 	struct request *req;        /* owns the decoded request */
 	uint64_t id;
 	struct upstream *upstream;
+	char *model;                /* the model asked for, or the upstream's */
 	struct http_transfer *transfer;
 	void *parse;                /* upstream reply parser state, chat.c's */
 	char *body;                 /* JSON sent upstream, kept for retries */

@@ -587,22 +587,22 @@ tokenizer_free(struct tokenizer *t)
 	free(t);
 }
 
-/* The value of base64 digit c, or -1. */
-static inline int
-tokenizer_b64(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
+/* Each base64 digit's value + 1; 0 for anything else. */
+static const unsigned char tokenizer_b64[256] = {
+	['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6,
+	['G'] = 7, ['H'] = 8, ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12,
+	['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16, ['Q'] = 17,
+	['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22,
+	['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27,
+	['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+	['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37,
+	['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
+	['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47,
+	['v'] = 48, ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52,
+	['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56, ['4'] = 57,
+	['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62,
+	['+'] = 63, ['/'] = 64
+};
 
 /*
  * Decode the standard base64 text from p to end (padded) in place; its
@@ -622,7 +622,7 @@ tokenizer_b64_decode(unsigned char *p, const unsigned char *end, size_t *len)
 			if (p[i] == '=' && p + 4 == end && i >= 2) {
 				v[i] = 0;
 				pad++;
-			} else if (pad > 0 || (v[i] = tokenizer_b64(p[i])) == -1)
+			} else if (pad > 0 || (v[i] = tokenizer_b64[p[i]] - 1) == -1)
 				return -1;
 		}
 		*w++ = (unsigned char)((v[0] << 2) | (v[1] >> 4));
@@ -704,32 +704,34 @@ tokenizer_parse(const char *path, unsigned char *buf, size_t len,
     size_t cause_len)
 {
 	struct tokenizer_entry	*e, *ne;
-	unsigned char		*p = buf, *end = buf + len, *eol, *q, *tok, *tok_end;
+	unsigned char		*p = buf, *end = buf + len, *tok, *tok_end;
 	size_t			 cap = len / 16 + 16, n = 0, line = 0, tlen;
 	uint32_t		 rank;
 
 	if ((e = malloc(cap * sizeof *e)) == NULL)
 		goto nomem;
-	for (; p < end; p = eol + 1) {
+	while (p < end) {
 		line++;
-		if ((eol = memchr(p, '\n', (size_t)(end - p))) == NULL)
-			eol = end;
-		q = eol;
-		if (q > p && q[-1] == '\r')
-			q--;
-		if (q == p)
-			continue;
-		tok = p;
-		while (p < q && *p != ' ' && *p != '\t')
+		for (tok = p; p < end && (tokenizer_b64[*p] != 0 || *p == '=');)
 			p++;
 		tok_end = p;
-		if (p == tok || p == q)
+		if (p < end && *p != ' ' && *p != '\t' && *p != '\r' &&
+		    *p != '\n')
+			goto bad_base64;
+		if (tok_end == tok) {
+			if (p < end && *p == '\r')
+				p++;
+			if (p == end || *p++ == '\n')
+				continue;	/* an empty line */
 			goto malformed;
-		while (p < q && (*p == ' ' || *p == '\t'))
+		}
+		if (p == end || (*p != ' ' && *p != '\t'))
+			goto malformed;
+		while (p < end && (*p == ' ' || *p == '\t'))
 			p++;
-		if (p == q || *p < '0' || *p > '9')
+		if (p == end || *p < '0' || *p > '9')
 			goto malformed;
-		for (rank = 0; p < q && *p >= '0' && *p <= '9'; p++) {
+		for (rank = 0; p < end && *p >= '0' && *p <= '9'; p++) {
 			rank = rank * 10 + (uint32_t)(*p - '0');
 			if (rank > TOKENIZER_MAX_RANK) {
 				snprintf(cause, cause_len,
@@ -737,20 +739,12 @@ tokenizer_parse(const char *path, unsigned char *buf, size_t len,
 				goto fail;
 			}
 		}
-		while (p < q && (*p == ' ' || *p == '\t'))
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
 			p++;
-		if (p != q)
+		if (p < end && *p++ != '\n')
 			goto malformed;
-		if (tokenizer_b64_decode(tok, tok_end, &tlen) == -1) {
-			snprintf(cause, cause_len, "%s:%zu: bad base64", path,
-			    line);
-			goto fail;
-		}
-		if (tlen == 0) {
-			snprintf(cause, cause_len, "%s:%zu: empty token", path,
-			    line);
-			goto fail;
-		}
+		if (tokenizer_b64_decode(tok, tok_end, &tlen) == -1)
+			goto bad_base64;
 		if (n == cap) {
 			cap *= 2;
 			if ((ne = realloc(e, cap * sizeof *e)) == NULL)
@@ -772,6 +766,9 @@ tokenizer_parse(const char *path, unsigned char *buf, size_t len,
 
 malformed:
 	snprintf(cause, cause_len, "%s:%zu: malformed line", path, line);
+	goto fail;
+bad_base64:
+	snprintf(cause, cause_len, "%s:%zu: bad base64", path, line);
 	goto fail;
 nomem:
 	snprintf(cause, cause_len, "%s: out of memory", path);

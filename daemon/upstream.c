@@ -294,27 +294,29 @@ upstream_teardown(struct server *srv)
 	}
 }
 
-/* Tell whether an upstream serves model (its configured name or one it lists). */
-static bool
+/* How well an upstream serves model: 2 configured for it, 1 lists it, 0 not at all. */
+static int
 upstream_serves(const struct upstream *up, const char *model)
 {
 	if (strcmp(up->conf.model, model) == 0)
-		return true;
+		return 2;
 	for (size_t i = 0; i < up->n_models; i++)
 		if (strcmp(up->models[i], model) == 0)
-			return true;
-	return false;
+			return 1;
+	return 0;
 }
 
 /*
- * Pick the upstream for model (NULL: the first upstream's model): among those
- * serving it, healthy ones first, then the fewest requests outstanding. The
- * caller holds it until upstream_release.
+ * Pick the upstream for model (NULL: the first upstream's model): those
+ * configured for it before those that merely list it, healthy ones first,
+ * then the fewest requests outstanding. The caller holds it until
+ * upstream_release.
  */
 struct upstream *
 upstream_route(struct server *srv, const char *model)
 {
 	struct upstream *up, *best = NULL;
+	int best_rank = 0;
 
 	if (model == NULL || *model == '\0') {
 		if ((up = TAILQ_FIRST(&srv->upstreams)) == NULL)
@@ -322,11 +324,15 @@ upstream_route(struct server *srv, const char *model)
 		model = up->conf.model;
 	}
 	TAILQ_FOREACH(up, &srv->upstreams, entry) {
-		if (!upstream_serves(up, model))
+		int rank = upstream_serves(up, model);
+		if (rank == 0)
 			continue;
-		if (best == NULL || (up->healthy && !best->healthy) ||
-		    (up->healthy == best->healthy && up->in_flight < best->in_flight))
+		if (best == NULL || rank > best_rank ||
+		    (rank == best_rank && up->healthy && !best->healthy) ||
+		    (rank == best_rank && up->healthy == best->healthy && up->in_flight < best->in_flight)) {
 			best = up;
+			best_rank = rank;
+		}
 	}
 	if (best != NULL)
 		best->in_flight++;

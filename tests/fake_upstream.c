@@ -42,6 +42,7 @@
  *       cut_before_headers close the connection without a reply
  *       cut_after:N        close the connection after N text pieces
  *       stall              send the headers, then nothing
+ *       stall_after:N      send N text pieces, then nothing (stream only)
  *       stall_before_headers  send nothing at all
  *       drip               send the reply one byte at a time
  *       error_after:N      after N text pieces, an error in the stream
@@ -104,7 +105,7 @@ static const char *dialect_names[] = {
 };
 
 enum fault {
-	F_NONE, F_STATUS, F_CUT_BEFORE_HEADERS, F_CUT_AFTER, F_STALL,
+	F_NONE, F_STATUS, F_CUT_BEFORE_HEADERS, F_CUT_AFTER, F_STALL_AFTER, F_STALL,
 	F_STALL_BEFORE_HEADERS, F_DRIP, F_ERROR_AFTER, F_EVENT_ERROR_AFTER,
 	F_ERROR_FIELD_AFTER, F_MALFORMED_AFTER, F_NO_DONE
 };
@@ -313,6 +314,8 @@ directive_word(struct directives *d, const char *word, char *err,
 			d->fault = F_CUT_BEFORE_HEADERS;
 		else if (strcmp(value, "cut_after") == 0)
 			d->fault = F_CUT_AFTER;
+		else if (strcmp(value, "stall_after") == 0)
+			d->fault = F_STALL_AFTER;
 		else if (strcmp(value, "stall") == 0)
 			d->fault = F_STALL;
 		else if (strcmp(value, "stall_before_headers") == 0)
@@ -337,6 +340,7 @@ directive_word(struct directives *d, const char *word, char *err,
 				goto bad;
 			d->fault_arg = v;
 		} else if (d->fault == F_CUT_AFTER ||
+		    d->fault == F_STALL_AFTER ||
 		    d->fault == F_ERROR_AFTER ||
 		    d->fault == F_EVENT_ERROR_AFTER ||
 		    d->fault == F_ERROR_FIELD_AFTER ||
@@ -788,6 +792,7 @@ fault_piece(struct reply *r, const struct directives *d, struct piece **ps,
 
 	switch (d->fault) {
 	case F_CUT_AFTER:
+	case F_STALL_AFTER:
 		for (i = at; i < *n; i++)
 			free((*ps)[i].data);
 		*n = at;
@@ -1428,6 +1433,10 @@ serve_chat(struct evhttp_request *req)
 	case F_CUT_AFTER:
 		fault_piece(&r, &d, &s->pieces, &s->n);
 		s->ending = END_CUT;
+		break;
+	case F_STALL_AFTER:
+		fault_piece(&r, &d, &s->pieces, &s->n);
+		s->ending = END_STALL;
 		break;
 	case F_ERROR_AFTER:
 	case F_EVENT_ERROR_AFTER:

@@ -73,7 +73,14 @@ write_config() {
 			echo "upstreams = ( $UPSTREAMS );"
 		else
 			echo "upstreams = ( { name = \"fake\"; base_url = \"$FAKE_URL\"; model = \"fake-model\";"
-			echo "  api_key = \"sk-test-secret\"; rpm = 0; max_concurrency = 0; retries = 2;"
+			echo "  api_key = \"sk-test-secret\";"
+			# test defaults, unless UPSTREAM_EXTRA sets them
+			for kv in "rpm = 0" "max_concurrency = 0" "retries = 2"; do
+				case "${UPSTREAM_EXTRA:-}" in
+				*"${kv%% *} ="*) ;;
+				*) echo "  $kv;" ;;
+				esac
+			done
 			echo "  ${UPSTREAM_EXTRA:-} } );"
 		fi
 	} > "$CONF"

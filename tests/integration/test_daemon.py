@@ -447,8 +447,9 @@ def stall_hits_the_idle_timeout():
 
 @test("faults")
 def stall_mid_stream_hits_the_idle_timeout():
-    deltas, end = expect_error("gap " + d(chunks=3, delay_ms=3000), "timeout")
+    deltas, end = expect_error("gap " + d(chunks=6, fault="stall_after:2"), "timeout")
     check("idle" in end["message"], end)
+    check(len(deltas) == 2, deltas)
 
 
 @test("faults")
@@ -528,6 +529,142 @@ def streams_without_usage_are_estimated():
             check(u["completion_tokens"] == 3, (dialect, u))
         else:
             check(u["estimated"] is True, (dialect, u))
+
+# --- limits -------------------------------------------------------------------
+# limits.sh starts a daemon per group with the settings each needs.
+
+def run_parallel(n, fn):
+    out = [None] * n
+    def wrap(i):
+        try:
+            out[i] = fn(i)
+        except Exception as e:  # noqa: BLE001
+            out[i] = e
+    threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+@test("rpm")
+def rpm_is_a_token_bucket_observed_at_the_server():
+    # rpm = 60: a burst of 60, then one a second
+    urllib.request.urlopen(urllib.request.Request(
+        "http://127.0.0.1:%s/reset" % os.environ["FAKE_PORT"], method="POST"), timeout=10)
+    ends = run_parallel(63, lambda i: Conn(timeout=60).chat("r%d" % i)[1])
+    check(all(isinstance(e, dict) and e["type"] == "done" for e in ends), ends[:3])
+    arrivals = sorted(fake("/stats")["arrivals_ms"])
+    check(len(arrivals) == 63, len(arrivals))
+    first = arrivals[0]
+    burst = [a for a in arrivals if a - first < 900]
+    check(len(burst) == 60, "burst of %d, want 60" % len(burst))
+    late = arrivals[60:]
+    for k, a in enumerate(late):
+        check(a - first >= 1000 * (k + 1) - 50, "request %d came %d ms after the first" % (61 + k, a - first))
+
+
+@test("concurrency")
+def max_concurrency_observed_at_the_server():
+    urllib.request.urlopen(urllib.request.Request(
+        "http://127.0.0.1:%s/reset" % os.environ["FAKE_PORT"], method="POST"), timeout=10)
+    ends = run_parallel(12, lambda i: Conn(timeout=60).chat("c%d %s" % (i, d(chunks=4, delay_ms=50)))[1])
+    check(all(e["type"] == "done" for e in ends), ends)
+    check(fake("/stats")["max_concurrent"] == 3, fake("/stats")["max_concurrent"])
+
+
+@test("queue")
+def full_queue_is_refused_and_expired_waits_are_rate_limited():
+    # max_concurrency = 3, queue_max = 2, queue_timeout = 1
+    def one(i):
+        t0 = time.time()
+        deltas, end = Conn(timeout=60).chat("q%d %s" % (i, d(chunks=5, delay_ms=500)))
+        return end, time.time() - t0
+    out = run_parallel(7, one)
+    codes = sorted(e["type"] if e["type"] == "done" else e["code"] for e, _ in out)
+    check(codes == ["done"] * 3 + ["rate_limited"] * 4, codes)
+    for e, took in out:
+        if e["type"] == "error":
+            check(e.get("retry_after", 0) > 0, e)
+    check(sum(1 for e, took in out if e["type"] == "error" and took < 0.5) == 2, "2 refused at once")
+    check(sum(1 for e, took in out if e["type"] == "error" and 0.8 < took < 2.0) == 2, "2 expired after 1 s")
+
+
+@test("fair")
+def waiting_users_are_served_round_robin():
+    # max_concurrency = 1: user A queues 6, then user B one; B goes within two turns
+    order, lock = [], threading.Lock()
+    def a(i):
+        deltas, end = Conn(timeout=60).chat("a%d %s" % (i, d(chunks=2, delay_ms=100)))
+        with lock:
+            order.append("a")
+    ta = [threading.Thread(target=a, args=(i,)) for i in range(6)]
+    for t in ta:
+        t.start()
+    time.sleep(0.3)
+    import subprocess
+    nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout.strip()
+    b = subprocess.Popen(["setpriv", "--reuid=" + nobody, "--regid=" + nobody, "--clear-groups",
+                          os.environ["PYTHON"], "-m", "olc", "chat", "b [[chunks=2 delay_ms=100]]"],
+                         stdout=subprocess.DEVNULL)
+    b.wait()
+    with lock:
+        order.append("b")
+    for t in ta:
+        t.join()
+    check(order.index("b") <= 3, order)
+
+
+@test("budget")
+def fifty_racing_for_a_budget_that_admits_ten():
+    c = Conn()
+    msg = "budget [[chunks=2 delay_ms=300]]"
+    prompt = c.call("tokens", messages=[{"role": "user", "content": msg}])["count"]
+    r = c.call("stats")
+    b = [x for x in r["budgets"] if x["scope"] == "tag:race"][0]
+    per = prompt + 100
+    check(b["limit"] == 10 * per + per // 2, (b, per))
+    ends = run_parallel(50, lambda i: Conn(timeout=60).chat(msg, tag="race", max_tokens=100)[1])
+    done = [e for e in ends if e["type"] == "done"]
+    refused = [e for e in ends if e["type"] == "error"]
+    check(len(done) == 10, "%d done: %r" % (len(done), refused[:1]))
+    check(len(refused) == 40 and all(e["code"] == "budget_exceeded" for e in refused), refused[:2])
+    check("left" in refused[0]["message"] or refused[0].get("detail", {}).get("left") is not None, refused[0])
+    check(refused[0]["detail"]["scope"] == "tag:race", refused[0])
+    b = [x for x in Conn().call("stats")["budgets"] if x["scope"] == "tag:race"][0]
+    check(b["used"] <= b["limit"] and b["left"] >= 0, b)
+
+
+@test("budget")
+def money_budget_stops_priced_model_but_not_free_one():
+    c = Conn()
+    deltas, end = c.chat("pricey [[chunks=2]]", model="priced", max_tokens=10)
+    check(end["type"] == "done", end)
+    check(end["cost"] > 0, end)
+    # worst case of the next: (prompt * 0.01 + 100 * 0.02) / 1000 > what is left of 0.001
+    deltas, end = c.chat("pricey again", model="priced", max_tokens=100)
+    check(end["type"] == "error" and end["code"] == "budget_exceeded", end)
+    check(end["detail"]["scope"] == "all" and end["detail"]["unit"] == "money", end)
+    deltas, end = c.chat("free", max_tokens=100000)
+    check(end["type"] == "done", "a zero-priced model must never be blocked: %r" % end)
+    s = c.call("stats")
+    check(s["max_budget"] == 0.001 and s["budget_left"] >= 0, s)
+
+
+@test("failover")
+def dead_upstream_fails_over():
+    ends = run_parallel(10, lambda i: Conn(timeout=60).chat("fo%d" % i)[1])
+    check(all(e["type"] == "done" and e["upstream"] == "live" for e in ends), ends)
+    ups = {u["name"]: u for u in Conn().call("models")["upstreams"]}
+    check(ups["dead"]["healthy"] is False and ups["live"]["healthy"] is True, ups)
+
+
+@test("timeout")
+def whole_request_timeout():
+    deltas, end = Conn().chat("long " + d(chunks=20, delay_ms=200))
+    check(end["type"] == "error" and end["code"] == "timeout", end)
+    check("whole request" in end["message"], end)
 
 def main(group):
     passed = failed = 0

@@ -1,0 +1,151 @@
+#!/bin/sh
+# The durable ledger through the daemon: kill -9 with 100 streams in flight,
+# torn and corrupt journals, an unwritable disk, reset by another user.
+. "$top_srcdir/tests/integration/lib.sh"
+start_fake_upstream -q -m fake-model
+start_daemon
+journal_dir="$TEST_DIR/state/journal"
+
+# 1. kill -9 while 100 streams are in flight: every request whose done frame
+#    a client received is in the stats exactly once after a restart.
+"$PYTHON" - "$TEST_DIR/received" <<'PY'
+import os, signal, sys, threading, time
+from olc import Conn
+received, lock, started = [], threading.Lock(), threading.Barrier(101)
+
+def one(n):
+    c = Conn()
+    tag = "crash%03d" % n
+    rid = c.request("chat", tag=tag, messages=[{"role": "user",
+                    "content": "c%d [[chunks=10 delay_ms=%d]]" % (n, 10 + n % 50)}])
+    started.wait()
+    try:
+        deltas, end = c.until_end(rid)
+        if end["type"] == "done":
+            with lock:
+                received.append(tag)
+    except (EOFError, OSError):
+        pass
+
+threads = [threading.Thread(target=one, args=(n,)) for n in range(100)]
+for t in threads:
+    t.start()
+started.wait()
+time.sleep(0.3)
+os.kill(int(os.environ["DAEMON_PID"]), signal.SIGKILL)
+for t in threads:
+    t.join()
+with open(sys.argv[1], "w") as f:
+    f.write("\n".join(received))
+assert 0 < len(received) < 100, "want a crash in the middle, got %d done" % len(received)
+print("crash: %d of 100 streams had finished" % len(received))
+PY
+wait "$DAEMON_PID" 2>/dev/null || true
+KEEP_CONFIG=1 start_daemon
+"$PYTHON" - "$TEST_DIR/received" <<'PY'
+import sys
+from olc import Conn
+received = set(open(sys.argv[1]).read().split())
+by_tag = Conn().call("stats", by="tag")["by_tag"]
+for tag in received:
+    assert tag in by_tag and by_tag[tag]["requests"] == 1, (tag, by_tag.get(tag))
+for tag, c in by_tag.items():
+    assert c["requests"] == 1, (tag, c)
+print("crash: all %d finished requests recorded exactly once" % len(received))
+PY
+
+# 2. a torn tail is cut with a warning; nothing before it is lost
+before=$("$PYTHON" -c 'from olc import Conn; print(Conn().call("stats")["total"]["requests"])')
+stop_daemon KILL
+last=$(ls "$journal_dir"/*.olj | tail -n 1)
+printf '\000\000\000\100\001\002' >> "$last"
+KEEP_CONFIG=1 start_daemon
+grep -q "cut" "$TEST_DIR/daemon.log" || fail "no warning about the torn tail"
+after=$("$PYTHON" -c 'from olc import Conn; print(Conn().call("stats")["total"]["requests"])')
+[ "$before" = "$after" ] || fail "torn tail: $before requests before, $after after"
+
+# 3. a corrupt record in the middle costs that record only
+"$PYTHON" -c '
+from olc import Conn
+c = Conn()
+for i in range(5):
+    assert c.chat("mid%d" % i, tag="mid")[1]["type"] == "done"
+'
+stop_daemon KILL
+last=$(ls "$journal_dir"/*.olj | tail -n 1)
+size=$(stat -c %s "$last")
+"$PYTHON" - "$last" <<'PY'
+import struct, sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+offsets, off = [], 0
+while off + 8 <= len(data):
+    n = struct.unpack(">I", data[off:off + 4])[0]
+    offsets.append(off)
+    off += 8 + n
+middle = offsets[len(offsets) - 3]      # a record with valid ones after it
+data[middle + 8 + 2] ^= 0xFF
+open(path, "wb").write(data)
+PY
+KEEP_CONFIG=1 start_daemon
+"$PYTHON" -c '
+from olc import Conn
+t = Conn().call("stats", by="tag")["by_tag"]["mid"]
+assert t["requests"] == 4, t
+'
+[ "$(stat -c %s "$last")" -eq "$size" ] || fail "valid records after the corrupt one were cut"
+
+# 4. a disk that fails writes: chats are refused with a clear error until it
+#    works again, and the record that could not be written is not lost
+stop_daemon TERM
+shim="$top_builddir/tests/ledger/.libs/failwrite.so"
+[ -f "$shim" ] || fail "missing $shim"
+flag="$TEST_DIR/diskfull"
+OLLM_FAILWRITE_FLAG="$flag" OLLM_FAILWRITE_PREFIX="$TEST_DIR/state" \
+	LD_PRELOAD="$shim" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+	KEEP_CONFIG=1 start_daemon
+before=$("$PYTHON" -c 'from olc import Conn; print(Conn().call("stats")["total"]["requests"])')
+echo enospc > "$flag"
+"$PYTHON" -c '
+from olc import Conn
+c = Conn()
+d, end = c.chat("while full", tag="full")
+assert end["type"] == "done", end
+d, end = c.chat("refused")
+assert end["type"] == "error" and "ledger" in end["message"], end
+'
+grep -q "No space left on device" "$TEST_DIR/daemon.log" || fail "the write failure was not logged"
+rm -f "$flag"
+sleep 1.5
+"$PYTHON" -c '
+from olc import Conn
+d, end = Conn().chat("works again", tag="full")
+assert end["type"] == "done", end
+'
+stop_daemon TERM
+KEEP_CONFIG=1 start_daemon
+"$PYTHON" -c "
+from olc import Conn
+s = Conn().call('stats', by='tag')
+assert s['by_tag']['full']['requests'] == 2, s['by_tag']
+assert s['total']['requests'] == $before + 2, s['total']
+"
+
+# 5. another user: usage accounted to its uid; reset refused
+chmod 755 "$TEST_DIR"
+chmod 666 "$OPENLLMD_SOCKET"
+nobody=$(id -u nobody)
+setpriv --reuid="$nobody" --regid="$(id -g nobody)" --clear-groups "$PYTHON" -c '
+from olc import Conn
+c = Conn()
+r = c.call("reset")
+assert r["type"] == "error" and r["code"] == "forbidden", r
+d, end = c.chat("as nobody")
+assert end["type"] == "done", end
+' || fail "unprivileged user"
+"$PYTHON" -c "
+from olc import Conn
+s = Conn().call('stats', by='user')
+assert s['by_user']['$nobody']['requests'] == 1, s['by_user']
+"
+echo "ledger: all checks passed"
