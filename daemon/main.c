@@ -357,17 +357,15 @@ main(int argc, char **argv)
 	memset(&srv, 0, sizeof srv);
 	srv.conf_path = (char *)conf_default_path(conf_arg);
 	srv.conf = conf_load(srv.conf_path, &errors);
-	if (check_only) {
-		if (srv.conf == NULL) {
-			fputs(errors ? errors : "configuration invalid\n", stdout);
-			return 1;
-		}
-		printf("%s: configuration OK\n", srv.conf_path ? srv.conf_path : "(built-in defaults)");
-		return 0;
-	}
 	if (srv.conf == NULL) {
-		fprintf(stderr, "%s", errors ? errors : "configuration invalid\n");
+		fputs(errors ? errors : "configuration invalid\n", check_only ? stdout : stderr);
+		free(errors);
 		return 1;
+	}
+	if (check_only) {
+		printf("%s: configuration OK\n", srv.conf_path ? srv.conf_path : "(built-in defaults)");
+		conf_free(srv.conf);
+		return 0;
 	}
 	log_init("openllmd", 1);
 	log_set_level(verbose ? LOG_LEVEL_DEBUG : srv.conf->log_level);

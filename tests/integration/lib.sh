@@ -66,7 +66,7 @@ write_config() {
 	{
 		echo "socket = \"$TEST_DIR/openllmd.sock\";"
 		echo "state_dir = \"$TEST_DIR/state\";"
-		echo "log_level = \"debug\";"
+		echo "log_level = \"${LOG_LEVEL:-debug}\";"
 		echo "fsync = \"no\";"
 		for line in "$@"; do echo "$line"; done
 		if [ -n "${UPSTREAMS:-}" ]; then

@@ -197,6 +197,40 @@ START_TEST(test_setting_names)
 }
 END_TEST
 
+/* The shipped example loads, and openllmd.conf(5) documents every setting the parser knows. */
+START_TEST(test_example_and_manual)
+{
+	const char *top = getenv("top_srcdir");
+	char path[1024], *errors = NULL, *man;
+	const char *const *names;
+	struct conf *c;
+	FILE *f;
+	long len;
+
+	ck_assert_msg(top != NULL, "top_srcdir is not set (run through make check)");
+	snprintf(path, sizeof path, "%s/systemd/openllmd.conf.example", top);
+	c = conf_load(path, &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	conf_free(c);
+
+	snprintf(path, sizeof path, "%s/man/openllmd.conf.5", top);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	man = calloc(1, (size_t)len + 1);
+	ck_assert_int_eq(fread(man, 1, (size_t)len, f), len);
+	fclose(f);
+	for (names = conf_setting_names(); *names != NULL; names++) {
+		char want[128];
+		snprintf(want, sizeof want, "\n.B %s\n", *names);
+		ck_assert_msg(strstr(man, want) != NULL, "openllmd.conf.5 does not document %s", *names);
+	}
+	free(man);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -214,6 +248,7 @@ main(void)
 	tcase_add_test(tc, test_every_problem_reported);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_setting_names);
+	tcase_add_test(tc, test_example_and_manual);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
