@@ -81,4 +81,51 @@ OPENLLMD_SOCKET="$TEST_DIR/env.sock" "$PYTHON" -m olc wait 10 || fail "env daemo
 OPENLLMD_SOCKET="$TEST_DIR/env.sock" "$PYTHON" -m olc models | grep -q '"env-model"' || fail "env model not used"
 OPENLLMD_SOCKET="$TEST_DIR/env.sock" "$PYTHON" -m olc chat "via env" | grep -q "echo: via env" || fail "env chat"
 kill -TERM "$pid"; wait "$pid" || fail "env daemon exit status"
+# systemd: readiness and status over NOTIFY_SOCKET, priorities on the journal's stream
+if grep -q "define HAVE_SYSTEMD 1" "$top_builddir/config.h"; then
+	"$PYTHON" - "$TEST_DIR/notify.sock" "$TEST_DIR/notify.log" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(15)
+with open(sys.argv[2], "w") as out:
+    try:
+        while True:
+            msg = s.recv(4096).decode()
+            out.write(msg + "\n")
+            out.flush()
+            if "STOPPING=1" in msg:
+                break
+    except socket.timeout:
+        pass
+PY
+	listener=$!
+	while [ ! -S "$TEST_DIR/notify.sock" ]; do sleep 0.05; done
+	: > "$TEST_DIR/journal.log"
+	JOURNAL_STREAM="$(stat -c %d:%i "$TEST_DIR/journal.log")" NOTIFY_SOCKET="$TEST_DIR/notify.sock" \
+		"$openllmd" -f -c "$CONF" 2>>"$TEST_DIR/journal.log" &
+	pid=$!
+	TEST_PIDS="$TEST_PIDS $pid"
+	"$PYTHON" -m olc wait 10 || fail "notify daemon did not start"
+	sleep 1.2
+	kill -TERM "$pid"
+	wait "$pid" || fail "notify daemon exit status"
+	wait "$listener" || true
+	grep -q "^READY=1" "$TEST_DIR/notify.log" || fail "no READY=1: $(cat "$TEST_DIR/notify.log")"
+	grep -q "^STATUS=.*requests served" "$TEST_DIR/notify.log" || fail "no STATUS="
+	grep -q "STOPPING=1" "$TEST_DIR/notify.log" || fail "no STOPPING=1"
+	grep -q "^<6>openllmd .* ready" "$TEST_DIR/journal.log" || fail "no <6> prefix: $(head -3 "$TEST_DIR/journal.log")"
+	if command -v systemd-socket-activate >/dev/null 2>&1; then
+		act="$TEST_DIR/activated.sock"
+		systemd-socket-activate -E OPENLLMD_TOKENIZER_DIR -l "$act" "$openllmd" -f -c "$CONF" >>"$TEST_DIR/daemon.log" 2>&1 &
+		pid=$!
+		TEST_PIDS="$TEST_PIDS $pid"
+		while [ ! -S "$act" ]; do sleep 0.05; done
+		OPENLLMD_SOCKET="$act" "$PYTHON" -m olc chat "activated" | grep -q "echo: activated" ||
+			fail "socket activation"
+		grep -q "listening on the socket passed by systemd" "$TEST_DIR/daemon.log" || fail "fd not taken from systemd"
+		kill -TERM "$pid"
+		wait "$pid" || true
+	fi
+fi
 echo "lifecycle: all checks passed"
