@@ -17,6 +17,7 @@
 
 #define CHAT_MAX_EVENT (4 * 1024 * 1024)    /* largest SSE event accepted from a server */
 #define CHAT_MAX_ERROR_BODY (64 * 1024)     /* error bodies are cut here */
+#define CHAT_MAX_TEXT (64 * 1024 * 1024)    /* reply text kept for local counting; past it the estimate is a floor */
 
 struct strbuf {
 	char *p;
@@ -161,14 +162,16 @@ chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
 		return;
 	}
 	if (ch->content != NULL) {
-		strbuf_add(&p->text, ch->content, strlen(ch->content), SIZE_MAX);
-		if (!stream)
-			strbuf_add(&p->content, ch->content, strlen(ch->content), SIZE_MAX);
+		strbuf_add(&p->text, ch->content, strlen(ch->content), CHAT_MAX_TEXT);
+		if (!stream && !strbuf_add(&p->content, ch->content, strlen(ch->content),
+		    c->session->server->conf->max_frame))
+			p->too_large = true;
 	}
 	if (ch->reasoning != NULL) {
-		strbuf_add(&p->text, ch->reasoning, strlen(ch->reasoning), SIZE_MAX);
-		if (!stream)
-			strbuf_add(&p->reasoning, ch->reasoning, strlen(ch->reasoning), SIZE_MAX);
+		strbuf_add(&p->text, ch->reasoning, strlen(ch->reasoning), CHAT_MAX_TEXT);
+		if (!stream && !strbuf_add(&p->reasoning, ch->reasoning, strlen(ch->reasoning),
+		    c->session->server->conf->max_frame))
+			p->too_large = true;
 	}
 	if (!stream && ch->tool_calls.data != NULL && p->tool_calls.data == NULL) {
 		p->tool_calls = ch->tool_calls;

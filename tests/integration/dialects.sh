@@ -4,3 +4,7 @@
 start_fake_upstream -q -m fake-model
 start_daemon
 "$PYTHON" "$top_srcdir/tests/integration/test_daemon.py" dialects
+stop_daemon TERM
+rm -rf "$TEST_DIR/state"
+start_daemon 'calc_usage = false;'
+"$PYTHON" "$top_srcdir/tests/integration/test_daemon.py" nocalc

@@ -667,6 +667,15 @@ def whole_request_timeout():
     check(end["type"] == "error" and end["code"] == "timeout", end)
     check("whole request" in end["message"], end)
 
+@test("nocalc")
+def calc_usage_false_counts_nothing_locally():
+    deltas, end = Conn().chat("quiet " + d(usage=0, chunks=3))
+    check(end["type"] == "done", end)
+    u = end["usage"]
+    check(u["prompt_tokens"] == 0 and u["completion_tokens"] == 0 and u["estimated"] is False, u)
+    deltas, end = Conn().chat("reported " + d(chunks=3))
+    check(end["usage"]["completion_tokens"] == 3, end)
+
 def main(group):
     passed = failed = 0
     for fn in TESTS[group]:
