@@ -107,7 +107,7 @@ tokenizer_emit(struct tokenizer_out *out, uint32_t rank)
 	out->n++;
 }
 
-/* Load 8 and 4 bytes from any address. */
+/* Load 8 bytes from any address. */
 static inline uint64_t
 tokenizer_load64(const unsigned char *p)
 {
@@ -117,6 +117,7 @@ tokenizer_load64(const unsigned char *p)
 	return v;
 }
 
+/* Load 4 bytes from any address. */
 static inline uint64_t
 tokenizer_load32(const unsigned char *p)
 {
@@ -207,6 +208,8 @@ static inline uint32_t
 tokenizer_span(const struct tokenizer *t, const unsigned char *piece,
     uint32_t a, uint32_t b)
 {
+	if (b - a == 1)
+		return t->byte_rank[piece[a]];
 	if (b - a == 2)
 		return t->pair[(piece[a] << 8) | piece[a + 1]];
 	return tokenizer_rank(t, piece + a, b - a);
@@ -458,7 +461,7 @@ tokenizer_encode(const struct tokenizer *t, const char *text, size_t len,
 	return 0;
 }
 
-/* The number of tokens of text, or -1 if it is not valid UTF-8. */
+/* The number of tokens of text; -1 if it is not valid UTF-8 (or on ENOMEM). */
 int64_t
 tokenizer_count(const struct tokenizer *t, const char *text, size_t len)
 {

@@ -1,7 +1,10 @@
 /*
  * libFuzzer target: random bytes through both encodings. Invalid UTF-8 must
  * be refused (-1); valid UTF-8 must encode, count the same, and decode back
- * to exactly the input. The vocabularies come from $OPENLLMD_TOKENIZER_DIR.
+ * to exactly the input. The input is also repaired into valid UTF-8 (each
+ * bad byte becoming a character of a class the split patterns care about)
+ * and checked the same way. The vocabularies come from
+ * $OPENLLMD_TOKENIZER_DIR.
  */
 #include "config.h"
 
@@ -74,8 +77,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Check one input against both encodings. */
+static void
+fuzz_one(const uint8_t *data, size_t size)
 {
 	const char	*text = (const char *)data;
 	uint32_t	*ids;
@@ -102,5 +106,49 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(back);
 		free(ids);
 	}
+}
+
+/* data with each byte that starts no valid sequence replaced, in out. */
+static size_t
+fuzz_repair(const uint8_t *data, size_t size, uint8_t *out)
+{
+	/* nbsp, marks, Lt, Lm, Lu, Ll, Lo, Nd, Nl, spaces, emoji, long s. */
+	static const char *const chars[16] = {
+		"\xc2\xa0", "\xcc\x81", "\xc7\x85", "\xca\xb0", "\xc3\x89",
+		"\xc3\xa9", "\xe4\xb8\x80", "\xd9\xa1", "\xe2\x85\xa0",
+		"\xe3\x80\x80", "\xe2\x80\xa8", "\xf0\x9f\x98\x80", "\xc5\xbf",
+		"\xc2\x85", "\xf0\x9f\x87\xab", "\xe0\xa4\xbf",
+	};
+	size_t	i = 0, o = 0, k, n;
+
+	while (i < size) {
+		for (n = 1; n <= 4 && i + n <= size; n++) {
+			if (fuzz_utf8(data + i, n))
+				break;
+		}
+		if (n <= 4 && i + n <= size) {
+			memcpy(out + o, data + i, n);
+			o += n;
+			i += n;
+			continue;
+		}
+		k = strlen(chars[data[i] & 15]);
+		memcpy(out + o, chars[data[i] & 15], k);
+		o += k;
+		i++;
+	}
+	return o;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	uint8_t	*fixed;
+
+	fuzz_one(data, size);
+	if ((fixed = malloc(4 * size + 1)) == NULL)
+		return 0;
+	fuzz_one(fixed, fuzz_repair(data, size, fixed));
+	free(fixed);
 	return 0;
 }

@@ -104,6 +104,52 @@ assert_ids(const struct tokenizer *t, const char *text, const uint32_t *want,
 #define IDS(...)	(const uint32_t[]){ __VA_ARGS__ }, \
 	sizeof (const uint32_t[]){ __VA_ARGS__ } / sizeof (uint32_t)
 
+/* Assert that pattern splits text into the NULL-terminated pieces want. */
+static void
+assert_pieces(enum pretok_pattern pattern, const char *text,
+    const char *const *want)
+{
+	struct pretok	 pt;
+	const char	*piece;
+	size_t		 len, i = 0;
+
+	pretok_init(&pt, pattern, text, strlen(text));
+	while (pretok_next(&pt, &piece, &len)) {
+		ck_assert_msg(want[i] != NULL, "%s: extra piece %.*s", text,
+		    (int)len, piece);
+		ck_assert_msg(strlen(want[i]) == len &&
+		    memcmp(want[i], piece, len) == 0,
+		    "%s: piece %zu is \"%.*s\", want \"%s\"", text, i, (int)len,
+		    piece, want[i]);
+		i++;
+	}
+	ck_assert_msg(want[i] == NULL, "%s: missing piece %s", text, want[i]);
+}
+
+#define PIECES(...)	(const char *const[]){ __VA_ARGS__, NULL }
+
+START_TEST(test_pieces)
+{
+	static const char s1[] = "Hello  world's 12345!!\n\n  x\t y  ";
+	static const char s2[] = "getHTTPResponse don'T a/b//\n c\xc2\xa0" "d";
+	static const char s3[] = "I'M \xc3\x89" "COLE'S na\xc3\xafve";
+
+	assert_pieces(PRETOK_CL100K, s1, PIECES("Hello", " ", " world",
+	    "'s", " ", "123", "45", "!!\n\n", " ", " x", "\t", " y", "  "));
+	assert_pieces(PRETOK_O200K, s1, PIECES("Hello", " ", " world's", " ",
+	    "123", "45", "!!\n\n", " ", " x", "\t", " y", "  "));
+	assert_pieces(PRETOK_CL100K, s2, PIECES("getHTTPResponse", " don",
+	    "'T", " a", "/b", "//\n", " c", "\xc2\xa0" "d"));
+	assert_pieces(PRETOK_O200K, s2, PIECES("get", "HTTPResponse",
+	    " don'T", " a", "/b", "//\n", " c", "\xc2\xa0" "d"));
+	assert_pieces(PRETOK_CL100K, s3, PIECES("I", "'M", " \xc3\x89" "COLE",
+	    "'S", " na\xc3\xafve"));
+	assert_pieces(PRETOK_O200K, s3, PIECES("I'M", " \xc3\x89" "COLE'S",
+	    " na\xc3\xafve"));
+	assert_pieces(PRETOK_CL100K, "", PIECES(NULL));
+}
+END_TEST
+
 START_TEST(test_names)
 {
 	char			 cause[256];
@@ -283,8 +329,8 @@ START_TEST(test_count_is_encode_length)
 	static const char *texts[] = {
 		"The quick brown fox jumps over the lazy dog.",
 		"  \t\r\n\n x = f(y) // it's 12345678 o'clock\n",
-		"\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d"
-		    "\xf0\x9f\x91\xa7 caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac",
+		("\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d"
+		    "\xf0\x9f\x91\xa7 caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac"),
 	};
 	uint32_t	*ids;
 	size_t		 i, n;
@@ -379,6 +425,7 @@ tokenizer_suite(void)
 	TCase	*tc = tcase_create("core");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_pieces);
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_load_missing);
 	tcase_add_test(tc, test_load_errors);
