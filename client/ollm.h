@@ -77,6 +77,10 @@ int ollm_socket_path(const char *path, char *buf, size_t len);
 /* Connect to the socket that ollm_socket_path(path) names. */
 int ollm_connect(struct ollm *, const char *path);
 
+/* 1 while connected; a failure of the connection itself (io, protocol, a
+ * timeout waiting for the daemon) closes it, and ollm_connect opens it again. */
+int ollm_connected(const struct ollm *);
+
 /* The socket path of the last ollm_connect, or "". */
 const char *ollm_path(const struct ollm *);
 

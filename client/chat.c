@@ -1,0 +1,903 @@
+/* chat.c: ollmctl chat: a REPL on a terminal, one message from a pipe. */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <histedit.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+#include <wchar.h>
+
+#include "client/ollmctl.h"
+
+#define CHAT_HISTORY_SIZE 1000
+#define CHAT_DIM "\033[2m"
+#define CHAT_UNDIM "\033[22m"
+#define CHAT_PASTE_ON "\033[?2004h"
+#define CHAT_PASTE_OFF "\033[?2004l"
+#define CHAT_PASTE_END "\033[201~"
+
+struct chat_buf {
+	char *p;                        /* NUL-terminated when not NULL */
+	size_t len;
+	size_t cap;
+};
+
+struct chat_turn {
+	const char *role;               /* "user" or "assistant" */
+	char *content;
+};
+
+struct chat {
+	struct ollm *conn;
+	struct ollm_chat_opts opts;
+	char *model;                    /* -m or /model; NULL: the daemon's default */
+	char *system;                   /* -s or /system; NULL: none */
+	struct chat_turn *turns;        /* the conversation, oldest first */
+	size_t n_turns;
+	size_t cap_turns;
+	char *last_user;                /* what /retry sends again */
+	size_t last_added;              /* turns the last exchange added */
+	int show_usage;
+	int repl;                       /* on a terminal (else a pipe) */
+	int colour;                     /* stdout is a terminal */
+
+	/* The reply being received. */
+	struct chat_buf reply;
+	int in_reasoning;
+	int last_char;                  /* the last byte written to stdout, or -1 */
+
+	/* Line editing. */
+	EditLine *el;
+	History *hist;
+	char histfile[PATH_MAX];
+	const char *prompt;
+	int paste_mode;                 /* bracketed paste asked of the terminal */
+	int interrupted;                /* ^C at the prompt */
+	int has_paste;                  /* a paste of several lines is in paste */
+	struct chat_buf paste;
+};
+
+/* The connection the SIGINT handler cancels on; set around each request. */
+static struct ollm *volatile chat_sigconn;
+static volatile sig_atomic_t chat_sigint;
+
+/* SIGINT: stop the reply being generated. */
+static void
+chat_sigint_handler(int sig)
+{
+	struct ollm *c = chat_sigconn;
+
+	(void)sig;
+	chat_sigint = 1;
+	if (c != NULL)
+		ollm_cancel(c, 0);
+}
+
+/* Append len bytes to a buffer; -1 when out of memory. */
+static int
+chat_buf_add(struct chat_buf *b, const char *s, size_t len)
+{
+	size_t cap;
+	char *p;
+
+	if (b->len + len + 1 > b->cap) {
+		cap = b->cap == 0 ? 256 : b->cap;
+		while (cap < b->len + len + 1)
+			cap *= 2;
+		if ((p = realloc(b->p, cap)) == NULL)
+			return -1;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+/* Empty a buffer, keeping its memory. */
+static void
+chat_buf_reset(struct chat_buf *b)
+{
+	b->len = 0;
+	if (b->p != NULL)
+		b->p[0] = '\0';
+}
+
+/* Take a buffer's string (never NULL) and leave the buffer empty. */
+static char *
+chat_buf_take(struct chat_buf *b)
+{
+	char *s = b->p != NULL ? b->p : strdup("");
+
+	memset(b, 0, sizeof *b);
+	return s;
+}
+
+/* Write text of the reply to stdout, remembering the last byte. */
+static void
+chat_out(struct chat *ch, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0)
+		return;
+	fwrite(s, 1, n, stdout);
+	ch->last_char = (unsigned char)s[n - 1];
+}
+
+/* Leave the dimmed reasoning text. */
+static void
+chat_end_reasoning(struct chat *ch)
+{
+	if (!ch->in_reasoning)
+		return;
+	ch->in_reasoning = 0;
+	if (ch->colour)
+		fputs(CHAT_UNDIM, stdout);
+	if (ch->last_char != '\n')
+		chat_out(ch, "\n");
+}
+
+/* Show reasoning text, dimmed on a terminal; only in the REPL. */
+static void
+chat_reasoning(struct chat *ch, const char *s)
+{
+	if (!ch->repl || *s == '\0')
+		return;
+	if (!ch->in_reasoning) {
+		ch->in_reasoning = 1;
+		if (ch->colour)
+			fputs(CHAT_DIM, stdout);
+	}
+	chat_out(ch, s);
+}
+
+/* Show the next piece of the answer and keep it for the conversation. */
+static void
+chat_content(struct chat *ch, const char *s)
+{
+	if (*s == '\0')
+		return;
+	chat_end_reasoning(ch);
+	chat_out(ch, s);
+	chat_buf_add(&ch->reply, s, strlen(s));
+}
+
+/* Each delta of a streamed reply goes straight to the terminal. */
+static int
+chat_delta_cb(struct ollm *c, uint64_t id, const struct ollm_delta *d, void *arg)
+{
+	struct chat *ch = arg;
+
+	(void)c;
+	(void)id;
+	if (d->reasoning != NULL)
+		chat_reasoning(ch, d->reasoning);
+	if (d->content != NULL)
+		chat_content(ch, d->content);
+	fflush(stdout);
+	return 0;
+}
+
+/* Print a line dimmed (on a terminal) to stdout. */
+static void
+chat_note(struct chat *ch, const char *s)
+{
+	if (ch->colour)
+		printf(CHAT_DIM "%s" CHAT_UNDIM "\n", s);
+	else
+		printf("%s\n", s);
+}
+
+/* Add a turn to the conversation; the content is copied. */
+static int
+chat_add_turn(struct chat *ch, const char *role, const char *content)
+{
+	struct chat_turn *t;
+	size_t cap;
+
+	if (ch->n_turns == ch->cap_turns) {
+		cap = ch->cap_turns == 0 ? 16 : ch->cap_turns * 2;
+		if ((t = realloc(ch->turns, cap * sizeof *t)) == NULL)
+			return -1;
+		ch->turns = t;
+		ch->cap_turns = cap;
+	}
+	if ((ch->turns[ch->n_turns].content = strdup(content)) == NULL)
+		return -1;
+	ch->turns[ch->n_turns].role = role;
+	ch->n_turns++;
+	return 0;
+}
+
+/* Forget the last n turns. */
+static void
+chat_drop_turns(struct chat *ch, size_t n)
+{
+	while (n-- > 0 && ch->n_turns > 0)
+		free(ch->turns[--ch->n_turns].content);
+}
+
+/* Reconnect when an earlier failure closed the connection. */
+static int
+chat_ensure_connected(struct chat *ch)
+{
+	if (ollm_connected(ch->conn))
+		return OLLM_OK;
+	return ollm_connect(ch->conn, ollmctl_socket);
+}
+
+/*
+ * Send the conversation plus text as the next user message and show the
+ * reply. In the REPL the exchange joins the conversation; a failure is one
+ * line and the session goes on. Returns the libollm result.
+ */
+static int
+chat_send(struct chat *ch, const char *text)
+{
+	struct ollm_message *msgs;
+	struct ollm_done done;
+	char line[1024];
+	size_t n = 0, i;
+	int r;
+
+	if ((msgs = calloc(ch->n_turns + 2, sizeof *msgs)) == NULL) {
+		fprintf(stderr, "ollmctl: out of memory\n");
+		return OLLM_ERR_NOMEM;
+	}
+	if (ch->system != NULL) {
+		msgs[n].role = "system";
+		msgs[n++].content = ch->system;
+	}
+	for (i = 0; i < ch->n_turns; i++) {
+		msgs[n].role = ch->turns[i].role;
+		msgs[n++].content = ch->turns[i].content;
+	}
+	msgs[n].role = "user";
+	msgs[n++].content = text;
+
+	chat_buf_reset(&ch->reply);
+	ch->in_reasoning = 0;
+	ch->last_char = -1;
+	ch->opts.model = ch->model;
+	memset(&done, 0, sizeof done);
+
+	if ((r = chat_ensure_connected(ch)) == OLLM_OK) {
+		/* From a pipe, a SIGINT before the request went out ends it too. */
+		chat_sigconn = ch->conn;
+		if (ch->repl)
+			chat_sigint = 0;
+		if (chat_sigint)
+			r = OLLM_ERR_CANCELLED;
+		else
+			r = ollm_chat(ch->conn, msgs, n, &ch->opts, chat_delta_cb, ch, &done);
+		chat_sigconn = NULL;
+	}
+	free(msgs);
+	if (r == OLLM_OK && !ch->opts.stream) {
+		if (done.reasoning != NULL)
+			chat_reasoning(ch, done.reasoning);
+		if (done.content != NULL)
+			chat_content(ch, done.content);
+	}
+	chat_end_reasoning(ch);
+	if (ch->last_char != -1 && ch->last_char != '\n')
+		chat_out(ch, "\n");
+	fflush(stdout);
+
+	if (!ch->repl) {
+		if (r != OLLM_OK && r != OLLM_ERR_CANCELLED)
+			ollmctl_report(ch->conn, r);
+		ollm_done_clear(&done);
+		return r;
+	}
+
+	free(ch->last_user);
+	ch->last_user = strdup(text);
+	ch->last_added = 0;
+	if (r == OLLM_OK || (r == OLLM_ERR_CANCELLED && ch->reply.len > 0)) {
+		if (chat_add_turn(ch, "user", text) == 0) {
+			ch->last_added = 1;
+			if (chat_add_turn(ch, "assistant",
+			    ch->reply.p != NULL ? ch->reply.p : "") == 0)
+				ch->last_added = 2;
+		}
+	}
+	if (r == OLLM_OK && ch->show_usage) {
+		render_usage(line, sizeof line, &done);
+		chat_note(ch, line);
+	} else if (r == OLLM_ERR_CANCELLED)
+		chat_note(ch, "[stopped]");
+	else if (r != OLLM_OK) {
+		render_error(line, sizeof line, ollm_last_error(ch->conn));
+		fprintf(stderr, "error: %s\n", line);
+	}
+	ollm_done_clear(&done);
+	return r;
+}
+
+/* --- line editing ---------------------------------------------------------- */
+
+/* The prompt libedit shows. */
+static char *
+chat_prompt_cb(EditLine *el)
+{
+	struct chat *ch;
+
+	el_get(el, EL_CLIENTDATA, &ch);
+	return (char *)ch->prompt;
+}
+
+/* End the line as Enter would, by queueing a newline after the cursor moves to the end. */
+static void
+chat_el_finish(EditLine *el)
+{
+	const LineInfo *li = el_line(el);
+
+	el_cursor(el, (int)(li->lastchar - li->cursor));
+	el_push(el, "\n");
+}
+
+/* ^C at the prompt: drop the line and prompt again. */
+static unsigned char
+chat_el_interrupt_cb(EditLine *el, int c)
+{
+	struct chat *ch;
+
+	(void)c;
+	el_get(el, EL_CLIENTDATA, &ch);
+	ch->interrupted = 1;
+	chat_el_finish(el);
+	el_insertstr(el, "^C");
+	return CC_REFRESH;
+}
+
+/* ^Z at the prompt: stop as the shell expects (ISIG is off while editing). */
+static unsigned char
+chat_el_suspend_cb(EditLine *el, int c)
+{
+	(void)c;
+	el_set(el, EL_PREP_TERM, 0);
+	kill(getpid(), SIGTSTP);
+	el_set(el, EL_PREP_TERM, 1);
+	return CC_REDISPLAY;
+}
+
+/*
+ * Bracketed paste: the terminal sends ESC [200~, the text, ESC [201~. Text
+ * without a newline is inserted into the line; text with newlines is kept
+ * whole and the line ends, so the REPL can take it as one message.
+ */
+static unsigned char
+chat_el_paste_cb(EditLine *el, int c)
+{
+	struct chat *ch;
+	wchar_t wc;
+	mbstate_t ps;
+	char mb[MB_LEN_MAX];
+	size_t n, endlen = strlen(CHAT_PASTE_END);
+
+	(void)c;
+	el_get(el, EL_CLIENTDATA, &ch);
+	chat_buf_reset(&ch->paste);
+	memset(&ps, 0, sizeof ps);
+	while (el_wgetc(el, &wc) == 1) {
+		if (wc == L'\r')
+			wc = L'\n';
+		if ((n = wcrtomb(mb, wc, &ps)) == (size_t)-1) {
+			memset(&ps, 0, sizeof ps);
+			continue;
+		}
+		if (chat_buf_add(&ch->paste, mb, n) != 0)
+			break;
+		if (ch->paste.len >= endlen &&
+		    memcmp(ch->paste.p + ch->paste.len - endlen, CHAT_PASTE_END, endlen) == 0) {
+			ch->paste.len -= endlen;
+			ch->paste.p[ch->paste.len] = '\0';
+			break;
+		}
+	}
+	while (ch->paste.len > 0 && ch->paste.p[ch->paste.len - 1] == '\n')
+		ch->paste.p[--ch->paste.len] = '\0';
+	if (ch->paste.len == 0)
+		return CC_NORM;
+	if (strchr(ch->paste.p, '\n') == NULL) {
+		el_insertstr(el, ch->paste.p);
+		chat_buf_reset(&ch->paste);
+		return CC_REFRESH;
+	}
+	ch->has_paste = 1;
+	chat_el_finish(el);
+	return CC_REFRESH;
+}
+
+/* Where the history lives: $XDG_STATE_HOME/ollmctl/history or ~/.local/state/ollmctl/history. */
+static int
+chat_history_path(char *buf, size_t len)
+{
+	const char *base, *home;
+	struct passwd *pw;
+	char dir[PATH_MAX], *p;
+	int n;
+
+	if ((base = getenv("XDG_STATE_HOME")) != NULL && *base == '/')
+		n = snprintf(dir, sizeof dir, "%s/ollmctl", base);
+	else {
+		if ((home = getenv("HOME")) == NULL || *home != '/') {
+			if ((pw = getpwuid(getuid())) == NULL)
+				return -1;
+			home = pw->pw_dir;
+		}
+		n = snprintf(dir, sizeof dir, "%s/.local/state/ollmctl", home);
+	}
+	if (n <= 0 || (size_t)n >= sizeof dir)
+		return -1;
+	/* mkdir -p, private. */
+	for (p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+		return -1;
+	n = snprintf(buf, len, "%s/history", dir);
+	if (n <= 0 || (size_t)n >= len)
+		return -1;
+	return 0;
+}
+
+/* Set up libedit and load the history. */
+static int
+chat_el_init(struct chat *ch)
+{
+	HistEvent ev;
+	const char *term;
+	int fd;
+
+	if ((ch->el = el_init("ollmctl", stdin, stdout, stderr)) == NULL)
+		return -1;
+	if ((ch->hist = history_init()) == NULL)
+		return -1;
+	history(ch->hist, &ev, H_SETSIZE, CHAT_HISTORY_SIZE);
+	history(ch->hist, &ev, H_SETUNIQUE, 1);
+	if (chat_history_path(ch->histfile, sizeof ch->histfile) == 0) {
+		/* Created private before libedit writes it. */
+		if ((fd = open(ch->histfile, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) != -1)
+			close(fd);
+		history(ch->hist, &ev, H_LOAD, ch->histfile);
+	} else
+		ch->histfile[0] = '\0';
+
+	el_set(ch->el, EL_CLIENTDATA, ch);
+	el_set(ch->el, EL_EDITOR, "emacs");
+	el_set(ch->el, EL_SIGNAL, 1);
+	el_set(ch->el, EL_PROMPT, chat_prompt_cb);
+	el_set(ch->el, EL_HIST, history, ch->hist);
+	/* ^C and ^Z reach the editor as keys while a line is edited. */
+	el_set(ch->el, EL_SETTY, "-d", "-isig", NULL);
+	/* The wide call keeps the names as given; the narrow one leaks copies. */
+	el_wset(ch->el, EL_ADDFN, L"ollm-interrupt", L"drop the line", chat_el_interrupt_cb);
+	el_wset(ch->el, EL_ADDFN, L"ollm-suspend", L"suspend ollmctl", chat_el_suspend_cb);
+	el_wset(ch->el, EL_ADDFN, L"ollm-paste", L"bracketed paste", chat_el_paste_cb);
+	el_set(ch->el, EL_BIND, "^C", "ollm-interrupt", NULL);
+	el_set(ch->el, EL_BIND, "^Z", "ollm-suspend", NULL);
+	el_set(ch->el, EL_BIND, "\\e[200~", "ollm-paste", NULL);
+	el_source(ch->el, NULL);
+	term = getenv("TERM");
+	ch->paste_mode = ch->colour && term != NULL && strcmp(term, "dumb") != 0;
+	return 0;
+}
+
+/* Release libedit. */
+static void
+chat_el_free(struct chat *ch)
+{
+	if (ch->el != NULL)
+		el_end(ch->el);
+	if (ch->hist != NULL)
+		history_end(ch->hist);
+}
+
+/* Remember a line in the history, on disk at once. */
+static void
+chat_history_add(struct chat *ch, const char *line)
+{
+	HistEvent ev;
+
+	if (*line == '\0')
+		return;
+	history(ch->hist, &ev, H_ENTER, line);
+	if (ch->histfile[0] != '\0')
+		history(ch->hist, &ev, H_SAVE, ch->histfile);
+}
+
+/*
+ * Read one line (without its newline) after prompt. NULL at end of input.
+ * ch->interrupted says the line was dropped with ^C; ch->has_paste that a
+ * paste of several lines followed it.
+ */
+static char *
+chat_readline(struct chat *ch, const char *prompt)
+{
+	const char *line;
+	char *s;
+	size_t n;
+	int count;
+
+	ch->prompt = prompt;
+	ch->interrupted = 0;
+	ch->has_paste = 0;
+	if (ch->paste_mode) {
+		fputs(CHAT_PASTE_ON, stdout);
+		fflush(stdout);
+	}
+	line = el_gets(ch->el, &count);
+	if (ch->paste_mode) {
+		fputs(CHAT_PASTE_OFF, stdout);
+		fflush(stdout);
+	}
+	if (line == NULL) {
+		if (count == -1 && errno == EINTR) {
+			/* A signal (SIGINT from kill) while editing: a fresh prompt. */
+			ch->interrupted = 1;
+			fputc('\n', stdout);
+			return strdup("");
+		}
+		return NULL;
+	}
+	if ((s = strdup(line)) == NULL)
+		return NULL;
+	n = strlen(s);
+	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+		s[--n] = '\0';
+	return s;
+}
+
+/* Add line and the pending paste to a message; the paste is echoed. */
+static void
+chat_take_paste(struct chat *ch, struct chat_buf *msg, const char *line)
+{
+	if (msg->len > 0)
+		chat_buf_add(msg, "\n", 1);
+	chat_buf_add(msg, line, strlen(line));
+	if (!ch->has_paste)
+		return;
+	if (*line != '\0')
+		chat_buf_add(msg, "\n", 1);
+	chat_buf_add(msg, ch->paste.p, ch->paste.len);
+	fputs(ch->paste.p, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+	chat_buf_reset(&ch->paste);
+	ch->has_paste = 0;
+}
+
+/*
+ * A multi-line message: after a paste, lines until an empty one; after a
+ * line starting with """, lines until one ending with """. NULL when ^C
+ * drops it.
+ */
+static char *
+chat_read_more(struct chat *ch, struct chat_buf *msg, int quoted)
+{
+	char *line;
+	size_t n;
+
+	for (;;) {
+		if ((line = chat_readline(ch, "... ")) == NULL)
+			break;          /* ^D sends what there is */
+		if (ch->interrupted) {
+			free(line);
+			free(chat_buf_take(msg));
+			return NULL;
+		}
+		n = strlen(line);
+		if (quoted && n >= 3 && strcmp(line + n - 3, "\"\"\"") == 0) {
+			line[n - 3] = '\0';
+			if (line[0] != '\0' || ch->has_paste)
+				chat_take_paste(ch, msg, line);
+			free(line);
+			break;
+		}
+		if (!quoted && n == 0 && !ch->has_paste) {
+			free(line);
+			break;
+		}
+		chat_take_paste(ch, msg, line);
+		free(line);
+	}
+	return chat_buf_take(msg);
+}
+
+/* The model replies come from: the one asked for, else the daemon's default. */
+static const char *
+chat_model_name(struct chat *ch, char *buf, size_t len)
+{
+	struct ollm_models m;
+
+	if (ch->model != NULL)
+		return ch->model;
+	snprintf(buf, len, "(the daemon's default)");
+	if (ollm_models(ch->conn, &m) == OLLM_OK) {
+		if (m.n > 0 && m.upstreams[0].model != NULL)
+			snprintf(buf, len, "%s", m.upstreams[0].model);
+		ollm_models_clear(&m);
+	}
+	return buf;
+}
+
+/* Text of /help. */
+static void
+chat_help(void)
+{
+	printf("Type a message and press Enter; the reply streams back.\n"
+	    "A line starting with \"\"\" begins a message of several lines, ended by\n"
+	    "a line ending with \"\"\". A pasted text of several lines waits for\n"
+	    "more: an empty line sends it. Ctrl-C stops a reply, Ctrl-D leaves.\n"
+	    "  /help           this text\n"
+	    "  /system [TEXT]  set (or show) the system message\n"
+	    "  /model [NAME]   ask another model (or show which)\n"
+	    "  /clear          forget the conversation\n"
+	    "  /usage          toggle a line of tokens, cost and speed after replies\n"
+	    "  /retry          ask the last message again\n"
+	    "  /exit           leave\n");
+}
+
+/* A slash command; 1 to leave the REPL. */
+static int
+chat_command(struct chat *ch, char *line)
+{
+	char *cmd = line + 1, *arg, name[128];
+	size_t n;
+
+	arg = cmd + strcspn(cmd, " \t");
+	if (*arg != '\0')
+		*arg++ = '\0';
+	arg += strspn(arg, " \t");
+	n = strlen(arg);
+	while (n > 0 && (arg[n - 1] == ' ' || arg[n - 1] == '\t'))
+		arg[--n] = '\0';
+
+	if (strcmp(cmd, "exit") == 0 || strcmp(cmd, "quit") == 0)
+		return 1;
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "?") == 0)
+		chat_help();
+	else if (strcmp(cmd, "system") == 0) {
+		if (*arg == '\0')
+			printf("system: %s\n", ch->system != NULL ? ch->system : "(none)");
+		else {
+			free(ch->system);
+			ch->system = strdup(arg);
+			printf("system message set\n");
+		}
+	} else if (strcmp(cmd, "model") == 0) {
+		if (*arg == '\0')
+			printf("model: %s\n", chat_model_name(ch, name, sizeof name));
+		else {
+			free(ch->model);
+			ch->model = strdup(arg);
+			printf("model: %s\n", arg);
+		}
+	} else if (strcmp(cmd, "clear") == 0) {
+		chat_drop_turns(ch, ch->n_turns);
+		ch->last_added = 0;
+		printf("conversation cleared\n");
+	} else if (strcmp(cmd, "usage") == 0) {
+		ch->show_usage = !ch->show_usage;
+		printf("usage line %s\n", ch->show_usage ? "on" : "off");
+	} else if (strcmp(cmd, "retry") == 0) {
+		if (ch->last_user == NULL)
+			printf("nothing to retry\n");
+		else {
+			char *text = ch->last_user;
+
+			ch->last_user = NULL;
+			chat_drop_turns(ch, ch->last_added);
+			ch->last_added = 0;
+			chat_send(ch, text);
+			free(text);
+		}
+	} else
+		printf("unknown command /%s (/help lists them)\n", cmd);
+	fflush(stdout);
+	return 0;
+}
+
+/* The REPL: read, send, show, until ^D or /exit. */
+static int
+chat_repl(struct chat *ch)
+{
+	struct ollm_ping p;
+	struct chat_buf msg = { NULL, 0, 0 };
+	char *line, *text, name[128];
+	int r;
+
+	if ((r = ollm_ping(ch->conn, &p)) != OLLM_OK) {
+		ollmctl_report(ch->conn, r);
+		return ollmctl_status(ch->conn, r);
+	}
+	if (chat_el_init(ch) != 0) {
+		chat_el_free(ch);
+		fprintf(stderr, "ollmctl: cannot set up line editing\n");
+		return EX_OSERR;
+	}
+	printf("openllmd %s, model %s. /help for commands, Ctrl-D to leave.\n",
+	    p.version, chat_model_name(ch, name, sizeof name));
+	for (;;) {
+		if ((line = chat_readline(ch, "> ")) == NULL) {
+			fputc('\n', stdout);
+			break;
+		}
+		if (ch->interrupted) {
+			free(line);
+			continue;
+		}
+		if (ch->has_paste) {
+			chat_take_paste(ch, &msg, line);
+			free(line);
+			if ((text = chat_read_more(ch, &msg, 0)) == NULL)
+				continue;
+		} else if (strncmp(line, "\"\"\"", 3) == 0) {
+			size_t n = strlen(line);
+
+			if (n >= 6 && strcmp(line + n - 3, "\"\"\"") == 0) {
+				line[n - 3] = '\0';
+				text = strdup(line + 3);
+			} else {
+				if (line[3] != '\0')
+					chat_buf_add(&msg, line + 3, n - 3);
+				text = chat_read_more(ch, &msg, 1);
+			}
+			free(line);
+			if (text == NULL)
+				continue;
+		} else if (line[0] == '/' && line[1] != '/') {
+			chat_history_add(ch, line);
+			r = chat_command(ch, line);
+			free(line);
+			if (r)
+				break;
+			continue;
+		} else {
+			chat_history_add(ch, line);
+			/* "//text" sends "/text". */
+			text = strdup(line[0] == '/' ? line + 1 : line);
+			free(line);
+		}
+		if (text == NULL)
+			break;
+		if (text[strspn(text, " \t\n")] != '\0')
+			chat_send(ch, text);
+		free(text);
+	}
+	free(msg.p);
+	chat_el_free(ch);
+	return EX_OK;
+}
+
+/* Pipe mode: all of stdin is one message; the reply goes to stdout. */
+static int
+chat_pipe(struct chat *ch)
+{
+	char *text;
+	size_t len;
+	int r;
+
+	if ((r = ollmctl_read(NULL, &text, &len)) != EX_OK)
+		return r;
+	if (len == 0) {
+		fprintf(stderr, "ollmctl chat: stdin is empty: nothing to send\n");
+		free(text);
+		return EX_DATAERR;
+	}
+	r = chat_send(ch, text);
+	free(text);
+	return ollmctl_status(ch->conn, r);
+}
+
+/* chat: parse the options, then a REPL or one message. */
+int
+cmd_chat(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "system", required_argument, NULL, 's' },
+		{ "max-tokens", required_argument, NULL, 'n' },
+		{ "temperature", required_argument, NULL, 't' },
+		{ "no-stream", no_argument, NULL, 'N' },
+		{ "tag", required_argument, NULL, 'g' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct sigaction sa;
+	struct chat ch;
+	int64_t n;
+	int c, r;
+
+	memset(&ch, 0, sizeof ch);
+	ollm_chat_opts_init(&ch.opts);
+	while ((c = getopt_long(argc, argv, "m:s:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			free(ch.model);
+			ch.model = strdup(optarg);
+			break;
+		case 's':
+			free(ch.system);
+			ch.system = strdup(optarg);
+			break;
+		case 'n':
+			if (parse_int(optarg, 1, INT32_MAX, &n) != 0) {
+				fprintf(stderr, "ollmctl chat: --max-tokens takes a number "
+				    "of 1 or more, not \"%s\"\n", optarg);
+				r = EX_USAGE;
+				goto out;
+			}
+			ch.opts.max_tokens = n;
+			break;
+		case 't':
+			if (parse_double(optarg, 0, 1e6, &ch.opts.temperature) != 0) {
+				fprintf(stderr, "ollmctl chat: --temperature takes a number "
+				    "of 0 or more, not \"%s\"\n", optarg);
+				r = EX_USAGE;
+				goto out;
+			}
+			break;
+		case 'N':
+			ch.opts.stream = 0;
+			break;
+		case 'g':
+			ch.opts.tag = optarg;
+			break;
+		default:
+			fprintf(stderr, "usage: ollmctl chat [-m MODEL] [-s SYSTEM] "
+			    "[--max-tokens N] [--temperature T] [--no-stream] [--tag TAG]\n");
+			r = EX_USAGE;
+			goto out;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "ollmctl chat: unexpected argument \"%s\" (the message "
+		    "comes from stdin)\n", argv[optind]);
+		r = EX_USAGE;
+		goto out;
+	}
+	ch.repl = isatty(STDIN_FILENO);
+	ch.colour = isatty(STDOUT_FILENO);
+	ch.last_char = -1;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = chat_sigint_handler;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0;        /* no SA_RESTART: a wait ends at once */
+	sigaction(SIGINT, &sa, NULL);
+
+	if ((r = ollmctl_connect(&ch.conn)) != EX_OK)
+		goto out;
+	r = ch.repl ? chat_repl(&ch) : chat_pipe(&ch);
+
+out:
+	ollm_free(ch.conn);
+	chat_drop_turns(&ch, ch.n_turns);
+	free(ch.turns);
+	free(ch.reply.p);
+	free(ch.paste.p);
+	free(ch.last_user);
+	free(ch.model);
+	free(ch.system);
+	return r;
+}

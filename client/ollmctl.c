@@ -1,0 +1,518 @@
+/* ollmctl.c: the command-line client of openllmd: options and commands. */
+#include "config.h"
+
+#include <sys/types.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/ollmctl.h"
+
+#define OLLMCTL_MAX_INPUT (16u * 1024 * 1024)
+
+const char *ollmctl_socket;             /* -S, or NULL */
+
+struct ollmctl_cmd {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *usage;
+	const char *help;
+};
+
+static int cmd_stats(int, char **);
+static int cmd_models(int, char **);
+static int cmd_ping(int, char **);
+static int cmd_tokens(int, char **);
+
+static const struct ollmctl_cmd ollmctl_cmds[] = {
+	{ "chat", cmd_chat,
+	  "chat [-m MODEL] [-s SYSTEM] [--max-tokens N] [--temperature T]\n"
+	  "               [--no-stream] [--tag TAG]",
+	  "Talk to the model. On a terminal: a conversation (/help inside lists the\n"
+	  "slash commands; Ctrl-C stops a reply, Ctrl-D leaves). Otherwise all of\n"
+	  "stdin is one message and the reply goes to stdout.\n"
+	  "  -m, --model MODEL    the model to ask (default: the daemon's first)\n"
+	  "  -s, --system TEXT    a system message before the conversation\n"
+	  "      --max-tokens N   the longest reply, in tokens\n"
+	  "      --temperature T  sampling temperature (0 or more)\n"
+	  "      --no-stream      wait for the whole reply instead of streaming it\n"
+	  "      --tag TAG        an accounting label (stats --by tag)\n" },
+	{ "stats", cmd_stats, "stats [--json] [--by model|user|tag|day] [--since DATE]",
+	  "Usage the daemon has counted: requests, tokens, cost, budgets.\n"
+	  "      --json           the stats op's JSON instead of tables\n"
+	  "      --by WHAT        only one breakdown: model, user, tag or day\n"
+	  "      --since DATE     only requests that finished since DATE (UTC):\n"
+	  "                       YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\", @EPOCH,\n"
+	  "                       today, yesterday, or Ns, Nm, Nh, Nd, Nw ago\n" },
+	{ "models", cmd_models, "models",
+	  "The model servers (upstreams) the daemon uses, and their models.\n" },
+	{ "ping", cmd_ping, "ping",
+	  "Check that the daemon answers: version, uptime, requests in flight.\n" },
+	{ "tokens", cmd_tokens, "tokens [-e ENCODING | -m MODEL] [--ids] [FILE]",
+	  "Count the tokens of FILE (or stdin) with the daemon's tokenizer.\n"
+	  "  -e, --encoding NAME  cl100k_base or o200k_base\n"
+	  "  -m, --model MODEL    the tokenizer of the upstream serving MODEL\n"
+	  "      --ids            print the token ids instead of the count\n" },
+};
+#define OLLMCTL_NCMDS (sizeof ollmctl_cmds / sizeof ollmctl_cmds[0])
+
+/* The usage line of a command, to f. */
+static void
+ollmctl_usage_cmd(FILE *f, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < OLLMCTL_NCMDS; i++) {
+		if (strcmp(ollmctl_cmds[i].name, name) == 0)
+			fprintf(f, "usage: ollmctl %s\n", ollmctl_cmds[i].usage);
+	}
+}
+
+/* The whole usage, to f. */
+static void
+ollmctl_usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: ollmctl [-S SOCKET] [-V] COMMAND [ARGS]\n");
+	for (i = 0; i < OLLMCTL_NCMDS; i++)
+		fprintf(f, "       ollmctl %s\n", ollmctl_cmds[i].usage);
+	fprintf(f, "\n"
+	    "Commands:\n"
+	    "  chat    talk to the model: a REPL on a terminal, else stdin is one message\n"
+	    "  stats   usage counted by the daemon (tokens, cost, budgets)\n"
+	    "  models  the model servers and the models they serve\n"
+	    "  ping    check that the daemon answers\n"
+	    "  tokens  count the tokens of a text\n"
+	    "\n"
+	    "The socket is -S, else $OPENLLMD_SOCKET, else the default (see ollmctl(1)).\n"
+	    "ollmctl COMMAND --help shows a command's options.\n");
+}
+
+/* Print a usage error for a command and return EX_USAGE. */
+static int
+ollmctl_bad_usage(const char *cmd, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "ollmctl %s: ", cmd);
+	fprintf(stderr, fmt, arg);
+	fputc('\n', stderr);
+	ollmctl_usage_cmd(stderr, cmd);
+	return EX_USAGE;
+}
+
+/*
+ * Exit status for a libollm result (sysexits.h); c, if not NULL, tells a
+ * model server that refused the request (HTTP 4xx: bad input) from one that
+ * failed.
+ */
+int
+ollmctl_status(struct ollm *c, int code)
+{
+	const struct ollm_error *e;
+
+	switch (code) {
+	case OLLM_OK:
+		return EX_OK;
+	case OLLM_ERR_UPSTREAM_ERROR:
+		e = c != NULL ? ollm_last_error(c) : NULL;
+		if (e != NULL && e->status >= 400 && e->status < 500)
+			return EX_DATAERR;
+		return EX_UNAVAILABLE;
+	case OLLM_ERR_BAD_REQUEST:
+	case OLLM_ERR_UNKNOWN_MODEL:
+	case OLLM_ERR_TOO_LARGE:
+	case OLLM_ERR_INVALID:
+		return EX_DATAERR;
+	case OLLM_ERR_UNAVAILABLE:
+	case OLLM_ERR_UPSTREAM_UNAVAILABLE:
+	case OLLM_ERR_IO:
+		return EX_UNAVAILABLE;
+	case OLLM_ERR_RATE_LIMITED:
+	case OLLM_ERR_TIMEOUT:
+		return EX_TEMPFAIL;
+	case OLLM_ERR_BUDGET_EXCEEDED:
+	case OLLM_ERR_FORBIDDEN:
+		return EX_NOPERM;
+	case OLLM_ERR_CANCELLED:
+		return 128 + 2;         /* as if killed by SIGINT */
+	case OLLM_ERR_PROTOCOL:
+	case OLLM_ERR_UNSUPPORTED:
+		return EX_PROTOCOL;
+	case OLLM_ERR_NOMEM:
+		return EX_OSERR;
+	default:
+		return EX_SOFTWARE;
+	}
+}
+
+/* Print a failure as one line on stderr. */
+void
+ollmctl_report(struct ollm *c, int code)
+{
+	const struct ollm_error *e = ollm_last_error(c);
+	char line[1024];
+
+	if (code == OLLM_ERR_UNAVAILABLE && e->daemon_code[0] == '\0') {
+		fprintf(stderr, "ollmctl: %s; is openllmd running? Start it with "
+		    "`openllmd -f` or `systemctl start openllmd`\n", e->message);
+		return;
+	}
+	render_error(line, sizeof line, e);
+	fprintf(stderr, "ollmctl: %s\n", line);
+}
+
+/* Connect to the daemon; on failure report it and return the exit status. */
+int
+ollmctl_connect(struct ollm **out)
+{
+	struct ollm *c;
+	int r;
+
+	*out = NULL;
+	if ((c = ollm_new()) == NULL) {
+		fprintf(stderr, "ollmctl: out of memory\n");
+		return EX_OSERR;
+	}
+	if ((r = ollm_connect(c, ollmctl_socket)) != OLLM_OK) {
+		ollmctl_report(c, r);
+		r = ollmctl_status(c, r);
+		ollm_free(c);
+		return r;
+	}
+	*out = c;
+	return EX_OK;
+}
+
+/* True when argv holds --help or -h before any "--". */
+static int
+ollmctl_wants_help(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return 0;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* stats: usage counters as tables or JSON. */
+static int
+cmd_stats(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "by", required_argument, NULL, 'b' },
+		{ "since", required_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct ollm_stats st;
+	struct ollm *c;
+	const char *by = NULL;
+	int64_t since = -1;
+	int ch, json = 0, r;
+
+	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'j':
+			json = 1;
+			break;
+		case 'b':
+			if (strcmp(optarg, "model") != 0 && strcmp(optarg, "user") != 0 &&
+			    strcmp(optarg, "tag") != 0 && strcmp(optarg, "day") != 0)
+				return ollmctl_bad_usage("stats",
+				    "--by takes model, user, tag or day, not \"%s\"", optarg);
+			by = optarg;
+			break;
+		case 's':
+			if (parse_since(optarg, time(NULL), &since) != 0)
+				return ollmctl_bad_usage("stats", "bad --since date \"%s\" "
+				    "(YYYY-MM-DD, \"YYYY-MM-DD HH:MM\", @EPOCH, today, 7d, 12h)",
+				    optarg);
+			break;
+		default:
+			ollmctl_usage_cmd(stderr, "stats");
+			return EX_USAGE;
+		}
+	}
+	if (optind != argc)
+		return ollmctl_bad_usage("stats", "unexpected argument \"%s\"", argv[optind]);
+
+	if ((r = ollmctl_connect(&c)) != EX_OK)
+		return r;
+	if ((r = ollm_stats(c, by, since, &st)) != OLLM_OK) {
+		ollmctl_report(c, r);
+		r = ollmctl_status(c, r);
+		ollm_free(c);
+		return r;
+	}
+	ollm_free(c);
+	if (json)
+		r = render_stats_json(stdout, &st);
+	else
+		render_stats(stdout, &st, by);
+	ollm_stats_clear(&st);
+	if (r != 0) {
+		fprintf(stderr, "ollmctl: out of memory\n");
+		return EX_OSERR;
+	}
+	return EX_OK;
+}
+
+/* models: the upstreams and their models. */
+static int
+cmd_models(int argc, char **argv)
+{
+	struct ollm_models m;
+	struct ollm *c;
+	int r;
+
+	if (argc > 1)
+		return ollmctl_bad_usage("models", "unexpected argument \"%s\"", argv[1]);
+	if ((r = ollmctl_connect(&c)) != EX_OK)
+		return r;
+	if ((r = ollm_models(c, &m)) != OLLM_OK) {
+		ollmctl_report(c, r);
+		r = ollmctl_status(c, r);
+		ollm_free(c);
+		return r;
+	}
+	ollm_free(c);
+	render_models(stdout, &m);
+	ollm_models_clear(&m);
+	return EX_OK;
+}
+
+/* ping: version, uptime and load of the daemon. */
+static int
+cmd_ping(int argc, char **argv)
+{
+	struct ollm_ping p;
+	struct timespec t0, t1;
+	struct ollm *c;
+	char up[32];
+	double ms;
+	int r;
+
+	if (argc > 1)
+		return ollmctl_bad_usage("ping", "unexpected argument \"%s\"", argv[1]);
+	if ((r = ollmctl_connect(&c)) != EX_OK)
+		return r;
+	ollm_set_timeout(c, 10000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = ollm_ping(c, &p);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (r != OLLM_OK) {
+		ollmctl_report(c, r);
+		r = ollmctl_status(c, r);
+		ollm_free(c);
+		return r;
+	}
+	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	render_duration(up, sizeof up, p.uptime_s);
+	printf("openllmd %s on %s: up %s, %" PRId64 " in flight, %.2f ms round trip\n",
+	    p.version, ollm_path(c), up, p.in_flight, ms);
+	ollm_free(c);
+	return EX_OK;
+}
+
+/* Read all of a file (or stdin for NULL or "-") as a string; an exit status. */
+int
+ollmctl_read(const char *path, char **out, size_t *outlen)
+{
+	FILE *f = stdin;
+	char *buf = NULL, *p;
+	size_t len = 0, cap = 0, n;
+	int e;
+
+	*out = NULL;
+	if (path != NULL && strcmp(path, "-") != 0 && (f = fopen(path, "r")) == NULL) {
+		fprintf(stderr, "ollmctl: %s: %s\n", path, strerror(errno));
+		return EX_NOINPUT;
+	}
+	for (;;) {
+		if (len + 1 >= cap) {
+			cap = cap == 0 ? 65536 : cap * 2;
+			if (cap > OLLMCTL_MAX_INPUT + 1) {
+				fprintf(stderr, "ollmctl: %s: more than %u bytes\n",
+				    path != NULL ? path : "stdin", OLLMCTL_MAX_INPUT);
+				free(buf);
+				if (f != stdin)
+					fclose(f);
+				return EX_DATAERR;
+			}
+			if ((p = realloc(buf, cap)) == NULL) {
+				free(buf);
+				if (f != stdin)
+					fclose(f);
+				fprintf(stderr, "ollmctl: out of memory\n");
+				return EX_OSERR;
+			}
+			buf = p;
+		}
+		n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	e = ferror(f) ? errno : 0;
+	if (f != stdin)
+		fclose(f);
+	if (e != 0) {
+		fprintf(stderr, "ollmctl: %s: %s\n", path != NULL ? path : "stdin", strerror(e));
+		free(buf);
+		return EX_IOERR;
+	}
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		fprintf(stderr, "ollmctl: %s: holds NUL bytes, not text\n",
+		    path != NULL ? path : "stdin");
+		free(buf);
+		return EX_DATAERR;
+	}
+	*out = buf;
+	if (outlen != NULL)
+		*outlen = len;
+	return EX_OK;
+}
+
+/* tokens: count the tokens of FILE or stdin. */
+static int
+cmd_tokens(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "encoding", required_argument, NULL, 'e' },
+		{ "model", required_argument, NULL, 'm' },
+		{ "ids", no_argument, NULL, 'i' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct ollm_tokens_req tr;
+	struct ollm_tokens t;
+	struct ollm *c;
+	char *text;
+	size_t i;
+	int ch, r;
+
+	memset(&tr, 0, sizeof tr);
+	while ((ch = getopt_long(argc, argv, "e:m:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'e':
+			tr.encoding = optarg;
+			break;
+		case 'm':
+			tr.model = optarg;
+			break;
+		case 'i':
+			tr.ids = 1;
+			break;
+		default:
+			ollmctl_usage_cmd(stderr, "tokens");
+			return EX_USAGE;
+		}
+	}
+	if (tr.encoding != NULL && tr.model != NULL)
+		return ollmctl_bad_usage("tokens", "%s", "-e and -m exclude each other");
+	if (argc - optind > 1)
+		return ollmctl_bad_usage("tokens", "unexpected argument \"%s\"", argv[optind + 1]);
+	if ((r = ollmctl_read(optind < argc ? argv[optind] : NULL, &text, NULL)) != EX_OK)
+		return r;
+	tr.text = text;
+	if ((r = ollmctl_connect(&c)) != EX_OK) {
+		free(text);
+		return r;
+	}
+	r = ollm_tokens(c, &tr, &t);
+	free(text);
+	if (r != OLLM_OK) {
+		ollmctl_report(c, r);
+		r = ollmctl_status(c, r);
+		ollm_free(c);
+		return r;
+	}
+	ollm_free(c);
+	if (tr.ids) {
+		for (i = 0; i < t.n_ids; i++)
+			printf("%s%" PRIu32, i > 0 ? " " : "", t.ids[i]);
+		putchar('\n');
+	} else
+		printf("%" PRId64 "\n", t.count);
+	ollm_tokens_clear(&t);
+	return EX_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	static char progname[] = "ollmctl";
+	static char cmdname[64];
+	size_t i;
+	int ch, r;
+
+	setlocale(LC_CTYPE, "");
+	argv[0] = progname;     /* what getopt puts before its messages */
+	while ((ch = getopt_long(argc, argv, "+S:Vh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'S':
+			ollmctl_socket = optarg;
+			break;
+		case 'V':
+			printf("ollmctl %s\n", PACKAGE_VERSION);
+			return EX_OK;
+		case 'h':
+			ollmctl_usage(stdout);
+			return EX_OK;
+		default:
+			ollmctl_usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 0) {
+		ollmctl_usage(stderr);
+		return EX_USAGE;
+	}
+	if (strcmp(argv[0], "help") == 0) {
+		if (argc > 1)
+			ollmctl_usage_cmd(stdout, argv[1]);
+		else
+			ollmctl_usage(stdout);
+		return EX_OK;
+	}
+	for (i = 0; i < OLLMCTL_NCMDS; i++) {
+		if (strcmp(argv[0], ollmctl_cmds[i].name) != 0)
+			continue;
+		if (ollmctl_wants_help(argc, argv)) {
+			ollmctl_usage_cmd(stdout, argv[0]);
+			printf("\n%s", ollmctl_cmds[i].help);
+			return EX_OK;
+		}
+		snprintf(cmdname, sizeof cmdname, "ollmctl %s", ollmctl_cmds[i].name);
+		argv[0] = cmdname;
+		optind = 0;     /* glibc: start over with a new argv */
+		r = ollmctl_cmds[i].fn(argc, argv);
+		if (fflush(stdout) != 0 && r == EX_OK) {
+			fprintf(stderr, "ollmctl: stdout: %s\n", strerror(errno));
+			r = EX_IOERR;
+		}
+		return r;
+	}
+	fprintf(stderr, "ollmctl: unknown command \"%s\"\n", argv[0]);
+	ollmctl_usage(stderr);
+	return EX_USAGE;
+}
