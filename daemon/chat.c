@@ -388,6 +388,31 @@ chat_done_cb(void *arg, const struct http_response *resp)
 	chat_finish(c, NULL, NULL, 200, NAN);
 }
 
+/* Ask the upstream's limiter for a slot: start now, wait in its queue, or be refused. */
+static void
+chat_admit(struct chat *c)
+{
+	struct upstream *up = c->upstream;
+	char cause[256];
+
+	switch (limiter_admit(up->limiter, &c->waiter, (uint32_t)c->session->uid, c->reserved_tokens,
+	    now_mono_ms())) {
+	case LIMITER_ADMITTED:
+		c->admitted = true;
+		chat_attempt(c);
+		break;
+	case LIMITER_QUEUED:
+		c->queued = true;
+		upstream_limiter_kick(up);
+		break;
+	default:
+		snprintf(cause, sizeof cause, "upstream %s: %d requests already wait in its queue",
+		    up->conf.name, up->conf.queue_max);
+		chat_finish(c, "rate_limited", cause, -1, c->waiter.retry_after);
+		break;
+	}
+}
+
 /*
  * A retry's backoff ended: go again, on another upstream serving the model
  * when that one is healthier or less busy (failover); the limiter slot moves
@@ -398,7 +423,6 @@ chat_retry(struct chat *c)
 {
 	struct server *srv = c->session->server;
 	struct upstream *alt = upstream_route(srv, c->model);
-	char cause[256];
 
 	if (alt == NULL || alt == c->upstream || !alt->healthy) {
 		upstream_release(alt);
@@ -414,22 +438,7 @@ chat_retry(struct chat *c)
 	}
 	upstream_release(c->upstream);
 	c->upstream = alt;
-	switch (limiter_admit(alt->limiter, &c->waiter, (uint32_t)c->session->uid, c->reserved_tokens,
-	    now_mono_ms())) {
-	case LIMITER_ADMITTED:
-		c->admitted = true;
-		chat_attempt(c);
-		break;
-	case LIMITER_QUEUED:
-		c->queued = true;
-		upstream_limiter_kick(alt);
-		break;
-	default:
-		snprintf(cause, sizeof cause, "upstream %s: %d requests already wait in its queue",
-		    alt->conf.name, alt->conf.queue_max);
-		chat_finish(c, "rate_limited", cause, -1, c->waiter.retry_after);
-		break;
-	}
+	chat_admit(c);
 }
 
 /* First byte or idle timeout fired, or a retry's backoff ended. */
@@ -711,22 +720,7 @@ chat_start(struct session *s, struct request *req)
 		return;
 	}
 	c->waiter.data = c;
-	switch (limiter_admit(up->limiter, &c->waiter, (uint32_t)s->uid, c->reserved_tokens,
-	    now_mono_ms())) {
-	case LIMITER_ADMITTED:
-		c->admitted = true;
-		chat_attempt(c);
-		break;
-	case LIMITER_QUEUED:
-		c->queued = true;
-		upstream_limiter_kick(up);
-		break;
-	default:
-		snprintf(cause, sizeof cause, "upstream %s: %d requests already wait in its queue",
-		    up->conf.name, up->conf.queue_max);
-		chat_finish(c, "rate_limited", cause, -1, c->waiter.retry_after);
-		break;
-	}
+	chat_admit(c);
 }
 
 /* The limiter let a queued chat go, or it waited too long. */

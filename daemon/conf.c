@@ -131,14 +131,29 @@ conf_upstream_defaults(struct upstream_conf *u)
 	u->default_max_tokens = 4096;
 }
 
-static void
+/* Free an upstream's strings; the API key is wiped first. */
+void
 conf_upstream_clear(struct upstream_conf *u)
 {
+	if (u->api_key != NULL)
+		explicit_bzero(u->api_key, strlen(u->api_key));
 	free(u->name);
 	free(u->base_url);
 	free(u->model);
 	free(u->api_key);
 	free(u->tokenizer);
+}
+
+/* Deep-copy an upstream's settings. */
+void
+conf_upstream_copy(struct upstream_conf *dst, const struct upstream_conf *src)
+{
+	*dst = *src;
+	dst->name = strdup(src->name);
+	dst->base_url = strdup(src->base_url);
+	dst->model = strdup(src->model);
+	dst->api_key = src->api_key ? strdup(src->api_key) : NULL;
+	dst->tokenizer = strdup(src->tokenizer);
 }
 
 /* Socket and state defaults: system paths for root, XDG paths for a user. */

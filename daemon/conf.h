@@ -66,6 +66,8 @@ struct conf {
  */
 struct conf *conf_load(const char *path, char **errors);
 void conf_free(struct conf *);
+void conf_upstream_copy(struct upstream_conf *dst, const struct upstream_conf *src);
+void conf_upstream_clear(struct upstream_conf *);
 
 /* The configuration file to use: -c, $OPENLLMD_CONFIG, then the system one if it exists. */
 const char *conf_default_path(const char *from_command_line);

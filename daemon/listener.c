@@ -150,17 +150,11 @@ listener_open(struct server *s, char *cause, size_t cause_len)
 	}
 #endif
 	if (fd == -1) {
+		if (listener_check(path, cause, cause_len) == -1)
+			return -1;
 		memset(&sun, 0, sizeof sun);
 		sun.sun_family = AF_UNIX;
-		if (strlen(path) >= sizeof sun.sun_path) {
-			snprintf(cause, cause_len, "socket path too long: %s", path);
-			return -1;
-		}
 		strcpy(sun.sun_path, path);
-		if (listener_in_use(&sun)) {
-			snprintf(cause, cause_len, "another openllmd already answers on %s", path);
-			return -1;
-		}
 		listener_make_dir(path);
 		if (unlink(path) == 0)
 			log_info("replaced stale socket %s", path);

@@ -18,30 +18,6 @@
 
 static void upstream_probe_start(struct upstream *);
 
-/* Deep-copy an upstream's configuration. */
-static void
-upstream_conf_copy(struct upstream_conf *dst, const struct upstream_conf *src)
-{
-	*dst = *src;
-	dst->name = strdup(src->name);
-	dst->base_url = strdup(src->base_url);
-	dst->model = strdup(src->model);
-	dst->api_key = src->api_key ? strdup(src->api_key) : NULL;
-	dst->tokenizer = strdup(src->tokenizer);
-}
-
-static void
-upstream_conf_clear(struct upstream_conf *u)
-{
-	if (u->api_key != NULL)
-		explicit_bzero(u->api_key, strlen(u->api_key));
-	free(u->name);
-	free(u->base_url);
-	free(u->model);
-	free(u->api_key);
-	free(u->tokenizer);
-}
-
 static void
 upstream_free_models(struct upstream *up)
 {
@@ -63,7 +39,7 @@ upstream_free(struct upstream *up)
 		event_free(up->limiter_timer);
 	limiter_free(up->limiter);
 	upstream_free_models(up);
-	upstream_conf_clear(&up->conf);
+	conf_upstream_clear(&up->conf);
 	free(up);
 }
 
@@ -244,15 +220,15 @@ upstream_setup(struct server *srv, const struct conf *conf, char *cause, size_t 
 		upstream_limiter_conf(uc, &lc);
 		if ((up = upstream_find(srv, uc->name)) != NULL) {
 			TAILQ_REMOVE(&srv->upstreams, up, entry);
-			upstream_conf_clear(&up->conf);
-			upstream_conf_copy(&up->conf, uc);
+			conf_upstream_clear(&up->conf);
+			conf_upstream_copy(&up->conf, uc);
 			limiter_reconfigure(up->limiter, &lc, now_mono_ms());
 			upstream_limiter_kick(up);
 		} else {
 			if ((up = calloc(1, sizeof *up)) == NULL)
 				fatal("out of memory");
 			up->server = srv;
-			upstream_conf_copy(&up->conf, uc);
+			conf_upstream_copy(&up->conf, uc);
 			up->healthy = true;
 			up->probe_timer = evtimer_new(srv->base, upstream_probe_timer_cb, up);
 			up->limiter_timer = evtimer_new(srv->base, upstream_limiter_cb, up);
