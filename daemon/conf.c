@@ -163,16 +163,31 @@ conf_path_defaults(struct conf *c)
 	const char *env;
 	char buf[4096];
 
+	/* Under systemd, the directories it made for us (RuntimeDirectory=, StateDirectory=). */
+	if ((env = getenv("RUNTIME_DIRECTORY")) != NULL && *env == '/' && strchr(env, ':') == NULL) {
+		snprintf(buf, sizeof buf, "%s/openllmd.sock", env);
+		c->socket_path = strdup(buf);
+	}
+	if ((env = getenv("STATE_DIRECTORY")) != NULL && *env == '/' && strchr(env, ':') == NULL)
+		c->state_dir = strdup(env);
 	if (geteuid() == 0) {
-		c->socket_path = strdup("/run/openllmd/openllmd.sock");
-		c->state_dir = strdup("/var/lib/openllmd");
+		if (c->socket_path == NULL)
+			c->socket_path = strdup("/run/openllmd/openllmd.sock");
+		if (c->state_dir == NULL)
+			c->state_dir = strdup("/var/lib/openllmd");
 		return;
 	}
-	if ((env = getenv("XDG_RUNTIME_DIR")) != NULL && *env == '/')
-		snprintf(buf, sizeof buf, "%s/openllmd.sock", env);
-	else
-		snprintf(buf, sizeof buf, "/tmp/openllmd-%u.sock", (unsigned)geteuid());
-	c->socket_path = strdup(buf);
+	if (c->socket_path != NULL && c->state_dir != NULL)
+		return;
+	if (c->socket_path == NULL) {
+		if ((env = getenv("XDG_RUNTIME_DIR")) != NULL && *env == '/')
+			snprintf(buf, sizeof buf, "%s/openllmd.sock", env);
+		else
+			snprintf(buf, sizeof buf, "/tmp/openllmd-%u.sock", (unsigned)geteuid());
+		c->socket_path = strdup(buf);
+	}
+	if (c->state_dir != NULL)
+		return;
 	if ((env = getenv("XDG_STATE_HOME")) != NULL && *env == '/')
 		snprintf(buf, sizeof buf, "%s/openllmd", env);
 	else if ((env = getenv("HOME")) != NULL && *env == '/')

@@ -319,7 +319,9 @@ def slow_reader_pauses_the_transfer():
     grown = rss_kib(pid) - base
     check(fake("/stats")["in_flight"] == 1, "the upstream finished sending: the transfer was not paused")
     print("  daemon RSS grew %d KiB while the client did not read" % grown)
-    check(grown < 4 * 1024, "daemon grew %d KiB while the client did not read" % grown)
+    with open("/proc/%d/maps" % pid) as f:
+        asan = "libasan" in f.read()     # ASan's quarantine keeps freed memory resident
+    check(asan or grown < 4 * 1024, "daemon grew %d KiB while the client did not read" % grown)
     deltas, end = c.until_end(rid)
     check(end["type"] == "done", end)
     check(len(deltas) == n, "got %d deltas" % len(deltas))

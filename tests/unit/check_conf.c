@@ -98,6 +98,23 @@ START_TEST(test_environment)
 }
 END_TEST
 
+START_TEST(test_systemd_directories)
+{
+	char *errors;
+	struct conf *c;
+
+	setenv("RUNTIME_DIRECTORY", "/run/openllmd", 1);
+	setenv("STATE_DIRECTORY", "/var/lib/openllmd", 1);
+	c = conf_load(NULL, &errors);
+	unsetenv("RUNTIME_DIRECTORY");
+	unsetenv("STATE_DIRECTORY");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->socket_path, "/run/openllmd/openllmd.sock");
+	ck_assert_str_eq(c->state_dir, "/var/lib/openllmd");
+	conf_free(c);
+}
+END_TEST
+
 START_TEST(test_upstreams)
 {
 	char *errors;
@@ -243,6 +260,7 @@ main(void)
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_metagpt_names);
 	tcase_add_test(tc, test_environment);
+	tcase_add_test(tc, test_systemd_directories);
 	tcase_add_test(tc, test_upstreams);
 	tcase_add_test(tc, test_errors_name_file_and_line);
 	tcase_add_test(tc, test_every_problem_reported);
