@@ -53,6 +53,25 @@ for tag, c in by_tag.items():
     assert c["requests"] == 1, (tag, c)
 print("crash: all %d finished requests recorded exactly once" % len(received))
 PY
+# ... and the stats equal the sum of the journal's records
+"$PYTHON" - "$journal_dir" <<'PY'
+import glob, struct, sys, msgpack
+from olc import Conn
+records = tokens = 0
+for path in sorted(glob.glob(sys.argv[1] + "/*.olj")):
+    data = open(path, "rb").read()
+    off = 0
+    while off + 8 <= len(data):
+        n = struct.unpack(">I", data[off:off + 4])[0]
+        rec = msgpack.unpackb(data[off + 8:off + 8 + n], raw=False)
+        records += 1
+        tokens += rec["prompt_tokens"] + rec["completion_tokens"]
+        off += 8 + n
+total = Conn().call("stats")["total"]
+assert total["requests"] == records, (total, records)
+assert total["total_tokens"] == tokens, (total, tokens)
+print("crash: stats equal the sum of %d journal records" % records)
+PY
 
 # 2. a torn tail is cut with a warning; nothing before it is lost
 before=$("$PYTHON" -c 'from olc import Conn; print(Conn().call("stats")["total"]["requests"])')
