@@ -44,4 +44,32 @@ run_group failover
 unset UPSTREAMS
 
 UPSTREAM_EXTRA='timeout = 1.0;' run_group timeout
+
+# a server whose listen queue is full: SYNs go unanswered, so connecting times out
+"$PYTHON" - "$TEST_DIR/blackhole.port" <<'PY' &
+import socket, sys, time
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(0)
+port = l.getsockname()[1]
+fill = []
+for i in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    fill.append(c)
+time.sleep(0.2)
+with open(sys.argv[1], "w") as f:
+    f.write("%d\n" % port)
+time.sleep(60)
+PY
+TEST_PIDS="$TEST_PIDS $!"
+wait_for_line "$TEST_DIR/blackhole.port" 10
+export UPSTREAMS="{ name = \"hole\"; base_url = \"http://127.0.0.1:$(cat "$TEST_DIR/blackhole.port")/v1\";
+  model = \"fake-model\"; rpm = 0; retries = 0; connect_timeout = 1.0; }"
+run_group connect
+unset UPSTREAMS
 echo "limits: all groups passed"

@@ -678,6 +678,14 @@ def calc_usage_false_counts_nothing_locally():
     deltas, end = Conn().chat("reported " + d(chunks=3))
     check(end["usage"]["completion_tokens"] == 3, end)
 
+@test("connect")
+def connect_timeout():
+    t0 = time.time()
+    deltas, end = Conn().chat("anyone there")
+    check(end["type"] == "error" and end["code"] == "timeout", end)
+    check("connect" in end["message"], end)
+    check(time.time() - t0 < 5, "took %.1fs" % (time.time() - t0))
+
 def main(group):
     passed = failed = 0
     for fn in TESTS[group]:
