@@ -96,16 +96,21 @@ session_close_all(struct server *srv)
 void
 session_send(struct session *s, const struct reply *r)
 {
-	msgpack_sbuffer sb;
+	/* One encode buffer for every reply (the loop is single-threaded). */
+	static msgpack_sbuffer sb;
 
 	if (s->dead)
 		return;
-	msgpack_sbuffer_init(&sb);
+	sb.size = 0;
 	if (message_reply_encode(&sb, r) == 0)
 		bufferevent_write(s->bev, sb.data, sb.size);
 	else
 		log_error("cannot encode a reply for id %llu", (unsigned long long)r->id);
-	msgpack_sbuffer_destroy(&sb);
+	if (sb.alloc > SESSION_LOW_WATERMARK) {
+		/* a large non-stream reply: do not keep its buffer */
+		msgpack_sbuffer_destroy(&sb);
+		msgpack_sbuffer_init(&sb);
+	}
 	size_t out = evbuffer_get_length(bufferevent_get_output(s->bev));
 	if (out > SESSION_HARD_LIMIT) {
 		log_warn("client pid %d is %zu bytes behind; dropping it", (int)s->pid, out);

@@ -436,6 +436,7 @@ fake_start(void)
 	struct sockaddr_un sun;
 	pthread_t t;
 
+	/* /tmp, not $TMPDIR: the socket path must fit in sun_path. */
 	snprintf(fake_dir, sizeof fake_dir, "/tmp/check_libollm.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(fake_dir));
 	snprintf(fake_path, sizeof fake_path, "%s/sock", fake_dir);
