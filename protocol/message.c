@@ -14,6 +14,7 @@
 /* Field flags for the decoders. */
 #define F_REQ      0x1          /* absent is an error */
 #define F_NONEMPTY 0x2          /* a string must not be empty */
+#define F_NUL      0x4          /* a string may hold NUL (U+0000) */
 
 /* One known key of a map: where its value is, once looked up. */
 struct field {
@@ -60,6 +61,13 @@ message_op_parse(const char *s, size_t len, enum message_op *op)
 		}
 	}
 	return -1;
+}
+
+/* The length of a text that may hold NUL: len, or strlen(s) when len is 0. */
+size_t
+message_text_len(const char *s, size_t len)
+{
+	return len != 0 ? len : strlen(s);
 }
 
 /* Strict UTF-8: shortest form only, no surrogates, nothing above U+10FFFF. */
@@ -145,24 +153,111 @@ message_quote(char *out, size_t outlen, const char *s, size_t len)
 	out[n] = '\0';
 }
 
+/* Read the n-byte big-endian unsigned integer at p. */
+static uint64_t
+message_be(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+
+	while (n-- > 0)
+		v = v << 8 | *p++;
+	return v;
+}
+
 /*
- * Check the body with the bounded scan, then unpack it. The scan guarantees
- * one map, no trailing bytes, nesting within MESSAGE_MAX_DEPTH and every
- * declared count backed by bytes, so msgpack-c allocates at most a small
- * multiple of len (strings are referenced, not copied).
+ * A request over MESSAGE_MAX_OBJECTS: walk its top-level map (no
+ * allocation) to find the id for the reply and the field holding the most
+ * objects, and fail with too_large naming it; bad_frame if the bytes turn
+ * out malformed on the way.
  */
 static int
-message_unpack(const uint8_t *body, size_t len, msgpack_unpacked *up,
-    struct message_error *err)
+message_too_many(const uint8_t *body, size_t len, struct message_error *err)
+{
+	char cause[128], key[48] = "", name[48] = "";
+	size_t off, hdr, used, objects, most = 0, i, n;
+	const uint8_t *k;
+	uint8_t b = body[0];
+
+	if (b <= 0x8f) {
+		n = b & 0x0f;
+		off = 1;
+	} else {
+		hdr = b == 0xde ? 2 : 4;
+		if (len < 1 + hdr)
+			return message_fail(err, "bad_frame", "msgpack truncated at byte 1");
+		n = (size_t)message_be(body + 1, hdr);
+		off = 1 + hdr;
+	}
+	for (i = 0; i < 2 * n; i++) {
+		if (scan_object(body + off, len - off, MESSAGE_MAX_DEPTH - 1, 0, &used,
+		    &objects, cause, sizeof cause) != 0) {
+			err->id = 0;
+			return message_fail(err, "bad_frame", "%s (in the value at byte %zu)",
+			    cause, off);
+		}
+		k = body + off;
+		if (i % 2 == 0) {
+			/* a key: remember it if it is a string */
+			b = k[0];
+			hdr = (b >= 0xa0 && b <= 0xbf) ? 1 : b == 0xd9 ? 2 :
+			    b == 0xda ? 3 : b == 0xdb ? 5 : 0;
+			if (hdr != 0)
+				message_quote(key, sizeof key, (const char *)k + hdr, used - hdr);
+			else
+				snprintf(key, sizeof key, "(a key that is not a string)");
+		} else {
+			if (strcmp(key, "id") == 0 && err->id == 0) {
+				b = k[0];
+				if (b <= 0x7f)
+					err->id = b;
+				else if (b >= 0xcc && b <= 0xcf)
+					err->id = message_be(k + 1, (size_t)1 << (b - 0xcc));
+			}
+			if (objects > most) {
+				most = objects;
+				memcpy(name, key, sizeof name);
+			}
+		}
+		off += used;
+	}
+	if (off != len) {
+		err->id = 0;
+		return message_fail(err, "bad_frame",
+		    "%zu bytes after the map at the end of the frame", len - off);
+	}
+	if (most > MESSAGE_MAX_OBJECTS / 2)
+		return message_fail(err, "too_large",
+		    "%s: %zu msgpack objects; a request holds at most %d in all",
+		    name, most, MESSAGE_MAX_OBJECTS);
+	return message_fail(err, "too_large",
+	    "request: more than %d msgpack objects in all (%zu fields)",
+	    MESSAGE_MAX_OBJECTS, n);
+}
+
+/*
+ * Check the body with the bounded scan, then unpack it. The scan guarantees
+ * one map, no trailing bytes, nesting within MESSAGE_MAX_DEPTH, every
+ * declared count backed by bytes and, for a request (max_objects not 0), at
+ * most max_objects objects, so msgpack-c allocates a bounded amount (strings
+ * are referenced, not copied).
+ */
+static int
+message_unpack(const uint8_t *body, size_t len, size_t max_objects,
+    msgpack_unpacked *up, struct message_error *err)
 {
 	char cause[128];
 	size_t used, off = 0;
 	msgpack_unpack_return rc;
+	int r;
 
 	if (len == 0 || !((body[0] >= 0x80 && body[0] <= 0x8f) ||
 	    body[0] == 0xde || body[0] == 0xdf))
 		return message_fail(err, "bad_frame", "frame body is not a msgpack map");
-	if (scan_object(body, len, MESSAGE_MAX_DEPTH, &used, cause, sizeof cause) != 0)
+	r = scan_object(body, len, MESSAGE_MAX_DEPTH, max_objects, &used, NULL, cause,
+	    sizeof cause);
+	if (r == SCAN_TOO_MANY)
+		return message_too_many(body, len, err);
+	if (r != 0)
 		return message_fail(err, "bad_frame", "%s", cause);
 	if (used != len)
 		return message_fail(err, "bad_frame",
@@ -226,10 +321,13 @@ field_present(const struct field *f, const char *pre, unsigned int flags,
 	return message_fail(err, "bad_request", "%s%s: missing", pre, f->name);
 }
 
-/* Copy a string value: UTF-8, no NUL, NUL-terminated copy. */
+/*
+ * Copy a string value: UTF-8, no NUL unless flags has F_NUL, NUL-terminated
+ * copy; its length in *out_len when that is not NULL.
+ */
 static int
-obj_str(const msgpack_object *o, const char *pre, const char *name,
-    unsigned int flags, char **out, struct message_error *err)
+obj_strn(const msgpack_object *o, const char *pre, const char *name,
+    unsigned int flags, char **out, size_t *out_len, struct message_error *err)
 {
 	const char *s;
 	size_t len;
@@ -241,7 +339,7 @@ obj_str(const msgpack_object *o, const char *pre, const char *name,
 	len = o->via.str.size;
 	if ((flags & F_NONEMPTY) && len == 0)
 		return message_fail(err, "bad_request", "%s%s: must not be empty", pre, name);
-	if (len > 0 && memchr(s, '\0', len) != NULL)
+	if (len > 0 && (~flags & F_NUL) && memchr(s, '\0', len) != NULL)
 		return message_fail(err, "bad_request", "%s%s: contains a NUL byte", pre, name);
 	if (!message_utf8_valid(s, len))
 		return message_fail(err, "bad_request", "%s%s: not valid UTF-8", pre, name);
@@ -251,7 +349,17 @@ obj_str(const msgpack_object *o, const char *pre, const char *name,
 		memcpy(p, s, len);
 	p[len] = '\0';
 	*out = p;
+	if (out_len != NULL)
+		*out_len = len;
 	return 0;
+}
+
+/* Copy a string value that may not hold NUL. */
+static int
+obj_str(const msgpack_object *o, const char *pre, const char *name,
+    unsigned int flags, char **out, struct message_error *err)
+{
+	return obj_strn(o, pre, name, flags & ~F_NUL, out, NULL, err);
 }
 
 /* Read a signed integer >= min. */
@@ -337,14 +445,18 @@ obj_bool(const msgpack_object *o, const char *pre, const char *name, bool *out,
 	return 0;
 }
 
-/* Check that a free-form value maps onto JSON: string keys, UTF-8, no bin or ext. */
+/*
+ * Check that a free-form value maps onto JSON: string keys, UTF-8, no bin or
+ * ext. *count grows by the number of objects it holds.
+ */
 static int
 raw_check(const msgpack_object *o, const char *pre, const char *name,
-    struct message_error *err)
+    size_t *count, struct message_error *err)
 {
 	const msgpack_object_kv *kv;
 	uint32_t i;
 
+	(*count)++;
 	switch (o->type) {
 	case MSGPACK_OBJECT_NIL:
 	case MSGPACK_OBJECT_BOOLEAN:
@@ -364,7 +476,7 @@ raw_check(const msgpack_object *o, const char *pre, const char *name,
 		return 0;
 	case MSGPACK_OBJECT_ARRAY:
 		for (i = 0; i < o->via.array.size; i++) {
-			if (raw_check(&o->via.array.ptr[i], pre, name, err) != 0)
+			if (raw_check(&o->via.array.ptr[i], pre, name, count, err) != 0)
 				return -1;
 		}
 		return 0;
@@ -374,8 +486,8 @@ raw_check(const msgpack_object *o, const char *pre, const char *name,
 			if (kv->key.type != MSGPACK_OBJECT_STR)
 				return message_fail(err, "bad_request",
 				    "%s%s: holds a map key that is not a string", pre, name);
-			if (raw_check(&kv->key, pre, name, err) != 0 ||
-			    raw_check(&kv->val, pre, name, err) != 0)
+			if (raw_check(&kv->key, pre, name, count, err) != 0 ||
+			    raw_check(&kv->val, pre, name, count, err) != 0)
 				return -1;
 		}
 		return 0;
@@ -385,24 +497,39 @@ raw_check(const msgpack_object *o, const char *pre, const char *name,
 	}
 }
 
-/* Keep a free-form map or array as msgpack bytes of its own. */
+/*
+ * Keep a free-form map or array as msgpack bytes of its own; with max_bytes
+ * not 0, one of more than max_objects objects or max_bytes encoded bytes is
+ * too_large.
+ */
 static int
 obj_raw(const msgpack_object *o, const char *pre, const char *name,
-    msgpack_object_type want, struct message_raw *out, struct message_error *err)
+    msgpack_object_type want, size_t max_objects, size_t max_bytes,
+    struct message_raw *out, struct message_error *err)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
+	size_t count = 0;
 
 	if (o->type != want)
 		return message_fail(err, "bad_request", "%s%s: expected %s", pre, name,
 		    want == MSGPACK_OBJECT_MAP ? "map" : "array");
-	if (raw_check(o, pre, name, err) != 0)
+	if (raw_check(o, pre, name, &count, err) != 0)
 		return -1;
+	if (max_objects != 0 && count > max_objects)
+		return message_fail(err, "too_large",
+		    "%s%s: %zu msgpack objects, at most %zu", pre, name, count, max_objects);
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	if (msgpack_pack_object(&pk, *o) != 0) {
 		msgpack_sbuffer_destroy(&sb);
 		return message_fail(err, "internal", "out of memory");
+	}
+	if (max_bytes != 0 && sb.size > max_bytes) {
+		count = sb.size;
+		msgpack_sbuffer_destroy(&sb);
+		return message_fail(err, "too_large",
+		    "%s%s: %zu bytes encoded, at most %zu", pre, name, count, max_bytes);
 	}
 	out->len = sb.size;
 	out->data = (uint8_t *)msgpack_sbuffer_release(&sb);
@@ -482,6 +609,16 @@ field_bool(const struct field *f, const char *pre, unsigned int flags, bool *out
 	return r <= 0 ? r : obj_bool(f->o, pre, f->name, out, err);
 }
 
+/* A string field that may hold NUL; its length in *len. */
+static int
+field_text(const struct field *f, const char *pre, unsigned int flags, char **out,
+    size_t *len, struct message_error *err)
+{
+	int r = field_present(f, pre, flags, "string", err);
+
+	return r <= 0 ? r : obj_strn(f->o, pre, f->name, flags | F_NUL, out, len, err);
+}
+
 /* A free-form map or array field, kept as msgpack bytes. */
 static int
 field_raw(const struct field *f, const char *pre, unsigned int flags,
@@ -490,7 +627,7 @@ field_raw(const struct field *f, const char *pre, unsigned int flags,
 	int r = field_present(f, pre, flags,
 	    want == MSGPACK_OBJECT_MAP ? "map" : "array", err);
 
-	return r <= 0 ? r : obj_raw(f->o, pre, f->name, want, out, err);
+	return r <= 0 ? r : obj_raw(f->o, pre, f->name, want, 0, 0, out, err);
 }
 
 /* Check a field is a map or an array before its elements are read. */
@@ -743,7 +880,7 @@ decode_chat_message(const msgpack_object *o, const char *pre,
 
 	if (message_fields(o, f, NF, pre, err) != 0 ||
 	    field_str(&f[ROLE], pre, F_REQ | F_NONEMPTY, &m->role, err) != 0 ||
-	    field_str(&f[CONTENT], pre, 0, &m->content, err) != 0 ||
+	    field_text(&f[CONTENT], pre, 0, &m->content, &m->content_len, err) != 0 ||
 	    field_str(&f[NAME], pre, 0, &m->name, err) != 0 ||
 	    field_str(&f[TOOL_CALL_ID], pre, 0, &m->tool_call_id, err) != 0 ||
 	    field_raw(&f[TOOL_CALLS], pre, 0, MSGPACK_OBJECT_ARRAY, &m->tool_calls, err) != 0)
@@ -802,8 +939,10 @@ decode_chat(const msgpack_object *root, struct chat_request *c,
 	    field_double(&f[TEMPERATURE], "", 0, 0, HUGE_VAL, &c->temperature, err) != 0 ||
 	    field_double(&f[TOP_P], "", 0, 0, 1, &c->top_p, err) != 0 ||
 	    field_int(&f[SEED], "", 0, INT64_MIN, &c->seed, err) != 0 ||
-	    field_str(&f[TAG], "", 0, &c->tag, err) != 0 ||
-	    field_raw(&f[EXTRA], "", 0, MSGPACK_OBJECT_MAP, &c->extra, err) != 0)
+	    field_str(&f[TAG], "", 0, &c->tag, err) != 0)
+		return -1;
+	if (f[EXTRA].o != NULL && obj_raw(f[EXTRA].o, "", "extra", MSGPACK_OBJECT_MAP,
+	    MESSAGE_MAX_EXTRA_OBJECTS, MESSAGE_MAX_EXTRA, &c->extra, err) != 0)
 		return -1;
 	c->has_seed = f[SEED].o != NULL;
 	if ((s = f[STOP].o) == NULL)
@@ -838,7 +977,7 @@ decode_tokens(const msgpack_object *root, struct tokens_request *t,
 	};
 
 	if (message_fields(root, f, NF, "", err) != 0 ||
-	    field_str(&f[TEXT], "", 0, &t->text, err) != 0 ||
+	    field_text(&f[TEXT], "", 0, &t->text, &t->text_len, err) != 0 ||
 	    decode_messages(&f[MESSAGES], 0, &t->messages, &t->n_messages, err) != 0 ||
 	    field_str(&f[ENCODING], "", F_NONEMPTY, &t->encoding, err) != 0 ||
 	    field_str(&f[MODEL], "", F_NONEMPTY, &t->model, err) != 0 ||
@@ -971,7 +1110,7 @@ message_request_decode(const uint8_t *body, size_t len, struct request **out,
 	err->id = 0;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (message_unpack(body, len, &up, err) != 0)
+	if (message_unpack(body, len, MESSAGE_MAX_OBJECTS, &up, err) != 0)
 		return -1;
 	if ((rq = calloc(1, sizeof *rq)) == NULL) {
 		msgpack_unpacked_destroy(&up);
@@ -1422,7 +1561,7 @@ message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
 	err->id = 0;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (message_unpack(body, len, &up, err) != 0)
+	if (message_unpack(body, len, 0, &up, err) != 0)
 		return -1;
 	if ((rp = calloc(1, sizeof *rp)) == NULL) {
 		msgpack_unpacked_destroy(&up);
@@ -1440,19 +1579,28 @@ message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
 
 /* --- encoding ----------------------------------------------------------- */
 
-/* Pack a string; NULL or invalid UTF-8 fails the encoding. */
+/* Pack a string of len bytes; NULL or invalid UTF-8 fails the encoding. */
 static void
-enc_str(struct enc *e, const char *s)
+enc_strn(struct enc *e, const char *s, size_t len)
 {
-	size_t len;
-
-	if (s == NULL || !message_utf8_valid(s, (len = strlen(s)))) {
+	if (s == NULL || len > UINT32_MAX || !message_utf8_valid(s, len)) {
 		e->failed = 1;
 		return;
 	}
 	if (msgpack_pack_str(&e->pk, len) != 0 ||
 	    msgpack_pack_str_body(&e->pk, s, len) != 0)
 		e->failed = 1;
+}
+
+/* Pack a NUL-terminated string. */
+static void
+enc_str(struct enc *e, const char *s)
+{
+	if (s == NULL) {
+		e->failed = 1;
+		return;
+	}
+	enc_strn(e, s, strlen(s));
 }
 
 /* Pack a map key (a constant ASCII name). */
@@ -1554,8 +1702,8 @@ enc_kraw(struct enc *e, const char *k, const struct message_raw *r, int is_map,
 		e->failed = 1;
 		return;
 	}
-	if (scan_object(r->data, r->len, MESSAGE_MAX_DEPTH - depth, &used, cause,
-	    sizeof cause) != 0 || used != r->len) {
+	if (scan_object(r->data, r->len, MESSAGE_MAX_DEPTH - depth, 0, &used, NULL,
+	    cause, sizeof cause) != 0 || used != r->len) {
 		e->failed = 1;
 		return;
 	}
@@ -1609,8 +1757,11 @@ enc_messages(struct enc *e, const struct chat_message *m, size_t n)
 		enc_map(e, 1 + (cm->content != NULL) + (cm->name != NULL) +
 		    (cm->tool_call_id != NULL) + (cm->tool_calls.data != NULL));
 		enc_kstr(e, "role", cm->role);
-		if (cm->content != NULL)
-			enc_kstr(e, "content", cm->content);
+		if (cm->content != NULL) {
+			enc_key(e, "content");
+			enc_strn(e, cm->content, message_text_len(cm->content,
+			    cm->content_len));
+		}
 		if (cm->name != NULL)
 			enc_kstr(e, "name", cm->name);
 		if (cm->tool_call_id != NULL)
@@ -1677,8 +1828,10 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 		t = &rq->u.tokens;
 		enc_request_head(&e, rq, (t->text != NULL) + (t->messages != NULL) +
 		    (t->encoding != NULL) + (t->model != NULL) + 1);
-		if (t->text != NULL)
-			enc_kstr(&e, "text", t->text);
+		if (t->text != NULL) {
+			enc_key(&e, "text");
+			enc_strn(&e, t->text, message_text_len(t->text, t->text_len));
+		}
 		if (t->messages != NULL)
 			enc_messages(&e, t->messages, t->n_messages);
 		if (t->encoding != NULL)

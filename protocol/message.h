@@ -10,10 +10,20 @@
 
 #define PROTOCOL_VERSION 1
 #define MESSAGE_MAX_DEPTH 32    /* deeper nesting is refused */
+/*
+ * A request frame holds at most this many msgpack objects (every value, key
+ * and container counts one), checked before it is unpacked: unpacked, each
+ * takes some 24 bytes however small its encoding.
+ */
+#define MESSAGE_MAX_OBJECTS 65536
+#define MESSAGE_MAX_EXTRA (256u * 1024)     /* encoded bytes of a chat's extra */
+#define MESSAGE_MAX_EXTRA_OBJECTS 16384     /* objects in a chat's extra */
 
 /*
  * Ownership: a decoded request or reply owns all its memory (strings are
- * copied and NUL-terminated; strings holding NUL bytes are rejected) and is
+ * copied and NUL-terminated; strings holding NUL bytes are rejected, except
+ * the text that is counted and sent on: a message's content and a tokens
+ * request's text, which may hold U+0000 and carry their length) and is
  * released with message_request_free / message_reply_free. "Raw" fields hold
  * the msgpack bytes of a free-form value (a map or array), copied.
  * Optional integers use -1 for "absent", optional doubles NAN.
@@ -34,6 +44,7 @@ struct chat_message {
 	char *name;                 /* optional */
 	char *tool_call_id;         /* optional */
 	struct message_raw tool_calls;  /* optional array */
+	size_t content_len;         /* bytes of content, NUL included; 0: strlen(content) */
 };
 
 struct chat_request {
@@ -54,6 +65,7 @@ struct chat_request {
 
 struct tokens_request {
 	char *text;                 /* exactly one of text and messages */
+	size_t text_len;            /* bytes of text, NUL included; 0: strlen(text) */
 	struct chat_message *messages;
 	size_t n_messages;
 	char *encoding;             /* optional */
@@ -79,7 +91,7 @@ struct request {
 
 /* Decode failure: the error code to send, a message, and the id if it was read. */
 struct message_error {
-	const char *code;           /* bad_frame, bad_request, unknown_op, unsupported_version; internal: out of memory */
+	const char *code;           /* bad_frame, bad_request, too_large, unknown_op, unsupported_version; internal: out of memory */
 	uint64_t id;                /* 0 when the id could not be read */
 	char message[256];
 };
@@ -240,6 +252,9 @@ int message_reply_encode(msgpack_sbuffer *sb, const struct reply *);
 /* Name of an op ("chat", ...) and back; -1 for an unknown name. */
 const char *message_op_name(enum message_op);
 int message_op_parse(const char *, size_t, enum message_op *);
+
+/* The length of a text that may hold NUL: len, or strlen(s) when len is 0. */
+size_t message_text_len(const char *s, size_t len);
 
 /* Check that len bytes are valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 bool message_utf8_valid(const char *s, size_t len);
