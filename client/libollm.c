@@ -763,8 +763,8 @@ ollm_check_messages(struct ollm *c, const struct ollm_message *m, size_t n)
 	for (i = 0; i < n; i++) {
 		if (m[i].role == NULL || *m[i].role == '\0')
 			return ollm_fail(c, OLLM_ERR_INVALID, "messages[%zu]: no role", i);
-		if (m[i].content != NULL &&
-		    !message_utf8_valid(m[i].content, strlen(m[i].content)))
+		if (m[i].content != NULL && !message_utf8_valid(m[i].content,
+		    message_text_len(m[i].content, m[i].content_len)))
 			return ollm_fail(c, OLLM_ERR_INVALID,
 			    "messages[%zu]: the text is not valid UTF-8", i);
 	}
@@ -783,6 +783,7 @@ ollm_messages(const struct ollm_message *m, size_t n)
 	for (i = 0; i < n; i++) {
 		cm[i].role = (char *)m[i].role;
 		cm[i].content = (char *)m[i].content;
+		cm[i].content_len = m[i].content_len;
 		cm[i].name = (char *)m[i].name;
 	}
 	return cm;
@@ -910,9 +911,10 @@ ollm_tokens(struct ollm *c, const struct ollm_tokens_req *tr, struct ollm_tokens
 	message_request_init(&rq, OP_TOKENS);
 	q = &rq.u.tokens;
 	if (tr->text != NULL) {
-		if (!message_utf8_valid(tr->text, strlen(tr->text)))
+		if (!message_utf8_valid(tr->text, message_text_len(tr->text, tr->text_len)))
 			return ollm_fail(c, OLLM_ERR_INVALID, "the text is not valid UTF-8");
 		q->text = (char *)tr->text;
+		q->text_len = tr->text_len;
 	} else {
 		if ((r = ollm_check_messages(c, tr->messages, tr->n_messages)) != OLLM_OK)
 			return r;

@@ -101,6 +101,7 @@ struct ollm_message {
 	const char *role;               /* "system", "user", "assistant", "tool" */
 	const char *content;            /* NULL: none */
 	const char *name;               /* optional */
+	size_t content_len;             /* bytes of content, which may hold NUL; 0: strlen */
 };
 
 struct ollm_chat_opts {
@@ -182,6 +183,7 @@ void ollm_cancel(struct ollm *, uint64_t id);
 
 struct ollm_tokens_req {
 	const char *text;               /* exactly one of text and messages */
+	size_t text_len;                /* bytes of text, which may hold NUL; 0: strlen */
 	const struct ollm_message *messages;
 	size_t n_messages;
 	const char *encoding;           /* "cl100k_base", "o200k_base"; or NULL */

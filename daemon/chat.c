@@ -693,6 +693,7 @@ chat_start(struct session *s, struct request *req)
 			for (size_t i = 0; i < cr->n_messages; i++) {
 				tm[i].role = cr->messages[i].role;
 				tm[i].content = cr->messages[i].content;
+				tm[i].content_len = cr->messages[i].content_len;
 				tm[i].name = cr->messages[i].name;
 				tm[i].tool_call_id = cr->messages[i].tool_call_id;
 			}

@@ -15,6 +15,7 @@
 #include "daemon/budget.h"
 
 #include "daemon/conf.h"
+#include "daemon/tokenizer.h"
 
 enum conf_type { CONF_STRING, CONF_INT, CONF_SIZE, CONF_DOUBLE, CONF_BOOL, CONF_MODE, CONF_LOGLEVEL };
 
@@ -355,6 +356,25 @@ conf_apply_group(struct conf_errors *e, config_setting_t *group, const struct co
 
 static void conf_check_url(struct conf_errors *, int, char *);
 
+/*
+ * A tokenizer is a built-in vocabulary's name or, since only this file may
+ * name one, the absolute path of a .tiktoken file; never a relative path,
+ * which would depend on the daemon's working directory.
+ */
+static void
+conf_check_tokenizer(struct conf_errors *e, int line, const char *name)
+{
+	const char *b;
+
+	if (name[0] == '/')
+		return;
+	for (size_t i = 0; (b = tokenizer_builtin(i)) != NULL; i++)
+		if (strcmp(b, name) == 0)
+			return;
+	conf_error(e, line, "tokenizer must be cl100k_base, o200k_base or the absolute path "
+	    "of a .tiktoken file, not \"%s\"", name);
+}
+
 /* A string member of a budget group, or NULL; wrong types are errors. */
 static const char *
 conf_budget_string(struct conf_errors *e, config_setting_t *g, const char *name, int i)
@@ -504,6 +524,9 @@ conf_read_upstreams(struct conf_errors *e, struct conf *c, config_setting_t *lis
 		config_setting_t *url = config_setting_get_member(g, "base_url");
 		if (url != NULL)
 			conf_check_url(e, config_setting_source_line(url), u->base_url);
+		config_setting_t *tok = config_setting_get_member(g, "tokenizer");
+		if (tok != NULL)
+			conf_check_tokenizer(e, config_setting_source_line(tok), u->tokenizer);
 		for (int j = 0; j < i; j++)
 			if (strcmp(c->upstreams[j].name, u->name) == 0)
 				conf_error(e, config_setting_source_line(g), "upstream name \"%s\" is used twice", u->name);

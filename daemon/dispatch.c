@@ -39,6 +39,49 @@ dispatch_tokenizer(struct server *srv, const char *name, char *cause, size_t cau
 	return t;
 }
 
+/*
+ * Whether a client may name this encoding: a built-in vocabulary or one an
+ * upstream's `tokenizer` setting names. Anything else, a path above all, is
+ * never opened on a client's word.
+ */
+static bool
+dispatch_encoding_known(const struct server *srv, const char *name)
+{
+	const char *b;
+
+	for (size_t i = 0; (b = tokenizer_builtin(i)) != NULL; i++)
+		if (strcmp(b, name) == 0)
+			return true;
+	for (size_t i = 0; i < srv->conf->n_upstreams; i++)
+		if (strcmp(srv->conf->upstreams[i].tokenizer, name) == 0)
+			return true;
+	return false;
+}
+
+/* The encodings a client may name, ", "-separated, for an error message. */
+static void
+dispatch_encoding_list(const struct server *srv, char *buf, size_t len)
+{
+	const char *b, *sep = "";
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; (b = tokenizer_builtin(i)) != NULL && n < len; i++) {
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", sep, b);
+		sep = ", ";
+	}
+	for (size_t i = 0; i < srv->conf->n_upstreams && n < len; i++) {
+		const char *t = srv->conf->upstreams[i].tokenizer;
+		bool seen = false;
+		for (size_t j = 0; (b = tokenizer_builtin(j)) != NULL; j++)
+			seen |= strcmp(b, t) == 0;
+		for (size_t j = 0; j < i; j++)
+			seen |= strcmp(srv->conf->upstreams[j].tokenizer, t) == 0;
+		if (!seen)
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", sep, t);
+	}
+}
+
 /* Start a result reply for req. */
 static void
 dispatch_result_init(struct reply *r, const struct request *req)
@@ -79,6 +122,12 @@ dispatch_tokens(struct session *s, struct request *req)
 		}
 		encoding = up->conf.tokenizer;
 		upstream_release(up);
+	} else if (!dispatch_encoding_known(s->server, encoding)) {
+		char valid[256];
+		dispatch_encoding_list(s->server, valid, sizeof valid);
+		session_send_error(s, req->id, "bad_request",
+		    "encoding \"%.64s\" is not known; use one of: %s", encoding, valid);
+		return;
 	}
 	if ((tok = dispatch_tokenizer(s->server, encoding, cause, sizeof cause)) == NULL) {
 		session_send_error(s, req->id, "bad_request", "encoding \"%s\": %s", encoding, cause);
@@ -89,7 +138,8 @@ dispatch_tokens(struct session *s, struct request *req)
 	if (tr->text != NULL && tr->ids) {
 		uint32_t *ids;
 		size_t n;
-		if (tokenizer_encode(tok, tr->text, strlen(tr->text), &ids, &n, cause, sizeof cause) == -1) {
+		if (tokenizer_encode(tok, tr->text, message_text_len(tr->text, tr->text_len), &ids, &n,
+		    cause, sizeof cause) == -1) {
 			session_send_error(s, req->id, "bad_request", "text: %s", cause);
 			return;
 		}
@@ -101,7 +151,8 @@ dispatch_tokens(struct session *s, struct request *req)
 		return;
 	}
 	if (tr->text != NULL)
-		r.u.result.u.tokens.count = tokenizer_count(tok, tr->text, strlen(tr->text));
+		r.u.result.u.tokens.count = tokenizer_count(tok, tr->text,
+		    message_text_len(tr->text, tr->text_len));
 	else {
 		struct tokenizer_message *tm = calloc(tr->n_messages ? tr->n_messages : 1, sizeof *tm);
 		if (tm == NULL) {
@@ -111,6 +162,7 @@ dispatch_tokens(struct session *s, struct request *req)
 		for (size_t i = 0; i < tr->n_messages; i++) {
 			tm[i].role = tr->messages[i].role;
 			tm[i].content = tr->messages[i].content;
+			tm[i].content_len = tr->messages[i].content_len;
 			tm[i].name = tr->messages[i].name;
 			tm[i].tool_call_id = tr->messages[i].tool_call_id;
 		}

@@ -370,7 +370,9 @@ openai_message_json(const struct chat_message *m, size_t idx, char *cause,
 	}
 	/* An assistant turn that only calls tools has null content. */
 	if (m->content != NULL)
-		rc = openai_set_string(o, "content", m->content);
+		/* length-aware: a NUL in the content goes out as \u0000 */
+		rc = json_object_set_new(o, "content", json_stringn(m->content,
+		    m->content_len != 0 ? m->content_len : strlen(m->content)));
 	else if (tc != NULL)
 		rc = json_object_set_new(o, "content", json_null());
 	else

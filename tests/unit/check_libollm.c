@@ -521,7 +521,7 @@ seen_cb(struct ollm *c, uint64_t id, const struct ollm_delta *d, void *arg)
 static int
 say(struct ollm *c, const char *text, struct seen *s, struct ollm_done *done)
 {
-	struct ollm_message m = { "user", text, NULL };
+	struct ollm_message m = { "user", text, NULL, 0 };
 
 	return ollm_chat(c, &m, 1, NULL, seen_cb, s, done);
 }
@@ -579,7 +579,7 @@ START_TEST(test_chat_options_and_non_stream)
 {
 	struct ollm *c = fake_client();
 	struct ollm_chat_opts o;
-	struct ollm_message m[2] = { { "system", "be brief", NULL }, { "user", "hello", NULL } };
+	struct ollm_message m[2] = { { "system", "be brief", NULL, 0 }, { "user", "hello", NULL, 0 } };
 	const char *stop[] = { "\n\n" };
 	struct ollm_done done;
 	struct seen s;
@@ -798,8 +798,8 @@ END_TEST
 START_TEST(test_invalid_arguments)
 {
 	struct ollm *c = fake_client();
-	struct ollm_message bad = { "user", "\xff\xfe", NULL };
-	struct ollm_message norole = { NULL, "x", NULL };
+	struct ollm_message bad = { "user", "\xff\xfe", NULL, 0 };
+	struct ollm_message norole = { NULL, "x", NULL, 0 };
 	struct ollm_tokens_req tr;
 	struct ollm_tokens t;
 	struct ollm_ping p;
@@ -858,7 +858,7 @@ END_TEST
 START_TEST(test_tokens_stats_models_reset)
 {
 	struct ollm *c = fake_client();
-	struct ollm_message m[2] = { { "user", "a", NULL }, { "assistant", "b", NULL } };
+	struct ollm_message m[2] = { { "user", "a", NULL, 0 }, { "assistant", "b", NULL, 0 } };
 	struct ollm_tokens_req tr;
 	struct ollm_tokens t;
 	struct ollm_stats st;

@@ -161,6 +161,39 @@ START_TEST(test_body_full)
 }
 END_TEST
 
+/* A NUL in a message's content goes upstream escaped, nothing cut. */
+START_TEST(test_body_nul)
+{
+	struct chat_message	 msg;
+	struct chat_request	 req;
+	char			 cause[256] = "", *body;
+	json_t			*root, *c;
+
+	memset(&msg, 0, sizeof msg);
+	msg.role = "user";
+	msg.content = "a\0b";
+	msg.content_len = 3;
+	memset(&req, 0, sizeof req);
+	req.messages = &msg;
+	req.n_messages = 1;
+	req.max_tokens = -1;
+	req.temperature = NAN;
+	req.top_p = NAN;
+
+	body = openai_chat_body(&req, "m", false, cause, sizeof cause);
+	ck_assert_msg(body != NULL, "%s", cause);
+	ck_assert_msg(strstr(body, "\"content\":\"a\\u0000b\"") != NULL, "%s", body);
+	root = json_loads(body, JSON_ALLOW_NUL, NULL);
+	ck_assert(root != NULL);
+	c = json_object_get(json_array_get(json_object_get(root, "messages"), 0),
+	    "content");
+	ck_assert_uint_eq(json_string_length(c), 3);
+	ck_assert_mem_eq(json_string_value(c), "a\0b", 3);
+	json_decref(root);
+	free(body);
+}
+END_TEST
+
 START_TEST(test_body_minimal)
 {
 	struct chat_message	 msg;
@@ -1385,6 +1418,7 @@ openai_suite(void)
 	tc = tcase_create("body");
 	tcase_add_test(tc, test_body_full);
 	tcase_add_test(tc, test_body_minimal);
+	tcase_add_test(tc, test_body_nul);
 	tcase_add_test(tc, test_msgpack_round_trip);
 	tcase_add_test(tc, test_msgpack_refused);
 	tcase_add_test(tc, test_json_to_msgpack_depth);
