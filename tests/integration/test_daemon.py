@@ -686,6 +686,114 @@ def connect_timeout():
     check("connect" in end["message"], end)
     check(time.time() - t0 < 5, "took %.1fs" % (time.time() - t0))
 
+# --- hardening: what a client names and sends cannot hurt the daemon ----------
+
+def daemon_is_asan(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()     # ASan's quarantine keeps freed memory resident
+
+
+def status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def answers_ping_at_once(c):
+    t0 = time.time()
+    r = c.call("ping")
+    check(r["type"] == "result", r)
+    check(time.time() - t0 < 2, "ping took %.1fs" % (time.time() - t0))
+
+
+@test("hardening")
+def encoding_is_a_name_never_a_path():
+    custom = os.environ["CUSTOM_TOKENIZER"]
+    fifo = os.path.join(os.environ["TEST_DIR"], "tokenizer.fifo")
+    os.mkfifo(fifo)
+    c = Conn(timeout=5)      # a daemon stuck in open() fails the test, not hangs it
+    for enc in ("/etc/passwd", "../x", fifo, "nope", "cl100k_base.tiktoken",
+                "/dev/zero", os.environ["OPENLLMD_TOKENIZER_DIR"] + "/cl100k_base.tiktoken"):
+        r = c.call("tokens", text="hello world", encoding=enc)
+        check(r["type"] == "error" and r["code"] == "bad_request", (enc, r))
+        check("is not known" in r["message"], (enc, r))
+        check("cl100k_base, o200k_base, " + custom in r["message"], (enc, r))
+        answers_ping_at_once(c)
+    # a second connection is served at once too: nothing blocked the loop
+    answers_ping_at_once(Conn(timeout=5))
+    # what the configuration names is accepted, by name or through a model
+    r = c.call("tokens", text="hello world", encoding=custom, ids=True)
+    check(r["type"] == "result" and r["ids"] == [15339, 1917], r)
+    r = c.call("tokens", text="hello world", model="custom-model", ids=True)
+    check(r["type"] == "result" and r["encoding"] == custom and r["count"] == 2, r)
+    r = c.call("tokens", text="hello world", encoding="o200k_base", ids=True)
+    check(r["type"] == "result" and r["ids"] == [24912, 2375], r)
+
+
+@test("hardening")
+def nul_is_text_counted_and_sent_upstream():
+    c = Conn()
+    # tiktoken (npm 1.0.22): encode_ordinary("a\0b") is [64, 188, 65] in both
+    r = c.call("tokens", text="a\x00b", ids=True)
+    check(r["type"] == "result" and r["ids"] == [64, 188, 65] and r["count"] == 3, r)
+    r = c.call("tokens", text="a\x00b", encoding="o200k_base", ids=True)
+    check(r["ids"] == [64, 188, 65], r)
+    r = c.call("tokens", messages=[{"role": "user", "content": "a\x00b"}])
+    check(r["type"] == "result" and r["count"] == 3 + 1 + 3 + 3, r)
+    deltas, end = c.chat("a\x00b", tag="nul")
+    check(end["type"] == "done", end)
+    s = fake("/stats")
+    body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+    check(body["messages"][-1]["content"] == "a\x00b", body)
+    # the prompt was counted with the NUL: the same as the tokens op says
+    # (the fake model server reads its directives up to the NUL)
+    deltas, end = c.chat(d(usage=0) + " a\x00b")
+    check(end["type"] == "done" and end["usage"]["estimated"] is True, end)
+    want = c.call("tokens", messages=[{"role": "user", "content": d(usage=0) + " a\x00b"}])["count"]
+    check(want == c.call("tokens", messages=[{"role": "user", "content": d(usage=0) + " a"}])["count"] + 2,
+          "the NUL and b are two more tokens: %d" % want)
+    check(end["usage"]["prompt_tokens"] == want, (end["usage"], want))
+    # names kept in the ledger still refuse NUL
+    deltas, end = c.chat("x", tag="t\x00")
+    check(end["type"] == "error" and end["code"] == "bad_request", end)
+    check("tag: contains a NUL byte" in end["message"], end)
+
+
+@test("hardening")
+def one_frame_of_small_integers_is_refused_cheaply():
+    pid = int(os.environ["DAEMON_PID"])
+    c = Conn(timeout=30)
+    answers_ping_at_once(c)
+    rss0, hwm0 = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
+    n = 4 * 1024 * 1024 - 128
+    body = msgpack.packb({"v": 1, "id": 77, "op": "chat",
+                          "messages": [{"role": "user", "content": "x"}],
+                          "extra": {"z": [0] * n}}, use_bin_type=True)
+    check(len(body) <= 4 * 1024 * 1024, len(body))
+    c.send_raw(struct.pack(">I", len(body)) + body)
+    r = c.read()
+    check(r["type"] == "error" and r["code"] == "too_large" and r["id"] == 77, r)
+    check(r["message"].startswith("extra: %d msgpack objects" % (n + 3)), r)
+    answers_ping_at_once(c)
+    rss1, hwm1 = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
+    print("  daemon RSS %d -> %d KiB, peak %d -> %d KiB" % (rss0, rss1, hwm0, hwm1))
+    if not daemon_is_asan(pid):
+        # unpacked, 4 Mi objects would take some 100 MiB; the frame itself is 4 MiB
+        check(rss1 - rss0 < 32 * 1024, "RSS grew %d KiB" % (rss1 - rss0))
+        check(hwm1 - hwm0 < 48 * 1024, "peak RSS grew %d KiB" % (hwm1 - hwm0))
+    # extra within the object cap but over its own caps, named
+    r = c.call("chat", messages=[{"role": "user", "content": "x"}], extra={"z": [0] * 20000})
+    check(r["type"] == "error" and r["code"] == "too_large", r)
+    check("extra: 20003 msgpack objects, at most 16384" in r["message"], r)
+    r = c.call("chat", messages=[{"role": "user", "content": "x"}], extra={"s": "y" * 300000})
+    check(r["type"] == "error" and r["code"] == "too_large", r)
+    check("extra: " in r["message"] and "at most 262144" in r["message"], r)
+    deltas, end = c.chat("still here " + d(chunks=2))
+    check(end["type"] == "done", end)
+
+
 def main(group):
     passed = failed = 0
     for fn in TESTS[group]:

@@ -175,6 +175,30 @@ START_TEST(test_errors_name_file_and_line)
 }
 END_TEST
 
+/* A tokenizer is a built-in name or an absolute path; nothing relative. */
+START_TEST(test_tokenizer_names)
+{
+	static const char *const bad[] = { "cl100k", "../x.tiktoken", "x/o200k_base", "" };
+	char text[256], *errors = NULL;
+	struct conf *c;
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		snprintf(text, sizeof text, "upstreams = ( { base_url = \"http://x\";\n"
+		    "tokenizer = \"%s\"; } );\n", bad[i]);
+		expect_error(text, *bad[i] != '\0' ? "2: tokenizer must be cl100k_base, "
+		    "o200k_base or the absolute path of a .tiktoken file" :
+		    "2: tokenizer must not be empty");
+	}
+	c = conf_load(write_conf("upstreams = ( { base_url = \"http://x\"; tokenizer = \"o200k_base\"; },\n"
+	    "{ name = \"b\"; base_url = \"http://y\"; tokenizer = \"/opt/v.tiktoken\"; } );\n"),
+	    &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_str_eq(c->upstreams[0].tokenizer, "o200k_base");
+	ck_assert_str_eq(c->upstreams[1].tokenizer, "/opt/v.tiktoken");
+	conf_free(c);
+}
+END_TEST
+
 START_TEST(test_every_problem_reported)
 {
 	char *errors = NULL;
@@ -263,6 +287,7 @@ main(void)
 	tcase_add_test(tc, test_systemd_directories);
 	tcase_add_test(tc, test_upstreams);
 	tcase_add_test(tc, test_errors_name_file_and_line);
+	tcase_add_test(tc, test_tokenizer_names);
 	tcase_add_test(tc, test_every_problem_reported);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_setting_names);
