@@ -314,7 +314,7 @@ fake_answer(struct fake_conn *fc, const struct request *rq)
 	case OP_TOKENS:
 		message_reply_init(&rp, REPLY_RESULT, OP_TOKENS);
 		rp.u.result.u.tokens.count = rq->u.tokens.text != NULL ?
-		    (int64_t)strlen(rq->u.tokens.text) : (int64_t)rq->u.tokens.n_messages;
+		    (int64_t)rq->u.tokens.text_len : (int64_t)rq->u.tokens.n_messages;
 		rp.u.result.u.tokens.encoding = (char *)(rq->u.tokens.encoding != NULL ?
 		    rq->u.tokens.encoding : "cl100k_base");
 		if (rq->u.tokens.ids) {
@@ -871,6 +871,13 @@ START_TEST(test_tokens_stats_models_reset)
 	ck_assert_int_eq(t.count, 11);
 	ck_assert_str_eq(t.encoding, "o200k_base");
 	ck_assert_ptr_null(t.ids);
+	ollm_tokens_clear(&t);
+	/* a text holding NUL goes whole, by its length */
+	memset(&tr, 0, sizeof tr);
+	tr.text = "a\0b";
+	tr.text_len = 3;
+	ck_assert_int_eq(ollm_tokens(c, &tr, &t), OLLM_OK);
+	ck_assert_int_eq(t.count, 3);
 	ollm_tokens_clear(&t);
 	memset(&tr, 0, sizeof tr);
 	tr.messages = m;
