@@ -217,8 +217,10 @@ fuzz_as_text(const uint8_t *data, size_t size)
 }
 
 /*
- * A chat whose extra is {"a": [n zeros]}, n from the input: decoded when
- * within MESSAGE_MAX_EXTRA_OBJECTS, else too_large, the id kept.
+ * An input "X" + a 24-bit count n + values: a chat whose extra is
+ * {"a": [n small integers]}, decoded when within MESSAGE_MAX_EXTRA_OBJECTS,
+ * else too_large naming extra (past the frame's MESSAGE_MAX_OBJECTS too),
+ * the id kept. Small inputs thus reach frames of up to 140,000 objects.
  */
 static void
 fuzz_extra_cap(const uint8_t *data, size_t size)
