@@ -39,15 +39,13 @@ openai_mp_take(const uint8_t **p, size_t *left, size_t n)
 	return (at);
 }
 
-/* A msgpack string as JSON: valid UTF-8 without NUL bytes. */
+/* A msgpack string as JSON: valid UTF-8; a NUL is a character (\u0000). */
 static json_t *
 openai_mp_string(const uint8_t **p, size_t *left, size_t n)
 {
 	const uint8_t	*s;
 
 	if ((s = openai_mp_take(p, left, n)) == NULL)
-		return (NULL);
-	if (memchr(s, '\0', n) != NULL)
 		return (NULL);
 	return (json_stringn((const char *)s, n));
 }
@@ -86,7 +84,9 @@ openai_mp_map(const uint8_t **p, size_t *left, size_t n, int depth)
 		return (NULL);
 	for (i = 0; i < n; i++) {
 		k = openai_mp_value(p, left, depth + 1);
-		if (k == NULL || !json_is_string(k)) {
+		/* a jansson key is a C string: one holding NUL is refused */
+		if (k == NULL || !json_is_string(k) ||
+		    strlen(json_string_value(k)) != json_string_length(k)) {
 			json_decref(k);
 			json_decref(o);
 			return (NULL);
