@@ -252,8 +252,6 @@ openai_pack(json_t *v, msgpack_packer *pk, int depth)
 	case JSON_STRING:
 		s = json_string_value(v);
 		n = json_string_length(v);
-		if (memchr(s, '\0', n) != NULL)
-			return (-1);
 		if (msgpack_pack_str(pk, n) != 0 ||
 		    msgpack_pack_str_body(pk, s, n) != 0)
 			return (-1);

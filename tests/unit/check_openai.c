@@ -331,9 +331,20 @@ START_TEST(test_msgpack_refused)
 	ck_assert(openai_msgpack_to_json(NULL, 0) == NULL);
 	ck_assert(openai_msgpack_to_json(bin, 0) == NULL);
 
-	/* a NUL in a value is a character */
+	/* a NUL in a value is a character, and packs back the same */
 	v = openai_msgpack_to_json(nul + 1, sizeof nul - 2);
 	ck_assert(v != NULL && json_string_length(v) == 3);
+	{
+		msgpack_sbuffer	sb;
+		msgpack_packer	pk;
+
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		ck_assert_int_eq(openai_json_to_msgpack(v, &pk), 0);
+		ck_assert_uint_eq(sb.size, sizeof nul - 2);
+		ck_assert_mem_eq(sb.data, nul + 1, sizeof nul - 2);
+		msgpack_sbuffer_destroy(&sb);
+	}
 	json_decref(v);
 
 	v = openai_msgpack_to_json(neg, sizeof neg);
