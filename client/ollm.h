@@ -146,6 +146,7 @@ struct ollm_done {
 	char *content;                  /* stream 0 only, else NULL */
 	char *reasoning;                /* stream 0 only */
 	char *tool_calls_json;          /* stream 0 only */
+	int durable;                    /* 0: served, but the daemon's ledger could not record it */
 };
 
 /*
