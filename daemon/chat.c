@@ -244,7 +244,6 @@ chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_
 	struct chat_parse *p = c->parse;
 	char cause[256];
 
-	c->sent = true;
 	if (session_over_watermark(c->session)) {
 		c->paused = true;
 		return HTTP_DATA_PAUSE;
@@ -329,8 +328,8 @@ chat_done_cb(void *arg, const struct http_response *resp)
 
 	c->transfer = NULL;
 	evtimer_del(c->timer);
-	if (resp->connected || !chat_never_connected(resp->result))
-		c->sent = true;
+	if (!resp->connected && chat_never_connected(resp->result))
+		c->unconnected++;
 	if (p->too_large) {
 		chat_finish(c, "too_large", "the model server's reply is larger than max_frame", -1, NAN);
 		return;
@@ -467,7 +466,6 @@ chat_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	http_transfer_cancel(c->transfer);
 	c->transfer = NULL;
-	c->sent = true;         /* connected or not, we cannot tell: count it */
 	upstream_record_result(c->upstream, false);
 	if (p->status == 0)
 		chat_finish(c, "timeout", "timeout: no first byte from the model server in time", -1, NAN);
@@ -489,6 +487,7 @@ chat_attempt(struct chat *c)
 	c->attempt++;
 	c->parse = calloc(1, sizeof(struct chat_parse));
 	if (c->parse == NULL) {
+		c->unconnected++;
 		chat_finish(c, "internal", "out of memory", -1, NAN);
 		return;
 	}
@@ -504,6 +503,7 @@ chat_attempt(struct chat *c)
 	c->transfer = http_transfer_start(c->session->server->http, &hr, &chat_http_callbacks, c,
 	    cause, sizeof cause);
 	if (c->transfer == NULL) {
+		c->unconnected++;
 		chat_finish(c, "internal", cause, -1, NAN);
 		return;
 	}
@@ -539,6 +539,17 @@ chat_usage(struct chat *c, struct usage *out)
 	out->total_tokens = budget_tokens_add(out->prompt_tokens, out->completion_tokens);
 }
 
+/*
+ * Whether the request may have reached the model server: some attempt
+ * started and did not fail before connecting. One still in flight, cut by a
+ * timeout or cancelled counts as sent.
+ */
+static bool
+chat_was_sent(const struct chat *c)
+{
+	return c->attempt > c->unconnected;
+}
+
 /* Cost from per-1,000-token prices. */
 static double
 chat_cost(const struct upstream_conf *u, const struct usage *us)
@@ -560,14 +571,14 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	struct ledger_record rec;
 	char cause[256], refused[512];
 	int64_t end = now_mono_ms();
-	bool durable;
+	bool durable, sent = chat_was_sent(c);
 
 	/* A request that never reached the model server costs nothing. */
-	if (c->sent)
+	if (sent)
 		chat_usage(c, &us);
 	else
 		memset(&us, 0, sizeof us);
-	double cost = c->sent ? chat_cost(&c->upstream->conf, &us) : 0;
+	double cost = sent ? chat_cost(&c->upstream->conf, &us) : 0;
 	if (c->queued) {
 		limiter_cancel(c->upstream->limiter, &c->waiter);
 		c->queued = false;
@@ -580,7 +591,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	}
 	if (c->reservation != NULL) {
 		/* The tokens the ledger will count, so a rebuild from it agrees. */
-		if (c->sent)
+		if (sent)
 			budgets_settle(c->reservation, budget_tokens_add(us.prompt_tokens,
 			    us.completion_tokens), cost, now_ms());
 		else
@@ -661,7 +672,6 @@ chat_cancel(struct chat *c, const char *code, const char *message)
 	if (c->transfer != NULL) {
 		http_transfer_cancel(c->transfer);
 		c->transfer = NULL;
-		c->sent = true;     /* it may have reached the model server */
 	}
 	chat_finish(c, code, message, -1, NAN);
 }

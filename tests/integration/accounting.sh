@@ -1,11 +1,15 @@
 #!/bin/sh
 # Accounting survives a restart and a reload unchanged: requests that never
 # reached the model server (refused for a budget, a full queue, a wait that
-# expired, a cancel while queued) are recorded at zero tokens and zero cost,
-# so budgets rebuilt from the ledger equal the live ones.
+# expired, a cancel while queued, a server that refuses connections) are
+# recorded at zero tokens and zero cost, so budgets rebuilt from the ledger
+# equal the live ones.
 . "$top_srcdir/tests/integration/lib.sh"
 start_fake_upstream -q -m fake-model
-export UPSTREAM_EXTRA='max_concurrency = 1; queue_max = 1; queue_timeout = 1.0;'
+export UPSTREAMS="{ name = \"fake\"; base_url = \"$FAKE_URL\"; model = \"fake-model\"; rpm = 0;
+    max_concurrency = 1; queue_max = 1; queue_timeout = 1.0; },
+  { name = \"dead\"; base_url = \"http://127.0.0.1:1/v1\"; model = \"dead-model\"; rpm = 0;
+    retries = 1; }"
 start_daemon 'budgets = (
   { scope = "tag"; who = "hundred"; unit = "tokens"; period = "day"; limit = 100; },
   { scope = "tag"; who = "waiter"; unit = "tokens"; period = "day"; limit = 1000000; },
@@ -27,6 +31,10 @@ for i in range(3):
 for i in range(2):
     deltas, end = c.chat("too much", tag="hundred", max_tokens=200)
     check(end["type"] == "error" and end["code"] == "budget_exceeded", end)
+
+# a model server that refuses connections
+deltas, end = c.chat("nobody home", model="dead-model", tag="dead")
+check(end["type"] == "error" and end["code"] == "upstream_unavailable", end)
 
 # one runner holds the only slot for ~2.4 s; the queue holds one
 runner = {}
@@ -61,7 +69,7 @@ check(runner["end"]["type"] == "done", runner)
 
 s = Conn().call("stats")
 tags = s["by_tag"]
-for tag, n in (("hundred", 2), ("waiter", 3)):
+for tag, n in (("hundred", 2), ("waiter", 3), ("dead", 1)):
     check(tags[tag]["requests"] == n and tags[tag]["errors"] == n, (tag, tags[tag]))
     check(tags[tag]["total_tokens"] == 0 and tags[tag]["cost"] == 0, (tag, tags[tag]))
 check(tags["ok"]["requests"] == 3 and tags["ok"]["total_tokens"] > 0, tags["ok"])
