@@ -1531,11 +1531,17 @@ ledger_write(struct ledger *l, const uint8_t *buf, size_t len, char *cause, size
 	else
 		ledger_cause(cause, cause_len, "%s: short write (%zd of %zu bytes)", path, n, len);
 	if (n > 0 && ftruncate(l->cur_fd, l->cur_size) == -1) {
+		char sc[PATH_MAX + 64];
 		log_error("usage ledger: %s: cannot cut a partial record back to %lld bytes: %s; "
 		    "continuing in a new journal file", path, (long long)l->cur_size, strerror(errno));
-		close(l->cur_fd);
+		/* what it holds is synced now, or written again to the next file */
+		if (l->opt.fsync != LEDGER_FSYNC_NO && l->dirty)
+			ledger_sync(l, sc, sizeof sc);
+		if (l->cur_fd != -1)
+			close(l->cur_fd);
 		l->cur_fd = -1;
 		l->cur_day = LEDGER_DAY_UNSET;
+		l->dirty = false;
 	}
 	errno = saved;
 	return -1;
