@@ -20,5 +20,5 @@ run_group output_limit "max_output_per_client = $OUTPUT_LIMIT;"
 UPSTREAM_EXTRA='rpm = 1; queue_timeout = 2.0;' run_group retired_upstream
 run_group partial_frame 'frame_timeout = 1.0;'
 UPSTREAM_EXTRA='max_concurrency = 1;' run_group stall 'stall_timeout = 2.0;'
-run_group output_total 'max_output_total = 4194304;'
+run_group output_total 'max_output_total = 1048576;'
 echo "trust: all groups passed"
