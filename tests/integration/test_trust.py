@@ -195,13 +195,14 @@ def a_client_that_stops_reading_frees_its_slot():
     slow = Conn()
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.request("chat", messages=[{"role": "user",
-                                    "content": "s %s [[chunks=100000]]" % ("abcdefgh " * 100000)}])
+                                    "content": "s %s [[chunks=2000]]" % ("abcdefgh " * 200000)}])
     time.sleep(0.5)
     t0 = time.time()
-    deltas, end = Conn(timeout=60).chat("next [[chunks=2]]")
+    deltas, end = Conn(timeout=120).chat("next [[chunks=2]]")
     check(end["type"] == "done", end)
     waited = time.time() - t0
-    check(waited < 30, "the next chat waited %.1fs" % waited)
+    # without the stall timeout it would wait for the upstream timeout (600 s)
+    check(waited < 90, "the next chat waited %.1fs" % waited)
     check(wait_requests(before + 2, 10) == before + 2, "want both recorded")
     # the stalled chat ended with a timeout naming the setting
     slow.sock.settimeout(30)
