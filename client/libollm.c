@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 
 #define OLLM_READ_CHUNK 65536
 #define OLLM_CANCEL_ANY UINT64_MAX
+#define OLLM_SERVICE_USER "openllm"     /* the user the packaged daemon runs as */
 
 /*
  * One connection. Only the thread inside a call touches the socket, the
@@ -74,6 +76,7 @@ static const struct {
 	{ "unsupported", OLLM_ERR_UNSUPPORTED, "not supported by the daemon" },
 	{ "invalid", OLLM_ERR_INVALID, "invalid argument" },
 	{ "nomem", OLLM_ERR_NOMEM, "out of memory" },
+	{ "untrusted", OLLM_ERR_UNTRUSTED, "daemon not trusted" },
 	/* Daemon codes that map onto the ones above. */
 	{ "bad_frame", OLLM_ERR_PROTOCOL, NULL },
 	{ "unknown_op", OLLM_ERR_UNSUPPORTED, NULL },
@@ -264,10 +267,42 @@ ollm_deadline(const struct ollm *c)
 	return c->timeout_ms > 0 ? ollm_now_ms() + c->timeout_ms : -1;
 }
 
-/* Connect to the daemon's socket. */
+/* Whether a daemon running as uid may be told our prompts: root, us, or the service user. */
+static int
+ollm_peer_trusted(uid_t uid)
+{
+	struct passwd pw, *found = NULL;
+	char buf[1024];
+
+	if (uid == 0 || uid == geteuid())
+		return 1;
+	if (getpwnam_r(OLLM_SERVICE_USER, &pw, buf, sizeof buf, &found) == 0 && found != NULL)
+		return found->pw_uid == uid;
+	return 0;
+}
+
+/* Check who answers on the connected socket fd; OLLM_OK or OLLM_ERR_UNTRUSTED. */
+static int
+ollm_check_peer(struct ollm *c, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "%s: cannot tell who answers there: %s",
+		    c->path, strerror(errno));
+	if (!ollm_peer_trusted(cred.uid))
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "refusing the daemon on %s: it runs as uid "
+		    "%u, which is neither root, you (uid %u), nor the service user %s",
+		    c->path, (unsigned)cred.uid, (unsigned)geteuid(), OLLM_SERVICE_USER);
+	return OLLM_OK;
+}
+
+/* Connect to the daemon's socket, then check who answers before anything is sent. */
 int
 ollm_connect(struct ollm *c, const char *path)
 {
+	char cause[256];
 	struct sockaddr_un sun;
 	struct pollfd pfd;
 	socklen_t sl;
@@ -282,6 +317,8 @@ ollm_connect(struct ollm *c, const char *path)
 		c->path[0] = '\0';
 		return ollm_fail(c, OLLM_ERR_INVALID, "socket path too long");
 	}
+	if (sockpath_check_private(c->path, geteuid(), 0, cause, sizeof cause) == -1)
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "refusing %s: %s", c->path, cause);
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, c->path, strlen(c->path) + 1);
@@ -324,6 +361,10 @@ ollm_connect(struct ollm *c, const char *path)
 		}
 		return ollm_fail(c, OLLM_ERR_UNAVAILABLE, "cannot connect to %s: %s",
 		    c->path, strerror(e));
+	}
+	if ((r = ollm_check_peer(c, fd)) != OLLM_OK) {
+		close(fd);
+		return r;
 	}
 	c->fd = fd;
 	c->next_id = 1;

@@ -961,7 +961,7 @@ START_TEST(test_error_names)
 {
 	int code;
 
-	for (code = OLLM_OK; code <= OLLM_ERR_NOMEM; code++) {
+	for (code = OLLM_OK; code <= OLLM_ERR_UNTRUSTED; code++) {
 		ck_assert_str_ne(ollm_strerror(code), "unknown error");
 		ck_assert_str_ne(ollm_err_name(code), "unknown");
 	}
@@ -994,10 +994,10 @@ START_TEST(test_sockpath)
 	ck_assert_str_eq(buf, "/nonexistent/run/openllmd.sock");
 	ck_assert_int_eq(sockpath_resolve(NULL, NULL, 1000, NULL,
 	    "/nonexistent/sys.sock", buf, sizeof buf), 0);
-	ck_assert_str_eq(buf, "/tmp/openllmd-1000.sock");
+	ck_assert_str_eq(buf, "/tmp/openllmd-1000/openllmd.sock");
 	ck_assert_int_eq(sockpath_resolve(NULL, NULL, 1000, "run",
 	    "/nonexistent/sys.sock", buf, sizeof buf), 0);
-	ck_assert_str_eq(buf, "/tmp/openllmd-1000.sock");
+	ck_assert_str_eq(buf, "/tmp/openllmd-1000/openllmd.sock");
 
 	/* The user's socket is missing and the system one exists: the system one. */
 	snprintf(dir, sizeof dir, "/tmp/check_sockpath.XXXXXX");
