@@ -52,7 +52,9 @@ struct conf {
 	int retention_days;
 	char *on_ledger_error;      /* refuse | serve */
 	size_t max_frame;
-	int max_clients;
+	int max_clients;            /* 0: auto, from the descriptor limit */
+	int max_clients_per_uid;    /* 0: auto, 256 or half of max_clients */
+	char *stats_visibility;     /* own | all */
 	double shutdown_grace;      /* seconds */
 	struct upstream_conf *upstreams;
 	size_t n_upstreams;
