@@ -376,6 +376,41 @@ timeout:
 	    c->path);
 }
 
+static int ollm_fail_reply(struct ollm *, const struct error_reply *);
+
+/*
+ * The daemon hung up while we wrote (err: EPIPE or ECONNRESET). A daemon that
+ * turns a connection away writes one error with id 0 first: report that when
+ * it is waiting to be read, else the failed send. Closes the connection.
+ */
+static int
+ollm_hangup(struct ollm *c, int err)
+{
+	uint8_t buf[4096];
+	struct message_error merr;
+	struct reply *rp;
+	ssize_t n;
+	uint32_t blen;
+	int r;
+
+	n = c->rlen == 0 ? recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) : -1;
+	if (n >= 4) {
+		blen = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+		if (blen > 0 && blen <= (size_t)n - 4 &&
+		    message_reply_decode(buf + 4, blen, OP_PING, &rp, &merr) == 0) {
+			if (rp->id == 0 && rp->type == REPLY_ERROR) {
+				r = ollm_fail_reply(c, &rp->u.error);
+				message_reply_free(rp);
+				ollm_disconnect(c);
+				return r;
+			}
+			message_reply_free(rp);
+		}
+	}
+	ollm_disconnect(c);
+	return ollm_fail(c, OLLM_ERR_IO, "send to %s: %s", c->path, strerror(err));
+}
+
 /* Write all of buf, waiting at most the timeout for the socket each time. */
 static int
 ollm_send(struct ollm *c, const void *buf, size_t len)
@@ -409,6 +444,8 @@ ollm_send(struct ollm *c, const void *buf, size_t len)
 			continue;
 		}
 		r = errno;
+		if (r == EPIPE || r == ECONNRESET)
+			return ollm_hangup(c, r);
 		ollm_disconnect(c);
 		return ollm_fail(c, OLLM_ERR_IO, "send to %s: %s", c->path, strerror(r));
 	}
@@ -734,9 +771,13 @@ ollm_roundtrip(struct ollm *c, struct request *rq, ollm_delta_cb cb, void *arg,
 			goto out;
 		}
 		if (rp->id == 0 && rp->type == REPLY_ERROR) {
-			/* The daemon could not read our frame and hangs up. */
+			/*
+			 * The daemon hangs up: it could not read our frame, or it
+			 * turned the connection away (too many connections, shutting down).
+			 */
 			r = ollm_fail_reply(c, &rp->u.error);
-			if (r != OLLM_ERR_TOO_LARGE)
+			if (r != OLLM_ERR_TOO_LARGE && r != OLLM_ERR_RATE_LIMITED &&
+			    r != OLLM_ERR_UPSTREAM_UNAVAILABLE)
 				c->err.code = r = OLLM_ERR_PROTOCOL;
 			message_reply_free(rp);
 			ollm_disconnect(c);

@@ -25,7 +25,31 @@ run_group() {
 DAEMON_WRAP="prlimit --nofile=128:256" UPSTREAM_EXTRA='max_concurrency = 16;' \
 	run_group descriptors 'max_clients = 1000;'
 
-run_group peruid 'socket_mode = "0666";' 'max_clients_per_uid = 4;'
+start_daemon 'socket_mode = "0666";' 'max_clients_per_uid = 4;'
+"$PYTHON" "$test_py" peruid
+# nobody holds four connections: a fifth, from ollmctl, is told why and exits 75
+setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups "$PYTHON" -c '
+import sys, time
+from olc import Conn
+held = [Conn() for i in range(4)]
+assert all(c.call("ping")["type"] == "result" for c in held)
+print("holding", flush=True)
+time.sleep(60)
+' > "$TEST_DIR/holder.out" 2>&1 &
+hpid=$!
+TEST_PIDS="$TEST_PIDS $hpid"
+wait_for_line "$TEST_DIR/holder.out" 10
+grep -qx holding "$TEST_DIR/holder.out" || fail "holder: $(cat "$TEST_DIR/holder.out")"
+st=0
+setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups "$OLLMCTL" ping > "$TEST_DIR/out" 2>&1 || st=$?
+[ "$st" -eq 75 ] || fail "ollmctl past max_clients_per_uid: exit $st: $(cat "$TEST_DIR/out")"
+grep -q "uid $NOBODY already has 4 connections (max_clients_per_uid 4)" "$TEST_DIR/out" ||
+	fail "ollmctl: $(cat "$TEST_DIR/out")"
+kill "$hpid"
+wait "$hpid" 2>/dev/null || true
+stop_daemon TERM
+rm -rf "$TEST_DIR/state"
+: > "$TEST_DIR/daemon.log"
 
 # uids in the ledger and who sees which rows; then stats_visibility = "all" on the same ledger
 budgets='budgets = ( { scope = "user"; who = "root"; unit = "tokens"; limit = 1000000; },
