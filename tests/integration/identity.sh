@@ -24,6 +24,7 @@ run_group() {
 # a soft descriptor limit of 128 under a hard one of 256; clients get what is left
 DAEMON_WRAP="prlimit --nofile=128:256" UPSTREAM_EXTRA='max_concurrency = 16;' \
 	run_group descriptors 'max_clients = 1000;'
+unset DAEMON_WRAP UPSTREAM_EXTRA   # dash keeps assignments made before a function call
 
 start_daemon 'socket_mode = "0666";' 'max_clients_per_uid = 4;'
 "$PYTHON" "$test_py" peruid
