@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 
 #define OLLM_READ_CHUNK 65536
 #define OLLM_CANCEL_ANY UINT64_MAX
+#define OLLM_SERVICE_USER "openllm"     /* the user the packaged daemon runs as */
 
 /*
  * One connection. Only the thread inside a call touches the socket, the
@@ -74,6 +76,7 @@ static const struct {
 	{ "unsupported", OLLM_ERR_UNSUPPORTED, "not supported by the daemon" },
 	{ "invalid", OLLM_ERR_INVALID, "invalid argument" },
 	{ "nomem", OLLM_ERR_NOMEM, "out of memory" },
+	{ "untrusted", OLLM_ERR_UNTRUSTED, "daemon not trusted" },
 	/* Daemon codes that map onto the ones above. */
 	{ "bad_frame", OLLM_ERR_PROTOCOL, NULL },
 	{ "unknown_op", OLLM_ERR_UNSUPPORTED, NULL },
@@ -264,10 +267,42 @@ ollm_deadline(const struct ollm *c)
 	return c->timeout_ms > 0 ? ollm_now_ms() + c->timeout_ms : -1;
 }
 
-/* Connect to the daemon's socket. */
+/* Whether a daemon running as uid may be told our prompts: root, us, or the service user. */
+static int
+ollm_peer_trusted(uid_t uid)
+{
+	struct passwd pw, *found = NULL;
+	char buf[1024];
+
+	if (uid == 0 || uid == geteuid())
+		return 1;
+	if (getpwnam_r(OLLM_SERVICE_USER, &pw, buf, sizeof buf, &found) == 0 && found != NULL)
+		return found->pw_uid == uid;
+	return 0;
+}
+
+/* Check who answers on the connected socket fd; OLLM_OK or OLLM_ERR_UNTRUSTED. */
+static int
+ollm_check_peer(struct ollm *c, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "%s: cannot tell who answers there: %s",
+		    c->path, strerror(errno));
+	if (!ollm_peer_trusted(cred.uid))
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "refusing the daemon on %s: it runs as uid "
+		    "%u, which is neither root, you (uid %u), nor the service user %s",
+		    c->path, (unsigned)cred.uid, (unsigned)geteuid(), OLLM_SERVICE_USER);
+	return OLLM_OK;
+}
+
+/* Connect to the daemon's socket, then check who answers before anything is sent. */
 int
 ollm_connect(struct ollm *c, const char *path)
 {
+	char cause[256];
 	struct sockaddr_un sun;
 	struct pollfd pfd;
 	socklen_t sl;
@@ -282,6 +317,8 @@ ollm_connect(struct ollm *c, const char *path)
 		c->path[0] = '\0';
 		return ollm_fail(c, OLLM_ERR_INVALID, "socket path too long");
 	}
+	if (sockpath_check_private(c->path, geteuid(), 0, cause, sizeof cause) == -1)
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "refusing %s: %s", c->path, cause);
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, c->path, strlen(c->path) + 1);
@@ -325,6 +362,10 @@ ollm_connect(struct ollm *c, const char *path)
 		return ollm_fail(c, OLLM_ERR_UNAVAILABLE, "cannot connect to %s: %s",
 		    c->path, strerror(e));
 	}
+	if ((r = ollm_check_peer(c, fd)) != OLLM_OK) {
+		close(fd);
+		return r;
+	}
 	c->fd = fd;
 	c->next_id = 1;
 	return OLLM_OK;
@@ -333,6 +374,41 @@ timeout:
 	close(fd);
 	return ollm_fail(c, OLLM_ERR_UNAVAILABLE, "cannot connect to %s: timed out",
 	    c->path);
+}
+
+static int ollm_fail_reply(struct ollm *, const struct error_reply *);
+
+/*
+ * The daemon hung up while we wrote (err: EPIPE or ECONNRESET). A daemon that
+ * turns a connection away writes one error with id 0 first: report that when
+ * it is waiting to be read, else the failed send. Closes the connection.
+ */
+static int
+ollm_hangup(struct ollm *c, int err)
+{
+	uint8_t buf[4096];
+	struct message_error merr;
+	struct reply *rp;
+	ssize_t n;
+	uint32_t blen;
+	int r;
+
+	n = c->rlen == 0 ? recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) : -1;
+	if (n >= 4) {
+		blen = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+		if (blen > 0 && blen <= (size_t)n - 4 &&
+		    message_reply_decode(buf + 4, blen, OP_PING, &rp, &merr) == 0) {
+			if (rp->id == 0 && rp->type == REPLY_ERROR) {
+				r = ollm_fail_reply(c, &rp->u.error);
+				message_reply_free(rp);
+				ollm_disconnect(c);
+				return r;
+			}
+			message_reply_free(rp);
+		}
+	}
+	ollm_disconnect(c);
+	return ollm_fail(c, OLLM_ERR_IO, "send to %s: %s", c->path, strerror(err));
 }
 
 /* Write all of buf, waiting at most the timeout for the socket each time. */
@@ -368,6 +444,8 @@ ollm_send(struct ollm *c, const void *buf, size_t len)
 			continue;
 		}
 		r = errno;
+		if (r == EPIPE || r == ECONNRESET)
+			return ollm_hangup(c, r);
 		ollm_disconnect(c);
 		return ollm_fail(c, OLLM_ERR_IO, "send to %s: %s", c->path, strerror(r));
 	}
@@ -693,9 +771,13 @@ ollm_roundtrip(struct ollm *c, struct request *rq, ollm_delta_cb cb, void *arg,
 			goto out;
 		}
 		if (rp->id == 0 && rp->type == REPLY_ERROR) {
-			/* The daemon could not read our frame and hangs up. */
+			/*
+			 * The daemon hangs up: it could not read our frame, or it
+			 * turned the connection away (too many connections, shutting down).
+			 */
 			r = ollm_fail_reply(c, &rp->u.error);
-			if (r != OLLM_ERR_TOO_LARGE)
+			if (r != OLLM_ERR_TOO_LARGE && r != OLLM_ERR_RATE_LIMITED &&
+			    r != OLLM_ERR_UPSTREAM_UNAVAILABLE)
 				c->err.code = r = OLLM_ERR_PROTOCOL;
 			message_reply_free(rp);
 			ollm_disconnect(c);

@@ -45,7 +45,8 @@ enum ollm_err {
 	OLLM_ERR_PROTOCOL,              /* the daemon sent something unreadable, or cannot read us */
 	OLLM_ERR_UNSUPPORTED,           /* the daemon does not know this op or protocol version */
 	OLLM_ERR_INVALID,               /* a bad argument: NULL, not UTF-8, not connected */
-	OLLM_ERR_NOMEM                  /* out of memory */
+	OLLM_ERR_NOMEM,                 /* out of memory */
+	OLLM_ERR_UNTRUSTED              /* the socket or the process behind it is not one to trust */
 };
 
 /* The last failure on a connection. */
@@ -74,7 +75,14 @@ void ollm_free(struct ollm *);
  */
 int ollm_socket_path(const char *path, char *buf, size_t len);
 
-/* Connect to the socket that ollm_socket_path(path) names. */
+/*
+ * Connect to the socket that ollm_socket_path(path) names. Before anything
+ * is sent: a socket in the private /tmp/openllmd-UID directory is used only
+ * when that directory is a real directory of ours with mode 0700, and the
+ * process that answers (SO_PEERCRED) must run as root, as the caller's own
+ * user, or as the service user openllm. Otherwise OLLM_ERR_UNTRUSTED: no
+ * prompt ever goes to a socket another user may have put in its place.
+ */
 int ollm_connect(struct ollm *, const char *path);
 
 /* 1 while connected; a failure of the connection itself (io, protocol, a

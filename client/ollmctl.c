@@ -134,6 +134,7 @@ ollmctl_status(struct ollm *c, int code)
 	case OLLM_ERR_UNAVAILABLE:
 	case OLLM_ERR_UPSTREAM_UNAVAILABLE:
 	case OLLM_ERR_IO:
+	case OLLM_ERR_UNTRUSTED:
 		return EX_UNAVAILABLE;
 	case OLLM_ERR_RATE_LIMITED:
 	case OLLM_ERR_TIMEOUT:

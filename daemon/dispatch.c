@@ -147,9 +147,9 @@ dispatch_budget_label(const struct budget_def *def, char *buf, size_t len)
 	}
 }
 
-/* Each budget with its limit, what is used or reserved, and what is left. */
+/* Each budget with its limit, what is used or reserved, and what is left; uid >= 0 hides other users' budgets. */
 static void
-dispatch_fill_budgets(struct server *srv, struct stats_result *st)
+dispatch_fill_budgets(struct server *srv, struct stats_result *st, int64_t uid)
 {
 	size_t n = budgets_count(srv->budgets);
 	int64_t now = now_ms();
@@ -162,6 +162,8 @@ dispatch_fill_budgets(struct server *srv, struct stats_result *st)
 	for (size_t i = 0; i < n; i++) {
 		struct budget_state b;
 		if (budgets_get(srv->budgets, i, now, &b) == -1)
+			continue;
+		if (uid >= 0 && b.def.scope == BUDGET_USER && (int64_t)b.def.uid != uid)
 			continue;
 		struct budget_status *out = &st->budgets[st->n_budgets++];
 		dispatch_budget_label(&b.def, label, sizeof label);
@@ -179,14 +181,23 @@ dispatch_fill_budgets(struct server *srv, struct stats_result *st)
 	}
 }
 
+/*
+ * stats: the totals are everyone's; under stats_visibility "own" a user other
+ * than root and the daemon's own sees only their own rows in the breakdowns
+ * (by_user, by_model, by_tag, by_day) and only their own user budgets.
+ */
 static void
 dispatch_stats(struct session *s, struct request *req)
 {
 	struct server *srv = s->server;
 	struct reply r;
+	int64_t uid = -1;
 
+	if (strcmp(srv->conf->stats_visibility, "own") == 0 && s->uid != 0 && s->uid != srv->own_uid)
+		uid = s->uid;
 	dispatch_result_init(&r, req);
-	if (ledger_stats(srv->ledger, req->u.stats.by, req->u.stats.since, &r.u.result.u.stats) == -1) {
+	if (ledger_stats_scoped(srv->ledger, req->u.stats.by, req->u.stats.since, uid,
+	    &r.u.result.u.stats) == -1) {
 		if (errno == EINVAL)
 			session_send_error(s, req->id, "bad_request",
 			    "by must be model, user, tag or day, not \"%s\"", req->u.stats.by);
@@ -194,7 +205,7 @@ dispatch_stats(struct session *s, struct request *req)
 			session_send_error(s, req->id, "internal", "stats: %s", strerror(errno));
 		return;
 	}
-	dispatch_fill_budgets(srv, &r.u.result.u.stats);
+	dispatch_fill_budgets(srv, &r.u.result.u.stats, uid);
 	session_send(s, &r);
 	ledger_stats_clear(&r.u.result.u.stats);
 }

@@ -1207,19 +1207,55 @@ ledger_fsync_dir(const char *path)
 	return rc;
 }
 
-/* Create a directory unless a directory is already there. */
+/*
+ * Create a directory unless a directory is already there. Only the state
+ * directory itself (follow) may be a symbolic link: the ledger's own
+ * directories inside it never are, so one planted there is refused.
+ */
 static int
-ledger_mkdir(const char *path, char *cause, size_t cause_len)
+ledger_mkdir_follow(const char *path, bool follow, char *cause, size_t cause_len)
 {
 	struct stat st;
 
 	if (mkdir(path, 0750) == 0)
 		return 0;
-	if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		return 0;
+	if (errno == EEXIST && (follow ? stat(path, &st) : lstat(path, &st)) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		if (S_ISLNK(st.st_mode)) {
+			ledger_cause(cause, cause_len, "%s is a symbolic link; refusing to follow it", path);
+			errno = ELOOP;
+			return -1;
+		}
+	}
 	if (errno == EEXIST)
 		errno = ENOTDIR;
 	ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	return -1;
+}
+
+/* Create one of the ledger's directories inside the state directory. */
+static int
+ledger_mkdir(const char *path, char *cause, size_t cause_len)
+{
+	return ledger_mkdir_follow(path, false, cause, cause_len);
+}
+
+/* Open a file of the ledger without following a symbolic link; cause says so when it is one. */
+static int
+ledger_open_file(const char *path, int flags, char *cause, size_t cause_len)
+{
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0640);
+	int saved;
+
+	if (fd != -1)
+		return fd;
+	saved = errno;
+	if (saved == ELOOP)
+		ledger_cause(cause, cause_len, "%s is a symbolic link; refusing to follow it", path);
+	else
+		ledger_cause(cause, cause_len, "%s: %s", path, strerror(saved));
+	errno = saved;
 	return -1;
 }
 
@@ -1245,7 +1281,7 @@ ledger_mkdirs(const char *path, char *cause, size_t cause_len)
 		}
 		*p = '/';
 	}
-	return ledger_mkdir(path, cause, cause_len);
+	return ledger_mkdir_follow(path, true, cause, cause_len);
 }
 
 /* Read a whole regular file into a malloc'd buffer. */
@@ -1260,12 +1296,8 @@ ledger_read_file(const char *path, uint8_t **out, size_t *out_len, char *cause, 
 
 	*out = NULL;
 	*out_len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		saved = errno;
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(saved));
-		errno = saved;
+	if ((fd = ledger_open_file(path, O_RDONLY, cause, cause_len)) == -1)
 		return -1;
-	}
 	if (fstat(fd, &st) == -1)
 		goto fail;
 	if (!S_ISREG(st.st_mode)) {
@@ -1470,11 +1502,9 @@ ledger_journal_create(struct ledger *l, char *cause, size_t cause_len)
 		ledger_cause(cause, cause_len, "%s: path too long", l->jdir);
 		return -1;
 	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
-	if (fd == -1) {
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	fd = ledger_open_file(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND, cause, cause_len);
+	if (fd == -1)
 		return -1;
-	}
 	if (l->opt.fsync != LEDGER_FSYNC_NO && ledger_fsync_dir(l->jdir) == -1) {
 		saved = errno;
 		close(fd);
@@ -1684,7 +1714,7 @@ ledger_snapshot_write(const struct ledger *l, uint64_t upto, char *cause, size_t
 		ledger_cause(cause, cause_len, "%s: out of memory encoding %zu rows", path, l->n_rows);
 		return -1;
 	}
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) == -1)
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640)) == -1)
 		goto fail;
 	op = "write";
 	while (off < b.len) {
@@ -2017,10 +2047,8 @@ ledger_replay_file(struct ledger *l, struct ledger_rids *seen, uint64_t seq, boo
 	}
 	if (sc.good_end >= l->opt.rotate_bytes)
 		return 0;
-	if ((fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)) == -1) {
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	if ((fd = ledger_open_file(path, O_WRONLY | O_APPEND, cause, cause_len)) == -1)
 		return -1;
-	}
 	if (sc.torn && l->opt.fsync != LEDGER_FSYNC_NO)
 		fdatasync(fd);
 	l->cur_fd = fd;
@@ -2040,10 +2068,8 @@ ledger_lock(struct ledger *l, char *cause, size_t cause_len)
 		ledger_cause(cause, cause_len, "%s: path too long", l->dir);
 		return -1;
 	}
-	if ((l->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	if ((l->lock_fd = ledger_open_file(path, O_RDWR | O_CREAT, cause, cause_len)) == -1)
 		return -1;
-	}
 	if (flock(l->lock_fd, LOCK_EX | LOCK_NB) == -1) {
 		if (errno == EWOULDBLOCK)
 			ledger_cause(cause, cause_len, "%s: the ledger in %s is in use by another "
@@ -2542,6 +2568,14 @@ ledger_stats_clear(struct stats_result *r)
 int
 ledger_stats(struct ledger *l, const char *by, int64_t since, struct stats_result *out)
 {
+	return ledger_stats_scoped(l, by, since, -1, out);
+}
+
+/* A stats query whose breakdowns count only uid's rows (uid -1: everyone's). */
+int
+ledger_stats_scoped(struct ledger *l, const char *by, int64_t since, int64_t uid,
+    struct stats_result *out)
+{
 	struct ledger_row **sel = NULL;
 	struct counters_map *maps[4];
 	bool want[4] = { false, false, false, false };
@@ -2577,8 +2611,9 @@ ledger_stats(struct ledger *l, const char *by, int64_t since, struct stats_resul
 	for (size_t i = 0; i < l->n_rows; i++) {
 		if (l->rows[i]->day < since_day)
 			continue;
-		sel[n++] = l->rows[i];
 		ledger_counters_add(&out->total, &l->rows[i]->c);
+		if (uid < 0 || (uint64_t)uid == l->rows[i]->uid)
+			sel[n++] = l->rows[i];
 	}
 	for (int d = 0; d < 4; d++)
 		if (want[d] && ledger_group(sel, n, (enum ledger_dim)d, maps[d]) == -1)

@@ -155,6 +155,10 @@ int64_t ledger_since(const struct ledger *);
  */
 int ledger_stats(struct ledger *, const char *by, int64_t since, struct stats_result *out);
 
+/* As ledger_stats, but the maps count only the rows of uid (-1: all); total counts every row. */
+int ledger_stats_scoped(struct ledger *, const char *by, int64_t since, int64_t uid,
+    struct stats_result *out);
+
 /* Free what a stats_result holds (maps, and budgets with their strings) and zero it. */
 void ledger_stats_clear(struct stats_result *);
 

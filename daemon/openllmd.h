@@ -145,6 +145,11 @@ struct server {
 	bool flushing;              /* closing every session after its last reply */
 	int64_t drain_deadline_ms;
 	uid_t own_uid;
+	unsigned long long nofile;  /* the descriptor limit, raised to the hard one */
+	int max_clients;            /* in effect: the setting fitted to nofile */
+	int max_clients_per_uid;
+	int64_t refused_log_ms;     /* last refusal logged (monotonic) */
+	unsigned refused_quiet;     /* refusals since, not logged */
 	double total_cost;
 	struct budgets *budgets;
 };
@@ -155,6 +160,7 @@ extern struct server *server;
 int64_t now_ms(void);
 int64_t now_mono_ms(void);
 void server_check_drained(struct server *);
+void server_limits(struct server *, const struct conf *);
 int server_budgets_load(struct server *, const struct conf *, char *cause, size_t cause_len);
 
 /* listener.c */

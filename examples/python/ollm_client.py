@@ -27,7 +27,7 @@ def socket_path():
     if runtime.startswith("/"):
         user = runtime + "/openllmd.sock"
     else:
-        user = "/tmp/openllmd-%d.sock" % os.geteuid()
+        user = "/tmp/openllmd-%d/openllmd.sock" % os.geteuid()
     return system if not os.path.exists(user) and os.path.exists(system) else user
 
 

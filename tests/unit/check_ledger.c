@@ -771,6 +771,74 @@ START_TEST(test_lock)
 }
 END_TEST
 
+/* One user's view: the maps count only their rows, the total counts everyone's. */
+START_TEST(test_stats_scoped_to_a_uid)
+{
+	struct ledger *l = open_ok(sdir, NULL);
+	struct stats_result all, mine;
+	struct counters sum;
+	struct ledger_scope scope = { NULL, NULL, NULL, 1000 };
+
+	for (int i = 0; i < 30; i++)
+		append_ok(l, i);
+	ck_assert_int_eq(ledger_stats(l, NULL, -1, &all), 0);
+	ck_assert_int_eq(ledger_stats_scoped(l, NULL, -1, 1000, &mine), 0);
+	counters_eq(&all.total, &mine.total);
+	ck_assert_uint_eq(mine.by_user.n, 1);
+	ck_assert_str_eq(mine.by_user.entries[0].key, "1000");
+	ck_assert_uint_eq(all.by_user.n, 3);
+	ledger_usage(l, &scope, -1, &sum);
+	counters_eq(&mine.by_user.entries[0].c, &sum);
+	/* uid 1000 has records i % 3 == 1: models llama only */
+	ck_assert_uint_eq(mine.by_model.n, 1);
+	ck_assert_str_eq(mine.by_model.entries[0].key, "llama");
+	ledger_stats_clear(&all);
+	ledger_stats_clear(&mine);
+	ck_assert_int_eq(ledger_stats_scoped(l, "day", -1, 4242, &mine), 0);
+	ck_assert_uint_eq(mine.by_day.n, 0);
+	ck_assert_uint_eq(mine.total.requests, 30);
+	ledger_stats_clear(&mine);
+	ledger_close(l);
+}
+END_TEST
+
+/* A symbolic link planted as a journal file, the journal directory or the lock is refused, not followed. */
+START_TEST(test_symlinks_refused)
+{
+	struct ledger *l;
+	char path[PATH_MAX], target[PATH_MAX], cause[PATH_MAX + 128] = "";
+	struct stat st;
+
+	l = open_ok(sdir, NULL);
+	append_ok(l, 1);
+	ledger_close(l);
+	/* a journal file the next open replays: left after the snapshot by a crash */
+	snprintf(target, sizeof target, "%s/target", tdir);
+	file_write(target, "precious", 8, "wb");
+	snprintf(path, sizeof path, "%s/journal/journal-%016d.olj", sdir, 99);
+	ck_assert_int_eq(symlink(target, path), 0);
+	ck_assert_ptr_null(ledger_open(sdir, NULL, cause, sizeof cause));
+	ck_assert_msg(strstr(cause, "is a symbolic link; refusing to follow it") != NULL &&
+	    strstr(cause, path) != NULL, "cause: %s", cause);
+	unlink(path);
+	/* the journal directory */
+	snprintf(path, sizeof path, "%s/journal", sdir);
+	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	ck_assert_int_eq(symlink(tdir, path), 0);
+	ck_assert_ptr_null(ledger_open(sdir, NULL, cause, sizeof cause));
+	ck_assert_msg(strstr(cause, "journal is a symbolic link") != NULL, "cause: %s", cause);
+	unlink(path);
+	/* the lock */
+	snprintf(path, sizeof path, "%s/lock", sdir);
+	unlink(path);
+	ck_assert_int_eq(symlink(target, path), 0);
+	ck_assert_ptr_null(ledger_open(sdir, NULL, cause, sizeof cause));
+	ck_assert_msg(strstr(cause, "lock is a symbolic link") != NULL, "cause: %s", cause);
+	ck_assert_int_eq(lstat(target, &st), 0);
+	ck_assert_int_eq(st.st_size, 8);
+}
+END_TEST
+
 START_TEST(test_open_fails)
 {
 	char path[PATH_MAX + 32], cause[512] = "";
@@ -1515,6 +1583,8 @@ ledger_suite(void)
 	tcase_add_test(tc, test_crash_between_snapshot_and_delete);
 	tcase_add_test(tc, test_folded_files_not_recounted);
 	tcase_add_test(tc, test_lock);
+	tcase_add_test(tc, test_stats_scoped_to_a_uid);
+	tcase_add_test(tc, test_symlinks_refused);
 	tcase_add_test(tc, test_open_fails);
 	tcase_add_test(tc, test_corrupt_snapshot_refused);
 	tcase_add_loop_test(tc, test_write_failure_recovery, 0, 2);

@@ -961,7 +961,7 @@ START_TEST(test_error_names)
 {
 	int code;
 
-	for (code = OLLM_OK; code <= OLLM_ERR_NOMEM; code++) {
+	for (code = OLLM_OK; code <= OLLM_ERR_UNTRUSTED; code++) {
 		ck_assert_str_ne(ollm_strerror(code), "unknown error");
 		ck_assert_str_ne(ollm_err_name(code), "unknown");
 	}
@@ -994,10 +994,10 @@ START_TEST(test_sockpath)
 	ck_assert_str_eq(buf, "/nonexistent/run/openllmd.sock");
 	ck_assert_int_eq(sockpath_resolve(NULL, NULL, 1000, NULL,
 	    "/nonexistent/sys.sock", buf, sizeof buf), 0);
-	ck_assert_str_eq(buf, "/tmp/openllmd-1000.sock");
+	ck_assert_str_eq(buf, "/tmp/openllmd-1000/openllmd.sock");
 	ck_assert_int_eq(sockpath_resolve(NULL, NULL, 1000, "run",
 	    "/nonexistent/sys.sock", buf, sizeof buf), 0);
-	ck_assert_str_eq(buf, "/tmp/openllmd-1000.sock");
+	ck_assert_str_eq(buf, "/tmp/openllmd-1000/openllmd.sock");
 
 	/* The user's socket is missing and the system one exists: the system one. */
 	snprintf(dir, sizeof dir, "/tmp/check_sockpath.XXXXXX");
@@ -1038,6 +1038,37 @@ START_TEST(test_sockpath)
 END_TEST
 
 /* --- ollmctl: parsing ------------------------------------------------------------ */
+
+/* The private /tmp/openllmd-UID directory: refused unless a real 0700 directory of that uid. */
+START_TEST(test_private_dir)
+{
+	/* a uid no one has, so that its directory is ours to make and remove */
+	uid_t fake = (uid_t)(3000000000u + (unsigned)getpid() % 1000000u);
+	char dir[64], sock[128], cause[256];
+
+	ck_assert_int_eq(sockpath_private_dir(fake, dir, sizeof dir), 0);
+	snprintf(sock, sizeof sock, "%s/openllmd.sock", dir);
+	rmdir(dir);
+	unlink(dir);
+	/* elsewhere: not checked */
+	ck_assert_int_eq(sockpath_check_private("/run/openllmd/openllmd.sock", fake, 0,
+	    cause, sizeof cause), 0);
+	ck_assert_int_eq(sockpath_check_private(dir, fake, 0, cause, sizeof cause), 0);
+	/* missing and not to be made */
+	ck_assert_int_eq(sockpath_check_private(sock, fake, 0, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "No such file") != NULL, "%s", cause);
+	/* made by us, so owned by someone other than fake */
+	ck_assert_int_eq(sockpath_check_private(sock, fake, 1, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "belongs to uid") != NULL &&
+	    strstr(cause, "not to you") != NULL, "%s", cause);
+	rmdir(dir);
+	/* a symbolic link */
+	ck_assert_int_eq(symlink("/tmp", dir), 0);
+	ck_assert_int_eq(sockpath_check_private(sock, fake, 1, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "not a directory (a symbolic link)") != NULL, "%s", cause);
+	unlink(dir);
+}
+END_TEST
 
 START_TEST(test_parse_numbers)
 {
@@ -1386,6 +1417,7 @@ libollm_suite(void)
 
 	tc = tcase_create("sockpath");
 	tcase_add_test(tc, test_sockpath);
+	tcase_add_test(tc, test_private_dir);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("ollmctl");
