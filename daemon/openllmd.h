@@ -148,6 +148,8 @@ void session_close_all(struct server *);
 void dispatch_request(struct session *, struct request *);
 struct tokenizer *dispatch_tokenizer(struct server *, const char *name, char *cause, size_t cause_len);
 void dispatch_budget_label(const struct budget_def *, char *buf, size_t len);
+void dispatch_fill_budgets(struct server *, struct budget_status **, size_t *, double *max_budget,
+    double *budget_left);
 
 /* upstream.c */
 int upstream_setup(struct server *, const struct conf *, char *cause, size_t cause_len);
@@ -159,7 +161,21 @@ void upstream_fill_models(struct server *, struct models_result *);
 void upstream_limiter_kick(struct upstream *);
 
 
+/* status.c */
+struct http_response;
+void status_queued(struct chat *);
+void status_retrying(struct chat *, const char *reason, const char *why, double wait_s);
+void status_cause(const struct http_response *, long status, char *buf, size_t len);
+bool status_upstream_down(struct chat *);
+
+/* logs.c */
+void logs_answer(struct session *, struct request *);
+
+/* top.c */
+void top_answer(struct session *, struct request *);
+
 /* chat.c */
+int64_t chat_streamed(const struct chat *);
 void chat_start(struct session *, struct request *);
 void chat_cancel(struct chat *, const char *code, const char *message);
 struct chat *chat_find(struct session *, uint64_t id);
