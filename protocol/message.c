@@ -2136,7 +2136,7 @@ enc_logs(struct enc *e, const struct logs_result *l)
 	enc_array(e, l->n);
 	for (i = 0; i < l->n && !e->failed; i++) {
 		w = &l->rows[i];
-		enc_map(e, 11 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0));
+		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0));
 		enc_kint(e, "time_ms", w->time_ms);
 		enc_kuint(e, "uid", w->uid);
 		if (w->tag != NULL)
