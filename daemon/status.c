@@ -27,7 +27,7 @@ status_send(struct chat *c, const char *state, const char *reason, const char *m
 	r.u.status.wait_s = wait_s >= 0 && isfinite(wait_s) ? wait_s : NAN;
 	r.u.status.attempt = attempt > 0 ? attempt : -1;
 	r.u.status.of = of > 0 ? of : -1;
-	session_send(c->session, &r);
+	c->front->reply(c->owner, c, &r);
 }
 
 /* The chat has just entered its upstream's limiter queue. */
@@ -103,7 +103,7 @@ status_upstream_down(struct chat *c)
 
 	if (c->upstream->healthy)
 		return false;
-	alt = upstream_route(c->session->server, c->model);
+	alt = upstream_route(c->server, c->model);
 	down = alt == NULL || alt == c->upstream || !alt->healthy;
 	upstream_release(alt);
 	return down;

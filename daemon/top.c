@@ -45,7 +45,7 @@ top_fill_chats(struct server *srv, struct top_result *t, size_t cap)
 				continue;
 			struct top_chat *tc = &t->chats[t->n_chats++];
 			tc->id = c->id;
-			tc->uid = (uint32_t)s->uid;
+			tc->uid = c->uid;
 			tc->model = (char *)model;
 			tc->upstream = c->upstream->conf.name;
 			tc->tag = c->req->u.chat.tag;
