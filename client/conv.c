@@ -21,7 +21,6 @@
 
 #include "client/ollmctl.h"
 
-#define CONV_MAX_FILE (64u * 1024 * 1024)       /* larger files are not conversations */
 #define CONV_FIRST_WORDS 48                     /* bytes of the first message listed */
 
 /*
