@@ -40,6 +40,8 @@ status_queued(struct chat *c)
 	double wait_s;
 	const char *why;
 
+	if (!c->req->u.chat.status)
+		return;
 	why = limiter_reason(c->upstream->limiter, &c->waiter, now_mono_ms(), &wait_s);
 	limiter_stats(c->upstream->limiter, &ls);
 	if (strcmp(why, "rpm") == 0)
