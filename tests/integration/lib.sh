@@ -8,6 +8,9 @@ TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/openllmd-test.XXXXXX")
 export TEST_DIR
 TEST_PIDS=""
 TEST_CLEANUP_PATHS=""           # more paths the trap removes (outside TEST_DIR)
+# ollmctl keeps conversations and history under XDG_STATE_HOME: never the user's own.
+XDG_STATE_HOME="$TEST_DIR/state-home"
+export XDG_STATE_HOME
 export OPENLLMD_TOKENIZER_DIR="${OPENLLMD_TOKENIZER_DIR:-$top_srcdir/tokenizers}"
 export PYTHONPATH="$top_srcdir/tests/integration${PYTHONPATH:+:$PYTHONPATH}"
 unset OPEN_LLM_API_BASE OPEN_LLM_API_MODEL OPENLLMD_CONFIG
