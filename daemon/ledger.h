@@ -26,6 +26,13 @@
  *                        until retention_days have passed.
  *   archive/<UTC time>/  what ledger_reset moved aside (snapshot.olm, journal/)
  *
+ * A failed fdatasync is never retried on the same file (the kernel may have
+ * dropped its dirty pages and report success the next time): the file is
+ * closed for good and the records written to it since its last good
+ * fdatasync are written again, in order, to a new journal file, which is
+ * then synced. Each record carries a number (rid) that is never reused, so
+ * replay and history count a record found in both files once.
+ *
  * Recovery at open: the last journal file's torn or corrupt tail (a short
  * header or body, a bad CRC, an undecodable body with nothing valid after it)
  * is cut with a warning saying how many bytes went. A corrupt stretch followed
@@ -76,6 +83,8 @@ struct ledger_record {
 	enum ledger_status status;
 	const char *error_code;
 	int64_t latency_ms;
+	bool has_ttft;              /* ttft_ms was measured (records before it have none) */
+	int64_t ttft_ms;            /* ms from the request to the first token */
 };
 
 /* A usage filter: NULL strings and uid -1 match anything; tag "" matches untagged rows. */
@@ -108,18 +117,22 @@ void ledger_close(struct ledger *);
 
 /*
  * Record one request. It is counted in the aggregates at once. 0 once its
- * bytes are in the journal (write(2) returned, fdatasynced under "always").
- * -1 with cause naming the file and the error when it is not: the record is
- * then kept in memory (up to pending_max, beyond which it is logged and
- * dropped from the journal) and written, in order, by the next append,
- * ledger_probe or ledger_tick; ledger_healthy is false until then.
+ * bytes are in the journal (write(2) returned; under "always" also
+ * fdatasynced, if need be in a new file after the current one's fdatasync
+ * failed). -1 with cause naming the file and the error when it is not: the
+ * record is then kept in memory (up to pending_max, beyond which it is
+ * logged and dropped from the journal) and written, in order, by the next
+ * append, ledger_probe or ledger_tick; ledger_healthy is false until then.
  */
 int ledger_append(struct ledger *, const struct ledger_record *, char *cause, size_t cause_len);
 
 /* Once a second: retry failed writes, fsync under everysec, compact when due. */
 void ledger_tick(struct ledger *, int64_t now_ms);
 
-/* Retry pending writes and a failed fsync; 0 when the ledger is healthy afterwards. */
+/*
+ * Retry pending writes (after a failed fsync, into a new file) and sync that
+ * file; 0 when the ledger is healthy afterwards.
+ */
 int ledger_probe(struct ledger *, char *cause, size_t cause_len);
 
 /* False while records wait in memory or an fsync failed. */
@@ -143,6 +156,10 @@ int64_t ledger_since(const struct ledger *);
  * are the caller's. -1 with errno EINVAL for an unknown by, ENOMEM.
  */
 int ledger_stats(struct ledger *, const char *by, int64_t since, struct stats_result *out);
+
+/* As ledger_stats, but the maps count only the rows of uid (-1: all); total counts every row. */
+int ledger_stats_scoped(struct ledger *, const char *by, int64_t since, int64_t uid,
+    struct stats_result *out);
 
 /* Free what a stats_result holds (maps, and budgets with their strings) and zero it. */
 void ledger_stats_clear(struct stats_result *);
@@ -170,6 +187,18 @@ int ledger_snapshot(struct ledger *, char *cause, size_t cause_len);
  * 0 when done or stopped by cb, -1 with cause when a file cannot be read.
  */
 int ledger_foreach_record(struct ledger *, int64_t since_ms, ledger_record_cb cb, void *arg,
+    char *cause, size_t cause_len);
+
+/*
+ * Call cb for each record with since_ms <= time_ms < until_ms (-1: no bound),
+ * newest first, each record once: the records waiting in memory, then the
+ * journal files from the newest back. A file is read whole; once max_bytes (0: no bound) have
+ * been read, the walk stops before the next file and sets *truncated. The
+ * walk also stops at the first record older than since_ms. 0 when done or
+ * stopped by cb, -1 with cause when a file cannot be read.
+ */
+int ledger_foreach_record_newest(struct ledger *, int64_t since_ms, int64_t until_ms,
+    size_t max_bytes, ledger_record_cb cb, void *arg, bool *truncated,
     char *cause, size_t cause_len);
 
 /* "always", "everysec" or "no"; -1 for anything else. */

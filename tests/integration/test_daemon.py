@@ -5,6 +5,7 @@ Run by the tests/integration/*.sh scripts after lib.sh started both servers:
 """
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -143,13 +144,55 @@ def chat_without_server_usage_is_estimated_with_the_formula():
 def extra_and_options_reach_the_server():
     c = Conn()
     deltas, end = c.chat("opts", max_tokens=7, temperature=0.5, top_p=0.9, stop=["X", "Y"],
-                         seed=42, extra={"response_format": {"type": "json_object"}, "n": 1})
+                         seed=42, extra={"response_format": {"type": "json_object"},
+                                         "presence_penalty": 0.5})
     check(end["type"] == "done", end)
     s = fake("/stats")
     body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
     check(body["max_tokens"] == 7 and body["temperature"] == 0.5 and body["top_p"] == 0.9, body)
     check(body["stop"] == ["X", "Y"] and body["seed"] == 42, body)
-    check(body["response_format"] == {"type": "json_object"} and body["n"] == 1, body)
+    check(body["response_format"] == {"type": "json_object"} and body["presence_penalty"] == 0.5,
+          body)
+
+
+EXTRA_REFUSED = {"model": "other", "messages": [], "prompt": "p", "stream": False,
+                 "stream_options": {"include_usage": False}, "max_tokens": 5000,
+                 "max_completion_tokens": 5000, "max_new_tokens": 5000, "n_predict": 5000,
+                 "n": 2, "best_of": 3, "user": "someone-else"}
+
+
+@test("basic")
+def extra_may_not_override_what_accounting_relies_on():
+    c = Conn()
+    before = stats(c)["total"]
+    sent = fake("/stats")["chat_requests"]
+    for key, value in EXTRA_REFUSED.items():
+        deltas, end = c.chat("sneaky", tag="sneaky", extra={"seed": 1, key: value})
+        check(end["type"] == "error" and end["code"] == "bad_request", (key, end))
+        check("extra." + key in end["message"], (key, end))
+    check(fake("/stats")["chat_requests"] == sent, "a refused request reached the server")
+    after = stats(c)
+    t = after["by_tag"]["sneaky"]
+    check(t["requests"] == len(EXTRA_REFUSED) and t["errors"] == len(EXTRA_REFUSED), t)
+    check(t["total_tokens"] == 0 and t["cost"] == 0, "never sent, yet counted: %r" % t)
+    check(after["total"]["total_tokens"] == before["total_tokens"], (before, after["total"]))
+    # removing stream_options (for servers that refuse it) is still allowed
+    deltas, end = c.chat("no options", extra={"stream_options": None})
+    check(end["type"] == "done", end)
+    s = fake("/stats")
+    body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+    check("stream_options" not in body, body)
+
+
+@test("basic")
+def max_tokens_beyond_the_bound_is_refused():
+    c = Conn()
+    sent = fake("/stats")["chat_requests"]
+    for n in (2**63 - 1, 16777217):
+        deltas, end = c.chat("huge", max_tokens=n)
+        check(end["type"] == "error" and end["code"] == "bad_request", end)
+        check("max_tokens" in end["message"] and "16777216" in end["message"], end)
+    check(fake("/stats")["chat_requests"] == sent, "a refused request reached the server")
 
 
 @test("basic")
@@ -640,6 +683,22 @@ def fifty_racing_for_a_budget_that_admits_ten():
 
 
 @test("budget")
+def huge_max_tokens_never_walks_past_an_exhausted_budget():
+    # after the race, tag:race has less left than one request needs
+    c = Conn()
+    sent = fake("/stats")["chat_requests"]
+    for n in (2**63 - 1, 2**62, 16777216):
+        deltas, end = c.chat("budget [[chunks=2]]", tag="race", max_tokens=n)
+        check(end["type"] == "error" and end["code"] in ("budget_exceeded", "bad_request"),
+              (n, end))
+        if end["code"] == "bad_request":
+            check("max_tokens" in end["message"], end)
+    check(fake("/stats")["chat_requests"] == sent, "admitted past an exhausted budget")
+    b = [x for x in c.call("stats")["budgets"] if x["scope"] == "tag:race"][0]
+    check(b["used"] <= b["limit"], b)
+
+
+@test("budget")
 def money_budget_stops_priced_model_but_not_free_one():
     c = Conn()
     deltas, end = c.chat("pricey [[chunks=2]]", model="priced", max_tokens=10)
@@ -792,6 +851,142 @@ def one_frame_of_small_integers_is_refused_cheaply():
     check("extra: " in r["message"] and "at most 262144" in r["message"], r)
     deltas, end = c.chat("still here " + d(chunks=2))
     check(end["type"] == "done", end)
+
+# --- descriptors, per-user caps, identity ---------------------------------------
+
+def nobody_uid():
+    import pwd
+    return pwd.getpwnam("nobody").pw_uid
+
+
+def as_user(uid, code):
+    """Run python code as uid (setpriv) with olc importable; its stdout as JSON."""
+    import subprocess
+    out = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups",
+                          os.environ["PYTHON"], "-c", code],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, "as uid %d: %s" % (uid, out.stderr))
+    return json.loads(out.stdout)
+
+
+def daemon_log():
+    with open(os.path.join(os.environ["TEST_DIR"], "daemon.log")) as f:
+        return f.read()
+
+
+def conn_retry():
+    """A connection, waiting while the listen queue is full (EAGAIN on a Unix socket)."""
+    for i in range(500):
+        try:
+            return Conn(timeout=60)
+        except BlockingIOError:
+            time.sleep(0.01)
+    raise AssertionError("the listen queue stayed full")
+
+
+def split_refused(conns, settle=1.0):
+    """(kept, refused replies): a refused connection has an error frame and EOF waiting."""
+    import select
+    time.sleep(settle)
+    ready = set(select.select([c.sock for c in conns], [], [], 0)[0])
+    kept = [c for c in conns if c.sock not in ready]
+    refused = []
+    for c in conns:
+        if c.sock in ready:
+            refused.append(c.read())
+            check(c.read() is None, "a refused connection must be closed")
+    return kept, refused
+
+
+@test("descriptors")
+def clients_past_the_descriptor_cap_are_refused_and_chats_still_reach_the_server():
+    # run under prlimit --nofile=128:256 with max_clients = 1000 and max_concurrency = 16
+    log = daemon_log()
+    check("descriptor limit 256" in log, "the soft limit was not raised to the hard one")
+    check("max_clients 1000 does not fit" in log, "no warning for a max_clients that does not fit")
+    cap = int(re.findall(r"accepting up to (\d+) clients", log)[-1])
+    check(cap == 256 - 32 - (16 + 2), "cap %d" % cap)
+    conns = [conn_retry() for i in range(cap + 40)]
+    kept, refused = split_refused(conns)
+    check(len(kept) == cap and len(refused) == 40, "%d kept, %d refused" % (len(kept), len(refused)))
+    for e in refused:
+        check(e["type"] == "error" and e["id"] == 0 and e["code"] == "rate_limited", e)
+        check("max_clients" in e["message"], e)
+    # many admitted clients chat at once: each reaches the model server
+    before = fake("/stats")["chat_requests"]
+    ends = run_parallel(60, lambda i: kept[i].chat("fd%d %s" % (i, d(chunks=2, delay_ms=50)))[1])
+    check(all(e["type"] == "done" for e in ends), [e for e in ends if e["type"] != "done"][:2])
+    check(fake("/stats")["chat_requests"] - before == 60, "chats at the server")
+    for c in kept[60:]:
+        check(c.call("ping")["type"] == "result", "an idle admitted client is still served")
+    # at the cap a fresh connection is refused; once a client leaves there is room again
+    fresh = conn_retry()
+    r = fresh.read()
+    check(r is not None and r["code"] == "rate_limited", r)
+    kept[0].close()
+    time.sleep(0.3)
+    deltas, end = conn_retry().chat("room again")
+    check(end["type"] == "done", end)
+    for c in kept[1:]:
+        c.close()
+
+
+@test("peruid")
+def a_users_connections_past_max_clients_per_uid_are_refused():
+    # max_clients_per_uid = 4
+    out = as_user(nobody_uid(), """
+import json
+from olc import Conn
+from test_daemon import split_refused
+kept, refused = split_refused([Conn() for i in range(6)])
+print(json.dumps({"kept": len(kept), "refused": refused,
+                  "pings": [c.call("ping")["type"] for c in kept]}))
+""")
+    check(out["kept"] == 4 and len(out["refused"]) == 2, out)
+    for e in out["refused"]:
+        check(e["code"] == "rate_limited" and "max_clients_per_uid 4" in e["message"], e)
+    check(out["pings"] == ["result"] * 4, out)
+    check("uid %d already has 4 connections" % nobody_uid() in daemon_log(), "no log line")
+    # root is not held to it
+    conns = [Conn() for i in range(8)]
+    check(all(c.call("ping")["type"] == "result" for c in conns), "root was refused")
+
+
+NOBODY_STATS = """
+import json
+from olc import Conn
+c = Conn()
+deltas, end = c.chat("from nobody", tag="nb")
+print(json.dumps({"end": end, "stats": c.call("stats")}))
+"""
+
+
+@test("identity")
+def clients_are_told_apart_by_uid_and_see_only_their_own_rows():
+    nb = str(nobody_uid())
+    deltas, end = Conn().chat("from root", tag="rt")
+    check(end["type"] == "done", end)
+    out = as_user(nobody_uid(), NOBODY_STATS)
+    check(out["end"]["type"] == "done", out)
+    mine = out["stats"]
+    check(list(map(str, mine["by_user"])) == [nb], mine["by_user"])
+    check(list(mine["by_tag"]) == ["nb"], mine["by_tag"])
+    check(mine["total"]["requests"] == 2, "the total stays everyone's: %r" % mine["total"])
+    scopes = [b["scope"] for b in mine["budgets"]]
+    check("user:nobody" in scopes and "user:root" not in scopes, scopes)
+    everything = stats()
+    check(sorted(map(str, everything["by_user"])) == sorted(["0", nb]), everything["by_user"])
+    check(everything["by_user"][nb]["requests"] == 1, everything["by_user"])
+    check(sorted(everything["by_tag"]) == ["nb", "rt"], everything["by_tag"])
+    check(everything["total"] == mine["total"], (everything["total"], mine["total"]))
+
+
+@test("identity_all")
+def stats_visibility_all_shows_everyone_to_everyone():
+    out = as_user(nobody_uid(), NOBODY_STATS)
+    by_user = sorted(map(str, out["stats"]["by_user"]))
+    check(by_user == sorted(["0", str(nobody_uid())]), by_user)
+    check(sorted(out["stats"]["by_tag"]) == ["nb", "rt"], out["stats"]["by_tag"])
 
 
 def main(group):
