@@ -1801,7 +1801,7 @@ END_TEST
 /* The chat request's status flag travels only when set. */
 START_TEST(chat_status_flag)
 {
-	struct chat_message m = { "user", "hi", NULL, NULL, { NULL, 0 } };
+	struct chat_message m = { "user", "hi", NULL, NULL, { NULL, 0 }, 0 };
 	struct request rq, *out;
 
 	message_request_init(&rq, OP_CHAT);
