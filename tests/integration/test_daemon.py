@@ -117,6 +117,20 @@ def chat_streams_deltas_then_done():
     check(s["authorization"] == "Bearer sk-test-secret", s)
 
 
+@test("keys")
+def each_request_carries_its_own_key():
+    c = Conn()
+    for i in range(8):
+        model = "model-a" if i % 3 != 1 else "model-b"
+        deltas, end = c.chat("key %d " % i + d(chunks=2), model=model, stream=i % 4 != 3)
+        check(end["type"] == "done" and end["model"] == model, end)
+        s = fake("/stats")
+        want = "Bearer sk-key-a" if model == "model-a" else "Bearer sk-key-b"
+        check(s["authorization"] == want, (i, model, s["authorization"]))
+        body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+        check(body["model"] == model and "key %d" % i in body["messages"][0]["content"], body)
+
+
 @test("basic")
 def chat_non_stream_returns_content_in_done():
     deltas, end = Conn().chat("plain " + d(chunks=3), stream=False)
