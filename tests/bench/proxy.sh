@@ -16,7 +16,8 @@
 # BENCH_LAT_N (requests per path per latency run, default 2000),
 # BENCH_STREAMS (concurrent streams, default 1000), BENCH_DELTAS (deltas per
 # stream in that test, default 200), BENCH_OPENLLMD (another openllmd binary
-# to measure, e.g. an older build).
+# to measure, e.g. an older build), BENCH_PERF (a directory: the first
+# openllmd run of each load test is recorded there with perf record -g).
 . "$top_srcdir/tests/integration/lib.sh"
 
 repeat=${BENCH_REPEAT:-3}
@@ -209,7 +210,18 @@ load_all() {    # load_all TEST CONNS DELTAS
 			nginx) t="$proxy/s$3/v1/chat/completions" ;;
 			openllmd) t="$sock#bench-$3" ;;
 			esac
+			perf_pid=""
+			if [ -n "${BENCH_PERF:-}" ] && [ $p = openllmd ] && [ $r -eq 0 ]; then
+				mkdir -p "$BENCH_PERF"
+				perf record -q -F 1999 -g -p "$DAEMON_PID" -o "$BENCH_PERF/$1.data" \
+				    2>> "$TEST_DIR/perf.log" &
+				perf_pid=$!
+			fi
 			out=$("$bench" load "$t" "$2" "$seconds" "$3") || { echo "$p: $out" >&2; exit 1; }
+			if [ -n "$perf_pid" ]; then
+				kill -INT "$perf_pid"
+				wait "$perf_pid" || true
+			fi
 			echo "$1 $p $out" >> "$TEST_DIR/load"
 		done
 		r=$((r + 1))
