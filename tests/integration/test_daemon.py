@@ -131,6 +131,21 @@ def each_request_carries_its_own_key():
         check(body["model"] == model and "key %d" % i in body["messages"][0]["content"], body)
 
 
+@test("keys")
+def prompt_counted_at_the_end_without_budget():
+    c = Conn()
+    msgs = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "count me " + d(chunks=3, usage=0)}]
+    want = c.call("tokens", messages=msgs, model="model-a")["count"]
+    for stream in (True, False):
+        deltas, end = c.chat(None, messages=msgs, model="model-a", stream=stream)
+        check(end["type"] == "done", end)
+        u = end["usage"]
+        check(u["estimated"] is True and u["prompt_tokens"] == want and u["completion_tokens"] > 0, (want, u))
+    deltas, end = c.chat("reported " + d(chunks=3), model="model-a")
+    check(end["usage"]["estimated"] is False, end)
+
+
 @test("basic")
 def chat_non_stream_returns_content_in_done():
     deltas, end = Conn().chat("plain " + d(chunks=3), stream=False)
