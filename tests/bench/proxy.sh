@@ -178,6 +178,11 @@ field() {
 median() {
 	sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
+# user + system CPU time of a process, in clock ticks.
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+hz=$(getconf CLK_TCK)
 rss_kib() {
 	awk '/^VmHWM/ { print $2 }' "/proc/$1/status"
 }
@@ -217,7 +222,18 @@ load_all() {    # load_all TEST CONNS DELTAS
 				    2>> "$TEST_DIR/perf.log" &
 				perf_pid=$!
 			fi
+			case $p in
+			nginx) cpu_pid=$proxy_WORKER ;;
+			openllmd) cpu_pid=$DAEMON_PID ;;
+			*) cpu_pid="" ;;
+			esac
+			[ -z "$cpu_pid" ] || t0=$(cpu_ticks "$cpu_pid")
 			out=$("$bench" load "$t" "$2" "$seconds" "$3") || { echo "$p: $out" >&2; exit 1; }
+			if [ -n "$cpu_pid" ]; then
+				t1=$(cpu_ticks "$cpu_pid")
+				out="$out cpu_ns_delta=$(awk -v t="$((t1 - t0))" -v hz="$hz" \
+				    -v d="$(field deltas "$out")" 'BEGIN { printf "%.0f", t / hz * 1e9 / d }')"
+			fi
 			if [ -n "$perf_pid" ]; then
 				kill -INT "$perf_pid"
 				wait "$perf_pid" || true
@@ -238,12 +254,13 @@ d99=$(lat 0 p99_us); n99=$(lat 1 p99_us); o99=$(lat 2 p99_us)
 dc=$(loadv c64 direct rps); nc=$(loadv c64 nginx rps); oc=$(loadv c64 openllmd rps)
 ds=$(loadv streams direct rps); ns=$(loadv streams nginx rps); os=$(loadv streams openllmd rps)
 dd=$(loadv streams direct deltas_s); nd=$(loadv streams nginx deltas_s); od=$(loadv streams openllmd deltas_s)
+ncpu=$(loadv streams nginx cpu_ns_delta); ocpu=$(loadv streams openllmd cpu_ns_delta)
 nrss=$(rss_kib "$proxy_WORKER"); orss=$(rss_kib "$DAEMON_PID")
 
 awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99="$o99" \
     -v dc="$dc" -v nc="$nc" -v oc="$oc" -v ds="$ds" -v ns="$ns" -v os="$os" \
     -v dd="$dd" -v nd="$nd" -v od="$od" -v nrss="$nrss" -v orss="$orss" -v n="$streams" \
-    -v k="$deltas" 'BEGIN {
+    -v k="$deltas" -v ncpu="$ncpu" -v ocpu="$ocpu" 'BEGIN {
 	f = "%-38s %12s %12s %12s %10s\n"
 	printf f, "", "direct", "nginx proxy", "openllmd", "openllmd/nginx"
 	printf f, "latency p50, 1 connection (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), ""
@@ -253,5 +270,6 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
 	printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", dc), sprintf("%.0f", nc), sprintf("%.0f", oc), sprintf("%.2fx", oc / nc)
 	printf f, sprintf("%d streams of %d deltas (streams/s)", n, k), sprintf("%.0f", ds), sprintf("%.0f", ns), sprintf("%.0f", os), sprintf("%.2fx", os / ns)
 	printf f, "  deltas/s", sprintf("%.0f", dd), sprintf("%.0f", nd), sprintf("%.0f", od), sprintf("%.2fx", od / nd)
+	printf f, "  CPU of the proxy per delta (ns)", "", ncpu, ocpu, sprintf("%.2fx", ocpu / ncpu)
 	printf f, "peak RSS of the proxy (MiB)", "", sprintf("%.1f", nrss / 1024), sprintf("%.1f", orss / 1024), ""
 }'

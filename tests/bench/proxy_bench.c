@@ -14,7 +14,7 @@
  * proxy_bench load TARGET CONNS SECONDS DELTAS
  *     CONNS connections, each sending its next request when the last one
  *     ended, for SECONDS; prints "requests=.. rps=.. deltas=.. deltas_s=..
- *     errors=..". Every reply is checked: an SSE body of the expected length,
+ *     errors=..". PROXY_BENCH_PROMPT replaces the user message. Every reply is checked: an SSE body of the expected length,
  *     or DELTAS delta frames and then a done frame.
  */
 #include "config.h"
@@ -137,7 +137,9 @@ target_parse(struct target *t, const char *spec)
 	} else if (strncmp(spec, "unix:", 5) == 0) {
 		struct sockaddr_un *sun = (struct sockaddr_un *)&t->addr;
 		const char *hash = strchr(spec, '#');
-		struct chat_message msg = { (char *)"user", (char *)BENCH_PROMPT, NULL, NULL, { NULL, 0 } };
+		const char *prompt = getenv("PROXY_BENCH_PROMPT");
+		struct chat_message msg = { (char *)"user", (char *)(prompt ? prompt : BENCH_PROMPT),
+		    NULL, NULL, { NULL, 0 } };
 		struct request req;
 		msgpack_sbuffer sb;
 		if (hash == NULL || (size_t)(hash - spec - 5) >= sizeof sun->sun_path)
