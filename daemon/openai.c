@@ -895,6 +895,11 @@ openai_fast_string(struct openai_fast *f, const char **s, size_t *len,
 
 	*escaped = false;
 	while (p < end) {
+		/* the bulk of a string: printable ASCII but the quote and backslash */
+		while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+			p++;
+		if (p >= end)
+			break;
 		if (*p == '"') {
 			*s = f->p + 1;
 			*len = (size_t)((const char *)p - *s);
