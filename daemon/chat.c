@@ -523,7 +523,7 @@ chat_count_prompt(struct chat *c)
 	struct tokenizer *tok = c->upstream->tokenizer;
 	struct tokenizer_message *tm;
 
-	if (c->prompt_estimate >= 0 || !c->session->server->conf->calc_usage || tok == NULL)
+	if (c->prompt_estimate >= 0 || !c->server->conf->calc_usage || tok == NULL)
 		return;
 	if ((tm = calloc(cr->n_messages ? cr->n_messages : 1, sizeof *tm)) == NULL)
 		return;
@@ -790,7 +790,7 @@ chat_start(struct chat *c)
 	 * The prompt is counted before sending only when a budget or tpm needs
 	 * the number to reserve; otherwise only when the server reports no usage.
 	 */
-	if (up->conf.tpm > 0 || budgets_apply(srv->budgets, (uint32_t)s->uid, cr->tag, c->model))
+	if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, cr->tag, c->model))
 		chat_count_prompt(c);
 	c->body = openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
 	if (c->body == NULL) {
