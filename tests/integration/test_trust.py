@@ -221,14 +221,24 @@ def clients_together_cannot_buffer_more_than_max_output_total():
     before = total_requests()
     hog = Conn()
     hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sent = 0
     for i in range(3):
-        hog.request("chat", stream=False,
-                    messages=[{"role": "user", "content": "hog%d %s [[chunks=1]]" % (i, BIG)}])
-    check(wait_requests(before + 3, 120) == before + 3, "want 3 records")
+        try:
+            hog.request("chat", stream=False,
+                        messages=[{"role": "user", "content": "hog%d %s [[chunks=1]]" % (i, BIG)}])
+        except (BrokenPipeError, ConnectionResetError):
+            break   # already dropped: the first reply came back before this was sent
+        sent += 1
+    # each chat the daemon read is recorded once; one sent last may not have been read
+    got = wait_requests(before + sent, 60 if sent == 3 else 10)
+    check(before + 1 <= got <= before + sent, "want 1 to %d records, got %d" % (sent, got - before))
     hog.sock.settimeout(10)
     seen = 0
     while True:
-        chunk = hog.sock.recv(1 << 20)
+        try:
+            chunk = hog.sock.recv(1 << 20)
+        except ConnectionResetError:
+            break   # closed with its unread requests still queued
         if not chunk:
             break
         seen += len(chunk)
