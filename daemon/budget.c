@@ -214,6 +214,19 @@ budget_applies(const struct budget *b, uint32_t uid, const char *tag,
 	return 0;
 }
 
+/* Whether any budget counts a request of uid, tag and model. */
+bool
+budgets_apply(const struct budgets *bs, uint32_t uid, const char *tag,
+    const char *model)
+{
+	size_t i;
+
+	for (i = 0; i < bs->n; i++)
+		if (budget_applies(bs->v[i], uid, tag, model))
+			return true;
+	return false;
+}
+
 /* Whether two budgets count the same thing the same way (a reload keeps its state). */
 static int
 budget_same(const struct budget *a, const struct budget *b)

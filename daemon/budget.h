@@ -2,6 +2,7 @@
 #ifndef OLLM_BUDGET_H
 #define OLLM_BUDGET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -78,6 +79,8 @@ int budgets_set_used(struct budgets *, size_t index, double used,
 void budgets_add_usage(struct budgets *, uint32_t uid, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t when_ms,
     int64_t now_ms);
+bool budgets_apply(const struct budgets *, uint32_t uid, const char *tag,
+    const char *model);
 int budgets_reserve(struct budgets *, uint32_t uid, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t now_ms,
     struct budget_reservation **, struct budget_refusal *);

@@ -535,6 +535,29 @@ chat_attempt(struct chat *c)
 	chat_arm_timer(c, u->first_byte_timeout);
 }
 
+/* Count the prompt with the upstream's tokenizer, once, when calc_usage is on. */
+static void
+chat_count_prompt(struct chat *c)
+{
+	struct chat_request *cr = &c->req->u.chat;
+	struct tokenizer *tok = c->upstream->tokenizer;
+	struct tokenizer_message *tm;
+
+	if (c->prompt_estimate >= 0 || !c->server->conf->calc_usage || tok == NULL)
+		return;
+	if ((tm = calloc(cr->n_messages ? cr->n_messages : 1, sizeof *tm)) == NULL)
+		return;
+	for (size_t i = 0; i < cr->n_messages; i++) {
+		tm[i].role = cr->messages[i].role;
+		tm[i].content = cr->messages[i].content;
+		tm[i].content_len = cr->messages[i].content_len;
+		tm[i].name = cr->messages[i].name;
+		tm[i].tool_call_id = cr->messages[i].tool_call_id;
+	}
+	c->prompt_estimate = tokenizer_count_messages(tok, tm, cr->n_messages);
+	free(tm);
+}
+
 /* Usage of a finished or abandoned attempt: the server's numbers, else our count. */
 static void
 chat_usage(struct chat *c, struct usage *out)
@@ -553,6 +576,7 @@ chat_usage(struct chat *c, struct usage *out)
 			out->total_tokens = budget_tokens_add(out->prompt_tokens, out->completion_tokens);
 		return;
 	}
+	chat_count_prompt(c);
 	if (c->prompt_estimate < 0 || tok == NULL)
 		return;
 	out->estimated = true;
@@ -784,21 +808,13 @@ chat_start(struct chat *c)
 	}
 	c->upstream = up;
 
-	if (srv->conf->calc_usage && up->tokenizer != NULL) {
-		struct tokenizer_message *tm = calloc(cr->n_messages, sizeof *tm);
-		if (tm != NULL) {
-			for (size_t i = 0; i < cr->n_messages; i++) {
-				tm[i].role = cr->messages[i].role;
-				tm[i].content = cr->messages[i].content;
-				tm[i].content_len = cr->messages[i].content_len;
-				tm[i].name = cr->messages[i].name;
-				tm[i].tool_call_id = cr->messages[i].tool_call_id;
-			}
-			c->prompt_estimate = tokenizer_count_messages(up->tokenizer, tm, cr->n_messages);
-			free(tm);
-		}
-	}
 	c->model = strdup(cr->model != NULL && *cr->model != '\0' ? cr->model : up->conf.model);
+	/*
+	 * The prompt is counted before sending only when a budget or tpm needs
+	 * the number to reserve; otherwise only when the server reports no usage.
+	 */
+	if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, cr->tag, c->model))
+		chat_count_prompt(c);
 	c->body = openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
 	if (c->body == NULL) {
 		chat_finish(c, "bad_request", cause, -1, NAN);

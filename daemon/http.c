@@ -1,6 +1,7 @@
 /* libcurl's multi_socket API driven by libevent, after curl's hiperfifo.c. */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,28 +12,40 @@
 #include "daemon/http.h"
 #include "daemon/log.h"
 
+#define HTTP_POOL_MAX 64         /* idle easy handles kept for reuse */
+
+/* One transfer, attached to its easy handle with CURLOPT_PRIVATE. */
+struct http_transfer {
+	struct http *http;
+	CURL *easy;                 /* kept with its options set when pooled */
+	struct curl_slist *headers; /* built for api_key and has_body, kept with the handle */
+	char *headers_key;          /* the api_key the list carries, NULL for none */
+	bool headers_body;          /* the list has Content-Type */
+	char *body;                 /* a copy of the request body, its buffer reused */
+	size_t body_cap;
+	struct http_callbacks cb;
+	void *arg;
+	char error[CURL_ERROR_SIZE];
+	int paused;
+	long status;                /* cached once the body starts */
+	const char *content_type;
+	bool have_headers;
+	struct http_transfer *next_free;
+};
+
 struct http {
 	struct event_base *base;
 	CURLM *multi;
 	struct event *timer;
 	size_t active;
-};
-
-/* One transfer, attached to its easy handle with CURLOPT_PRIVATE. */
-struct http_transfer {
-	struct http *http;
-	CURL *easy;
-	struct curl_slist *headers;
-	char *body;
-	struct http_callbacks cb;
-	void *arg;
-	char error[CURL_ERROR_SIZE];
-	int paused;
+	struct http_transfer *pool; /* idle transfers, their easy handles ready */
+	size_t n_pool;
 };
 
 /* One socket curl watches, attached with curl_multi_assign, freed on CURL_POLL_REMOVE. */
 struct http_socket {
 	struct event *ev;
+	short kind;                 /* the events ev is set for */
 };
 
 static void http_check_done(struct http *);
@@ -103,12 +116,18 @@ http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
 	if (s == NULL) {
 		if ((s = calloc(1, sizeof *s)) == NULL)
 			return -1;
+		if ((s->ev = event_new(h->base, fd, kind, http_event_cb, h)) == NULL) {
+			free(s);
+			return -1;
+		}
 		curl_multi_assign(h->multi, fd, s);
-	} else
-		event_free(s->ev);
-	s->ev = event_new(h->base, fd, kind, http_event_cb, h);
-	if (s->ev == NULL)
-		return -1;
+	} else if (s->kind == kind)
+		return 0;       /* already watched for these events */
+	else {
+		event_del(s->ev);
+		event_assign(s->ev, h->base, fd, kind, http_event_cb, h);
+	}
+	s->kind = kind;
 	event_add(s->ev, NULL);
 	return 0;
 }
@@ -121,8 +140,14 @@ http_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 	size_t len = size * nmemb;
 	struct http_response resp = { 0, NULL, CURLE_OK, NULL, true, -1, 0 };
 
-	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &resp.status);
-	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &resp.content_type);
+	if (!t->have_headers) {
+		/* the body has started: status and type are final */
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &t->content_type);
+		t->have_headers = true;
+	}
+	resp.status = t->status;
+	resp.content_type = t->content_type;
 	switch (t->cb.data_cb(t->arg, &resp, ptr, len)) {
 	case HTTP_DATA_OK:
 		return len;
@@ -135,16 +160,38 @@ http_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 	return 0;
 }
 
-/* Remove a transfer from the multi handle and free it. */
+/* Free a transfer and its easy handle for good. */
 static void
-http_transfer_free(struct http_transfer *t)
+http_transfer_destroy(struct http_transfer *t)
 {
-	curl_multi_remove_handle(t->http->multi, t->easy);
 	curl_easy_cleanup(t->easy);
 	curl_slist_free_all(t->headers);
+	free(t->headers_key);
 	free(t->body);
-	t->http->active--;
 	free(t);
+}
+
+/*
+ * Remove a transfer from the multi handle; keep it, options and all, for the
+ * next one when it ran to its end and the pool has room, else free it.
+ */
+static void
+http_transfer_free(struct http_transfer *t, bool finished)
+{
+	struct http *h = t->http;
+
+	curl_multi_remove_handle(h->multi, t->easy);
+	h->active--;
+	if (!finished || t->paused || h->n_pool >= HTTP_POOL_MAX) {
+		http_transfer_destroy(t);
+		return;
+	}
+	t->cb.data_cb = NULL;
+	t->cb.done_cb = NULL;
+	t->arg = NULL;
+	t->next_free = h->pool;
+	h->pool = t;
+	h->n_pool++;
 }
 
 /* Drain finished transfers; each leaves the multi handle before its owner hears of it. */
@@ -184,7 +231,7 @@ http_check_done(struct http *h)
 		resp.error = error;
 		struct http_callbacks cb = t->cb;
 		void *arg = t->arg;
-		http_transfer_free(t);
+		http_transfer_free(t, true);
 		cb.done_cb(arg, &resp);
 	}
 }
@@ -207,7 +254,12 @@ http_new(struct event_base *base)
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_multi_timer_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 64L);
+	/*
+	 * CURLMOPT_MAXCONNECTS stays curl's default, four times the transfers
+	 * under way: every finished transfer keeps its connection while the
+	 * load lasts, instead of reconnecting once more than a fixed number
+	 * run at once.
+	 */
 	return h;
 }
 
@@ -216,6 +268,11 @@ http_free(struct http *h)
 {
 	if (h == NULL)
 		return;
+	while (h->pool != NULL) {
+		struct http_transfer *t = h->pool;
+		h->pool = t->next_free;
+		http_transfer_destroy(t);
+	}
 	if (h->multi != NULL)
 		curl_multi_cleanup(h->multi);
 	if (h->timer != NULL)
@@ -223,32 +280,17 @@ http_free(struct http *h)
 	free(h);
 }
 
-struct http_transfer *
-http_transfer_start(struct http *h, const struct http_request *req,
-    const struct http_callbacks *cb, void *arg, char *cause, size_t cause_len)
+/* A new easy handle with the options every transfer shares. */
+static struct http_transfer *
+http_transfer_new(struct http *h)
 {
 	struct http_transfer *t = calloc(1, sizeof *t);
-	char auth[1024];
 
 	if (t == NULL || (t->easy = curl_easy_init()) == NULL) {
-		snprintf(cause, cause_len, "out of memory");
 		free(t);
 		return NULL;
 	}
 	t->http = h;
-	t->cb = *cb;
-	t->arg = arg;
-	t->headers = curl_slist_append(NULL, "Accept: application/json, text/event-stream");
-	if (req->body != NULL)
-		t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
-	t->headers = curl_slist_append(t->headers, "Expect:");
-	if (req->api_key != NULL && *req->api_key != '\0') {
-		snprintf(auth, sizeof auth, "Authorization: Bearer %s", req->api_key);
-		t->headers = curl_slist_append(t->headers, auth);
-		explicit_bzero(auth, sizeof auth);
-	}
-	curl_easy_setopt(t->easy, CURLOPT_URL, req->url);
-	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->error);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, http_write_cb);
@@ -258,20 +300,97 @@ http_transfer_start(struct http *h, const struct http_request *req,
 	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "openllmd/" PACKAGE_VERSION);
+	curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "");
+	return t;
+}
+
+/* The header list for this request: the one kept with the handle when it fits. */
+static int
+http_transfer_headers(struct http_transfer *t, const struct http_request *req)
+{
+	const char *key = req->api_key != NULL && *req->api_key != '\0' ? req->api_key : NULL;
+	bool body = req->body != NULL;
+	struct curl_slist *list;
+	char auth[1024];
+
+	if (t->headers != NULL && t->headers_body == body &&
+	    (key == NULL ? t->headers_key == NULL :
+	    t->headers_key != NULL && strcmp(key, t->headers_key) == 0))
+		return 0;
+	list = curl_slist_append(NULL, "Accept: application/json, text/event-stream");
+	if (list != NULL && body)
+		list = curl_slist_append(list, "Content-Type: application/json");
+	if (list != NULL)
+		list = curl_slist_append(list, "Expect:");
+	if (list != NULL && key != NULL) {
+		snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+		list = curl_slist_append(list, auth);
+		explicit_bzero(auth, sizeof auth);
+	}
+	if (list == NULL)
+		return -1;
+	if (t->headers != NULL)
+		curl_slist_free_all(t->headers);
+	if (t->headers_key != NULL) {
+		explicit_bzero(t->headers_key, strlen(t->headers_key));
+		free(t->headers_key);
+	}
+	t->headers = list;
+	t->headers_key = key != NULL ? strdup(key) : NULL;
+	t->headers_body = body;
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+	return key != NULL && t->headers_key == NULL ? -1 : 0;
+}
+
+struct http_transfer *
+http_transfer_start(struct http *h, const struct http_request *req,
+    const struct http_callbacks *cb, void *arg, char *cause, size_t cause_len)
+{
+	struct http_transfer *t = h->pool;
+
+	if (t != NULL) {
+		h->pool = t->next_free;
+		h->n_pool--;
+	} else if ((t = http_transfer_new(h)) == NULL) {
+		snprintf(cause, cause_len, "out of memory");
+		return NULL;
+	}
+	t->next_free = NULL;
+	t->cb = *cb;
+	t->arg = arg;
+	t->error[0] = '\0';
+	t->paused = 0;
+	t->have_headers = false;
+	t->status = 0;
+	t->content_type = NULL;
+	if (http_transfer_headers(t, req) == -1) {
+		snprintf(cause, cause_len, "out of memory");
+		http_transfer_destroy(t);
+		return NULL;
+	}
+	curl_easy_setopt(t->easy, CURLOPT_URL, req->url);
 	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
 	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
-	curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "");
 	if (req->body != NULL) {
-		t->body = strdup(req->body);
+		size_t len = strlen(req->body);
+		if (len + 1 > t->body_cap) {
+			char *grown = realloc(t->body, len + 1);
+			if (grown == NULL) {
+				snprintf(cause, cause_len, "out of memory");
+				http_transfer_destroy(t);
+				return NULL;
+			}
+			t->body = grown;
+			t->body_cap = len + 1;
+		}
+		memcpy(t->body, req->body, len + 1);
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);
-		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(t->body));
-	}
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	} else
+		curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L);
 	if (curl_multi_add_handle(h->multi, t->easy) != CURLM_OK) {
 		snprintf(cause, cause_len, "cannot add transfer to the multi handle");
-		curl_easy_cleanup(t->easy);
-		curl_slist_free_all(t->headers);
-		free(t->body);
-		free(t);
+		http_transfer_destroy(t);
 		return NULL;
 	}
 	h->active++;
@@ -282,7 +401,7 @@ void
 http_transfer_cancel(struct http_transfer *t)
 {
 	if (t != NULL)
-		http_transfer_free(t);
+		http_transfer_free(t, false);
 }
 
 void

@@ -876,6 +876,523 @@ openai_choice(json_t *choices)
 	return (NULL);
 }
 
+/* --- stream chunks, read in place ------------------------------------- */
+
+/*
+ * jansson offers no pull parser: json_loadb builds a whole document (an
+ * allocation per value, a hash table per object) that a stream chunk only
+ * needs for four strings, and that was most of the daemon's time per delta.
+ * The usual chunk is therefore read here in place, in one pass that checks
+ * all of it as strict JSON (structure, numbers, escapes, UTF-8) and copies
+ * out only what is kept. Anything it does not read exactly as openai_fill
+ * would (errors, usage, timings, tool calls, content parts, the "message"
+ * form, several choices, a repeated key, an escaped key, a number jansson
+ * might refuse as too large, \u0000, nesting past OPENAI_FAST_DEPTH) makes
+ * it give up, and jansson parses the chunk: every malformed chunk is still
+ * refused by jansson, with its message. check_openai compares both on a
+ * corpus and on every one-byte damage of it.
+ */
+#define OPENAI_FAST_DEPTH 32
+
+struct openai_fast {
+	const char	*p, *end;
+};
+
+/* Four hex digits. */
+static unsigned int
+openai_fast_hex4(const char *s)
+{
+	unsigned int	v = 0;
+	int		i;
+
+	for (i = 0; i < 4; i++) {
+		int c = (unsigned char)s[i];
+		v = v << 4 | (unsigned int)(isdigit(c) ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return (v);
+}
+
+/* A JSON string at f->p (on its quote): bounds of its body, escapes seen. */
+static bool
+openai_fast_string(struct openai_fast *f, const char **s, size_t *len,
+    bool *escaped)
+{
+	const unsigned char	*p = (const unsigned char *)f->p + 1;
+	const unsigned char	*end = (const unsigned char *)f->end;
+	size_t			 n;
+	unsigned int		 cp;
+	int			 i;
+
+	*escaped = false;
+	while (p < end) {
+		/* the bulk of a string: printable ASCII but the quote and backslash */
+		while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+			p++;
+		if (p >= end)
+			break;
+		if (*p == '"') {
+			*s = f->p + 1;
+			*len = (size_t)((const char *)p - *s);
+			f->p = (const char *)p + 1;
+			return (true);
+		}
+		if (*p == '\\') {
+			*escaped = true;
+			if (p + 1 >= end)
+				return (false);
+			if (p[1] == 'u') {
+				/* jansson refuses \u0000 and unpaired surrogates */
+				if (p + 6 > end)
+					return (false);
+				for (i = 2; i < 6; i++)
+					if (!isxdigit(p[i]))
+						return (false);
+				cp = openai_fast_hex4((const char *)p + 2);
+				p += 6;
+				if (cp == 0 || (cp >= 0xdc00 && cp <= 0xdfff))
+					return (false);
+				if (cp >= 0xd800 && cp <= 0xdbff) {
+					if (p + 6 > end || p[0] != '\\' || p[1] != 'u')
+						return (false);
+					for (i = 2; i < 6; i++)
+						if (!isxdigit(p[i]))
+							return (false);
+					cp = openai_fast_hex4((const char *)p + 2);
+					if (cp < 0xdc00 || cp > 0xdfff)
+						return (false);
+					p += 6;
+				}
+			} else if (strchr("\"\\/bfnrt", p[1]) != NULL && p[1] != '\0')
+				p += 2;
+			else
+				return (false);
+		} else if (*p < 0x20)
+			return (false);
+		else if (*p < 0x80)
+			p++;
+		else {
+			if ((n = openai_utf8_len(p, (size_t)(end - p))) == 0)
+				return (false);
+			p += n;
+		}
+	}
+	return (false);
+}
+
+/*
+ * A malloc'd copy of a checked string body, escapes decoded; NULL (with
+ * *fail false) for an empty string, *fail for what jansson must judge
+ * (\u0000, a lone surrogate) or no memory.
+ */
+static char *
+openai_fast_copy(const char *s, size_t len, bool escaped, bool *fail)
+{
+	char		*out, *o;
+	const char	*end = s + len;
+	unsigned int	 cp, lo;
+
+	*fail = false;
+	if (len == 0)
+		return (NULL);
+	if ((out = malloc(len + 1)) == NULL) {
+		*fail = true;
+		return (NULL);
+	}
+	if (!escaped) {
+		memcpy(out, s, len);
+		out[len] = '\0';
+		return (out);
+	}
+	for (o = out; s < end; ) {
+		if (*s != '\\') {
+			*o++ = *s++;
+			continue;
+		}
+		switch (s[1]) {
+		case 'b': *o++ = '\b'; s += 2; continue;
+		case 'f': *o++ = '\f'; s += 2; continue;
+		case 'n': *o++ = '\n'; s += 2; continue;
+		case 'r': *o++ = '\r'; s += 2; continue;
+		case 't': *o++ = '\t'; s += 2; continue;
+		case 'u': break;
+		default: *o++ = s[1]; s += 2; continue;
+		}
+		cp = openai_fast_hex4(s + 2);
+		s += 6;
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			if (end - s < 6 || s[0] != '\\' || s[1] != 'u')
+				goto judge;
+			lo = openai_fast_hex4(s + 2);
+			if (lo < 0xdc00 || lo > 0xdfff)
+				goto judge;
+			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+			s += 6;
+		} else if (cp == 0 || (cp >= 0xdc00 && cp <= 0xdfff))
+			goto judge;
+		if (cp < 0x80)
+			*o++ = (char)cp;
+		else if (cp < 0x800) {
+			*o++ = (char)(0xc0 | cp >> 6);
+			*o++ = (char)(0x80 | (cp & 0x3f));
+		} else if (cp < 0x10000) {
+			*o++ = (char)(0xe0 | cp >> 12);
+			*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+			*o++ = (char)(0x80 | (cp & 0x3f));
+		} else {
+			*o++ = (char)(0xf0 | cp >> 18);
+			*o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+			*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+			*o++ = (char)(0x80 | (cp & 0x3f));
+		}
+	}
+	*o = '\0';
+	if (o == out) {
+		free(out);
+		return (NULL);
+	}
+	return (out);
+judge:
+	free(out);
+	*fail = true;
+	return (NULL);
+}
+
+static void
+openai_fast_ws(struct openai_fast *f)
+{
+	while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' ||
+	    *f->p == '\r'))
+		f->p++;
+}
+
+/* Whether the next bytes are the literal word. */
+static bool
+openai_fast_word(struct openai_fast *f, const char *word)
+{
+	size_t	n = strlen(word);
+
+	if ((size_t)(f->end - f->p) < n || memcmp(f->p, word, n) != 0)
+		return (false);
+	f->p += n;
+	return (true);
+}
+
+/* A number of at most 15 characters without an exponent (jansson takes those). */
+static bool
+openai_fast_number(struct openai_fast *f)
+{
+	const char	*p = f->p, *start = f->p;
+
+	if (p < f->end && *p == '-')
+		p++;
+	if (p < f->end && *p == '0')
+		p++;
+	else if (p < f->end && *p >= '1' && *p <= '9')
+		while (p < f->end && isdigit((unsigned char)*p))
+			p++;
+	else
+		return (false);
+	if (p < f->end && *p == '.') {
+		p++;
+		if (p >= f->end || !isdigit((unsigned char)*p))
+			return (false);
+		while (p < f->end && isdigit((unsigned char)*p))
+			p++;
+	}
+	if (p < f->end && (*p == 'e' || *p == 'E'))
+		return (false);
+	if (p - start > 15)
+		return (false);
+	f->p = p;
+	return (true);
+}
+
+/* The integer 0 (not 0.0 nor 0e0: jansson makes those reals). */
+static bool
+openai_fast_zero(struct openai_fast *f)
+{
+	if (!openai_fast_word(f, "0"))
+		return (false);
+	return (f->p >= f->end || (*f->p != '.' && *f->p != 'e' && *f->p != 'E' &&
+	    !isdigit((unsigned char)*f->p)));
+}
+
+/* Skip one value, checking it. */
+static bool
+openai_fast_skip(struct openai_fast *f, int depth)
+{
+	const char	*s;
+	size_t		 len;
+	bool		 esc, first = true;
+	char		 close;
+
+	openai_fast_ws(f);
+	if (f->p >= f->end)
+		return (false);
+	switch (*f->p) {
+	case '"':
+		return (openai_fast_string(f, &s, &len, &esc));
+	case 't':
+		return (openai_fast_word(f, "true"));
+	case 'f':
+		return (openai_fast_word(f, "false"));
+	case 'n':
+		return (openai_fast_word(f, "null"));
+	case '{':
+	case '[':
+		break;
+	default:
+		return (openai_fast_number(f));
+	}
+	if (depth >= OPENAI_FAST_DEPTH)
+		return (false);
+	close = *f->p == '{' ? '}' : ']';
+	f->p++;
+	for (;;) {
+		openai_fast_ws(f);
+		if (f->p < f->end && *f->p == close && first) {
+			f->p++;
+			return (true);
+		}
+		if (close == '}') {
+			if (f->p >= f->end || *f->p != '"' ||
+			    !openai_fast_string(f, &s, &len, &esc))
+				return (false);
+			openai_fast_ws(f);
+			if (f->p >= f->end || *f->p++ != ':')
+				return (false);
+		}
+		if (!openai_fast_skip(f, depth + 1))
+			return (false);
+		openai_fast_ws(f);
+		if (f->p < f->end && *f->p == ',') {
+			f->p++;
+			first = false;
+			continue;
+		}
+		if (f->p < f->end && *f->p == close) {
+			f->p++;
+			return (true);
+		}
+		return (false);
+	}
+}
+
+/*
+ * Walk an object's members: cb gets each key (unescaped keys only) with
+ * f->p on its value and must consume the value. false gives up.
+ */
+static bool
+openai_fast_object(struct openai_fast *f, bool (*cb)(struct openai_fast *,
+    const char *, size_t, void *), void *arg)
+{
+	const char	*key;
+	size_t		 klen;
+	bool		 esc, first = true;
+
+	openai_fast_ws(f);
+	if (f->p >= f->end || *f->p != '{')
+		return (false);
+	f->p++;
+	for (;;) {
+		openai_fast_ws(f);
+		if (first && f->p < f->end && *f->p == '}') {
+			f->p++;
+			return (true);
+		}
+		if (f->p >= f->end || *f->p != '"' ||
+		    !openai_fast_string(f, &key, &klen, &esc) || esc)
+			return (false);
+		openai_fast_ws(f);
+		if (f->p >= f->end || *f->p++ != ':')
+			return (false);
+		openai_fast_ws(f);
+		if (!cb(f, key, klen, arg))
+			return (false);
+		openai_fast_ws(f);
+		if (f->p < f->end && *f->p == ',') {
+			f->p++;
+			first = false;
+			continue;
+		}
+		if (f->p < f->end && *f->p == '}') {
+			f->p++;
+			return (true);
+		}
+		return (false);
+	}
+}
+
+/* What the walk has found, and which keys it has met (a repeat gives up). */
+struct openai_fast_chunk {
+	struct openai_chunk	*c;
+	unsigned int		 seen;
+	char			*reasoning_content;
+	char			*reasoning;
+};
+
+enum {
+	FAST_CHOICES = 1 << 0, FAST_MODEL = 1 << 1, FAST_USAGE = 1 << 2,
+	FAST_OBJECT = 1 << 3, FAST_INDEX = 1 << 4, FAST_DELTA = 1 << 5,
+	FAST_FINISH = 1 << 6, FAST_CONTENT = 1 << 7, FAST_RC = 1 << 8,
+	FAST_R = 1 << 9, FAST_TOOLS = 1 << 10
+};
+
+/* Whether key (len klen) is name. */
+static bool
+openai_fast_is(const char *key, size_t klen, const char *name)
+{
+	return (strlen(name) == klen && memcmp(key, name, klen) == 0);
+}
+
+/* Mark a key met; false when it was met before. */
+static bool
+openai_fast_once(struct openai_fast_chunk *fc, unsigned int bit)
+{
+	if (fc->seen & bit)
+		return (false);
+	fc->seen |= bit;
+	return (true);
+}
+
+/* A string or null into *out (NULL for null or ""); anything else gives up. */
+static bool
+openai_fast_text(struct openai_fast *f, char **out)
+{
+	const char	*s;
+	size_t		 len;
+	bool		 esc, fail;
+
+	if (f->p < f->end && *f->p == 'n')
+		return (openai_fast_word(f, "null"));
+	if (f->p >= f->end || *f->p != '"' || !openai_fast_string(f, &s, &len, &esc))
+		return (false);
+	*out = openai_fast_copy(s, len, esc, &fail);
+	return (!fail);
+}
+
+static bool
+openai_fast_delta_cb(struct openai_fast *f, const char *key, size_t klen,
+    void *arg)
+{
+	struct openai_fast_chunk	*fc = arg;
+
+	if (openai_fast_is(key, klen, "content"))
+		return (openai_fast_once(fc, FAST_CONTENT) &&
+		    openai_fast_text(f, &fc->c->content));
+	if (openai_fast_is(key, klen, "reasoning_content"))
+		return (openai_fast_once(fc, FAST_RC) &&
+		    openai_fast_text(f, &fc->reasoning_content));
+	if (openai_fast_is(key, klen, "reasoning"))
+		return (openai_fast_once(fc, FAST_R) &&
+		    openai_fast_text(f, &fc->reasoning));
+	if (openai_fast_is(key, klen, "tool_calls")) {
+		/* null or [] carry nothing; calls go to jansson */
+		if (!openai_fast_once(fc, FAST_TOOLS))
+			return (false);
+		if (openai_fast_word(f, "null"))
+			return (true);
+		if (!openai_fast_word(f, "["))
+			return (false);
+		openai_fast_ws(f);
+		return (openai_fast_word(f, "]"));
+	}
+	return (openai_fast_skip(f, 3));
+}
+
+static bool
+openai_fast_choice_cb(struct openai_fast *f, const char *key, size_t klen,
+    void *arg)
+{
+	struct openai_fast_chunk	*fc = arg;
+
+	if (openai_fast_is(key, klen, "index"))
+		return (openai_fast_once(fc, FAST_INDEX) &&
+		    (openai_fast_word(f, "null") || openai_fast_zero(f)));
+	if (openai_fast_is(key, klen, "delta"))
+		return (openai_fast_once(fc, FAST_DELTA) &&
+		    openai_fast_object(f, openai_fast_delta_cb, fc));
+	if (openai_fast_is(key, klen, "finish_reason"))
+		return (openai_fast_once(fc, FAST_FINISH) &&
+		    openai_fast_text(f, &fc->c->finish_reason));
+	if (openai_fast_is(key, klen, "message"))
+		return (false);
+	return (openai_fast_skip(f, 2));
+}
+
+static bool
+openai_fast_root_cb(struct openai_fast *f, const char *key, size_t klen,
+    void *arg)
+{
+	struct openai_fast_chunk	*fc = arg;
+	const char			*s;
+	size_t				 len;
+	bool				 esc;
+
+	if (openai_fast_is(key, klen, "choices")) {
+		if (!openai_fast_once(fc, FAST_CHOICES) || !openai_fast_word(f, "["))
+			return (false);
+		openai_fast_ws(f);
+		if (openai_fast_word(f, "]"))
+			return (true);
+		if (!openai_fast_object(f, openai_fast_choice_cb, fc))
+			return (false);
+		openai_fast_ws(f);
+		return (openai_fast_word(f, "]"));     /* one choice only */
+	}
+	if (openai_fast_is(key, klen, "model"))
+		return (openai_fast_once(fc, FAST_MODEL) &&
+		    openai_fast_text(f, &fc->c->model));
+	if (openai_fast_is(key, klen, "usage"))
+		return (openai_fast_once(fc, FAST_USAGE) &&
+		    openai_fast_word(f, "null"));
+	if (openai_fast_is(key, klen, "object")) {
+		if (!openai_fast_once(fc, FAST_OBJECT))
+			return (false);
+		if (f->p < f->end && *f->p == '"') {
+			if (!openai_fast_string(f, &s, &len, &esc) || esc)
+				return (false);
+			return (!(len == 5 && memcmp(s, "error", 5) == 0));
+		}
+		return (openai_fast_skip(f, 1));
+	}
+	if (openai_fast_is(key, klen, "error") ||
+	    openai_fast_is(key, klen, "detail") ||
+	    openai_fast_is(key, klen, "timings"))
+		return (false);
+	return (openai_fast_skip(f, 1));
+}
+
+/*
+ * Read a usual stream chunk in place: 1 when c is filled, 0 when jansson
+ * must parse it (c is then cleared).
+ */
+static int
+openai_fast_chunk(const char *json, size_t len, struct openai_chunk *c)
+{
+	struct openai_fast		f = { json, json + len };
+	struct openai_fast_chunk	fc;
+
+	memset(&fc, 0, sizeof fc);
+	fc.c = c;
+	if (!openai_fast_object(&f, openai_fast_root_cb, &fc))
+		goto slow;
+	openai_fast_ws(&f);
+	if (f.p != f.end)
+		goto slow;
+	if (fc.reasoning_content != NULL) {
+		c->reasoning = fc.reasoning_content;
+		free(fc.reasoning);
+	} else
+		c->reasoning = fc.reasoning;
+	return (1);
+slow:
+	free(fc.reasoning_content);
+	free(fc.reasoning);
+	openai_chunk_clear(c);
+	return (0);
+}
+
 /* Fill a chunk from a parsed reply: a stream chunk or a whole response. */
 static int
 openai_fill(json_t *root, bool stream, struct openai_chunk *c, char *cause,
@@ -977,6 +1494,22 @@ openai_is_done(const char *s, size_t len)
 /* Parse one stream chunk's data. */
 int
 openai_parse_chunk(const char *json, size_t len, struct openai_chunk *c,
+    char *cause, size_t cause_len)
+{
+	if (openai_is_done(json, len)) {
+		openai_chunk_clear(c);
+		c->done = true;
+		return (0);
+	}
+	openai_chunk_clear(c);
+	if (openai_fast_chunk(json, len, c) == 1)
+		return (0);
+	return (openai_parse(json, len, true, c, cause, cause_len));
+}
+
+/* Parse one stream chunk's data through a jansson document only. */
+int
+openai_parse_chunk_json(const char *json, size_t len, struct openai_chunk *c,
     char *cause, size_t cause_len)
 {
 	if (openai_is_done(json, len)) {

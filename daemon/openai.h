@@ -76,6 +76,13 @@ int openai_parse_event(const char *event, const char *data, size_t len,
 int openai_parse_chunk(const char *json, size_t len, struct openai_chunk *,
     char *cause, size_t cause_len);
 
+/*
+ * The same, always through a jansson document: openai_parse_chunk reads the
+ * usual chunk in place and must agree with this on everything (tests).
+ */
+int openai_parse_chunk_json(const char *json, size_t len,
+    struct openai_chunk *, char *cause, size_t cause_len);
+
 /* Parse a whole non-stream response: choices[0].message, usage, errors. */
 int openai_parse_response(const char *json, size_t len, struct openai_chunk *,
     char *cause, size_t cause_len);

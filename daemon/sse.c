@@ -225,6 +225,17 @@ sse_parser_end_line(struct sse_parser *p, char *cause, size_t cause_len)
 	return (0);
 }
 
+/* Offset of the first '\n' or '\r' at or after i, or len: memchr runs a word at a time. */
+static size_t
+sse_line_end(const char *buf, size_t i, size_t len)
+{
+	const char	*nl = memchr(buf + i, '\n', len - i);
+	size_t		 end = nl != NULL ? (size_t)(nl - buf) : len;
+	const char	*cr = memchr(buf + i, '\r', end - i);
+
+	return (cr != NULL ? (size_t)(cr - buf) : end);
+}
+
 /* Parse bytes after any BOM has been dealt with. */
 static int
 sse_parser_bytes(struct sse_parser *p, const char *buf, size_t len,
@@ -284,9 +295,7 @@ sse_parser_bytes(struct sse_parser *p, const char *buf, size_t len,
 			/* FALLTHROUGH */
 		case SSE_VALUE:
 		case SSE_COMMENT:
-			for (j = i; j < len && buf[j] != '\n' && buf[j] != '\r';
-			    j++)
-				;
+			j = sse_line_end(buf, i, len);
 			if (p->state == SSE_VALUE && p->field_kind !=
 			    SSE_FIELD_SKIP && sse_parser_append(p, buf + i,
 			    j - i, cause, cause_len) != 0)

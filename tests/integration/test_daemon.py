@@ -118,6 +118,35 @@ def chat_streams_deltas_then_done():
     check(s["authorization"] == "Bearer sk-test-secret", s)
 
 
+@test("keys")
+def each_request_carries_its_own_key():
+    c = Conn()
+    for i in range(8):
+        model = "model-a" if i % 3 != 1 else "model-b"
+        deltas, end = c.chat("key %d " % i + d(chunks=2), model=model, stream=i % 4 != 3)
+        check(end["type"] == "done" and end["model"] == model, end)
+        s = fake("/stats")
+        want = "Bearer sk-key-a" if model == "model-a" else "Bearer sk-key-b"
+        check(s["authorization"] == want, (i, model, s["authorization"]))
+        body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+        check(body["model"] == model and "key %d" % i in body["messages"][0]["content"], body)
+
+
+@test("keys")
+def prompt_counted_at_the_end_without_budget():
+    c = Conn()
+    msgs = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "count me " + d(chunks=3, usage=0)}]
+    want = c.call("tokens", messages=msgs, model="model-a")["count"]
+    for stream in (True, False):
+        deltas, end = c.chat(None, messages=msgs, model="model-a", stream=stream)
+        check(end["type"] == "done", end)
+        u = end["usage"]
+        check(u["estimated"] is True and u["prompt_tokens"] == want and u["completion_tokens"] > 0, (want, u))
+    deltas, end = c.chat("reported " + d(chunks=3), model="model-a")
+    check(end["usage"]["estimated"] is False, end)
+
+
 @test("basic")
 def chat_non_stream_returns_content_in_done():
     deltas, end = Conn().chat("plain " + d(chunks=3), stream=False)

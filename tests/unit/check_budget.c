@@ -50,6 +50,26 @@ status(struct budgets *bs, size_t i, int64_t now)
 	return st;
 }
 
+/* budgets_apply says whether a request needs its prompt counted before it is sent. */
+START_TEST(test_apply)
+{
+	struct budgets *bs = budgets_new();
+
+	ck_assert(!budgets_apply(bs, 1, "t", "m"));
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_DAY, 100);
+	add(bs, BUDGET_MODEL, 0, "big", BUDGET_MONEY, BUDGET_MONTH, 5);
+	add(bs, BUDGET_USER, 7, NULL, BUDGET_MONEY, BUDGET_EVER, 5);
+	ck_assert(!budgets_apply(bs, 1, NULL, "m"));
+	ck_assert(!budgets_apply(bs, 1, "chat", NULL));
+	ck_assert(budgets_apply(bs, 1, "batch", "m"));
+	ck_assert(budgets_apply(bs, 1, NULL, "big"));
+	ck_assert(budgets_apply(bs, 7, NULL, "m"));
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10);
+	ck_assert(budgets_apply(bs, 1, NULL, NULL));
+	budgets_free(bs);
+}
+END_TEST
+
 START_TEST(test_race_exactly_ten)
 {
 	struct budgets *bs = budgets_new();
@@ -485,6 +505,7 @@ budget_suite(void)
 	Suite *s = suite_create("budget");
 	TCase *tc = tcase_create("core");
 
+	tcase_add_test(tc, test_apply);
 	tcase_add_test(tc, test_race_exactly_ten);
 	tcase_add_test(tc, test_overshoot_by_one);
 	tcase_add_test(tc, test_day_rollover);

@@ -727,6 +727,112 @@ START_TEST(test_chunk_usage_sanity)
 }
 END_TEST
 
+/* The in-place chunk reader and the jansson document agree on one input. */
+static void
+chunk_same(const char *json, size_t len)
+{
+	struct openai_chunk	 a, b;
+	char			 ca[256] = "", cb[256] = "";
+	int			 ra, rb;
+
+	memset(&a, 0, sizeof a);
+	memset(&b, 0, sizeof b);
+	ra = openai_parse_chunk(json, len, &a, ca, sizeof ca);
+	rb = openai_parse_chunk_json(json, len, &b, cb, sizeof cb);
+#define SAME_STR(f) ck_assert_msg((a.f == NULL && b.f == NULL) || \
+	    (a.f != NULL && b.f != NULL && strcmp(a.f, b.f) == 0), \
+	    #f ": \"%s\" / \"%s\" for %.*s", a.f ? a.f : "(null)", \
+	    b.f ? b.f : "(null)", (int)len, json)
+	ck_assert_msg(ra == rb, "%d / %d (%s) for %.*s", ra, rb, cb, (int)len, json);
+	if (ra == -1)
+		ck_assert_str_eq(ca, cb);
+	ck_assert(a.done == b.done);
+	SAME_STR(content);
+	SAME_STR(reasoning);
+	SAME_STR(finish_reason);
+	SAME_STR(model);
+	SAME_STR(error_message);
+	SAME_STR(error_type);
+	ck_assert_int_eq(a.error_status, b.error_status);
+	ck_assert(a.has_usage == b.has_usage);
+	ck_assert(memcmp(&a.usage, &b.usage, sizeof a.usage) == 0);
+	ck_assert_uint_eq(a.tool_calls.len, b.tool_calls.len);
+	if (a.tool_calls.len > 0)
+		ck_assert(memcmp(a.tool_calls.data, b.tool_calls.data, a.tool_calls.len) == 0);
+#undef SAME_STR
+	openai_chunk_clear(&a);
+	openai_chunk_clear(&b);
+}
+
+/*
+ * Stream chunks are read in place when they have the usual shape and by
+ * jansson otherwise: both ways give the same result on real chunks of every
+ * dialect, on strict-JSON corner cases, and on every one-byte damage of them.
+ */
+START_TEST(test_chunk_fast_path)
+{
+	static const char *const seeds[] = {
+		"{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+		    "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+		    "\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}",
+		"{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" hi\\n\\\"x\\\" \\u00e9\\ud83d\\ude00 \\/\\t\"},\"finish_reason\":null}],\"model\":\"m\"}",
+		"{\"choices\":[{\"delta\":{\"content\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}",
+		"{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think\",\"content\":null}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"\",\"reasoning\":\"r\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"r\",\"reasoning_content\":\"rc\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"t\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[],\"content\":\"a\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":null,\"content\":\"a\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"p\"}]}}]}",
+		"{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"one\"}},{\"index\":0,\"delta\":{\"content\":\"zero\"}}]}",
+		"{\"choices\":[{\"index\":0.0,\"delta\":{\"content\":\"x\"}}]}",
+		"{\"choices\":[{\"index\":null,\"message\":{\"content\":\"m\"}}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}",
+		"{\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"code\":500}}",
+		"{\"error\":\"overloaded\",\"error_type\":\"busy\"}",
+		"{\"object\":\"error\",\"message\":\"bad\",\"type\":\"t\",\"code\":400}",
+		"{\"detail\":\"nope\"}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],\"timings\":{\"cache_n\":1,\"prompt_n\":2,\"predicted_n\":3}}",
+		"{\"created\":123456789012345678901234,\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+		"{\"created\":1e400,\"x\":[1.5,-0,0.25,true,false,null,{\"a\":[[]]}],\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+		"{\"id\":\"\\u0000\",\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+		"{\"id\":\"\\ud800\",\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+		"{\"id\":\"\\udc00\\ud800x\",\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+		"{\"cont\\u0065nt\":1,\"choices\":[{\"delta\":{\"c\\u006fntent\":\"x\"}}]}",
+		" \t\r\n{ \"choices\" : [ { \"delta\" : { \"content\" : \"s\" } } ] , \"model\" : null } \n",
+		"{\"model\":\"a\",\"model\":\"b\",\"choices\":[]}",
+		"{\"choices\":[{\"delta\":{\"content\":\"x\"}}]} {}",
+		"[{\"choices\":[]}]",
+		"\"text\"",
+		"{}",
+		"[DONE]",
+		"",
+	};
+	static const char subs[] = "\"\\{}[],:0e .xun\x80\xc3\xff";
+	char buf[1024];
+
+	for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+		size_t len = strlen(seeds[i]);
+		ck_assert_uint_lt(len, sizeof buf);
+		chunk_same(seeds[i], len);
+		for (size_t at = 0; at < len; at++) {
+			/* the byte deleted */
+			memcpy(buf, seeds[i], at);
+			memcpy(buf + at, seeds[i] + at + 1, len - at - 1);
+			chunk_same(buf, len - 1);
+			/* the byte replaced, NUL included */
+			memcpy(buf, seeds[i], len);
+			for (size_t k = 0; k < sizeof subs; k++) {
+				buf[at] = subs[k];
+				chunk_same(buf, len);
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_chunk_edges)
 {
 	struct openai_chunk	 c = { 0 };
@@ -1476,6 +1582,7 @@ openai_suite(void)
 	tcase_add_test(tc, test_chunk_tgi);
 	tcase_add_test(tc, test_chunk_usage_sanity);
 	tcase_add_test(tc, test_chunk_edges);
+	tcase_add_test(tc, test_chunk_fast_path);
 	tcase_add_test(tc, test_event);
 	tcase_add_test(tc, test_response);
 	suite_add_tcase(s, tc);

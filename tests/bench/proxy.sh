@@ -1,0 +1,275 @@
+#!/bin/sh
+# make bench: openllmd against nginx as a reference reverse proxy, side by side.
+#
+# One nginx (one worker) is the stand-in model server: it answers
+# POST /sN/v1/chat/completions from memory with a text/event-stream body of N
+# chat.completion.chunk events, a finish chunk, a usage chunk and [DONE].
+# A second nginx (one worker) is the reference proxy: proxy_pass to the
+# stand-in with upstream keepalive and proxy_buffering off, as an SSE proxy
+# is configured. openllmd runs with accounting on: ledger fsync everysec,
+# prices, a budget and local counting. The load generator (proxy_bench) sends
+# the same chat to each path: HTTP to the stand-in directly and through
+# nginx, msgpack frames through openllmd's socket.
+#
+# Environment: BENCH_REPEAT (runs of each measure, medians are printed;
+# default 3), BENCH_SECONDS (length of a throughput run, default 3),
+# BENCH_LAT_N (requests per path per latency run, default 2000),
+# BENCH_STREAMS (concurrent streams, default 1000), BENCH_DELTAS (deltas per
+# stream in that test, default 200), BENCH_OPENLLMD (another openllmd binary
+# to measure, e.g. an older build), BENCH_PERF (a directory: the first
+# openllmd run of each load test is recorded there with perf record -g).
+. "$top_srcdir/tests/integration/lib.sh"
+
+repeat=${BENCH_REPEAT:-3}
+seconds=${BENCH_SECONDS:-3}
+lat_n=${BENCH_LAT_N:-2000}
+streams=${BENCH_STREAMS:-1000}
+deltas=${BENCH_DELTAS:-200}
+small=4                         # deltas per reply in the latency and c64 tests
+bench=$top_builddir/tests/bench/proxy_bench
+
+NGINX=${NGINX:-}
+[ -n "$NGINX" ] || NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ ! -x "$NGINX" ]; then
+	echo "proxy bench: installing nginx-light (the stand-in server and the reference proxy)"
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+	    nginx-light >/dev/null || { echo "proxy bench: cannot install nginx-light" >&2; exit 1; }
+	NGINX=/usr/sbin/nginx
+fi
+ulimit -n 16384 2>/dev/null || true
+if [ "$(ulimit -n)" -lt $((streams * 3 + 100)) ]; then
+	echo "proxy bench: ulimit -n is $(ulimit -n), $((streams * 3 + 100)) are needed" >&2
+	exit 1
+fi
+
+# Free TCP ports on loopback.
+free_port() {
+	$PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+STANDIN_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+
+# One SSE chunk carrying content, escaped for a quoted nginx string.
+chunk='data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token\"},\"finish_reason\":null}]}\n\n'
+# The end of a reply of N deltas: finish chunk, usage chunk, [DONE].
+tail_of() {
+	printf '%s' 'data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench-model\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n'
+	printf '%s' "data: {\\\"id\\\":\\\"chatcmpl-bench\\\",\\\"object\\\":\\\"chat.completion.chunk\\\",\\\"created\\\":1700000000,\\\"model\\\":\\\"bench-model\\\",\\\"choices\\\":[],\\\"usage\\\":{\\\"prompt_tokens\\\":14,\\\"completion_tokens\\\":$1,\\\"total_tokens\\\":$((14 + $1))}}\\n\\n"
+	printf '%s' 'data: [DONE]\n\n'
+}
+# A location answering POST with N deltas from memory: nginx's parameters are
+# limited to 4 KiB, so the body is built from variables of 10 and 1 chunks.
+location_of() {
+	n=$1
+	refs=""
+	i=0
+	while [ $((i + 10)) -le "$n" ]; do refs="$refs\$c10"; i=$((i + 10)); done
+	while [ "$i" -lt "$n" ]; do refs="$refs\$c1"; i=$((i + 1)); done
+	echo "    location = /s$n/v1/chat/completions {"
+	echo "        default_type text/event-stream;"
+	echo "        set \$c1 \"$chunk\";"
+	echo "        set \$c10 \"$chunk$chunk$chunk$chunk$chunk$chunk$chunk$chunk$chunk$chunk\";"
+	echo "        set \$end \"$(tail_of "$n")\";"
+	echo "        return 200 \"$refs\$end\";"
+	echo "    }"
+}
+nginx_head() {
+	[ "$(id -u)" -eq 0 ] && echo "user root root;"
+	echo "worker_processes 1;"
+	echo "worker_rlimit_nofile 16384;"
+	echo "daemon off;"
+	echo "pid $TEST_DIR/$1.pid;"
+	echo "error_log $TEST_DIR/$1.log warn;"
+	echo "events { worker_connections 8192; }"
+	echo "http {"
+	echo "  access_log off;"
+	echo "  keepalive_requests 1000000;"
+	echo "  client_body_temp_path $TEST_DIR/$1.body;"
+	echo "  proxy_temp_path $TEST_DIR/$1.proxy;"
+	echo "  types { }"
+}
+{
+	nginx_head standin
+	echo "  server {"
+	echo "    listen 127.0.0.1:$STANDIN_PORT;"
+	location_of $small
+	location_of "$deltas"
+	echo "    location ~ ^/s([0-9]+)/v1/models\$ {"
+	echo "        default_type application/json;"
+	echo "        return 200 '{\"object\":\"list\",\"data\":[{\"id\":\"bench-\$1\",\"object\":\"model\"}]}';"
+	echo "    }"
+	echo "  }"
+	echo "}"
+} > "$TEST_DIR/standin.conf"
+{
+	nginx_head proxy
+	echo "  upstream standin { server 127.0.0.1:$STANDIN_PORT; keepalive 1024; keepalive_requests 1000000; }"
+	echo "  server {"
+	echo "    listen 127.0.0.1:$PROXY_PORT;"
+	echo "    location / {"
+	echo "      proxy_pass http://standin;"
+	echo "      proxy_http_version 1.1;"
+	echo "      proxy_set_header Connection \"\";"
+	echo "      proxy_buffering off;"
+	echo "    }"
+	echo "  }"
+	echo "}"
+} > "$TEST_DIR/proxy.conf"
+
+# start_nginx NAME: sets NAME_PID (master) and NAME_WORKER.
+start_nginx() {
+	"$NGINX" -p "$TEST_DIR" -c "$TEST_DIR/$1.conf" 2>> "$TEST_DIR/$1.log" &
+	pid=$!
+	TEST_PIDS="$TEST_PIDS $pid"
+	i=0
+	until [ -s "$TEST_DIR/$1.pid" ] && worker=$(pgrep -P "$pid") && [ -n "$worker" ]; do
+		i=$((i + 1))
+		[ $i -le 100 ] || { echo "nginx ($1) did not start:" >&2; cat "$TEST_DIR/$1.log" >&2; exit 1; }
+		sleep 0.05
+	done
+	TEST_PIDS="$TEST_PIDS $worker"     # the trap's kill -9 leaves workers behind
+	eval "$1_WORKER=$worker"
+}
+start_nginx standin
+start_nginx proxy
+
+# openllmd with accounting on: fsync everysec, prices, a budget, local counting.
+CONF=$TEST_DIR/openllmd.conf
+up() {
+	echo "{ name = \"s$1\"; base_url = \"http://127.0.0.1:$STANDIN_PORT/s$1/v1\";"
+	echo "  model = \"bench-$1\"; rpm = 0; max_concurrency = 0; retries = 0;"
+	echo "  prompt_price = 0.0005; completion_price = 0.0015; }"
+}
+cat > "$CONF" <<EOF
+socket = "$TEST_DIR/openllmd.sock";
+state_dir = "$TEST_DIR/state";
+log_level = "warn";
+fsync = "everysec";
+calc_usage = true;
+max_budget = 1000000.0;
+max_clients = $((streams + 64));
+upstreams = ( $(up $small), $(up "$deltas") );
+EOF
+export CONF
+if [ -n "${BENCH_OPENLLMD:-}" ]; then
+	mkdir -p "$TEST_DIR/bin/daemon" && cp "$BENCH_OPENLLMD" "$TEST_DIR/bin/daemon/openllmd"
+	top_builddir_daemon=$TEST_DIR/bin
+else
+	top_builddir_daemon=$top_builddir
+fi
+OPENLLMD_SOCKET="$TEST_DIR/openllmd.sock"
+export OPENLLMD_SOCKET
+"$top_builddir_daemon/daemon/openllmd" -f -c "$CONF" >> "$TEST_DIR/daemon.log" 2>&1 &
+DAEMON_PID=$!
+TEST_PIDS="$TEST_PIDS $DAEMON_PID"
+$PYTHON -m olc wait 10
+
+direct="http://127.0.0.1:$STANDIN_PORT"
+proxy="http://127.0.0.1:$PROXY_PORT"
+sock="unix:$OPENLLMD_SOCKET"
+
+# field NAME LINE: the value of NAME=value in LINE.
+field() {
+	echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
+}
+# median of the numbers on stdin.
+median() {
+	sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+# user + system CPU time of a process, in clock ticks.
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+hz=$(getconf CLK_TCK)
+rss_kib() {
+	awk '/^VmHWM/ { print $2 }' "/proc/$1/status"
+}
+
+echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
+    "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr);" \
+    "$("$NGINX" -v 2>&1 | sed 's/.*version: //'); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "runs: $repeat of each (medians); latency $lat_n requests per path; c64 ${seconds}s;" \
+    "$streams streams of $deltas deltas ${seconds}s"
+
+: > "$TEST_DIR/lat"
+r=0
+while [ $r -lt "$repeat" ]; do
+	"$bench" latency "$lat_n" $small "$direct/s$small/v1/chat/completions" \
+	    "$proxy/s$small/v1/chat/completions" "$sock#bench-$small" >> "$TEST_DIR/lat"
+	r=$((r + 1))
+done
+lat() {    # lat TARGET FIELD
+	grep "^target=$1 " "$TEST_DIR/lat" | while read -r line; do field "$2" "$line"; done | median
+}
+
+# load NAME TARGET CONNS DELTAS: median requests/s and deltas/s over the runs.
+: > "$TEST_DIR/load"
+load_all() {    # load_all TEST CONNS DELTAS
+	r=0
+	while [ $r -lt "$repeat" ]; do
+		for p in direct nginx openllmd; do
+			case $p in
+			direct) t="$direct/s$3/v1/chat/completions" ;;
+			nginx) t="$proxy/s$3/v1/chat/completions" ;;
+			openllmd) t="$sock#bench-$3" ;;
+			esac
+			perf_pid=""
+			if [ -n "${BENCH_PERF:-}" ] && [ $p = openllmd ] && [ $r -eq 0 ]; then
+				mkdir -p "$BENCH_PERF"
+				perf record -q -F 1999 -g -p "$DAEMON_PID" -o "$BENCH_PERF/$1.data" \
+				    2>> "$TEST_DIR/perf.log" &
+				perf_pid=$!
+			fi
+			case $p in
+			nginx) cpu_pid=$proxy_WORKER ;;
+			openllmd) cpu_pid=$DAEMON_PID ;;
+			*) cpu_pid="" ;;
+			esac
+			[ -z "$cpu_pid" ] || t0=$(cpu_ticks "$cpu_pid")
+			out=$("$bench" load "$t" "$2" "$seconds" "$3") || { echo "$p: $out" >&2; exit 1; }
+			if [ -n "$cpu_pid" ]; then
+				t1=$(cpu_ticks "$cpu_pid")
+				out="$out cpu_ns_delta=$(awk -v t="$((t1 - t0))" -v hz="$hz" \
+				    -v d="$(field deltas "$out")" 'BEGIN { printf "%.0f", t / hz * 1e9 / d }')"
+			fi
+			if [ -n "$perf_pid" ]; then
+				kill -INT "$perf_pid"
+				wait "$perf_pid" || true
+			fi
+			echo "$1 $p $out" >> "$TEST_DIR/load"
+		done
+		r=$((r + 1))
+	done
+}
+loadv() {    # loadv TEST PATH FIELD
+	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | median
+}
+load_all c64 64 $small
+load_all streams "$streams" "$deltas"
+
+d50=$(lat 0 p50_us); n50=$(lat 1 p50_us); o50=$(lat 2 p50_us)
+d99=$(lat 0 p99_us); n99=$(lat 1 p99_us); o99=$(lat 2 p99_us)
+dc=$(loadv c64 direct rps); nc=$(loadv c64 nginx rps); oc=$(loadv c64 openllmd rps)
+ds=$(loadv streams direct rps); ns=$(loadv streams nginx rps); os=$(loadv streams openllmd rps)
+dd=$(loadv streams direct deltas_s); nd=$(loadv streams nginx deltas_s); od=$(loadv streams openllmd deltas_s)
+ncpu=$(loadv streams nginx cpu_ns_delta); ocpu=$(loadv streams openllmd cpu_ns_delta)
+nrss=$(rss_kib "$proxy_WORKER"); orss=$(rss_kib "$DAEMON_PID")
+
+awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99="$o99" \
+    -v dc="$dc" -v nc="$nc" -v oc="$oc" -v ds="$ds" -v ns="$ns" -v os="$os" \
+    -v dd="$dd" -v nd="$nd" -v od="$od" -v nrss="$nrss" -v orss="$orss" -v n="$streams" \
+    -v k="$deltas" -v ncpu="$ncpu" -v ocpu="$ocpu" 'BEGIN {
+	f = "%-38s %12s %12s %12s %10s\n"
+	printf f, "", "direct", "nginx proxy", "openllmd", "openllmd/nginx"
+	printf f, "latency p50, 1 connection (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), ""
+	printf f, "  added p50 (us)", "", sprintf("%.1f", n50 - d50), sprintf("%.1f", o50 - d50), sprintf("%.2fx", (o50 - d50) / (n50 - d50))
+	printf f, "latency p99, 1 connection (us)", sprintf("%.1f", d99), sprintf("%.1f", n99), sprintf("%.1f", o99), ""
+	printf f, "  added p99 (us)", "", sprintf("%.1f", n99 - d99), sprintf("%.1f", o99 - d99), sprintf("%.2fx", (o99 - d99) / (n99 - d99))
+	printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", dc), sprintf("%.0f", nc), sprintf("%.0f", oc), sprintf("%.2fx", oc / nc)
+	printf f, sprintf("%d streams of %d deltas (streams/s)", n, k), sprintf("%.0f", ds), sprintf("%.0f", ns), sprintf("%.0f", os), sprintf("%.2fx", os / ns)
+	printf f, "  deltas/s", sprintf("%.0f", dd), sprintf("%.0f", nd), sprintf("%.0f", od), sprintf("%.2fx", od / nd)
+	printf f, "  CPU of the proxy per delta (ns)", "", ncpu, ocpu, sprintf("%.2fx", ocpu / ncpu)
+	printf f, "peak RSS of the proxy (MiB)", "", sprintf("%.1f", nrss / 1024), sprintf("%.1f", orss / 1024), ""
+}'
