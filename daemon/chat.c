@@ -10,6 +10,7 @@
 #include "daemon/http.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/openai.h"
 #include "daemon/openllmd.h"
 #include "daemon/sse.h"
@@ -583,6 +584,10 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	if (ledger_append(srv->ledger, &rec, cause, sizeof cause) == -1)
 		log_error("usage ledger: %s", cause);
 	srv->total_cost += cost;
+	struct metrics_event me = { rec.model, c->uid, rec.tag, code != NULL ? code : "ok",
+		us.prompt_tokens, us.completion_tokens, cost,
+		c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1, end - c->started_ms };
+	metrics_record(&me);
 	log_info("chat %llu uid %u model %s upstream %s: %s | prompt_tokens: %lld, "
 	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
 	    (unsigned long long)c->id, (unsigned)c->uid, rec.model,
@@ -659,6 +664,9 @@ chat_refuse(struct chat *c, const char *code, const char *message)
 	r.u.error.message = (char *)message;
 	r.u.error.retry_after = NAN;
 	r.u.error.status = -1;
+	struct metrics_event me = { c->req->u.chat.model, c->uid, c->req->u.chat.tag, code,
+		0, 0, 0, -1, -1 };
+	metrics_record(&me);
 	chat_reply(c, &r);
 	chat_free(c);
 }

@@ -25,6 +25,7 @@ struct tokenizer;
 struct chat;
 struct budgets;
 struct budget_reservation;
+struct api;
 
 /* One model server. Retired upstreams (after a reload) live until their last chat ends. */
 struct upstream {
@@ -124,6 +125,8 @@ struct server {
 	struct conf *conf;
 	char *conf_path;
 	struct http *http;
+	struct api *api;            /* the HTTP front, api.c's */
+	struct event *drain_ev;     /* re-checks the drain while HTTP answers are being written */
 	struct ledger *ledger;
 	struct upstream_list upstreams;
 	struct upstream_list retired;
