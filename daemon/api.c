@@ -152,6 +152,27 @@ api_error_json(const char *code, const char *message, const char *type, const ch
 	return json_pack("{s:o}", "error", err != NULL ? err : json_object());
 }
 
+/* The reason phrase of a status we send. */
+static const char *
+api_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 413: return "Payload Too Large";
+	case 429: return "Too Many Requests";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 500: return "Internal Server Error";
+	default: return "Error";
+	}
+}
+
 /* Send a whole JSON reply and let evhttp free the request once written. */
 static void
 api_send_json(struct evhttp_request *req, int status, json_t *body)
@@ -164,7 +185,7 @@ api_send_json(struct evhttp_request *req, int status, json_t *body)
 		evbuffer_add(out, text, strlen(text));
 		evbuffer_add(out, "\n", 1);
 	}
-	evhttp_send_reply(req, status, status == 200 ? "OK" : "Error", out);
+	evhttp_send_reply(req, status, api_reason(status), out);
 	if (out != NULL)
 		evbuffer_free(out);
 	free(text);
