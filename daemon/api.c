@@ -1159,7 +1159,7 @@ api_open(struct server *srv, char *cause, size_t cause_len)
 
 #ifdef HAVE_SYSTEMD
 	/* systemd's second socket and after: the HTTP front's (the first is the Unix socket) */
-	int n = sd_listen_fds(0);
+	int n = sd_listen_fds(1);   /* listener_open has read them; unset LISTEN_FDS now */
 	for (int i = 1; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);

@@ -194,4 +194,24 @@ s=$(status "http://127.0.0.1:$PORT/v1/models")
 s=$(status -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v1/models")
 [ "$s" = 200 ] || fail "require_key with a key: $s"
 stop_daemon TERM
+
+# --- socket activation: the unit's second socket is the HTTP front's ---------
+rm -rf "$TEST_DIR/state"
+FREE=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+act="$TEST_DIR/activated.sock"
+systemd-socket-activate -E OPENLLMD_TOKENIZER_DIR -l "$act" -l "127.0.0.1:$FREE" \
+	"$top_builddir/daemon/openllmd" -f -c "$CONF" >>"$TEST_DIR/daemon.log" 2>&1 &
+pid=$!
+TEST_PIDS="$TEST_PIDS $pid"
+i=0
+until [ -S "$act" ]; do i=$((i + 1)); [ $i -lt 100 ] || fail "no activated socket"; sleep 0.05; done
+s=$(status -H "Authorization: Bearer $KEY" "http://127.0.0.1:$FREE/v1/chat/completions" \
+	-d '{"model":"fake-model","messages":[{"role":"user","content":"activated"}]}')
+[ "$s" = 200 ] && grep -q '"content":"echo: activated"' "$TEST_DIR/body.json" || fail "HTTP on the activated socket: $s"
+grep -q "HTTP: listening on 127.0.0.1:$FREE, passed by systemd" "$TEST_DIR/daemon.log" ||
+	fail "the second socket was not taken from systemd"
+OPENLLMD_SOCKET="$act" "$PYTHON" -m olc chat "msgpack too" | grep -q "echo: msgpack too" ||
+	fail "msgpack on the activated socket"
+kill -TERM "$pid"
+wait "$pid" || true
 echo "http: all checks passed"
