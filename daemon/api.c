@@ -51,6 +51,7 @@ struct api_req {
 	bool started;               /* stream: 200 and the role chunk are sent */
 	bool finished;              /* the last reply went out */
 	bool over_watermark;        /* blocked() said so; resume when the output drains */
+	bool passthrough;           /* completions, embeddings: the server's bytes go back as they are */
 	char id[64];
 	int64_t created;
 	char *model;                /* as the client named it */
@@ -257,7 +258,7 @@ api_chunk(struct api_req *ar, json_t *delta, const char *finish_reason)
 	    "system_fingerprint", "choices", choices);
 }
 
-/* Stream: the status line, headers and the first chunk carrying the role. */
+/* Stream: the status line, headers and (for a chat) the first chunk carrying the role. */
 static void
 api_stream_start(struct api_req *ar)
 {
@@ -271,7 +272,7 @@ api_stream_start(struct api_req *ar)
 	evhttp_add_header(h, "Content-Type", "text/event-stream");
 	evhttp_add_header(h, "Cache-Control", "no-cache");
 	evhttp_send_reply_start(ar->req, 200, "OK");
-	if ((out = evbuffer_new()) == NULL)
+	if (ar->passthrough || (out = evbuffer_new()) == NULL)
 		return;
 	api_sse_json(out, api_chunk(ar, json_pack("{s:s, s:s}", "role", "assistant", "content", ""),
 	    NULL));
@@ -389,6 +390,38 @@ api_reply_error(struct api_req *ar, const struct error_reply *e)
 	evhttp_send_reply_end(ar->req);
 }
 
+/* A passed-through reply: SSE events with the server's data, or its whole JSON body. */
+static void
+api_reply_raw(struct api_req *ar, const struct reply *r)
+{
+	struct evbuffer *out;
+
+	if (r->type == REPLY_DONE && !ar->stream) {
+		const char *body = r->u.done.content != NULL ? r->u.done.content : "{}";
+		if ((out = evbuffer_new()) == NULL)
+			return;
+		evbuffer_add(out, body, strlen(body));
+		evhttp_add_header(evhttp_request_get_output_headers(ar->req), "Content-Type",
+		    "application/json");
+		evhttp_send_reply(ar->req, 200, "OK", out);
+		evbuffer_free(out);
+		return;
+	}
+	api_stream_start(ar);
+	if ((out = evbuffer_new()) == NULL)
+		return;
+	if (r->type == REPLY_DELTA) {
+		evbuffer_add_printf(out, "data: %s\n\n", r->u.delta.content != NULL ?
+		    r->u.delta.content : "{}");
+		api_sse_send(ar, out);
+	} else {
+		evbuffer_add_printf(out, "data: [DONE]\n\n");
+		evhttp_send_reply_chunk(ar->req, out);
+		evhttp_send_reply_end(ar->req);
+	}
+	evbuffer_free(out);
+}
+
 /* --- the chat front ----------------------------------------------------- */
 
 /* A reply of the chat: translate it; done and error end the HTTP request. */
@@ -402,14 +435,18 @@ api_chat_reply(void *owner, struct chat *c, const struct reply *r)
 		return;
 	switch (r->type) {
 	case REPLY_DELTA:
-		if (ar->conn != NULL)
+		if (ar->conn != NULL && ar->passthrough)
+			api_reply_raw(ar, r);
+		else if (ar->conn != NULL)
 			api_reply_delta(ar, &r->u.delta);
 		return;
 	case REPLY_DONE:
 		ar->finished = true;
 		if (ar->conn == NULL)
 			break;
-		if (ar->stream)
+		if (ar->passthrough)
+			api_reply_raw(ar, r);
+		else if (ar->stream)
 			api_reply_done_stream(ar, &r->u.done);
 		else
 			api_reply_done(ar, &r->u.done);
@@ -909,6 +946,141 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 	chat_start(c);
 }
 
+/* Gather a prompt or input (a string, strings, token ids, arrays of ids) for counting; -1 if none of those. */
+static int
+api_prompt(json_t *v, struct evbuffer *text, int64_t *ids)
+{
+	size_t i;
+	json_t *e;
+
+	if (json_is_string(v)) {
+		evbuffer_add(text, json_string_value(v), strlen(json_string_value(v)));
+		evbuffer_add(text, "\n", 1);
+		return 0;
+	}
+	if (json_is_integer(v)) {
+		(*ids)++;
+		return 0;
+	}
+	if (!json_is_array(v))
+		return -1;
+	json_array_foreach(v, i, e) {
+		if (json_is_array(e) ? api_prompt(e, text, ids) == -1 :
+		    !json_is_string(e) && !json_is_integer(e))
+			return -1;
+		if (!json_is_array(e))
+			api_prompt(e, text, ids);
+	}
+	return 0;
+}
+
+/* POST /v1/completions and /v1/embeddings: passed through, admitted and accounted like a chat. */
+static void
+api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
+    const char *key_tag, bool embeddings)
+{
+	const char *field = embeddings ? "input" : "prompt";
+	struct chat_passthrough pass;
+	struct api_req *ar;
+	struct request *rq;
+	struct evbuffer *text;
+	struct chat *c;
+	json_t *body, *v;
+	const char *tag;
+	char msg[200];
+
+	if (ac->active != NULL) {
+		api_send_error(req, "bad_request", "a request is already in flight on this connection",
+		    NULL, NAN, -1, NULL);
+		return;
+	}
+	if ((body = api_body_json(req)) == NULL)
+		return;
+	memset(&pass, 0, sizeof pass);
+	pass.path = embeddings ? "/embeddings" : "/completions";
+	pass.embeddings = embeddings;
+	if ((text = evbuffer_new()) == NULL || (rq = calloc(1, sizeof *rq)) == NULL) {
+		if (text != NULL)
+			evbuffer_free(text);
+		json_decref(body);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	message_request_init(rq, OP_CHAT);
+	rq->u.chat.stream = false;
+	const char *bad = NULL;
+	if (api_prompt(json_object_get(body, field), text, &pass.prompt_ids) == -1)
+		bad = field;
+	else if ((v = json_object_get(body, "model")) != NULL && !json_is_null(v) &&
+	    (rq->u.chat.model = api_strdup(v)) == NULL)
+		bad = "model";
+	else if (!embeddings && (v = json_object_get(body, "stream")) != NULL && !json_is_null(v) &&
+	    !json_is_boolean(v))
+		bad = "stream";
+	else if (!embeddings && (v = json_object_get(body, "max_tokens")) != NULL &&
+	    !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 1))
+		bad = "max_tokens";
+	else if (!embeddings && (((v = json_object_get(body, "n")) != NULL && !json_is_null(v) &&
+	    json_integer_value(v) != 1) || ((v = json_object_get(body, "best_of")) != NULL &&
+	    !json_is_null(v) && json_integer_value(v) != 1)))
+		bad = "n";
+	if (bad != NULL) {
+		snprintf(msg, sizeof msg, strcmp(bad, field) == 0 ? "%s must be a string, an array of "
+		    "strings, or token ids" : strcmp(bad, "n") == 0 ? "%s and best_of must be 1" :
+		    "%s has the wrong type or value", bad);
+		evbuffer_free(text);
+		json_decref(body);
+		message_request_free(rq);
+		api_send_error(req, "bad_request", msg, bad, NAN, -1, NULL);
+		return;
+	}
+	if (!embeddings) {
+		rq->u.chat.stream = json_is_true(json_object_get(body, "stream"));
+		if (json_is_integer(json_object_get(body, "max_tokens")))
+			rq->u.chat.max_tokens = json_integer_value(json_object_get(body, "max_tokens"));
+		pass.usage_wanted = json_is_true(json_object_get(json_object_get(body,
+		    "stream_options"), "include_usage"));
+	}
+	evbuffer_add(text, "", 1);
+	pass.prompt_text = strdup((const char *)evbuffer_pullup(text, -1));
+	evbuffer_free(text);
+	pass.body = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	tag = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Ollm-Tag");
+	if (tag != NULL && (strlen(tag) > API_TAG_MAX || !message_utf8_valid(tag, strlen(tag))))
+		tag = NULL;
+	if (tag == NULL)
+		tag = key_tag;
+	if (tag != NULL && *tag != '\0')
+		rq->u.chat.tag = strdup(tag);
+	rq->id = ++api->next_id;
+	if ((ar = calloc(1, sizeof *ar)) == NULL || pass.body == NULL || pass.prompt_text == NULL ||
+	    (ar->model = strdup(rq->u.chat.model != NULL ? rq->u.chat.model : "")) == NULL) {
+		free(ar);
+		free(pass.body);
+		free(pass.prompt_text);
+		message_request_free(rq);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	ar->api = api;
+	ar->passthrough = true;
+	ar->stream = rq->u.chat.stream;
+	ar->req = req;
+	ar->conn = ac;
+	ar->created = now_ms() / 1000;
+	if ((c = chat_new_passthrough(api->server, &api_chat_front, ar, uid, rq, &pass)) == NULL) {
+		free(ar->model);
+		free(ar);
+		message_request_free(rq);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	ar->chat = c;
+	ac->active = ar;
+	chat_start(c);
+}
+
 /* GET /v1/models: every model an upstream serves, each once. */
 static void
 api_models(struct api *api, struct evhttp_request *req)
@@ -997,7 +1169,9 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		api_send_error(req, "shutting_down", "openllmd is shutting down", NULL, NAN, -1, NULL);
 		return;
 	}
-	bool chat = strcmp(path, "/v1/chat/completions") == 0;
+	bool completions = strcmp(path, "/v1/completions") == 0;
+	bool embeddings = strcmp(path, "/v1/embeddings") == 0;
+	bool chat = strcmp(path, "/v1/chat/completions") == 0 || completions || embeddings;
 	bool models = strcmp(path, "/v1/models") == 0;
 	bool metrics = strcmp(path, "/metrics") == 0;
 	if (!chat && !models && !metrics) {
@@ -1013,7 +1187,9 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	}
 	if (!api_authenticate(api, req, ac, &uid, &tag))
 		return;
-	if (chat)
+	if (completions || embeddings)
+		api_passthrough(api, req, ac, uid, tag, embeddings);
+	else if (chat)
 		api_chat(api, req, ac, uid, tag);
 	else if (models)
 		api_models(api, req);

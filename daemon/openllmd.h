@@ -62,6 +62,21 @@ struct chat_front {
 	void (*release)(void *owner, struct chat *);
 };
 
+/*
+ * A request passed through to the model server as it came (POST /completions,
+ * /embeddings), admitted and accounted like a chat. Its replies carry the
+ * server's bytes: each delta's content is one SSE event's data, and done's
+ * content the whole JSON body of a reply that was not streamed.
+ */
+struct chat_passthrough {
+	const char *path;           /* "/completions" or "/embeddings"; static */
+	char *body;                 /* the client's JSON object: owned by the chat once passed */
+	char *prompt_text;          /* what to count locally (owned likewise); NULL: nothing */
+	int64_t prompt_ids;         /* prompt tokens the client sent as ids */
+	bool usage_wanted;          /* stream: pass the usage-only chunk on */
+	bool embeddings;            /* no completion tokens: none reserved */
+};
+
 /* One chat request in flight; its front keeps it in a list through entry. */
 struct chat {
 	struct server *server;
@@ -87,6 +102,8 @@ struct chat {
 	struct budget_reservation *reservation;
 	struct limiter_waiter waiter;
 	struct message_raw error_detail;  /* detail map of the error reply, if any */
+	bool passthrough;
+	struct chat_passthrough pass;
 	TAILQ_ENTRY(chat) entry;
 };
 TAILQ_HEAD(chat_list, chat);
@@ -196,6 +213,8 @@ void upstream_reap(struct server *);
 /* chat.c */
 struct chat *chat_new(struct server *, const struct chat_front *, void *owner, uint32_t uid,
     struct request *);
+struct chat *chat_new_passthrough(struct server *, const struct chat_front *, void *owner,
+    uint32_t uid, struct request *, struct chat_passthrough *);
 void chat_start(struct chat *);
 void chat_cancel(struct chat *, const char *code, const char *message);
 void chat_resume(struct chat *);

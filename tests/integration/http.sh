@@ -61,7 +61,7 @@ node_check() {
 
 # --- the official client ---------------------------------------------------
 for c in chat stream stream_without_usage models unauthorized unknown_model bad_request \
-    rate_limited budget abort; do
+    rate_limited budget abort completions embeddings; do
 	node_check "$c"
 done
 
@@ -102,6 +102,27 @@ assert chunks[-1]["choices"] == [] and u["total_tokens"] == u["prompt_tokens"] +
 text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1] if c["choices"])
 assert text.startswith("echo: raw"), text
 PY
+
+# A passed-through completions stream: the server's events, usage only when asked.
+curl -sSN -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: pass" "$BASE/completions" \
+	-d '{"model":"fake-model","stream":true,"prompt":"pass me through"}' > "$TEST_DIR/cmpl.txt" ||
+	fail "curl completions stream"
+"$PYTHON" - "$TEST_DIR/cmpl.txt" <<'PY' || fail "completions SSE"
+import json, sys
+events = open(sys.argv[1]).read().split("\n\n")[:-1]
+assert events[-1] == "data: [DONE]", events
+chunks = [json.loads(e[6:]) for e in events[:-1]]
+assert all(c["object"] == "text_completion" and c["choices"] for c in chunks), chunks
+assert "".join(c["choices"][0]["text"] for c in chunks) == "echo: pass me through", chunks
+PY
+# the ledger got the usage the client did not ask for: 4 prompt and 4 completion words
+i=0
+until metrics | grep -q 'openllmd_completion_tokens_total{model="fake-model",user="daemon",tag="pass",status="ok"} 4'; do
+	i=$((i + 1)); [ $i -lt 50 ] || { metrics >&2; fail "the completions stream was not accounted"; }
+	sleep 0.1
+done
+metrics | grep -q 'openllmd_prompt_tokens_total{model="fake-model",user="daemon",tag="pass",status="ok"} 4' ||
+	fail "the completions stream's prompt tokens"
 
 # Errors are OpenAI-shaped, with the status a client expects.
 status() { curl -s -o "$TEST_DIR/body.json" -w '%{http_code}' "$@" || true; }
