@@ -52,6 +52,7 @@ struct api_req {
 	bool finished;              /* the last reply went out */
 	bool over_watermark;        /* blocked() said so; resume when the output drains */
 	bool passthrough;           /* completions, embeddings: the server's bytes go back as they are */
+	struct event *watch;        /* the client's socket, to see it close while no byte goes out */
 	char id[64];
 	int64_t created;
 	char *model;                /* as the client named it */
@@ -500,8 +501,47 @@ api_chat_release(void *owner, struct chat *c)
 	}
 	if (ar->conn != NULL && ar->conn->active == ar)
 		ar->conn->active = NULL;
+	if (ar->watch != NULL)
+		event_free(ar->watch);
 	free(ar->model);
 	free(ar);
+}
+
+/*
+ * The client's socket is readable while its request runs: evhttp reads
+ * nothing until it has answered, so an end of file here means the client
+ * went away (a waiting or non-streamed request would otherwise run to its
+ * end unseen). Bytes of a next request are evhttp's: stop watching.
+ */
+static void
+api_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct api_req *ar = arg;
+	char b;
+	ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	(void)what;
+	if (n > 0) {
+		event_del(ar->watch);
+		return;
+	}
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	event_del(ar->watch);
+	if (ar->chat != NULL)
+		chat_cancel(ar->chat, "cancelled", "client disconnected");
+}
+
+/* Watch the client's socket for its end while the chat runs. */
+static void
+api_watch(struct api_req *ar)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(ar->conn->evcon);
+
+	ar->watch = event_new(ar->api->server->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+	    api_watch_cb, ar);
+	if (ar->watch != NULL)
+		event_add(ar->watch, NULL);
 }
 
 static const struct chat_front api_chat_front = {
@@ -943,6 +983,7 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 	}
 	ar->chat = c;
 	ac->active = ar;
+	api_watch(ar);
 	chat_start(c);
 }
 
@@ -1078,6 +1119,7 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 	}
 	ar->chat = c;
 	ac->active = ar;
+	api_watch(ar);
 	chat_start(c);
 }
 

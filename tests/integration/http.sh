@@ -81,6 +81,16 @@ grep -q "abort me" "$TEST_DIR/fake0.log" 2>/dev/null || true
 "$PYTHON" -c 'import json, sys; s = json.load(open(sys.argv[1])); s = s.get("result", s); u = s["by_user"]; assert "1" in u and "65534" not in u, u' \
 	"$TEST_DIR/stats.json" || { cat "$TEST_DIR/stats.json" >&2; fail "by_user lacks the key's uid"; }
 
+# A client that leaves while a non-streamed reply is still being made cancels it too.
+curl -s --max-time 1 -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: gone" "$BASE/chat/completions" \
+	-d '{"model":"fake-model","messages":[{"role":"user","content":"slow [[chunks=2 delay_ms=4000]]"}]}' >/dev/null &&
+	fail "the slow reply came within a second"
+i=0
+until metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon",tag="gone",status="cancelled"} 1'; do
+	i=$((i + 1)); [ $i -lt 25 ] || { metrics >&2; fail "the non-streamed request was not cancelled"; }
+	sleep 0.1
+done
+
 # --- raw SSE with curl ------------------------------------------------------
 curl -sSN -H "Authorization: Bearer $KEY" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"raw [[chunks=3]]"}]}' \
@@ -231,7 +241,7 @@ s=$(status -H "Authorization: Bearer $KEY" "http://127.0.0.1:$FREE/v1/chat/compl
 [ "$s" = 200 ] && grep -q '"content":"echo: activated"' "$TEST_DIR/body.json" || fail "HTTP on the activated socket: $s"
 grep -q "HTTP: listening on 127.0.0.1:$FREE, passed by systemd" "$TEST_DIR/daemon.log" ||
 	fail "the second socket was not taken from systemd"
-OPENLLMD_SOCKET="$act" "$PYTHON" -m olc chat "msgpack too" | grep -q "echo: msgpack too" ||
+OPENLLMD_SOCKET="$act" "$PYTHON" -m olc chat "msgpack too" > "$TEST_DIR/olc.out" && grep -q "echo: msgpack too" "$TEST_DIR/olc.out" ||
 	fail "msgpack on the activated socket"
 kill -TERM "$pid"
 wait "$pid" || true
