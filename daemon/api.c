@@ -944,12 +944,13 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 	}
 	ar->api = api;
 	rq = api_chat_request(body, ar, cause, sizeof cause, &param);
-	json_decref(body);
 	if (rq == NULL) {
 		free(ar);
 		api_send_error(req, "bad_request", cause, param, NAN, -1, NULL);
+		json_decref(body);  /* param may point into it */
 		return;
 	}
+	json_decref(body);
 	tag = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Ollm-Tag");
 	if (tag != NULL && (strlen(tag) > API_TAG_MAX || !message_utf8_valid(tag, strlen(tag)))) {
 		free(ar);
