@@ -297,6 +297,9 @@ chat_send(struct chat *ch, const char *text)
 		chat_out(ch, "\n");
 	fflush(stdout);
 
+	if (r == OLLM_OK && !done.durable)
+		fprintf(stderr, "ollmctl: warning: the daemon could not record this reply's "
+		    "usage in its ledger (see its log)\n");
 	if (!ch->repl) {
 		if (r != OLLM_OK && r != OLLM_ERR_CANCELLED)
 			ollmctl_report(ch->conn, r);
