@@ -332,6 +332,9 @@ chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_
 	char cause[256];
 
 	if (c->front->blocked(c->owner)) {
+		if (!c->paused)
+			log_debug("chat %llu: the client is behind; transfer paused",
+			    (unsigned long long)c->id);
 		c->paused = true;
 		chat_arm_timer(c, c->server->conf->stall_timeout);
 		return HTTP_DATA_PAUSE;

@@ -91,6 +91,43 @@ until metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon
 	sleep 0.1
 done
 
+# Backpressure: a client that stops reading pauses the transfer, which resumes
+# once it reads again; every byte arrives, in order.
+"$PYTHON" - "$PORT" "$KEY" <<'PY' || fail "backpressure"
+import json, socket, sys, time
+port, key = int(sys.argv[1]), sys.argv[2]
+text = "".join("w%06d " % i for i in range(300000))      # 2.4 MB, echoed back
+body = json.dumps({"model": "narrow", "stream": True,      # unpriced: a big prompt costs nothing
+                   "messages": [{"role": "user", "content": text + "[[chunks=400]]"}]}).encode()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", port))
+s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
+          b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+time.sleep(3)                       # read nothing for a while: the daemon must hold back
+data = b""
+while not data.endswith(b"0\r\n\r\n"):
+    b = s.recv(65536)
+    assert b, "connection closed early"
+    data += b
+head, _, rest = data.partition(b"\r\n\r\n")
+assert head.startswith(b"HTTP/1.1 200"), head
+out, pos = b"", 0
+while True:                         # undo the chunked transfer coding
+    eol = rest.index(b"\r\n", pos)
+    n = int(rest[pos:eol], 16)
+    if n == 0:
+        break
+    out += rest[eol + 2:eol + 2 + n]
+    pos = eol + 2 + n + 2
+events = out.decode().split("\n\n")[:-1]
+assert events[-1] == "data: [DONE]"
+got = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:-1])
+assert got.startswith("echo: w000000 w000001") and "w299999" in got, got[-100:]
+PY
+grep -q "the client is behind; transfer paused" "$TEST_DIR/daemon.log" ||
+	fail "the transfer never paused for the slow reader"
+
 # --- raw SSE with curl ------------------------------------------------------
 curl -sSN -H "Authorization: Bearer $KEY" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"raw [[chunks=3]]"}]}' \
