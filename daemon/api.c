@@ -918,6 +918,21 @@ fail:
 	return NULL;
 }
 
+/* The request's tag: X-Ollm-Tag, else the key's; -1 after a 400 for a bad header. */
+static int
+api_tag(struct evhttp_request *req, const char *key_tag, const char **tag)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Ollm-Tag");
+
+	if (h != NULL && (strlen(h) > API_TAG_MAX || !message_utf8_valid(h, strlen(h)))) {
+		api_send_error(req, "bad_request", "X-Ollm-Tag must be UTF-8 of at most 256 bytes",
+		    NULL, NAN, -1, NULL);
+		return -1;
+	}
+	*tag = h != NULL ? h : key_tag;
+	return 0;
+}
+
 /* POST /v1/chat/completions */
 static void
 api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
@@ -951,16 +966,11 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 		return;
 	}
 	json_decref(body);
-	tag = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Ollm-Tag");
-	if (tag != NULL && (strlen(tag) > API_TAG_MAX || !message_utf8_valid(tag, strlen(tag)))) {
+	if (api_tag(req, key_tag, &tag) == -1) {
 		free(ar);
 		message_request_free(rq);
-		api_send_error(req, "bad_request", "X-Ollm-Tag must be UTF-8 of at most 256 bytes",
-		    NULL, NAN, -1, NULL);
 		return;
 	}
-	if (tag == NULL)
-		tag = key_tag;
 	if (tag != NULL && *tag != '\0' && (rq->u.chat.tag = strdup(tag)) == NULL) {
 		free(ar);
 		message_request_free(rq);
@@ -1036,7 +1046,7 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 		    NULL, NAN, -1, NULL);
 		return;
 	}
-	if ((body = api_body_json(req)) == NULL)
+	if (api_tag(req, key_tag, &tag) == -1 || (body = api_body_json(req)) == NULL)
 		return;
 	memset(&pass, 0, sizeof pass);
 	pass.path = embeddings ? "/embeddings" : "/completions";
@@ -1088,11 +1098,6 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 	evbuffer_free(text);
 	pass.body = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
-	tag = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Ollm-Tag");
-	if (tag != NULL && (strlen(tag) > API_TAG_MAX || !message_utf8_valid(tag, strlen(tag))))
-		tag = NULL;
-	if (tag == NULL)
-		tag = key_tag;
 	if (tag != NULL && *tag != '\0')
 		rq->u.chat.tag = strdup(tag);
 	rq->id = ++api->next_id;

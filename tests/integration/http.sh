@@ -179,6 +179,9 @@ s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{not jso
 	"$TEST_DIR/body.json" || fail "error shape: $(cat "$TEST_DIR/body.json")"
 s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{"model":"fake-model","n":2,"messages":[{"role":"user","content":"x"}]}')
 [ "$s" = 400 ] && grep -q '"param":"n"' "$TEST_DIR/body.json" || fail "n=2: $s $(cat "$TEST_DIR/body.json")"
+LONGTAG=$(head -c 300 /dev/zero | tr '\0' t)
+s=$(status -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: $LONGTAG" "$BASE/embeddings" -d '{"input":"x"}')
+[ "$s" = 400 ] || fail "a 300-byte X-Ollm-Tag: $s"
 s=$(status -H "Authorization: Bearer $KEY" "$BASE/nothing")
 [ "$s" = 404 ] || fail "unknown URL: $s"
 s=$(status -H "Authorization: Bearer $KEY" "$BASE/models" -d '{}')
