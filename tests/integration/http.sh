@@ -258,8 +258,21 @@ if [ -n "$ADDR" ]; then
 	rm -rf "$TEST_DIR/state"
 fi
 : > "$TEST_DIR/daemon.log"
-HTTP_LISTEN='"127.0.0.1:0"' start_daemon "api_keys = ( $KEYS );" 'require_key = true;'
+HTTP_LISTEN='"127.0.0.1:0"' start_daemon "api_keys = ( $KEYS );" 'require_key = true;' \
+	'http_timeout = 1.0;' 'http_max_header = 4096;'
 PORT=$(http_port)
+# header cap, and a client that sends half a request is dropped after http_timeout
+BIGH=$(head -c 5000 /dev/zero | tr '\0' h)
+s=$(status -H "X-Big: $BIGH" -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v1/models")
+[ "$s" = 413 ] || [ "$s" = 400 ] || fail "headers over http_max_header: $s"
+"$PYTHON" - "$PORT" <<'PY' || fail "a half-sent request was not dropped"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+s.settimeout(10)
+while s.recv(4096):
+    pass
+PY
 s=$(status "http://127.0.0.1:$PORT/v1/models")
 [ "$s" = 401 ] && grep -q '"code":"missing_api_key"' "$TEST_DIR/body.json" || fail "require_key: $s"
 s=$(status -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v1/models")
