@@ -100,6 +100,10 @@ api_status(const char *code, int64_t upstream_status, const char **type)
 		*type = "invalid_request_error";
 		return 401;
 	}
+	if (strcmp(code, "forbidden") == 0) {
+		*type = "permission_error";
+		return 403;
+	}
 	if (strcmp(code, "budget_exceeded") == 0) {
 		*type = "insufficient_quota";
 		return 402;
@@ -163,6 +167,7 @@ api_reason(int status)
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 402: return "Payment Required";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 413: return "Payload Too Large";
@@ -1206,7 +1211,7 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
 		return;
 	}
-	if (api->n_conns > (size_t)srv->conf->max_clients) {
+	if (api->n_conns > (size_t)srv->max_clients) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
 		api_send_error(req, "too_many_clients", "too many clients (max_clients)", NULL, 1, -1,
 		    NULL);
@@ -1235,6 +1240,13 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	}
 	if (!api_authenticate(api, req, ac, &uid, &tag))
 		return;
+	if (metrics && strcmp(srv->conf->stats_visibility, "own") == 0 && uid != 0 &&
+	    uid != (uint32_t)srv->own_uid) {
+		/* everyone's usage by user and tag: as ollmctl stats shows it only to the admin */
+		api_send_error(req, "forbidden", "/metrics shows every user's usage: only root and "
+		    "the daemon's user may read it (stats_visibility is own)", NULL, NAN, -1, NULL);
+		return;
+	}
 	if (completions || embeddings)
 		api_passthrough(api, req, ac, uid, tag, embeddings);
 	else if (chat)

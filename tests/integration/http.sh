@@ -65,7 +65,8 @@ for c in chat stream stream_without_usage models unauthorized unknown_model bad_
 	node_check "$c"
 done
 
-metrics() { curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/metrics"; }
+# /metrics is root's (the test runs as root) or the daemon's user's under stats_visibility own
+metrics() { curl -sf "http://127.0.0.1:$PORT/metrics"; }
 
 # The aborted stream was cancelled upstream and recorded with the tokens so far.
 i=0
@@ -223,6 +224,8 @@ metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon",tag=
 	fail "X-Ollm-Tag did not replace the key's tag"
 
 # --- /metrics ---------------------------------------------------------------
+s=$(status -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/metrics")
+[ "$s" = 403 ] || fail "/metrics for a key of another user: $s"
 metrics > "$TEST_DIR/metrics.txt" || fail "GET /metrics"
 promtool check metrics < "$TEST_DIR/metrics.txt" || fail "promtool check metrics"
 for m in openllmd_requests_total openllmd_prompt_tokens_total openllmd_completion_tokens_total \
