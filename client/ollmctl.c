@@ -13,6 +13,9 @@
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/random.h>
+
+#include <openssl/evp.h>
 
 #include "client/ollmctl.h"
 
@@ -31,6 +34,7 @@ static int cmd_stats(int, char **);
 static int cmd_models(int, char **);
 static int cmd_ping(int, char **);
 static int cmd_tokens(int, char **);
+static int cmd_key(int, char **);
 
 static const struct ollmctl_cmd ollmctl_cmds[] = {
 	{ "chat", cmd_chat,
@@ -94,6 +98,11 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	  "  -e, --encoding NAME  cl100k_base or o200k_base\n"
 	  "  -m, --model MODEL    the tokenizer of the upstream serving MODEL\n"
 	  "      --ids            print the token ids instead of the count\n" },
+	{ "key", cmd_key, "key new --user NAME [--tag TAG]",
+	  "Make an API key for the HTTP front: prints the key (shown only this once)\n"
+	  "and the api_keys line for openllmd.conf, which holds only its SHA-256.\n"
+	  "      --user NAME      who the key bills: a user name or a uid\n"
+	  "      --tag TAG        the accounting label of its requests\n" },
 };
 #define OLLMCTL_NCMDS (sizeof ollmctl_cmds / sizeof ollmctl_cmds[0])
 
@@ -128,6 +137,7 @@ ollmctl_usage(FILE *f)
 	    "  models         the model servers and the models they serve\n"
 	    "  ping           check that the daemon answers\n"
 	    "  tokens         count the tokens of a text\n"
+	    "  key            make an API key for the HTTP front\n"
 	    "\n"
 	    "The socket is -S, else $OPENLLMD_SOCKET, else the default (see ollmctl(1)).\n"
 	    "ollmctl COMMAND --help shows a command's options.\n");
@@ -304,6 +314,76 @@ cmd_stats(int argc, char **argv)
 		return EX_OSERR;
 	}
 	return EX_OK;
+}
+
+/* key new: a fresh random key, and the configuration line with its SHA-256. */
+static int
+cmd_key(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "user", required_argument, NULL, 'u' },
+		{ "tag", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 }
+	};
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	const char *user = NULL, *tag = NULL;
+	unsigned char raw[30], md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	char key[8 + 40 + 1];
+	int ch;
+
+	if (argc < 2 || strcmp(argv[1], "new") != 0)
+		return ollmctl_bad_usage("key", "unknown subcommand \"%s\" (the only one is new)",
+		    argc < 2 ? "" : argv[1]);
+	argv++;
+	argc--;
+	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'u':
+			user = optarg;
+			break;
+		case 't':
+			tag = optarg;
+			break;
+		default:
+			ollmctl_usage_cmd(stderr, "key");
+			return EX_USAGE;
+		}
+	}
+	if (optind != argc)
+		return ollmctl_bad_usage("key", "unexpected argument \"%s\"", argv[optind]);
+	if (user == NULL || *user == '\0')
+		return ollmctl_bad_usage("key", "%s is required", "--user NAME");
+	if (strpbrk(user, "\"\\\n") != NULL || (tag != NULL && strpbrk(tag, "\"\\\n") != NULL))
+		return ollmctl_bad_usage("key", "%s cannot hold quotes, backslashes or newlines",
+		    "--user or --tag");
+	if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
+		fprintf(stderr, "ollmctl: getrandom: %s\n", strerror(errno));
+		return EX_OSERR;
+	}
+	/* 240 random bits as 40 base64url characters */
+	memcpy(key, "sk-ollm-", 8);
+	for (size_t i = 0; i < sizeof raw; i += 3) {
+		uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+		for (int k = 0; k < 4; k++)
+			key[8 + i / 3 * 4 + (size_t)k] = b64[(v >> (18 - 6 * k)) & 63];
+	}
+	key[sizeof key - 1] = '\0';
+	if (EVP_Digest(key, strlen(key), md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32) {
+		fprintf(stderr, "ollmctl: SHA-256 failed\n");
+		return EX_SOFTWARE;
+	}
+	printf("%s\n", key);
+	printf("api_keys = ( { sha256 = \"");
+	for (unsigned i = 0; i < md_len; i++)
+		printf("%02x", md[i]);
+	printf("\"; user = \"%s\";", user);
+	if (tag != NULL)
+		printf(" tag = \"%s\";", tag);
+	printf(" } );\n");
+	fflush(stdout);
+	return ferror(stdout) ? EX_IOERR : EX_OK;
 }
 
 /* models: the upstreams and their models. */

@@ -6,10 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "daemon/budget.h"
 #include "daemon/http.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "daemon/openai.h"
 #include "daemon/openllmd.h"
 #include "daemon/sse.h"
@@ -124,6 +127,8 @@ chat_free(struct chat *c)
 	free(c->body);
 	free(c->model);
 	free(c->error_detail.data);
+	free(c->pass.body);
+	free(c->pass.prompt_text);
 	free(c);
 	srv->in_flight--;
 	if (served)
@@ -200,6 +205,89 @@ chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
 	}
 }
 
+/* Fold what a passed-through reply or chunk says: usage, text, finish_reason, model. */
+static void
+chat_raw_fold(struct chat_parse *p, json_t *j)
+{
+	json_t *u = json_object_get(j, "usage"), *ch;
+	size_t i;
+	const char *s;
+
+	if (json_is_object(u)) {
+		p->has_usage = true;
+		p->usage.prompt_tokens = json_integer_value(json_object_get(u, "prompt_tokens"));
+		p->usage.completion_tokens = json_integer_value(json_object_get(u, "completion_tokens"));
+		p->usage.total_tokens = json_integer_value(json_object_get(u, "total_tokens"));
+	}
+	json_array_foreach(json_object_get(j, "choices"), i, ch) {
+		if ((s = json_string_value(json_object_get(ch, "text"))) != NULL)
+			strbuf_add(&p->text, s, strlen(s), CHAT_MAX_TEXT);
+		if ((s = json_string_value(json_object_get(ch, "finish_reason"))) != NULL) {
+			free(p->finish_reason);
+			p->finish_reason = strdup(s);
+		}
+	}
+	if (p->model == NULL && (s = json_string_value(json_object_get(j, "model"))) != NULL)
+		p->model = strdup(s);
+}
+
+/* The error message of a passed-through body, or NULL. */
+static char *
+chat_raw_error(json_t *j)
+{
+	json_t *e = json_object_get(j, "error");
+	const char *m;
+
+	if (e == NULL)
+		return NULL;
+	m = json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "message"));
+	return strdup(m != NULL ? m : "error from the model server");
+}
+
+/* One SSE event of a passed-through stream: fold it, and hand its data on as it is. */
+static int
+chat_raw_event(struct chat *c, struct chat_parse *p, const char *data, size_t len)
+{
+	json_t *j;
+	struct reply r;
+
+	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+		p->saw_done = true;
+		return 0;
+	}
+	if ((j = json_loadb(data, len, 0, NULL)) == NULL || !json_is_object(j)) {
+		json_decref(j);
+		p->saw_error = true;
+		free(p->error);
+		p->error = strdup("malformed stream chunk: not a JSON object");
+		return -1;
+	}
+	if ((p->error = chat_raw_error(j)) != NULL) {
+		p->saw_error = true;
+		json_decref(j);
+		return -1;
+	}
+	chat_raw_fold(p, j);
+	bool usage_only = json_array_size(json_object_get(j, "choices")) == 0 &&
+	    json_object_get(j, "usage") != NULL;
+	json_decref(j);
+	if (usage_only && !c->pass.usage_wanted)
+		return 0;
+	char *copy = strndup(data, len);
+	if (copy == NULL)
+		return -1;
+	memset(&r, 0, sizeof r);
+	r.id = c->id;
+	r.type = REPLY_DELTA;
+	r.u.delta.content = copy;
+	if (c->first_delta_ms < 0)
+		c->first_delta_ms = now_mono_ms();
+	p->deltas++;
+	chat_reply(c, &r);
+	free(copy);
+	return 0;
+}
+
 /* One SSE event from the upstream. */
 static int
 chat_sse_event_cb(void *arg, const char *event, const char *data, size_t len)
@@ -209,6 +297,8 @@ chat_sse_event_cb(void *arg, const char *event, const char *data, size_t len)
 	struct openai_chunk ch;
 	char cause[256];
 
+	if (c->passthrough)
+		return chat_raw_event(c, p, data, len);
 	memset(&ch, 0, sizeof ch);
 	if (openai_parse_event(event, data, len, &ch, cause, sizeof cause) == -1) {
 		p->saw_error = true;
@@ -251,6 +341,9 @@ chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_
 	char cause[256];
 
 	if (c->front->blocked(c->owner)) {
+		if (!c->paused)
+			log_debug("chat %llu: the client is behind; transfer paused",
+			    (unsigned long long)c->id);
 		c->paused = true;
 		chat_arm_timer(c, c->server->conf->stall_timeout);
 		return HTTP_DATA_PAUSE;
@@ -392,6 +485,16 @@ chat_done_cb(void *arg, const struct http_response *resp)
 			p->saw_error = true;
 			p->error = strdup("the stream ended without [DONE]");
 		}
+	} else if (p->status > 0 && c->passthrough) {
+		json_t *j = json_loadb(p->raw.p ? p->raw.p : "", p->raw.len, 0, NULL);
+		if (!json_is_object(j)) {
+			p->saw_error = true;
+			p->error = strdup("malformed reply from the model server: not a JSON object");
+		} else if ((p->error = chat_raw_error(j)) != NULL)
+			p->saw_error = true;
+		else
+			chat_raw_fold(p, j);
+		json_decref(j);
 	} else if (p->status > 0) {
 		struct openai_chunk ch;
 		memset(&ch, 0, sizeof ch);
@@ -517,7 +620,8 @@ chat_attempt(struct chat *c)
 		return;
 	}
 	sse_parser_init(&((struct chat_parse *)c->parse)->sse, CHAT_MAX_EVENT, chat_sse_event_cb, c);
-	snprintf(url, sizeof url, "%s/chat/completions", u->base_url);
+	snprintf(url, sizeof url, "%s%s", u->base_url,
+	    c->passthrough ? c->pass.path : "/chat/completions");
 	memset(&hr, 0, sizeof hr);
 	hr.method = "POST";
 	hr.url = url;
@@ -674,6 +778,10 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		message = refused;
 	}
 	srv->total_cost += cost;
+	struct metrics_event me = { rec.model, c->uid, rec.tag, code != NULL ? code : "ok",
+		us.prompt_tokens, us.completion_tokens, cost,
+		c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1, end - c->started_ms };
+	metrics_record(&me);
 	log_info("chat %llu uid %u model %s upstream %s: %s | prompt_tokens: %lld, "
 	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
 	    (unsigned long long)c->id, (unsigned)c->uid, rec.model,
@@ -706,7 +814,9 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		r.u.done.ttft_ms = c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1;
 		r.u.done.latency_ms = end - c->started_ms;
 		r.u.done.not_durable = !durable;
-		if (!c->req->u.chat.stream) {
+		if (c->passthrough)
+			r.u.done.content = !c->req->u.chat.stream && p->raw.p ? p->raw.p : NULL;
+		else if (!c->req->u.chat.stream) {
 			r.u.done.content = p->content.p ? p->content.p : "";
 			r.u.done.reasoning = p->reasoning.p;
 			r.u.done.tool_calls = p->tool_calls;
@@ -751,6 +861,9 @@ chat_refuse(struct chat *c, const char *code, const char *message)
 	r.u.error.message = (char *)message;
 	r.u.error.retry_after = NAN;
 	r.u.error.status = -1;
+	struct metrics_event me = { c->req->u.chat.model, c->uid, c->req->u.chat.tag, code,
+		0, 0, 0, -1, -1 };
+	metrics_record(&me);
 	chat_reply(c, &r);
 	chat_free(c);
 }
@@ -784,6 +897,53 @@ chat_new(struct server *srv, const struct chat_front *front, void *owner, uint32
 	return c;
 }
 
+/*
+ * A passed-through request: pass (its body and prompt_text are the chat's
+ * from now on, even on failure) says where to send what. NULL when memory
+ * runs out.
+ */
+struct chat *
+chat_new_passthrough(struct server *srv, const struct chat_front *front, void *owner,
+    uint32_t uid, struct request *req, struct chat_passthrough *pass)
+{
+	struct chat *c = chat_new(srv, front, owner, uid, req);
+
+	if (c == NULL) {
+		free(pass->body);
+		free(pass->prompt_text);
+		return NULL;
+	}
+	c->passthrough = true;
+	c->pass = *pass;
+	return c;
+}
+
+/* The body of a passed-through request: the client's, naming our model, asking for usage. */
+static char *
+chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
+{
+	json_t *j = json_loads(c->pass.body, 0, NULL), *so;
+	char *out = NULL;
+
+	if (!json_is_object(j)) {
+		snprintf(cause, cause_len, "the body is not a JSON object");
+		json_decref(j);
+		return NULL;
+	}
+	json_object_set_new(j, "model", json_string(c->model));
+	if (c->req->u.chat.stream) {
+		if (!json_is_object(so = json_object_get(j, "stream_options"))) {
+			so = json_object();
+			json_object_set_new(j, "stream_options", so);
+		}
+		json_object_set_new(so, "include_usage", json_true());
+	}
+	if ((out = json_dumps(j, JSON_COMPACT)) == NULL)
+		snprintf(cause, cause_len, "out of memory");
+	json_decref(j);
+	return out;
+}
+
 /* Admit a chat: route it, count its prompt, build the body, reserve, start or queue it. */
 void
 chat_start(struct chat *c)
@@ -810,19 +970,28 @@ chat_start(struct chat *c)
 
 	c->model = strdup(cr->model != NULL && *cr->model != '\0' ? cr->model : up->conf.model);
 	/*
-	 * The prompt is counted before sending only when a budget or tpm needs
-	 * the number to reserve; otherwise only when the server reports no usage.
+	 * A chat's prompt is counted before sending only when a budget or tpm
+	 * needs the number to reserve; otherwise only when the server reports no
+	 * usage. A passthrough's prompt is always counted.
 	 */
-	if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, cr->tag, c->model))
+	if (c->passthrough) {
+		if (srv->conf->calc_usage && up->tokenizer != NULL) {
+			const char *t = c->pass.prompt_text;
+			int64_t n = t != NULL ? tokenizer_count(up->tokenizer, t, strlen(t)) : 0;
+			c->prompt_estimate = (n > 0 ? n : 0) + c->pass.prompt_ids;
+		}
+	} else if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, cr->tag, c->model))
 		chat_count_prompt(c);
-	c->body = openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
+	c->body = c->passthrough ? chat_passthrough_body(c, cause, sizeof cause) :
+	    openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
 	if (c->body == NULL) {
 		chat_finish(c, "bad_request", cause, -1, NAN);
 		return;
 	}
 
 	int64_t prompt = c->prompt_estimate > 0 ? c->prompt_estimate : 0;
-	int64_t most = cr->max_tokens > 0 ? cr->max_tokens : up->conf.default_max_tokens;
+	int64_t most = c->passthrough && c->pass.embeddings ? 0 :
+	    cr->max_tokens > 0 ? cr->max_tokens : up->conf.default_max_tokens;
 	double worst = ((double)prompt * up->conf.prompt_price +
 	    (double)most * up->conf.completion_price) / 1000.0;
 	struct budget_refusal why;

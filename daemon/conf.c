@@ -54,6 +54,9 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("stall_timeout", CONF_DOUBLE, stall_timeout, 0, 86400, NULL),
 	TOP("max_output_total", CONF_SIZE, max_output_total, 0, 1e12, NULL),
 	TOP("max_output_per_client", CONF_SIZE, max_output_per_client, 1024, 1e12, NULL),
+	TOP("require_key", CONF_BOOL, require_key, 0, 0, NULL),
+	TOP("http_max_header", CONF_SIZE, http_max_header, 1024, 1 << 24, NULL),
+	TOP("http_timeout", CONF_DOUBLE, http_timeout, 0.1, 86400, NULL),
 };
 
 static const struct conf_setting conf_upstream_settings[] = {
@@ -79,7 +82,13 @@ static const struct conf_setting conf_upstream_settings[] = {
 
 /* MetaGPT's names for the single upstream, accepted at the top level; and the lists. */
 static const char *const conf_metagpt_settings[] = {
-	"open_llm_api_base", "open_llm_api_model", "rpm", "upstreams", "budgets", NULL
+	"open_llm_api_base", "open_llm_api_model", "rpm", "upstreams", "budgets", "http_listen",
+	"api_keys", NULL
+};
+
+/* Settings of one API key. */
+static const char *const conf_key_settings[] = {
+	"sha256", "user", "tag", NULL
 };
 
 /* Settings of one budget; values are checked by conf_read_budgets. */
@@ -233,6 +242,12 @@ conf_defaults(void)
 	c->stall_timeout = 120;
 	c->max_output_total = 256u * 1024 * 1024;
 	c->max_output_per_client = 64u * 1024 * 1024;
+	c->http_max_header = 64 * 1024;
+	c->http_timeout = 60;
+	if ((c->http_listen = calloc(1, sizeof *c->http_listen)) != NULL &&
+	    (c->http_listen[0] = strdup(CONF_HTTP_LISTEN_DEFAULT)) != NULL)
+		c->n_http_listen = 1;
+	c->http_listen_default = true;
 	return c;
 }
 
@@ -383,6 +398,7 @@ conf_apply_group(struct conf_errors *e, config_setting_t *group, const struct co
 }
 
 static void conf_check_url(struct conf_errors *, int, char *);
+static int conf_resolve_user(const char *, uint32_t *);
 
 /*
  * A tokenizer is a built-in vocabulary's name or, since only this file may
@@ -479,18 +495,9 @@ conf_read_budgets(struct conf_errors *e, struct conf *c, config_setting_t *list)
 			conf_error(e, line, "budgets[%d]: who is required for scope %s", i, sc);
 			continue;
 		}
-		if (scope == BUDGET_USER) {
-			struct passwd *pw = getpwnam(who);
-			char *end;
-			unsigned long uid = strtoul(who, &end, 10);
-			if (pw != NULL)
-				b->uid = (uint32_t)pw->pw_uid;
-			else if (*end == '\0' && uid <= UINT32_MAX)
-				b->uid = (uint32_t)uid;
-			else {
-				conf_error(e, line, "budgets[%d]: no user \"%s\"", i, who);
-				continue;
-			}
+		if (scope == BUDGET_USER && conf_resolve_user(who, &b->uid) == -1) {
+			conf_error(e, line, "budgets[%d]: no user \"%s\"", i, who);
+			continue;
 		}
 		lim = config_setting_get_member(g, "limit");
 		if (lim == NULL || (config_setting_type(lim) != CONFIG_TYPE_INT &&
@@ -511,6 +518,159 @@ conf_read_budgets(struct conf_errors *e, struct conf *c, config_setting_t *list)
 		b->unit = strdup(un);
 		b->period = strdup(pe);
 		c->n_budgets++;
+	}
+}
+
+/* Resolve a user name or uid; -1 when neither. */
+static int
+conf_resolve_user(const char *who, uint32_t *uid)
+{
+	struct passwd *pw = getpwnam(who);
+	char *end;
+	unsigned long n;
+
+	if (pw != NULL) {
+		*uid = (uint32_t)pw->pw_uid;
+		return 0;
+	}
+	errno = 0;
+	n = strtoul(who, &end, 10);
+	if (*who == '\0' || *end != '\0' || errno != 0 || n > UINT32_MAX)
+		return -1;
+	*uid = (uint32_t)n;
+	return 0;
+}
+
+/* Check one http_listen address: "HOST:PORT" (HOST an address), "[V6]:PORT" or "unix:/path". */
+static bool
+conf_listen_valid(const char *a, const char **why)
+{
+	const char *colon;
+	char *end;
+	unsigned long port;
+
+	if (strncmp(a, "unix:", 5) == 0) {
+		*why = "unix: needs an absolute path of at most 107 bytes";
+		return a[5] == '/' && strlen(a + 5) < 108;
+	}
+	*why = "expected \"127.0.0.1:PORT\", \"[::1]:PORT\" or \"unix:/path\"";
+	if ((colon = strrchr(a, ':')) == NULL || colon == a)
+		return false;
+	if (a[0] == '[' && colon[-1] != ']')
+		return false;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || errno != 0 || port > 65535) {
+		*why = "the port must be 0 to 65535";
+		return false;
+	}
+	return true;
+}
+
+/* Read http_listen: one string or a list of strings. */
+static void
+conf_read_listen(struct conf_errors *e, struct conf *c, config_setting_t *s)
+{
+	int line = config_setting_source_line(s);
+	int n = config_setting_type(s) == CONFIG_TYPE_STRING ? 1 : config_setting_length(s);
+	const char *why;
+
+	if (config_setting_type(s) != CONFIG_TYPE_STRING && !config_setting_is_aggregate(s)) {
+		conf_error(e, line, "http_listen must be a list of strings: ( \"127.0.0.1:8642\" )");
+		return;
+	}
+	for (size_t i = 0; i < c->n_http_listen; i++)
+		free(c->http_listen[i]);
+	free(c->http_listen);
+	c->http_listen = calloc(n > 0 ? (size_t)n : 1, sizeof *c->http_listen);
+	c->n_http_listen = 0;
+	c->http_listen_default = false;
+	if (c->http_listen == NULL)
+		return;
+	for (int i = 0; i < n; i++) {
+		config_setting_t *m = config_setting_type(s) == CONFIG_TYPE_STRING ? s :
+		    config_setting_get_elem(s, i);
+		const char *a = config_setting_get_string(m);
+		if (a == NULL) {
+			conf_error(e, config_setting_source_line(m), "http_listen[%d] must be a string", i);
+			continue;
+		}
+		if (!conf_listen_valid(a, &why)) {
+			conf_error(e, config_setting_source_line(m), "http_listen[%d] \"%s\": %s", i, a, why);
+			continue;
+		}
+		c->http_listen[c->n_http_listen++] = strdup(a);
+	}
+}
+
+/* Read api_keys: ( { sha256 = "HEX"; user = "NAME"; tag = "TAG"; }, ... ). */
+static void
+conf_read_keys(struct conf_errors *e, struct conf *c, config_setting_t *list)
+{
+	int n = config_setting_length(list);
+
+	if (!config_setting_is_list(list)) {
+		conf_error(e, config_setting_source_line(list), "api_keys must be a list: ( { ... }, ... )");
+		return;
+	}
+	c->api_keys = calloc(n ? (size_t)n : 1, sizeof *c->api_keys);
+	if (c->api_keys == NULL)
+		return;
+	for (int i = 0; i < n; i++) {
+		config_setting_t *g = config_setting_get_elem(list, i);
+		struct api_key_conf *k = &c->api_keys[c->n_api_keys];
+		int line = config_setting_source_line(g);
+		const char *hex = NULL, *user = NULL, *tag = NULL;
+
+		if (!config_setting_is_group(g)) {
+			conf_error(e, line, "api_keys[%d] must be a group { ... }", i);
+			continue;
+		}
+		bool bad = false;
+		for (int j = 0; j < config_setting_length(g); j++) {
+			config_setting_t *m = config_setting_get_elem(g, j);
+			const char *name = config_setting_name(m);
+			bool known = false;
+			for (const char *const *nm = conf_key_settings; *nm != NULL; nm++)
+				known |= strcmp(*nm, name) == 0;
+			if (!known) {
+				conf_error(e, config_setting_source_line(m), "unknown setting \"%s\"", name);
+				bad = true;
+			} else if (config_setting_type(m) != CONFIG_TYPE_STRING) {
+				conf_error(e, config_setting_source_line(m), "api_keys[%d]: %s must be a string",
+				    i, name);
+				bad = true;
+			} else if (strcmp(name, "sha256") == 0)
+				hex = config_setting_get_string(m);
+			else if (strcmp(name, "user") == 0)
+				user = config_setting_get_string(m);
+			else
+				tag = config_setting_get_string(m);
+		}
+		if (bad)
+			continue;
+		if (hex == NULL || strlen(hex) != 64 || strspn(hex, "0123456789abcdefABCDEF") != 64) {
+			conf_error(e, line, "api_keys[%d]: sha256 must be 64 hex digits (ollmctl key new "
+			    "prints it)", i);
+			continue;
+		}
+		if (user == NULL || *user == '\0') {
+			conf_error(e, line, "api_keys[%d]: user is required", i);
+			continue;
+		}
+		if (conf_resolve_user(user, &k->uid) == -1) {
+			conf_error(e, line, "api_keys[%d]: no user \"%s\" (a system user name or a uid)",
+			    i, user);
+			continue;
+		}
+		for (size_t j = 0; j < 64; j++)
+			k->sha256[j] = (char)(hex[j] >= 'A' && hex[j] <= 'F' ? hex[j] - 'A' + 'a' : hex[j]);
+		for (size_t j = 0; j < c->n_api_keys; j++)
+			if (strcmp(c->api_keys[j].sha256, k->sha256) == 0)
+				conf_error(e, line, "api_keys[%d]: the same key as api_keys[%zu]", i, j);
+		k->user = strdup(user);
+		k->tag = tag != NULL && *tag != '\0' ? strdup(tag) : NULL;
+		c->n_api_keys++;
 	}
 }
 
@@ -655,6 +815,10 @@ conf_load(const char *path, char **errors)
 		conf_single_upstream(&e, c, have_cfg ? &cfg : NULL);
 	if (have_cfg && (list = config_lookup(&cfg, "budgets")) != NULL)
 		conf_read_budgets(&e, c, list);
+	if (have_cfg && (list = config_lookup(&cfg, "http_listen")) != NULL)
+		conf_read_listen(&e, c, list);
+	if (have_cfg && (list = config_lookup(&cfg, "api_keys")) != NULL)
+		conf_read_keys(&e, c, list);
 	if ((env = getenv("OPENLLMD_SOCKET")) != NULL && *env != '\0') {
 		free(c->socket_path);
 		c->socket_path = strdup(env);
@@ -687,6 +851,14 @@ conf_free(struct conf *c)
 		free(c->budgets[i].period);
 	}
 	free(c->budgets);
+	for (size_t i = 0; i < c->n_http_listen; i++)
+		free(c->http_listen[i]);
+	free(c->http_listen);
+	for (size_t i = 0; i < c->n_api_keys; i++) {
+		free(c->api_keys[i].user);
+		free(c->api_keys[i].tag);
+	}
+	free(c->api_keys);
 	free(c->path);
 	free(c->socket_path);
 	free(c->state_dir);
@@ -713,7 +885,7 @@ conf_default_path(const char *from_command_line)
 const char *const *
 conf_setting_names(void)
 {
-	static const char *names[N_TOP + N_UP + 16];
+	static const char *names[N_TOP + N_UP + 24];
 
 	if (names[0] == NULL) {
 		size_t n = 0;
@@ -727,6 +899,10 @@ conf_setting_names(void)
 			names[n++] = conf_budget_settings[i];
 		names[n++] = "open_llm_api_base";
 		names[n++] = "open_llm_api_model";
+		names[n++] = "http_listen";
+		names[n++] = "api_keys";
+		for (size_t i = 0; conf_key_settings[i] != NULL; i++)
+			names[n++] = conf_key_settings[i];
 		names[n] = NULL;
 	}
 	return names;

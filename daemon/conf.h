@@ -40,6 +40,16 @@ struct budget_conf {
 	double limit;
 };
 
+/* One entry of api_keys: a key known only by its SHA-256, and whom it bills. */
+struct api_key_conf {
+	char sha256[65];            /* lowercase hex */
+	char *user;                 /* a system user name or a uid */
+	uint32_t uid;               /* resolved from user */
+	char *tag;                  /* NULL: none */
+};
+
+#define CONF_HTTP_LISTEN_DEFAULT "127.0.0.1:8642"
+
 struct conf {
 	char *path;                 /* NULL: built-in defaults */
 	char *socket_path;
@@ -60,6 +70,14 @@ struct conf {
 	double stall_timeout;       /* longest a chat waits for its client to read; 0: none */
 	size_t max_output_total;    /* bytes buffered for all clients together; 0: no cap */
 	size_t max_output_per_client;  /* a client this far behind is dropped */
+	char **http_listen;         /* "HOST:PORT", "[::1]:PORT" or "unix:/path" */
+	size_t n_http_listen;
+	bool http_listen_default;   /* not set: the default, whose bind failure is not fatal */
+	bool require_key;           /* HTTP: no identity without an API key */
+	size_t http_max_header;     /* bytes of request line and headers */
+	double http_timeout;        /* HTTP: longest silence while reading a request or idle */
+	struct api_key_conf *api_keys;
+	size_t n_api_keys;
 	struct upstream_conf *upstreams;
 	size_t n_upstreams;
 	struct budget_conf *budgets;

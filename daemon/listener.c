@@ -199,12 +199,9 @@ listener_open(struct server *s, char *cause, size_t cause_len)
 	mode_t old;
 
 #ifdef HAVE_SYSTEMD
-	int n = sd_listen_fds(1);
-	if (n > 1) {
-		snprintf(cause, cause_len, "systemd passed %d sockets, expected one", n);
-		return -1;
-	}
-	if (n == 1) {
+	/* the first socket is ours; any after it are the HTTP front's (api_open) */
+	int n = sd_listen_fds(0);
+	if (n >= 1) {
 		fd = SD_LISTEN_FDS_START;
 		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
 			snprintf(cause, cause_len, "the socket systemd passed is not a listening Unix stream socket");

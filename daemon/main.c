@@ -21,6 +21,7 @@
 #endif
 
 #include "client/sockpath.h"
+#include "daemon/api.h"
 #include "daemon/http.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
@@ -158,8 +159,16 @@ server_notify_status(struct server *s)
 #endif
 }
 
+static void
+server_drain_recheck_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	server_check_drained(arg);
+}
+
 /*
- * Once draining and nothing is in flight, close every client after its last
+ * Once draining and nothing is in flight (msgpack or HTTP), close every client after its last
  * reply is written, then leave the loop.
  */
 void
@@ -169,6 +178,15 @@ server_check_drained(struct server *s)
 
 	if (!s->draining || s->in_flight > 0)
 		return;
+	if (!api_flushed(s)) {
+		/* HTTP answers are still being written: look again shortly */
+		struct timeval tv = { 0, 50 * 1000 };
+		if (s->drain_ev == NULL)
+			s->drain_ev = evtimer_new(s->base, server_drain_recheck_cb, s);
+		if (s->drain_ev != NULL && !evtimer_pending(s->drain_ev, NULL))
+			evtimer_add(s->drain_ev, &tv);
+		return;
+	}
 	if (!s->flushing) {
 		s->flushing = true;
 		for (se = TAILQ_FIRST(&s->sessions); se != NULL; se = next) {
@@ -195,6 +213,7 @@ server_drain(struct server *s)
 	sd_notify(0, "STOPPING=1");
 #endif
 	listener_close(s);
+	api_stop(s);
 	server_check_drained(s);
 }
 
@@ -512,6 +531,8 @@ main(int argc, char **argv)
 		fatal("budgets: %s", cause);
 	if (listener_open(&srv, cause, sizeof cause) == -1)
 		fatal("%s", cause);
+	if (api_open(&srv, cause, sizeof cause) == -1)
+		fatal("%s", cause);
 
 	if (!foreground) {
 		daemonize();
@@ -541,6 +562,7 @@ main(int argc, char **argv)
 
 	session_close_all(&srv);
 	listener_close(&srv);
+	api_free(&srv);
 	upstream_teardown(&srv);
 	budgets_free(srv.budgets);
 	ledger_close(srv.ledger);
@@ -549,6 +571,8 @@ main(int argc, char **argv)
 	event_free(sig_int);
 	event_free(srv.tick);
 	event_free(srv.reap_ev);
+	if (srv.drain_ev != NULL)
+		event_free(srv.drain_ev);
 	http_free(srv.http);
 	while (srv.tokenizers != NULL) {
 		struct tokenizer_entry *e = srv.tokenizers;

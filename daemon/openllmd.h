@@ -25,6 +25,7 @@ struct tokenizer;
 struct chat;
 struct budgets;
 struct budget_reservation;
+struct api;
 
 /* One model server. Retired upstreams (after a reload) live until their last chat ends. */
 struct upstream {
@@ -61,6 +62,21 @@ struct chat_front {
 	void (*release)(void *owner, struct chat *);
 };
 
+/*
+ * A request passed through to the model server as it came (POST /completions,
+ * /embeddings), admitted and accounted like a chat. Its replies carry the
+ * server's bytes: each delta's content is one SSE event's data, and done's
+ * content the whole JSON body of a reply that was not streamed.
+ */
+struct chat_passthrough {
+	const char *path;           /* "/completions" or "/embeddings"; static */
+	char *body;                 /* the client's JSON object: owned by the chat once passed */
+	char *prompt_text;          /* what to count locally (owned likewise); NULL: nothing */
+	int64_t prompt_ids;         /* prompt tokens the client sent as ids */
+	bool usage_wanted;          /* stream: pass the usage-only chunk on */
+	bool embeddings;            /* no completion tokens: none reserved */
+};
+
 /* One chat request in flight; its front keeps it in a list through entry. */
 struct chat {
 	struct server *server;
@@ -87,6 +103,8 @@ struct chat {
 	struct budget_reservation *reservation;
 	struct limiter_waiter waiter;
 	struct message_raw error_detail;  /* detail map of the error reply, if any */
+	bool passthrough;
+	struct chat_passthrough pass;
 	TAILQ_ENTRY(chat) entry;
 };
 TAILQ_HEAD(chat_list, chat);
@@ -125,6 +143,8 @@ struct server {
 	struct conf *conf;
 	char *conf_path;
 	struct http *http;
+	struct api *api;            /* the HTTP front, api.c's */
+	struct event *drain_ev;     /* re-checks the drain while HTTP answers are being written */
 	struct ledger *ledger;
 	struct upstream_list upstreams;
 	struct upstream_list retired;
@@ -218,6 +238,8 @@ void top_answer(struct session *, struct request *);
 int64_t chat_streamed(const struct chat *);
 struct chat *chat_new(struct server *, const struct chat_front *, void *owner, uint32_t uid,
     struct request *);
+struct chat *chat_new_passthrough(struct server *, const struct chat_front *, void *owner,
+    uint32_t uid, struct request *, struct chat_passthrough *);
 void chat_start(struct chat *);
 void chat_cancel(struct chat *, const char *code, const char *message);
 void chat_resume(struct chat *);

@@ -13,6 +13,9 @@
  *   GET  /v1/models            {"object":"list","data":[{"id":MODEL,...}]}
  *                              for each -m (default "fake-model")
  *   POST /v1/chat/completions  stream or not, in the dialect asked
+ *   POST /v1/completions       "echo: PROMPT" as a text_completion, stream or
+ *                              not; usage counts words (prompt + 1, reply)
+ *   POST /v1/embeddings        eight numbers per input; usage counts words
  *   GET  /stats                counters, as JSON:
  *       requests, chat_requests, models_requests, in_flight,
  *       max_concurrent, arrivals_ms (epoch ms of each chat request, the
@@ -1471,6 +1474,135 @@ out:
 	json_decref(root);
 }
 
+/* Words of a string (runs of non-spaces). */
+static long
+word_count(const char *s)
+{
+	long n = 0;
+	bool in = false;
+
+	for (; *s != '\0'; s++) {
+		bool sp = *s == ' ' || *s == '\n' || *s == '\t';
+		if (!sp && !in)
+			n++;
+		in = !sp;
+	}
+	return n;
+}
+
+/* POST /v1/completions: OpenAI's legacy completions, one choice. */
+static void
+serve_completions(struct evhttp_request *req)
+{
+	struct evbuffer	*in = evhttp_request_get_input_buffer(req);
+	json_t		*root, *prompt, *model;
+	const char	*p;
+	char		*text, *body;
+	long		 pt, ct;
+
+	root = json_loadb((const char *)evbuffer_pullup(in, -1),
+	    evbuffer_get_length(in), 0, NULL);
+	prompt = json_object_get(root, "prompt");
+	model = json_object_get(root, "model");
+	if (!json_is_string(prompt) || !json_is_string(model)) {
+		send_error(req, D_OPENAI, 400, "fake: prompt and model must be strings", -1);
+		json_decref(root);
+		return;
+	}
+	p = json_string_value(prompt);
+	if (asprintf(&text, "echo: %s", p) == -1)
+		fake_fatal("out of memory");
+	pt = word_count(p) + 1;
+	ct = word_count(text);
+	if (json_is_true(json_object_get(root, "stream"))) {
+		struct evbuffer *out = evbuffer_new();
+		bool usage = json_is_true(json_object_get(json_object_get(root,
+		    "stream_options"), "include_usage"));
+		size_t half = strlen(text) / 2;
+		for (int i = 0; i < 3; i++) {
+			json_t *ch = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:s%,s:o,s:n}]}",
+			    "id", "cmpl-fake", "object", "text_completion", "created",
+			    1700000000, "model", json_string_value(model), "choices",
+			    "index", 0, "text", i == 0 ? text : i == 1 ? text + half : "",
+			    (size_t)(i == 0 ? half : i == 1 ? strlen(text) - half : 0),
+			    "finish_reason", i == 2 ? json_string("stop") : json_null(),
+			    "logprobs");
+			body = json_text(ch);
+			evbuffer_add_printf(out, "data: %s\n\n", body);
+			free(body);
+		}
+		if (usage) {
+			body = json_text(json_pack("{s:s,s:s,s:i,s:s,s:[],s:{s:i,s:i,s:i}}",
+			    "id", "cmpl-fake", "object", "text_completion", "created",
+			    1700000000, "model", json_string_value(model), "choices",
+			    "usage", "prompt_tokens", (int)pt, "completion_tokens",
+			    (int)ct, "total_tokens", (int)(pt + ct)));
+			evbuffer_add_printf(out, "data: %s\n\n", body);
+			free(body);
+		}
+		evbuffer_add_printf(out, "data: [DONE]\n\n");
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Type", "text/event-stream");
+		evhttp_send_reply(req, 200, "OK", out);
+		evbuffer_free(out);
+	} else {
+		body = json_text(json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:s,s:s,s:n}],"
+		    "s:{s:i,s:i,s:i}}", "id", "cmpl-fake", "object", "text_completion",
+		    "created", 1700000000, "model", json_string_value(model),
+		    "choices", "index", 0, "text", text, "finish_reason", "stop",
+		    "logprobs", "usage", "prompt_tokens", (int)pt,
+		    "completion_tokens", (int)ct, "total_tokens", (int)(pt + ct)));
+		send_body(req, 200, "application/json", body, -1);
+		free(body);
+	}
+	free(text);
+	json_decref(root);
+}
+
+/* POST /v1/embeddings: eight numbers for each input string. */
+static void
+serve_embeddings(struct evhttp_request *req)
+{
+	struct evbuffer	*in = evhttp_request_get_input_buffer(req);
+	json_t		*root, *input, *data, *v;
+	char		*body;
+	size_t		 i;
+	long		 pt = 0;
+
+	root = json_loadb((const char *)evbuffer_pullup(in, -1),
+	    evbuffer_get_length(in), 0, NULL);
+	input = json_object_get(root, "input");
+	if (json_is_string(input)) {
+		json_t *one = json_array();
+		json_array_append(one, input);
+		input = one;
+	} else
+		json_incref(input);
+	if (!json_is_array(input) || !json_is_string(json_object_get(root, "model"))) {
+		send_error(req, D_OPENAI, 400, "fake: input and model are required", -1);
+		json_decref(input);
+		json_decref(root);
+		return;
+	}
+	data = json_array();
+	json_array_foreach(input, i, v) {
+		json_t *vec = json_array();
+		const char *t = json_is_string(v) ? json_string_value(v) : "";
+		pt += word_count(t);
+		for (int k = 0; k < 8; k++)
+			json_array_append_new(vec, json_real((double)((strlen(t) + (size_t)k) % 7) / 7.0));
+		json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object",
+		    "embedding", "index", (int)i, "embedding", vec));
+	}
+	body = json_text(json_pack("{s:s,s:o,s:s,s:{s:i,s:i}}", "object", "list",
+	    "data", data, "model", json_string_value(json_object_get(root, "model")),
+	    "usage", "prompt_tokens", (int)pt, "total_tokens", (int)pt));
+	send_body(req, 200, "application/json", body, -1);
+	free(body);
+	json_decref(input);
+	json_decref(root);
+}
+
 /* GET /v1/models */
 static void
 serve_models(struct evhttp_request *req)
@@ -1574,6 +1706,10 @@ request_cb(struct evhttp_request *req, void *arg)
 	else if (strcmp(path, "/chat/completions") == 0 &&
 	    cmd == EVHTTP_REQ_POST)
 		serve_chat(req);
+	else if (strcmp(path, "/completions") == 0 && cmd == EVHTTP_REQ_POST)
+		serve_completions(req);
+	else if (strcmp(path, "/embeddings") == 0 && cmd == EVHTTP_REQ_POST)
+		serve_embeddings(req);
 	else if (strcmp(path, "/stats") == 0 && cmd == EVHTTP_REQ_GET)
 		serve_stats(req);
 	else if (strcmp(path, "/reset") == 0 && cmd == EVHTTP_REQ_POST)

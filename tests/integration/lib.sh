@@ -72,6 +72,7 @@ write_config() {
 		echo "state_dir = \"$TEST_DIR/state\";"
 		echo "log_level = \"${LOG_LEVEL:-debug}\";"
 		echo "fsync = \"no\";"
+		echo "http_listen = ( ${HTTP_LISTEN:-} );"
 		for line in "$@"; do echo "$line"; done
 		if [ -n "${UPSTREAMS:-}" ]; then
 			echo "upstreams = ( $UPSTREAMS );"

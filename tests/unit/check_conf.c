@@ -225,6 +225,79 @@ START_TEST(test_missing_file)
 }
 END_TEST
 
+START_TEST(test_http_settings)
+{
+	char *errors;
+	struct conf *c = conf_load(NULL, &errors);
+
+	/* the default: one loopback port, whose bind failure is not fatal */
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->n_http_listen, 1);
+	ck_assert_str_eq(c->http_listen[0], CONF_HTTP_LISTEN_DEFAULT);
+	ck_assert(c->http_listen_default);
+	ck_assert(!c->require_key);
+	conf_free(c);
+
+	c = conf_load(write_conf(
+	    "http_listen = ( \"127.0.0.1:0\", \"[::1]:8642\", \"unix:/run/x.sock\" );\n"
+	    "require_key = true;\n"
+	    "api_keys = ( { sha256 = \"5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8\";\n"
+	    "  user = \"0\"; tag = \"ci\"; },\n"
+	    "  { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; user = \"root\"; } );\n"),
+	    &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_uint_eq(c->n_http_listen, 3);
+	ck_assert(!c->http_listen_default);
+	ck_assert_str_eq(c->http_listen[2], "unix:/run/x.sock");
+	ck_assert(c->require_key);
+	ck_assert_uint_eq(c->n_api_keys, 2);
+	ck_assert_str_eq(c->api_keys[0].sha256,
+	    "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8");
+	ck_assert_str_eq(c->api_keys[0].tag, "ci");
+	ck_assert_ptr_null(c->api_keys[1].tag);
+	ck_assert_uint_eq(c->api_keys[1].uid, 0);
+	conf_free(c);
+
+	c = conf_load(write_conf("http_listen = ( );\n"), &errors);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->n_http_listen, 0);
+	conf_free(c);
+}
+END_TEST
+
+START_TEST(test_http_errors)
+{
+	static const struct { const char *text, *want; } cases[] = {
+		{ "http_listen = ( \"localhost\" );\n", ":1: http_listen[0] \"localhost\": expected" },
+		{ "http_listen = ( \"127.0.0.1:99999\" );\n", ":1: http_listen[0] \"127.0.0.1:99999\": the port" },
+		{ "http_listen = ( \"unix:relative\" );\n", ":1: http_listen[0] \"unix:relative\": unix: needs" },
+		{ "http_listen = ( 8642 );\n", ":1: http_listen[0] must be a string" },
+		{ "\napi_keys = ( { sha256 = \"abc\"; user = \"root\"; } );\n", ":2: api_keys[0]: sha256 must be 64 hex" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; } );\n",
+		  ":1: api_keys[0]: user is required" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"no-such-user-here\"; } );\n", ":1: api_keys[0]: no user \"no-such-user-here\"" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"root\"; key = \"x\"; } );\n", ":2: unknown setting \"key\"" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; user = \"root\"; },\n"
+		  "  { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; user = \"root\"; } );\n",
+		  ":2: api_keys[1]: the same key as api_keys[0]" },
+		{ "require_key = 1;\n", ":1: require_key must be" },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *errors = NULL;
+		struct conf *c = conf_load(write_conf(cases[i].text), &errors);
+		ck_assert_msg(c == NULL, "accepted: %s", cases[i].text);
+		ck_assert_msg(errors != NULL && strstr(errors, cases[i].want) != NULL,
+		    "for %s: wanted \"%s\" in \"%s\"", cases[i].text, cases[i].want,
+		    errors ? errors : "(none)");
+		free(errors);
+		unlink(conf_path);
+	}
+}
+END_TEST
+
 START_TEST(test_client_limits_and_visibility)
 {
 	char *errors = NULL;
@@ -319,6 +392,8 @@ main(void)
 	tcase_add_test(tc, test_tokenizer_names);
 	tcase_add_test(tc, test_every_problem_reported);
 	tcase_add_test(tc, test_missing_file);
+	tcase_add_test(tc, test_http_settings);
+	tcase_add_test(tc, test_http_errors);
 	tcase_add_test(tc, test_setting_names);
 	tcase_add_test(tc, test_client_limits_and_visibility);
 	tcase_add_test(tc, test_example_and_manual);

@@ -1,0 +1,1490 @@
+/* The HTTP front: OpenAI's API over evhttp, translated to and from chats. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "daemon/api.h"
+#include "daemon/log.h"
+#include "daemon/metrics.h"
+#include "daemon/openai.h"
+#include "daemon/openllmd.h"
+#include "daemon/peer.h"
+
+#define API_HIGH_WATERMARK (1024 * 1024)    /* pause the transfer above this much unsent output */
+#define API_TAG_MAX 256                     /* longest X-Ollm-Tag */
+
+struct api_conn;
+
+/* One OpenAI request answered by a chat. */
+struct api_req {
+	struct api *api;
+	struct api_conn *conn;      /* NULL once the client went away */
+	struct evhttp_request *req;
+	struct chat *chat;          /* NULL once released */
+	bool stream;
+	bool include_usage;
+	bool started;               /* stream: 200 and the role chunk are sent */
+	bool finished;              /* the last reply went out */
+	bool over_watermark;        /* blocked() said so; resume when the output drains */
+	bool passthrough;           /* completions, embeddings: the server's bytes go back as they are */
+	struct event *watch;        /* the client's socket, to see it close while no byte goes out */
+	char id[64];
+	int64_t created;
+	char *model;                /* as the client named it */
+};
+
+/* One HTTP connection that has sent a request, and who is at its other end. */
+struct api_conn {
+	struct api *api;
+	struct evhttp_connection *evcon;
+	struct peer peer;
+	bool identified;
+	char ident_error[160];
+	struct api_req *active;     /* evhttp answers one request of a connection at a time */
+	TAILQ_ENTRY(api_conn) entry;
+};
+TAILQ_HEAD(api_conn_list, api_conn);
+
+struct api {
+	struct server *server;
+	struct evhttp *http;
+	struct evhttp_bound_socket **bound;
+	char **unix_paths;          /* socket files we made, removed at close */
+	size_t n_bound;
+	struct api_conn_list conns;
+	size_t n_conns;
+	uint64_t next_id;
+	struct event *drain_timer;
+};
+
+static void api_request_cb(struct evhttp_request *, void *);
+static void api_conn_close_cb(struct evhttp_connection *, void *);
+
+/* --- replies ------------------------------------------------------------ */
+
+/* OpenAI's error type for one of our error codes, and its HTTP status. */
+static int
+api_status(const char *code, int64_t upstream_status, const char **type)
+{
+	*type = "api_error";
+	if (strcmp(code, "bad_request") == 0 || strcmp(code, "bad_frame") == 0) {
+		*type = "invalid_request_error";
+		return 400;
+	}
+	if (strcmp(code, "invalid_api_key") == 0 || strcmp(code, "missing_api_key") == 0) {
+		*type = "invalid_request_error";
+		return 401;
+	}
+	if (strcmp(code, "forbidden") == 0) {
+		*type = "permission_error";
+		return 403;
+	}
+	if (strcmp(code, "budget_exceeded") == 0) {
+		*type = "insufficient_quota";
+		return 402;
+	}
+	if (strcmp(code, "unknown_model") == 0 || strcmp(code, "model_not_found") == 0 ||
+	    strcmp(code, "unknown_url") == 0) {
+		*type = "invalid_request_error";
+		return 404;
+	}
+	if (strcmp(code, "method_not_allowed") == 0) {
+		*type = "invalid_request_error";
+		return 405;
+	}
+	if (strcmp(code, "too_large") == 0) {
+		*type = "invalid_request_error";
+		return 413;
+	}
+	if (strcmp(code, "rate_limited") == 0) {
+		*type = "rate_limit_error";
+		return 429;
+	}
+	if (strcmp(code, "upstream_error") == 0) {
+		/* a model server's refusal of the request itself is the client's error */
+		if (upstream_status >= 400 && upstream_status < 500 && upstream_status != 401 &&
+		    upstream_status != 403 && upstream_status != 429) {
+			*type = "invalid_request_error";
+			return (int)upstream_status;
+		}
+		return 502;
+	}
+	if (strcmp(code, "upstream_unavailable") == 0 || strcmp(code, "shutting_down") == 0 ||
+	    strcmp(code, "too_many_clients") == 0)
+		return 503;
+	if (strcmp(code, "timeout") == 0)
+		return 504;
+	return 500;
+}
+
+/* {"error": {"message", "type", "param", "code"}} plus, for a budget, which one and what is left. */
+static json_t *
+api_error_json(const char *code, const char *message, const char *type, const char *param,
+    const struct message_raw *detail)
+{
+	json_t *err = json_pack("{s:s, s:s, s:o, s:s}", "message", message, "type", type,
+	    "param", param != NULL ? json_string(param) : json_null(), "code", code);
+
+	if (err != NULL && detail != NULL && detail->data != NULL) {
+		json_t *d = openai_msgpack_to_json(detail->data, detail->len);
+		if (d != NULL)
+			json_object_set_new(err, "budget", d);
+	}
+	return json_pack("{s:o}", "error", err != NULL ? err : json_object());
+}
+
+/* The reason phrase of a status we send. */
+static const char *
+api_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 413: return "Payload Too Large";
+	case 429: return "Too Many Requests";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 500: return "Internal Server Error";
+	default: return "Error";
+	}
+}
+
+/* Send a whole JSON reply and let evhttp free the request once written. */
+static void
+api_send_json(struct evhttp_request *req, int status, json_t *body)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	if (out != NULL && text != NULL) {
+		evbuffer_add(out, text, strlen(text));
+		evbuffer_add(out, "\n", 1);
+	}
+	evhttp_send_reply(req, status, api_reason(status), out);
+	if (out != NULL)
+		evbuffer_free(out);
+	free(text);
+	json_decref(body);
+}
+
+/* Answer with an OpenAI error; retry_after (seconds) becomes a Retry-After header. */
+static void
+api_send_error(struct evhttp_request *req, const char *code, const char *message,
+    const char *param, double retry_after, int64_t upstream_status,
+    const struct message_raw *detail)
+{
+	const char *type;
+	int status = api_status(code, upstream_status, &type);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	char ra[32];
+
+	if (status == 429 || (status == 503 && isfinite(retry_after))) {
+		double s = isfinite(retry_after) && retry_after > 0 ? ceil(retry_after) : 1;
+		snprintf(ra, sizeof ra, "%.0f", s);
+		evhttp_add_header(h, "Retry-After", ra);
+	}
+	if (status == 401)
+		evhttp_add_header(h, "WWW-Authenticate", "Bearer");
+	api_send_json(req, status, api_error_json(code, message, type, param, detail));
+}
+
+/* Append one SSE event holding a JSON object. */
+static void
+api_sse_json(struct evbuffer *out, json_t *obj)
+{
+	char *text = json_dumps(obj, JSON_COMPACT);
+
+	if (text != NULL) {
+		evbuffer_add(out, "data: ", 6);
+		evbuffer_add(out, text, strlen(text));
+		evbuffer_add(out, "\n\n", 2);
+		free(text);
+	}
+	json_decref(obj);
+}
+
+static void api_chunk_written_cb(struct evhttp_connection *, void *);
+
+/* Send what out holds as chunks of the stream; out is emptied. */
+static void
+api_sse_send(struct api_req *ar, struct evbuffer *out)
+{
+	if (ar->conn == NULL) {
+		evbuffer_drain(out, evbuffer_get_length(out));
+		return;
+	}
+	evhttp_send_reply_chunk_with_cb(ar->req, out, api_chunk_written_cb, ar);
+}
+
+/* A chat.completion.chunk with one choice (delta, finish_reason) or none. */
+static json_t *
+api_chunk(struct api_req *ar, json_t *delta, const char *finish_reason)
+{
+	json_t *choices = json_array();
+
+	if (delta != NULL) {
+		json_array_append_new(choices, json_pack("{s:i, s:o, s:o, s:n}", "index", 0,
+		    "delta", delta, "finish_reason",
+		    finish_reason != NULL ? json_string(finish_reason) : json_null(), "logprobs"));
+	}
+	return json_pack("{s:s, s:s, s:I, s:s, s:n, s:o}", "id", ar->id, "object",
+	    "chat.completion.chunk", "created", (json_int_t)ar->created, "model", ar->model,
+	    "system_fingerprint", "choices", choices);
+}
+
+/* Stream: the status line, headers and (for a chat) the first chunk carrying the role. */
+static void
+api_stream_start(struct api_req *ar)
+{
+	struct evkeyvalq *h;
+	struct evbuffer *out;
+
+	if (ar->started || ar->conn == NULL)
+		return;
+	ar->started = true;
+	h = evhttp_request_get_output_headers(ar->req);
+	evhttp_add_header(h, "Content-Type", "text/event-stream");
+	evhttp_add_header(h, "Cache-Control", "no-cache");
+	evhttp_send_reply_start(ar->req, 200, "OK");
+	if (ar->passthrough || (out = evbuffer_new()) == NULL)
+		return;
+	api_sse_json(out, api_chunk(ar, json_pack("{s:s, s:s}", "role", "assistant", "content", ""),
+	    NULL));
+	api_sse_send(ar, out);
+	evbuffer_free(out);
+}
+
+static json_t *
+api_usage_json(const struct usage *u)
+{
+	return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)u->prompt_tokens,
+	    "completion_tokens", (json_int_t)u->completion_tokens,
+	    "total_tokens", (json_int_t)u->total_tokens);
+}
+
+/* A delta of the stream. */
+static void
+api_reply_delta(struct api_req *ar, const struct delta_reply *d)
+{
+	json_t *delta = json_object();
+	struct evbuffer *out;
+
+	api_stream_start(ar);
+	if (d->content != NULL)
+		json_object_set_new(delta, "content", json_string(d->content));
+	if (d->reasoning != NULL)
+		json_object_set_new(delta, "reasoning_content", json_string(d->reasoning));
+	if (d->tool_calls.data != NULL) {
+		json_t *tc = openai_msgpack_to_json(d->tool_calls.data, d->tool_calls.len);
+		if (tc != NULL)
+			json_object_set_new(delta, "tool_calls", tc);
+	}
+	if ((out = evbuffer_new()) == NULL) {
+		json_decref(delta);
+		return;
+	}
+	api_sse_json(out, api_chunk(ar, delta, NULL));
+	api_sse_send(ar, out);
+	evbuffer_free(out);
+}
+
+/* The end of a stream: finish_reason, usage when asked, [DONE]. */
+static void
+api_reply_done_stream(struct api_req *ar, const struct done_reply *d)
+{
+	struct evbuffer *out;
+
+	api_stream_start(ar);
+	if (ar->conn == NULL || (out = evbuffer_new()) == NULL)
+		return;
+	api_sse_json(out, api_chunk(ar, json_object(),
+	    d->finish_reason != NULL ? d->finish_reason : "stop"));
+	if (ar->include_usage) {
+		json_t *last = api_chunk(ar, NULL, NULL);
+		json_object_set_new(last, "usage", api_usage_json(&d->usage));
+		api_sse_json(out, last);
+	}
+	evbuffer_add_printf(out, "data: [DONE]\n\n");
+	evhttp_send_reply_chunk(ar->req, out);
+	evbuffer_free(out);
+	evhttp_send_reply_end(ar->req);
+}
+
+/* A whole chat.completion. */
+static void
+api_reply_done(struct api_req *ar, const struct done_reply *d)
+{
+	json_t *msg, *body;
+	struct evkeyvalq *h = evhttp_request_get_output_headers(ar->req);
+	char cost[64];
+
+	msg = json_pack("{s:s, s:s?}", "role", "assistant", "content", d->content);
+	if (d->reasoning != NULL)
+		json_object_set_new(msg, "reasoning_content", json_string(d->reasoning));
+	if (d->tool_calls.data != NULL) {
+		json_t *tc = openai_msgpack_to_json(d->tool_calls.data, d->tool_calls.len);
+		if (tc != NULL)
+			json_object_set_new(msg, "tool_calls", tc);
+	}
+	body = json_pack("{s:s, s:s, s:I, s:s, s:n, s:[{s:i, s:o, s:s, s:n}], s:o}",
+	    "id", ar->id, "object", "chat.completion", "created", (json_int_t)ar->created,
+	    "model", d->model != NULL ? d->model : ar->model, "system_fingerprint",
+	    "choices", "index", 0, "message", msg,
+	    "finish_reason", d->finish_reason != NULL ? d->finish_reason : "stop", "logprobs",
+	    "usage", api_usage_json(&d->usage));
+	snprintf(cost, sizeof cost, "%.6f", d->cost);
+	evhttp_add_header(h, "X-Ollm-Cost", cost);
+	if (d->upstream != NULL)
+		evhttp_add_header(h, "X-Ollm-Upstream", d->upstream);
+	if (d->usage.estimated)
+		evhttp_add_header(h, "X-Ollm-Usage", "estimated");
+	api_send_json(ar->req, 200, body);
+}
+
+/* An error: an HTTP error before anything was sent, else an error event ending the stream. */
+static void
+api_reply_error(struct api_req *ar, const struct error_reply *e)
+{
+	struct evbuffer *out;
+	const char *type;
+
+	if (ar->conn == NULL)
+		return;
+	if (!ar->started) {
+		api_send_error(ar->req, e->code, e->message, NULL, e->retry_after, e->status,
+		    &e->detail);
+		return;
+	}
+	api_status(e->code, e->status, &type);
+	if ((out = evbuffer_new()) != NULL) {
+		api_sse_json(out, api_error_json(e->code, e->message, type, NULL, &e->detail));
+		evhttp_send_reply_chunk(ar->req, out);
+		evbuffer_free(out);
+	}
+	evhttp_send_reply_end(ar->req);
+}
+
+/* A passed-through reply: SSE events with the server's data, or its whole JSON body. */
+static void
+api_reply_raw(struct api_req *ar, const struct reply *r)
+{
+	struct evbuffer *out;
+
+	if (r->type == REPLY_DONE && !ar->stream) {
+		const char *body = r->u.done.content != NULL ? r->u.done.content : "{}";
+		if ((out = evbuffer_new()) == NULL)
+			return;
+		evbuffer_add(out, body, strlen(body));
+		evhttp_add_header(evhttp_request_get_output_headers(ar->req), "Content-Type",
+		    "application/json");
+		evhttp_send_reply(ar->req, 200, "OK", out);
+		evbuffer_free(out);
+		return;
+	}
+	api_stream_start(ar);
+	if ((out = evbuffer_new()) == NULL)
+		return;
+	if (r->type == REPLY_DELTA) {
+		evbuffer_add_printf(out, "data: %s\n\n", r->u.delta.content != NULL ?
+		    r->u.delta.content : "{}");
+		api_sse_send(ar, out);
+	} else {
+		evbuffer_add_printf(out, "data: [DONE]\n\n");
+		evhttp_send_reply_chunk(ar->req, out);
+		evhttp_send_reply_end(ar->req);
+	}
+	evbuffer_free(out);
+}
+
+/* --- the chat front ----------------------------------------------------- */
+
+/* A reply of the chat: translate it; done and error end the HTTP request. */
+static void
+api_chat_reply(void *owner, struct chat *c, const struct reply *r)
+{
+	struct api_req *ar = owner;
+
+	(void)c;
+	if (ar->finished)
+		return;
+	switch (r->type) {
+	case REPLY_DELTA:
+		if (ar->conn != NULL && ar->passthrough)
+			api_reply_raw(ar, r);
+		else if (ar->conn != NULL)
+			api_reply_delta(ar, &r->u.delta);
+		return;
+	case REPLY_DONE:
+		ar->finished = true;
+		if (ar->conn == NULL)
+			break;
+		if (ar->passthrough)
+			api_reply_raw(ar, r);
+		else if (ar->stream)
+			api_reply_done_stream(ar, &r->u.done);
+		else
+			api_reply_done(ar, &r->u.done);
+		return;
+	case REPLY_ERROR:
+		ar->finished = true;
+		if (ar->conn == NULL)
+			break;
+		api_reply_error(ar, &r->u.error);
+		return;
+	default:
+		return;
+	}
+	/* The client went away: a request evhttp let go of is ours to free. */
+	if (evhttp_request_get_connection(ar->req) == NULL)
+		evhttp_send_reply_end(ar->req);
+}
+
+/* Whether the client's connection holds more unsent output than the watermark. */
+static bool
+api_chat_blocked(void *owner)
+{
+	struct api_req *ar = owner;
+	struct bufferevent *bev;
+
+	if (ar->conn == NULL)
+		return true;
+	bev = evhttp_connection_get_bufferevent(ar->conn->evcon);
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > API_HIGH_WATERMARK) {
+		ar->over_watermark = true;
+		return true;
+	}
+	return false;
+}
+
+/* The chat ends: forget it and free the request's state. */
+static void
+api_chat_release(void *owner, struct chat *c)
+{
+	struct api_req *ar = owner;
+
+	(void)c;
+	ar->chat = NULL;
+	if (!ar->finished && ar->conn != NULL) {
+		ar->finished = true;
+		if (ar->started)
+			evhttp_send_reply_end(ar->req);
+		else
+			api_send_error(ar->req, "internal", "the request ended without an answer", NULL,
+			    NAN, -1, NULL);
+	}
+	if (ar->conn != NULL && ar->conn->active == ar)
+		ar->conn->active = NULL;
+	if (ar->watch != NULL)
+		event_free(ar->watch);
+	free(ar->model);
+	free(ar);
+}
+
+/*
+ * The client's socket is readable while its request runs: evhttp reads
+ * nothing until it has answered, so an end of file here means the client
+ * went away (a waiting or non-streamed request would otherwise run to its
+ * end unseen). Bytes of a next request are evhttp's: stop watching.
+ */
+static void
+api_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct api_req *ar = arg;
+	char b;
+	ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	(void)what;
+	if (n > 0) {
+		event_del(ar->watch);
+		return;
+	}
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	event_del(ar->watch);
+	if (ar->chat != NULL)
+		chat_cancel(ar->chat, "cancelled", "client disconnected");
+}
+
+/* Watch the client's socket for its end while the chat runs. */
+static void
+api_watch(struct api_req *ar)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(ar->conn->evcon);
+
+	ar->watch = event_new(ar->api->server->base, bufferevent_getfd(bev), EV_READ | EV_PERSIST,
+	    api_watch_cb, ar);
+	if (ar->watch != NULL)
+		event_add(ar->watch, NULL);
+}
+
+static const struct chat_front api_chat_front = {
+	api_chat_reply, api_chat_blocked, api_chat_release
+};
+
+/* Every chunk written: a stream paused for this client may go on. */
+static void
+api_chunk_written_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct api_req *ar = arg;
+
+	(void)evcon;
+	if (ar->over_watermark && ar->chat != NULL) {
+		ar->over_watermark = false;
+		chat_resume(ar->chat);
+	}
+}
+
+/* --- connections and identity ------------------------------------------ */
+
+static struct api_conn *
+api_conn_get(struct api *api, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct api_conn *ac;
+	char cause[128];
+
+	if (evcon == NULL)
+		return NULL;
+	TAILQ_FOREACH(ac, &api->conns, entry)
+		if (ac->evcon == evcon)
+			return ac;
+	if ((ac = calloc(1, sizeof *ac)) == NULL)
+		return NULL;
+	ac->api = api;
+	ac->evcon = evcon;
+	int fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+	if (peer_identify(fd, &ac->peer, cause, sizeof cause) == -1) {
+		snprintf(ac->ident_error, sizeof ac->ident_error, "%s", cause);
+		log_warn("http client: cannot tell who it is: %s", cause);
+	}
+	ac->identified = ac->peer.known;
+	evhttp_connection_set_closecb(evcon, api_conn_close_cb, ac);
+	TAILQ_INSERT_TAIL(&api->conns, ac, entry);
+	api->n_conns++;
+	return ac;
+}
+
+/* The connection closes: a chat still running is cancelled (and recorded as such). */
+static void
+api_conn_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct api_conn *ac = arg;
+	struct api *api = ac->api;
+	struct api_req *ar = ac->active;
+
+	(void)evcon;
+	TAILQ_REMOVE(&api->conns, ac, entry);
+	api->n_conns--;
+	if (ar != NULL) {
+		ar->conn = NULL;
+		ac->active = NULL;
+		if (ar->chat != NULL)
+			chat_cancel(ar->chat, "cancelled", "client disconnected");
+	}
+	free(ac);
+}
+
+/* Constant-time lookup of a bearer token among the configured keys' SHA-256. */
+static const struct api_key_conf *
+api_key_find(const struct conf *conf, const char *token)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	char hex[65];
+	const struct api_key_conf *found = NULL;
+
+	if (EVP_Digest(token, strlen(token), md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32)
+		return NULL;
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	for (size_t i = 0; i < conf->n_api_keys; i++)
+		if (CRYPTO_memcmp(conf->api_keys[i].sha256, hex, 64) == 0)
+			found = &conf->api_keys[i];
+	return found;
+}
+
+/* Who asks: a key's user, else the kernel's word for a local client; false after a 401. */
+static bool
+api_authenticate(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t *uid,
+    const char **tag)
+{
+	const struct conf *conf = api->server->conf;
+	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	char where[80];
+
+	*tag = NULL;
+	if (auth != NULL) {
+		const struct api_key_conf *k;
+		if (strncasecmp(auth, "Bearer ", 7) != 0) {
+			api_send_error(req, "invalid_api_key", "the Authorization header must be "
+			    "\"Bearer KEY\"", NULL, NAN, -1, NULL);
+			return false;
+		}
+		auth += 7;
+		while (*auth == ' ')
+			auth++;
+		if ((k = api_key_find(conf, auth)) == NULL) {
+			peer_format(&ac->peer, where, sizeof where);
+			log_warn("http client %s: wrong API key", where);
+			api_send_error(req, "invalid_api_key", "Incorrect API key provided.", NULL, NAN,
+			    -1, NULL);
+			return false;
+		}
+		*uid = k->uid;
+		*tag = k->tag;
+		return true;
+	}
+	if (conf->require_key) {
+		api_send_error(req, "missing_api_key", "an API key is required (require_key): send "
+		    "Authorization: Bearer KEY", NULL, NAN, -1, NULL);
+		return false;
+	}
+	if (!ac->peer.local) {
+		api_send_error(req, "missing_api_key", "an API key is required for clients that are "
+		    "not on this machine", NULL, NAN, -1, NULL);
+		return false;
+	}
+	if (!ac->identified) {
+		char msg[256];
+		snprintf(msg, sizeof msg, "cannot tell which user this client runs as (%s); send an "
+		    "API key", ac->ident_error);
+		api_send_error(req, "missing_api_key", msg, NULL, NAN, -1, NULL);
+		return false;
+	}
+	*uid = (uint32_t)ac->peer.uid;
+	return true;
+}
+
+/* --- requests ----------------------------------------------------------- */
+
+/* The request body as JSON; NULL after a 400. */
+static json_t *
+api_body_json(struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	json_error_t err;
+	json_t *j;
+	char msg[300];
+
+	j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &err);
+	if (j == NULL) {
+		snprintf(msg, sizeof msg, "the body is not valid JSON: %s at line %d column %d",
+		    err.text, err.line, err.column);
+		api_send_error(req, "bad_request", msg, NULL, NAN, -1, NULL);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		api_send_error(req, "bad_request", "the body must be a JSON object", NULL, NAN, -1, NULL);
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* A string with no NUL in it, copied; NULL when v is not one. */
+static char *
+api_strdup(json_t *v)
+{
+	if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+		return NULL;
+	return strdup(json_string_value(v));
+}
+
+/* A message's content: a string, null, or text parts joined; -1 with cause otherwise. */
+static int
+api_content(json_t *v, char **out, char *cause, size_t cause_len, size_t i)
+{
+	size_t k;
+	json_t *part;
+	struct evbuffer *b;
+
+	*out = NULL;
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (json_is_string(v)) {
+		if ((*out = api_strdup(v)) == NULL) {
+			snprintf(cause, cause_len, "messages[%zu].content holds a NUL character", i);
+			return -1;
+		}
+		return 0;
+	}
+	if (!json_is_array(v)) {
+		snprintf(cause, cause_len, "messages[%zu].content must be a string or an array of "
+		    "parts", i);
+		return -1;
+	}
+	if ((b = evbuffer_new()) == NULL)
+		return -1;
+	json_array_foreach(v, k, part) {
+		const char *type = json_string_value(json_object_get(part, "type"));
+		json_t *text = json_object_get(part, "text");
+		if (type == NULL || strcmp(type, "text") != 0 || !json_is_string(text) ||
+		    strlen(json_string_value(text)) != json_string_length(text)) {
+			snprintf(cause, cause_len, "messages[%zu].content[%zu]: only parts of type "
+			    "\"text\" with a string text are supported", i, k);
+			evbuffer_free(b);
+			return -1;
+		}
+		evbuffer_add(b, json_string_value(text), json_string_length(text));
+	}
+	evbuffer_add(b, "", 1);
+	*out = strdup((const char *)evbuffer_pullup(b, -1));
+	evbuffer_free(b);
+	return 0;
+}
+
+/* The chat request of a POST /v1/chat/completions body; NULL with cause and param. */
+static struct request *
+api_chat_request(json_t *body, struct api_req *ar, char *cause, size_t cause_len,
+    const char **param)
+{
+	struct request *rq = calloc(1, sizeof *rq);
+	struct chat_request *cr;
+	json_t *v, *extra = NULL;
+	const char *key;
+	size_t i;
+
+	if (rq == NULL) {
+		snprintf(cause, cause_len, "out of memory");
+		return NULL;
+	}
+	message_request_init(rq, OP_CHAT);
+	cr = &rq->u.chat;
+	cr->stream = false;
+	*param = NULL;
+
+	v = json_object_get(body, "messages");
+	if (!json_is_array(v) || json_array_size(v) == 0) {
+		*param = "messages";
+		snprintf(cause, cause_len, "messages must be a non-empty array");
+		goto fail;
+	}
+	if ((cr->messages = calloc(json_array_size(v), sizeof *cr->messages)) == NULL)
+		goto nomem;
+	for (i = 0; i < json_array_size(v); i++) {
+		json_t *m = json_array_get(v, i), *tc;
+		struct chat_message *cm = &cr->messages[i];
+		cr->n_messages++;
+		*param = "messages";
+		if (!json_is_object(m) || (cm->role = api_strdup(json_object_get(m, "role"))) == NULL) {
+			snprintf(cause, cause_len, "messages[%zu] must be an object with a string role", i);
+			goto fail;
+		}
+		if (api_content(json_object_get(m, "content"), &cm->content, cause, cause_len, i) == -1)
+			goto fail;
+		if (json_object_get(m, "name") != NULL &&
+		    (cm->name = api_strdup(json_object_get(m, "name"))) == NULL) {
+			snprintf(cause, cause_len, "messages[%zu].name must be a string", i);
+			goto fail;
+		}
+		if (json_is_string(json_object_get(m, "tool_call_id")))
+			cm->tool_call_id = api_strdup(json_object_get(m, "tool_call_id"));
+		if ((tc = json_object_get(m, "tool_calls")) != NULL && !json_is_null(tc)) {
+			msgpack_sbuffer sb;
+			msgpack_packer pk;
+			if (!json_is_array(tc)) {
+				snprintf(cause, cause_len, "messages[%zu].tool_calls must be an array", i);
+				goto fail;
+			}
+			msgpack_sbuffer_init(&sb);
+			msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+			if (openai_json_to_msgpack(tc, &pk) != 0) {
+				msgpack_sbuffer_destroy(&sb);
+				snprintf(cause, cause_len, "messages[%zu].tool_calls cannot be passed on", i);
+				goto fail;
+			}
+			cm->tool_calls.data = (uint8_t *)sb.data;
+			cm->tool_calls.len = sb.size;
+		}
+	}
+	*param = NULL;
+
+	json_object_foreach(body, key, v) {
+		if (strcmp(key, "messages") == 0 || json_is_null(v))
+			continue;
+		*param = key;
+		if (strcmp(key, "model") == 0) {
+			if ((cr->model = api_strdup(v)) == NULL) {
+				snprintf(cause, cause_len, "model must be a string");
+				goto fail;
+			}
+		} else if (strcmp(key, "stream") == 0) {
+			if (!json_is_boolean(v)) {
+				snprintf(cause, cause_len, "stream must be true or false");
+				goto fail;
+			}
+			cr->stream = json_is_true(v);
+		} else if (strcmp(key, "stream_options") == 0) {
+			json_t *iu = json_object_get(v, "include_usage");
+			if (!json_is_object(v) || (iu != NULL && !json_is_boolean(iu))) {
+				snprintf(cause, cause_len, "stream_options must be an object; its "
+				    "include_usage true or false");
+				goto fail;
+			}
+			ar->include_usage = json_is_true(iu);
+		} else if (strcmp(key, "max_tokens") == 0 || strcmp(key, "max_completion_tokens") == 0) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1) {
+				snprintf(cause, cause_len, "%s must be an integer >= 1", key);
+				goto fail;
+			}
+			cr->max_tokens = (int64_t)json_integer_value(v);
+		} else if (strcmp(key, "temperature") == 0 || strcmp(key, "top_p") == 0) {
+			if (!json_is_number(v)) {
+				snprintf(cause, cause_len, "%s must be a number", key);
+				goto fail;
+			}
+			*(key[0] == 't' && key[1] == 'e' ? &cr->temperature : &cr->top_p) =
+			    json_number_value(v);
+		} else if (strcmp(key, "seed") == 0) {
+			if (!json_is_integer(v)) {
+				snprintf(cause, cause_len, "seed must be an integer");
+				goto fail;
+			}
+			cr->seed = (int64_t)json_integer_value(v);
+			cr->has_seed = true;
+		} else if (strcmp(key, "n") == 0) {
+			if (!json_is_integer(v) || json_integer_value(v) != 1) {
+				snprintf(cause, cause_len, "n must be 1: one choice per request");
+				goto fail;
+			}
+		} else if (strcmp(key, "stop") == 0) {
+			size_t n = json_is_array(v) ? json_array_size(v) : 1;
+			if ((cr->stop = calloc(n, sizeof *cr->stop)) == NULL)
+				goto nomem;
+			for (size_t k = 0; k < n; k++) {
+				json_t *sv = json_is_array(v) ? json_array_get(v, k) : v;
+				if ((cr->stop[k] = api_strdup(sv)) == NULL) {
+					snprintf(cause, cause_len, "stop must be a string or an array of strings");
+					goto fail;
+				}
+				cr->n_stop++;
+			}
+		} else {
+			/* anything else goes to the model server as it came */
+			if (extra == NULL && (extra = json_object()) == NULL)
+				goto nomem;
+			json_object_set(extra, key, v);
+		}
+	}
+	*param = NULL;
+	if (extra != NULL) {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		if (openai_json_to_msgpack(extra, &pk) != 0) {
+			msgpack_sbuffer_destroy(&sb);
+			snprintf(cause, cause_len, "some fields cannot be passed on to the model server");
+			goto fail;
+		}
+		cr->extra.data = (uint8_t *)sb.data;
+		cr->extra.len = sb.size;
+		json_decref(extra);
+	}
+	return rq;
+nomem:
+	snprintf(cause, cause_len, "out of memory");
+fail:
+	json_decref(extra);
+	message_request_free(rq);
+	return NULL;
+}
+
+/* The request's tag: X-Ollm-Tag, else the key's; -1 after a 400 for a bad header. */
+static int
+api_tag(struct evhttp_request *req, const char *key_tag, const char **tag)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Ollm-Tag");
+
+	if (h != NULL && (strlen(h) > API_TAG_MAX || !message_utf8_valid(h, strlen(h)))) {
+		api_send_error(req, "bad_request", "X-Ollm-Tag must be UTF-8 of at most 256 bytes",
+		    NULL, NAN, -1, NULL);
+		return -1;
+	}
+	*tag = h != NULL ? h : key_tag;
+	return 0;
+}
+
+/* POST /v1/chat/completions */
+static void
+api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
+    const char *key_tag)
+{
+	struct api_req *ar;
+	struct request *rq;
+	struct chat *c;
+	json_t *body;
+	const char *param = NULL, *tag;
+	char cause[300];
+
+	if (ac->active != NULL) {
+		api_send_error(req, "bad_request", "a request is already in flight on this connection",
+		    NULL, NAN, -1, NULL);
+		return;
+	}
+	if ((body = api_body_json(req)) == NULL)
+		return;
+	if ((ar = calloc(1, sizeof *ar)) == NULL) {
+		json_decref(body);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	ar->api = api;
+	rq = api_chat_request(body, ar, cause, sizeof cause, &param);
+	if (rq == NULL) {
+		free(ar);
+		api_send_error(req, "bad_request", cause, param, NAN, -1, NULL);
+		json_decref(body);  /* param may point into it */
+		return;
+	}
+	json_decref(body);
+	if (api_tag(req, key_tag, &tag) == -1) {
+		free(ar);
+		message_request_free(rq);
+		return;
+	}
+	if (tag != NULL && *tag != '\0' && (rq->u.chat.tag = strdup(tag)) == NULL) {
+		free(ar);
+		message_request_free(rq);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	rq->id = ++api->next_id;
+	ar->stream = rq->u.chat.stream;
+	ar->req = req;
+	ar->conn = ac;
+	ar->created = now_ms() / 1000;
+	snprintf(ar->id, sizeof ar->id, "chatcmpl-ollm%llx%06llx",
+	    (unsigned long long)(api->server->started_ms & 0xffffffff), (unsigned long long)rq->id);
+	ar->model = strdup(rq->u.chat.model != NULL ? rq->u.chat.model : "");
+	if (ar->model == NULL || (c = chat_new(api->server, &api_chat_front, ar, uid, rq)) == NULL) {
+		free(ar->model);
+		free(ar);
+		message_request_free(rq);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	ar->chat = c;
+	ac->active = ar;
+	api_watch(ar);
+	chat_start(c);
+}
+
+/* Gather a prompt or input (a string, strings, token ids, arrays of ids) for counting; -1 if none of those. */
+static int
+api_prompt(json_t *v, struct evbuffer *text, int64_t *ids)
+{
+	size_t i;
+	json_t *e;
+
+	if (json_is_string(v)) {
+		evbuffer_add(text, json_string_value(v), strlen(json_string_value(v)));
+		evbuffer_add(text, "\n", 1);
+		return 0;
+	}
+	if (json_is_integer(v)) {
+		(*ids)++;
+		return 0;
+	}
+	if (!json_is_array(v))
+		return -1;
+	json_array_foreach(v, i, e) {
+		if (json_is_array(e) ? api_prompt(e, text, ids) == -1 :
+		    !json_is_string(e) && !json_is_integer(e))
+			return -1;
+		if (!json_is_array(e))
+			api_prompt(e, text, ids);
+	}
+	return 0;
+}
+
+/* POST /v1/completions and /v1/embeddings: passed through, admitted and accounted like a chat. */
+static void
+api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
+    const char *key_tag, bool embeddings)
+{
+	const char *field = embeddings ? "input" : "prompt";
+	struct chat_passthrough pass;
+	struct api_req *ar;
+	struct request *rq;
+	struct evbuffer *text;
+	struct chat *c;
+	json_t *body, *v;
+	const char *tag;
+	char msg[200];
+
+	if (ac->active != NULL) {
+		api_send_error(req, "bad_request", "a request is already in flight on this connection",
+		    NULL, NAN, -1, NULL);
+		return;
+	}
+	if (api_tag(req, key_tag, &tag) == -1 || (body = api_body_json(req)) == NULL)
+		return;
+	memset(&pass, 0, sizeof pass);
+	pass.path = embeddings ? "/embeddings" : "/completions";
+	pass.embeddings = embeddings;
+	if ((text = evbuffer_new()) == NULL || (rq = calloc(1, sizeof *rq)) == NULL) {
+		if (text != NULL)
+			evbuffer_free(text);
+		json_decref(body);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	message_request_init(rq, OP_CHAT);
+	rq->u.chat.stream = false;
+	const char *bad = NULL;
+	if (api_prompt(json_object_get(body, field), text, &pass.prompt_ids) == -1)
+		bad = field;
+	else if ((v = json_object_get(body, "model")) != NULL && !json_is_null(v) &&
+	    (rq->u.chat.model = api_strdup(v)) == NULL)
+		bad = "model";
+	else if (!embeddings && (v = json_object_get(body, "stream")) != NULL && !json_is_null(v) &&
+	    !json_is_boolean(v))
+		bad = "stream";
+	else if (!embeddings && (v = json_object_get(body, "max_tokens")) != NULL &&
+	    !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 1))
+		bad = "max_tokens";
+	else if (!embeddings && (((v = json_object_get(body, "n")) != NULL && !json_is_null(v) &&
+	    json_integer_value(v) != 1) || ((v = json_object_get(body, "best_of")) != NULL &&
+	    !json_is_null(v) && json_integer_value(v) != 1)))
+		bad = "n";
+	if (bad != NULL) {
+		snprintf(msg, sizeof msg, strcmp(bad, field) == 0 ? "%s must be a string, an array of "
+		    "strings, or token ids" : strcmp(bad, "n") == 0 ? "%s and best_of must be 1" :
+		    "%s has the wrong type or value", bad);
+		evbuffer_free(text);
+		json_decref(body);
+		message_request_free(rq);
+		api_send_error(req, "bad_request", msg, bad, NAN, -1, NULL);
+		return;
+	}
+	if (!embeddings) {
+		rq->u.chat.stream = json_is_true(json_object_get(body, "stream"));
+		if (json_is_integer(json_object_get(body, "max_tokens")))
+			rq->u.chat.max_tokens = json_integer_value(json_object_get(body, "max_tokens"));
+		pass.usage_wanted = json_is_true(json_object_get(json_object_get(body,
+		    "stream_options"), "include_usage"));
+	}
+	evbuffer_add(text, "", 1);
+	pass.prompt_text = strdup((const char *)evbuffer_pullup(text, -1));
+	evbuffer_free(text);
+	pass.body = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (tag != NULL && *tag != '\0')
+		rq->u.chat.tag = strdup(tag);
+	rq->id = ++api->next_id;
+	if ((ar = calloc(1, sizeof *ar)) == NULL || pass.body == NULL || pass.prompt_text == NULL ||
+	    (ar->model = strdup(rq->u.chat.model != NULL ? rq->u.chat.model : "")) == NULL) {
+		free(ar);
+		free(pass.body);
+		free(pass.prompt_text);
+		message_request_free(rq);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	ar->api = api;
+	ar->passthrough = true;
+	ar->stream = rq->u.chat.stream;
+	ar->req = req;
+	ar->conn = ac;
+	ar->created = now_ms() / 1000;
+	if ((c = chat_new_passthrough(api->server, &api_chat_front, ar, uid, rq, &pass)) == NULL) {
+		free(ar->model);
+		free(ar);
+		message_request_free(rq);
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	ar->chat = c;
+	ac->active = ar;
+	api_watch(ar);
+	chat_start(c);
+}
+
+/* GET /v1/models: every model an upstream serves, each once. */
+static void
+api_models(struct api *api, struct evhttp_request *req)
+{
+	struct upstream *up;
+	json_t *data = json_array(), *seen = json_object();
+
+	TAILQ_FOREACH(up, &api->server->upstreams, entry) {
+		for (size_t i = 0; i <= up->n_models; i++) {
+			const char *m = i == 0 ? up->conf.model : up->models[i - 1];
+			if (m == NULL || json_object_get(seen, m) != NULL)
+				continue;
+			json_object_set_new(seen, m, json_true());
+			json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s}", "id", m,
+			    "object", "model", "created", 0, "owned_by", up->conf.name));
+		}
+	}
+	json_decref(seen);
+	api_send_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+/* GET /health: 200 while serving, 503 while shutting down. */
+static void
+api_health(struct api *api, struct evhttp_request *req)
+{
+	struct upstream *up;
+	json_t *ups = json_array();
+
+	TAILQ_FOREACH(up, &api->server->upstreams, entry)
+		json_array_append_new(ups, json_pack("{s:s, s:b, s:I}", "name", up->conf.name,
+		    "healthy", up->healthy, "in_flight", (json_int_t)up->in_flight));
+	api_send_json(req, api->server->draining ? 503 : 200, json_pack("{s:s, s:I, s:o}",
+	    "status", api->server->draining ? "shutting_down" : "ok",
+	    "in_flight", (json_int_t)api->server->in_flight, "upstreams", ups));
+}
+
+/* GET /metrics */
+static void
+api_metrics(struct api *api, struct evhttp_request *req)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	if (out == NULL) {
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	metrics_render(api->server, out);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+/* Every request: route, authenticate, answer. */
+static void
+api_request_cb(struct evhttp_request *req, void *arg)
+{
+	struct api *api = arg;
+	struct server *srv = api->server;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct api_conn *ac;
+	const char *tag;
+	uint32_t uid;
+	char msg[300];
+
+	if (path == NULL || *path == '\0')
+		path = "/";
+	if (strcmp(path, "/health") == 0 && cmd == EVHTTP_REQ_GET) {
+		api_health(api, req);
+		return;
+	}
+	if ((ac = api_conn_get(api, req)) == NULL) {
+		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		return;
+	}
+	if (api->n_conns > (size_t)srv->max_clients) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		api_send_error(req, "too_many_clients", "too many clients (max_clients)", NULL, 1, -1,
+		    NULL);
+		return;
+	}
+	if (srv->draining) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		api_send_error(req, "shutting_down", "openllmd is shutting down", NULL, NAN, -1, NULL);
+		return;
+	}
+	bool completions = strcmp(path, "/v1/completions") == 0;
+	bool embeddings = strcmp(path, "/v1/embeddings") == 0;
+	bool chat = strcmp(path, "/v1/chat/completions") == 0 || completions || embeddings;
+	bool models = strcmp(path, "/v1/models") == 0;
+	bool metrics = strcmp(path, "/metrics") == 0;
+	if (!chat && !models && !metrics) {
+		snprintf(msg, sizeof msg, "Unknown request URL: %.200s", path);
+		api_send_error(req, "unknown_url", msg, NULL, NAN, -1, NULL);
+		return;
+	}
+	if ((chat && cmd != EVHTTP_REQ_POST) || (!chat && cmd != EVHTTP_REQ_GET)) {
+		snprintf(msg, sizeof msg, "%.200s takes %s", path, chat ? "POST" : "GET");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", chat ? "POST" : "GET");
+		api_send_error(req, "method_not_allowed", msg, NULL, NAN, -1, NULL);
+		return;
+	}
+	if (!api_authenticate(api, req, ac, &uid, &tag))
+		return;
+	if (metrics && strcmp(srv->conf->stats_visibility, "own") == 0 && uid != 0 &&
+	    uid != (uint32_t)srv->own_uid) {
+		/* everyone's usage by user and tag: as ollmctl stats shows it only to the admin */
+		api_send_error(req, "forbidden", "/metrics shows every user's usage: only root and "
+		    "the daemon's user may read it (stats_visibility is own)", NULL, NAN, -1, NULL);
+		return;
+	}
+	if (completions || embeddings)
+		api_passthrough(api, req, ac, uid, tag, embeddings);
+	else if (chat)
+		api_chat(api, req, ac, uid, tag);
+	else if (models)
+		api_models(api, req);
+	else
+		api_metrics(api, req);
+}
+
+/* --- listeners ---------------------------------------------------------- */
+
+/* A listening socket for "HOST:PORT", "[V6]:PORT" or "unix:/path"; -1 with cause. */
+static int
+api_listen_socket(const struct conf *conf, const char *spec, char *cause, size_t cause_len)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, one = 1;
+
+	memset(&ss, 0, sizeof ss);
+	if (strncmp(spec, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+		struct stat st;
+		sun->sun_family = AF_UNIX;
+		snprintf(sun->sun_path, sizeof sun->sun_path, "%s", spec + 5);
+		if (lstat(sun->sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			if (listener_check(sun->sun_path, cause, cause_len) == -1)
+				return -1;
+			unlink(sun->sun_path);
+		}
+		len = sizeof *sun;
+	} else {
+		char host[128];
+		const char *colon = strrchr(spec, ':');
+		size_t hl = (size_t)(colon - spec);
+		int port = atoi(colon + 1);
+		if (spec[0] == '[') {
+			hl = hl >= 2 ? hl - 2 : 0;
+			spec++;
+		}
+		snprintf(host, sizeof host, "%.*s", (int)(hl < sizeof host ? hl : sizeof host - 1), spec);
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons((uint16_t)port);
+			len = sizeof *sin;
+		} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_port = htons((uint16_t)port);
+			len = sizeof *sin6;
+		} else {
+			snprintf(cause, cause_len, "http_listen %s: %s is not an IP address", spec, host);
+			return -1;
+		}
+	}
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1) {
+		snprintf(cause, cause_len, "http_listen %s: socket: %s", spec, strerror(errno));
+		return -1;
+	}
+	if (ss.ss_family != AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	mode_t old = umask(0777 & ~conf->socket_mode);
+	int rc = bind(fd, (struct sockaddr *)&ss, len);
+	int saved = errno;
+	umask(old);
+	if (rc == -1 || listen(fd, 128) == -1) {
+		snprintf(cause, cause_len, "http_listen %s: %s: %s", spec, rc == -1 ? "bind" : "listen",
+		    strerror(rc == -1 ? saved : errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Hand a listening socket to evhttp. */
+static int
+api_bind_fd(struct api *api, int fd, const char *unix_path, char *cause, size_t cause_len)
+{
+	struct evhttp_bound_socket *b = evhttp_accept_socket_with_handle(api->http, fd);
+	struct evhttp_bound_socket **nb;
+	char **np;
+
+	if (b == NULL) {
+		snprintf(cause, cause_len, "evhttp cannot accept on a socket");
+		close(fd);
+		return -1;
+	}
+	nb = realloc(api->bound, (api->n_bound + 1) * sizeof *nb);
+	np = nb != NULL ? realloc(api->unix_paths, (api->n_bound + 1) * sizeof *np) : NULL;
+	if (nb != NULL)
+		api->bound = nb;
+	if (np == NULL) {
+		evhttp_del_accept_socket(api->http, b);
+		snprintf(cause, cause_len, "out of memory");
+		return -1;
+	}
+	api->unix_paths = np;
+	api->bound[api->n_bound] = b;
+	api->unix_paths[api->n_bound] = unix_path != NULL ? strdup(unix_path) : NULL;
+	api->n_bound++;
+	return 0;
+}
+
+/* The address a bound socket has, for the log ("127.0.0.1:8642"). */
+static void
+api_socket_name(int fd, char *buf, size_t len)
+{
+	struct peer p;
+	socklen_t sl = sizeof p.addr;
+
+	memset(&p, 0, sizeof p);
+	if (getsockname(fd, (struct sockaddr *)&p.addr, &sl) == -1)
+		snprintf(buf, len, "?");
+	else
+		peer_format(&p, buf, len);
+}
+
+int
+api_open(struct server *srv, char *cause, size_t cause_len)
+{
+	struct api *api = calloc(1, sizeof *api);
+	const struct conf *conf = srv->conf;
+	char name[128];
+	int n_systemd = 0;
+
+	if (api == NULL || (api->http = evhttp_new(srv->base)) == NULL) {
+		free(api);
+		snprintf(cause, cause_len, "cannot set up the HTTP server");
+		return -1;
+	}
+	api->server = srv;
+	TAILQ_INIT(&api->conns);
+	srv->api = api;
+	evhttp_set_gencb(api->http, api_request_cb, api);
+	evhttp_set_max_headers_size(api->http, (ev_ssize_t)conf->http_max_header);
+	evhttp_set_max_body_size(api->http, (ev_ssize_t)conf->max_frame);
+	struct timeval tv = { (time_t)conf->http_timeout,
+		(suseconds_t)((conf->http_timeout - (double)(time_t)conf->http_timeout) * 1e6) };
+	evhttp_set_timeout_tv(api->http, &tv);
+	evhttp_set_allowed_methods(api->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+	evhttp_set_default_content_type(api->http, "application/json");
+
+#ifdef HAVE_SYSTEMD
+	/* systemd's second socket and after: the HTTP front's (the first is the Unix socket) */
+	int n = sd_listen_fds(1);   /* listener_open has read them; unset LISTEN_FDS now */
+	for (int i = 1; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		if (api_bind_fd(api, fd, NULL, cause, cause_len) == -1)
+			return -1;
+		api_socket_name(fd, name, sizeof name);
+		log_info("HTTP: listening on %s, passed by systemd", name);
+		n_systemd++;
+	}
+#endif
+	for (size_t i = 0; n_systemd == 0 && i < conf->n_http_listen; i++) {
+		const char *spec = conf->http_listen[i];
+		int fd = api_listen_socket(conf, spec, cause, cause_len);
+		if (fd == -1) {
+			if (conf->http_listen_default) {
+				log_warn("%s; the HTTP front is off (set http_listen)", cause);
+				return 0;
+			}
+			return -1;
+		}
+		bool is_unix = strncmp(spec, "unix:", 5) == 0;
+		if (api_bind_fd(api, fd, is_unix ? spec + 5 : NULL, cause, cause_len) == -1)
+			return -1;
+		if (is_unix)
+			snprintf(name, sizeof name, "%s", spec + 5);
+		else
+			api_socket_name(fd, name, sizeof name);
+		log_info("HTTP: listening on %s", name);
+	}
+	return 0;
+}
+
+/* Stop accepting HTTP connections (shutdown); requests in flight go on. */
+void
+api_stop(struct server *srv)
+{
+	struct api *api = srv->api;
+
+	if (api == NULL)
+		return;
+	for (size_t i = 0; i < api->n_bound; i++) {
+		evhttp_del_accept_socket(api->http, api->bound[i]);
+		if (api->unix_paths[i] != NULL) {
+			unlink(api->unix_paths[i]);
+			free(api->unix_paths[i]);
+		}
+	}
+	free(api->bound);
+	free(api->unix_paths);
+	api->bound = NULL;
+	api->unix_paths = NULL;
+	api->n_bound = 0;
+}
+
+/* Whether every HTTP answer has been written (connections may stay open, idle). */
+bool
+api_flushed(struct server *srv)
+{
+	struct api *api = srv->api;
+	struct api_conn *ac;
+
+	if (api == NULL)
+		return true;
+	TAILQ_FOREACH(ac, &api->conns, entry) {
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(ac->evcon);
+		if (ac->active != NULL || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+			return false;
+	}
+	return true;
+}
+
+/* Cancel what runs and free the HTTP server. */
+void
+api_free(struct server *srv)
+{
+	struct api *api = srv->api;
+	struct api_conn *ac;
+
+	if (api == NULL)
+		return;
+	api_stop(srv);
+	TAILQ_FOREACH(ac, &api->conns, entry)
+		if (ac->active != NULL && ac->active->chat != NULL)
+			chat_cancel(ac->active->chat, "cancelled", "openllmd is stopping");
+	evhttp_free(api->http);     /* closes connections: their close callbacks free them */
+	if (api->drain_timer != NULL)
+		event_free(api->drain_timer);
+	free(api);
+	srv->api = NULL;
+	metrics_free();
+}

@@ -1,0 +1,18 @@
+/* api.c: the OpenAI-compatible HTTP front (evhttp). */
+#ifndef OLLM_API_H
+#define OLLM_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct server;
+
+/* Listen on http_listen (or the sockets systemd passed after the first); -1 with cause. */
+int api_open(struct server *, char *cause, size_t cause_len);
+/* Stop accepting connections; requests in flight go on. */
+void api_stop(struct server *);
+/* Whether no HTTP answer is left to write. */
+bool api_flushed(struct server *);
+void api_free(struct server *);
+
+#endif
