@@ -421,7 +421,13 @@ cmd_latency(int n, int argc, char **argv)
 		printf("target=%d p50_us=%.1f p99_us=%.1f mean_us=%.1f\n", i, lat[i][n / 2],
 		    lat[i][(n * 99) / 100], sum / n);
 		close(c[i].fd);
+		free(c[i].in);
+		free(lat[i]);
+		free(t[i].request);
 	}
+	free(t);
+	free(c);
+	free(lat);
 	return 0;
 }
 
@@ -495,8 +501,14 @@ cmd_load(const char *spec, int conns, double seconds)
 	printf("requests=%llu seconds=%.3f rps=%.1f deltas=%llu deltas_s=%.0f errors=%llu\n",
 	    (unsigned long long)done, elapsed, done / elapsed, (unsigned long long)deltas,
 	    deltas / elapsed, (unsigned long long)n_errors);
-	for (int i = 0; i < conns; i++)
+	for (int i = 0; i < conns; i++) {
 		close(c[i].fd);
+		free(c[i].in);
+	}
+	free(c);
+	free(evs);
+	free(t.request);
+	close(ep);
 	return n_errors > 0;
 }
 
