@@ -188,7 +188,8 @@ dispatch_stats(struct session *s, struct request *req)
 	struct reply r;
 
 	dispatch_result_init(&r, req);
-	if (ledger_stats(srv->ledger, req->u.stats.by, req->u.stats.since, &r.u.result.u.stats) == -1) {
+	if (ledger_stats_exact(srv->ledger, req->u.stats.by, req->u.stats.since,
+	    &r.u.result.u.stats) == -1) {
 		if (errno == EINVAL)
 			session_send_error(s, req->id, "bad_request",
 			    "by must be model, user, tag or day, not \"%s\"", req->u.stats.by);

@@ -25,7 +25,10 @@ write_config
 export OPENLLMD_TOKENIZER_DIR="$dest$prefix/share/openllmd/tokenizers"
 OPENLLMD_SOCKET="$TEST_DIR/openllmd.sock"
 export OPENLLMD_SOCKET
-"$dest$prefix/sbin/openllmd" -t -c "$dest$prefix/share/doc/openllmd/examples/openllmd.conf.example" >/dev/null ||
+# (its state_dir moved here: -t checks that it could be created)
+sed "s|\"/var/lib/openllmd\"|\"$TEST_DIR/example-state\"|" \
+    "$dest$prefix/share/doc/openllmd/examples/openllmd.conf.example" > "$TEST_DIR/example.conf"
+"$dest$prefix/sbin/openllmd" -t -c "$TEST_DIR/example.conf" >/dev/null ||
 	fail "the installed example does not load"
 "$dest$prefix/sbin/openllmd" -f -c "$CONF" >>"$TEST_DIR/daemon.log" 2>&1 &
 DAEMON_PID=$!
