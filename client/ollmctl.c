@@ -288,6 +288,13 @@ cmd_stats(int argc, char **argv)
 		return r;
 	}
 	ollm_free(c);
+	if (since >= 0 && st.since < since && !json) {
+		char when[64];
+
+		render_time(when, sizeof when, st.since);
+		fprintf(stderr, "ollmctl stats: counted from %s, the start of that day: the "
+		    "daemon's journal no longer holds all of it\n", when);
+	}
 	if (json)
 		r = render_stats_json(stdout, &st);
 	else

@@ -14,6 +14,7 @@ for f in "$prefix/sbin/openllmd" "$prefix/bin/ollmctl" "$prefix/include/ollm.h" 
 	"$prefix/lib/sysusers.d/openllmd.conf" "$prefix/lib/tmpfiles.d/openllmd.conf" \
 	"$prefix/share/man/man8/openllmd.8" "$prefix/share/man/man5/openllmd.conf.5" \
 	"$prefix/share/man/man1/ollmctl.1" "$prefix/share/bash-completion/completions/ollmctl" \
+	"$prefix/share/zsh/site-functions/_ollmctl" "$prefix/share/fish/vendor_completions.d/ollmctl.fish" \
 	"$prefix/share/doc/openllmd/examples/openllmd.conf.example"; do
 	[ -e "$dest$f" ] || fail "not installed: $f"
 done

@@ -1,0 +1,38 @@
+# fish completion for ollmctl(1)
+
+set -l commands chat stats models ping tokens reset help
+
+complete -c ollmctl -f
+complete -c ollmctl -s S -l socket -r -F -d 'The daemon socket'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -s V -l version -d 'Print the version'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -s h -l help -d 'Print the usage'
+
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -a chat -d 'Talk to the model'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -a stats -d 'Usage counted by the daemon'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -a models -d 'The model servers and their models'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -a ping -d 'Check that the daemon answers'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -a tokens -d 'Count the tokens of a text'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -a reset -d 'Start the usage counters from zero'
+complete -c ollmctl -n "not __fish_seen_subcommand_from $commands" -a help -d 'The usage of a command'
+complete -c ollmctl -n "__fish_seen_subcommand_from help" -a "$commands"
+
+complete -c ollmctl -n "__fish_seen_subcommand_from chat" -s m -l model -x -d 'The model to ask'
+complete -c ollmctl -n "__fish_seen_subcommand_from chat" -s s -l system -x -d 'A system message'
+complete -c ollmctl -n "__fish_seen_subcommand_from chat" -l max-tokens -x -d 'The longest reply, in tokens'
+complete -c ollmctl -n "__fish_seen_subcommand_from chat" -l temperature -x -d 'Sampling temperature'
+complete -c ollmctl -n "__fish_seen_subcommand_from chat" -l no-stream -d 'Wait for the whole reply'
+complete -c ollmctl -n "__fish_seen_subcommand_from chat" -l tag -x -d 'An accounting label'
+
+complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l json -d 'The stats as JSON'
+complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l by -x -a 'model user tag day' -d 'Only one breakdown'
+complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l since -x -d 'Only requests since then (30m, 1h, HH:MM, YYYY-MM-DD, ISO 8601)'
+
+complete -c ollmctl -n "__fish_seen_subcommand_from models ping" -l json -d 'The result as JSON'
+
+complete -c ollmctl -n "__fish_seen_subcommand_from tokens" -F
+complete -c ollmctl -n "__fish_seen_subcommand_from tokens" -s e -l encoding -x -a 'cl100k_base o200k_base' -d 'The encoding'
+complete -c ollmctl -n "__fish_seen_subcommand_from tokens" -s m -l model -x -d 'The tokenizer of the upstream serving a model'
+complete -c ollmctl -n "__fish_seen_subcommand_from tokens" -l ids -d 'Print the token ids'
+complete -c ollmctl -n "__fish_seen_subcommand_from tokens" -l json -d 'Count, encoding (and ids) as JSON'
+
+complete -c ollmctl -n "__fish_seen_subcommand_from reset" -s y -l yes -d 'Do not ask'
