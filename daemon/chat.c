@@ -97,25 +97,14 @@ chat_parse_free(struct chat_parse *p)
 	free(p);
 }
 
-struct chat *
-chat_find(struct session *s, uint64_t id)
-{
-	struct chat *c;
-
-	TAILQ_FOREACH(c, &s->chats, entry)
-		if (c->id == id)
-			return c;
-	return NULL;
-}
-
-/* Unlink and free a chat; its transfer must be gone. */
+/* Tell the front the chat ends, then free it; its transfer must be gone. */
 static void
 chat_free(struct chat *c)
 {
-	struct session *s = c->session;
+	struct server *srv = c->server;
+	bool served = c->upstream != NULL;  /* refused before routing: not a request served */
 
-	TAILQ_REMOVE(&s->chats, c, entry);
-	s->n_chats--;
+	c->front->release(c->owner, c);
 	if (c->transfer != NULL)
 		http_transfer_cancel(c->transfer);
 	if (c->timer != NULL)
@@ -127,9 +116,17 @@ chat_free(struct chat *c)
 	free(c->model);
 	free(c->error_detail.data);
 	free(c);
-	s->server->in_flight--;
-	s->server->served++;
-	server_check_drained(s->server);
+	srv->in_flight--;
+	if (served)
+		srv->served++;
+	server_check_drained(srv);
+}
+
+/* Send a reply to whoever asked. */
+static void
+chat_reply(struct chat *c, const struct reply *r)
+{
+	c->front->reply(c->owner, c, r);
 }
 
 /* Send one delta frame for what a stream chunk carried. */
@@ -146,7 +143,7 @@ chat_send_delta(struct chat *c, const struct openai_chunk *ch)
 	r.u.delta.tool_calls = ch->tool_calls;
 	if (c->first_delta_ms < 0)
 		c->first_delta_ms = now_mono_ms();
-	session_send(c->session, &r);
+	chat_reply(c, &r);
 }
 
 /* Fold what one chunk says into the attempt's state; a delta goes to the client at once. */
@@ -164,13 +161,13 @@ chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
 	if (ch->content != NULL) {
 		strbuf_add(&p->text, ch->content, strlen(ch->content), CHAT_MAX_TEXT);
 		if (!stream && !strbuf_add(&p->content, ch->content, strlen(ch->content),
-		    c->session->server->conf->max_frame))
+		    c->server->conf->max_frame))
 			p->too_large = true;
 	}
 	if (ch->reasoning != NULL) {
 		strbuf_add(&p->text, ch->reasoning, strlen(ch->reasoning), CHAT_MAX_TEXT);
 		if (!stream && !strbuf_add(&p->reasoning, ch->reasoning, strlen(ch->reasoning),
-		    c->session->server->conf->max_frame))
+		    c->server->conf->max_frame))
 			p->too_large = true;
 	}
 	if (!stream && ch->tool_calls.data != NULL && p->tool_calls.data == NULL) {
@@ -244,8 +241,9 @@ chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_
 	struct chat_parse *p = c->parse;
 	char cause[256];
 
-	if (session_over_watermark(c->session)) {
+	if (c->front->blocked(c->owner)) {
 		c->paused = true;
+		chat_arm_timer(c, c->server->conf->stall_timeout);
 		return HTTP_DATA_PAUSE;
 	}
 	chat_arm_timer(c, c->upstream->conf.idle_timeout);
@@ -260,7 +258,7 @@ chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_
 		return HTTP_DATA_OK;
 	}
 	if (!p->is_sse) {
-		if (!strbuf_add(&p->raw, buf, len, c->session->server->conf->max_frame)) {
+		if (!strbuf_add(&p->raw, buf, len, c->server->conf->max_frame)) {
 			p->too_large = true;
 			return HTTP_DATA_ABORT;
 		}
@@ -274,7 +272,7 @@ chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_
 		}
 		return HTTP_DATA_ABORT;
 	}
-	return c->session->dead ? HTTP_DATA_ABORT : HTTP_DATA_OK;
+	return HTTP_DATA_OK;
 }
 
 /* Backoff before attempt n (1-based): 0.5 s doubling, capped at 20 s, with +-50% jitter. */
@@ -395,7 +393,7 @@ chat_admit(struct chat *c)
 	struct upstream *up = c->upstream;
 	char cause[256];
 
-	switch (limiter_admit(up->limiter, &c->waiter, (uint32_t)c->session->uid, c->reserved_tokens,
+	switch (limiter_admit(up->limiter, &c->waiter, c->uid, c->reserved_tokens,
 	    now_mono_ms())) {
 	case LIMITER_ADMITTED:
 		c->admitted = true;
@@ -421,7 +419,7 @@ chat_admit(struct chat *c)
 static void
 chat_retry(struct chat *c)
 {
-	struct server *srv = c->session->server;
+	struct server *srv = c->server;
 	struct upstream *alt = upstream_route(srv, c->model);
 
 	if (alt == NULL || alt == c->upstream || !alt->healthy) {
@@ -456,6 +454,13 @@ chat_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	http_transfer_cancel(c->transfer);
 	c->transfer = NULL;
+	if (c->paused) {
+		char why[160];
+		snprintf(why, sizeof why, "timeout: the client read nothing for %.0fs (stall_timeout)",
+		    c->server->conf->stall_timeout);
+		chat_finish(c, "timeout", why, -1, NAN);
+		return;
+	}
 	upstream_record_result(c->upstream, false);
 	if (p->status == 0)
 		chat_finish(c, "timeout", "timeout: no first byte from the model server in time", -1, NAN);
@@ -489,7 +494,7 @@ chat_attempt(struct chat *c)
 	hr.api_key = u->api_key;
 	hr.connect_timeout_ms = (long)(u->connect_timeout * 1000);
 	hr.timeout_ms = (long)(u->timeout * 1000);
-	c->transfer = http_transfer_start(c->session->server->http, &hr, &chat_http_callbacks, c,
+	c->transfer = http_transfer_start(c->server->http, &hr, &chat_http_callbacks, c,
 	    cause, sizeof cause);
 	if (c->transfer == NULL) {
 		chat_finish(c, "internal", cause, -1, NAN);
@@ -538,7 +543,7 @@ chat_cost(const struct upstream_conf *u, const struct usage *us)
 static void
 chat_finish(struct chat *c, const char *code, const char *message, long status, double retry_after)
 {
-	struct server *srv = c->session->server;
+	struct server *srv = c->server;
 	struct chat_parse *p = c->parse;
 	struct usage us;
 	struct ledger_record rec;
@@ -563,7 +568,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	}
 	memset(&rec, 0, sizeof rec);
 	rec.time_ms = now_ms();
-	rec.uid = (uint32_t)c->session->uid;
+	rec.uid = c->uid;
 	rec.tag = c->req->u.chat.tag;
 	rec.model = c->model != NULL ? c->model : c->upstream->conf.model;
 	rec.upstream = c->upstream->conf.name;
@@ -580,7 +585,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	srv->total_cost += cost;
 	log_info("chat %llu uid %u model %s upstream %s: %s | prompt_tokens: %lld, "
 	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
-	    (unsigned long long)c->id, (unsigned)c->session->uid, rec.model,
+	    (unsigned long long)c->id, (unsigned)c->uid, rec.model,
 	    c->upstream->conf.name, code ? code : "done", (long long)us.prompt_tokens,
 	    (long long)us.completion_tokens, us.estimated ? " (estimated)" : "", cost,
 	    srv->total_cost, srv->conf->max_budget);
@@ -596,7 +601,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		r.u.error.status = code != NULL && strcmp(code, "upstream_error") == 0 && status > 0 ?
 		    status : -1;
 		r.u.error.detail = c->error_detail;
-		session_send(c->session, &r);
+		chat_reply(c, &r);
 	} else {
 		struct reply r;
 		memset(&r, 0, sizeof r);
@@ -614,7 +619,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 			r.u.done.reasoning = p->reasoning.p;
 			r.u.done.tool_calls = p->tool_calls;
 		}
-		session_send(c->session, &r);
+		chat_reply(c, &r);
 	}
 	chat_free(c);
 }
@@ -637,55 +642,79 @@ chat_resume(struct chat *c)
 	if (!c->paused || c->transfer == NULL)
 		return;
 	c->paused = false;
+	chat_arm_timer(c, c->upstream->conf.idle_timeout);
 	http_transfer_resume(c->transfer);
 }
 
-/* Admit a chat request: route it, count its prompt, build the body, start it. */
-void
-chat_start(struct session *s, struct request *req)
+/* Refuse a chat that never reached admission: an error, no ledger record. */
+static void
+chat_refuse(struct chat *c, const char *code, const char *message)
 {
-	struct server *srv = s->server;
-	struct chat_request *cr = &req->u.chat;
-	struct upstream *up;
-	struct chat *c;
-	char cause[256];
+	struct reply r;
 
-	if (chat_find(s, req->id) != NULL) {
-		session_send_error(s, req->id, "bad_request", "id %llu is already in flight on this connection",
-		    (unsigned long long)req->id);
-		message_request_free(req);
-		return;
+	memset(&r, 0, sizeof r);
+	r.id = c->id;
+	r.type = REPLY_ERROR;
+	r.u.error.code = (char *)code;
+	r.u.error.message = (char *)message;
+	r.u.error.retry_after = NAN;
+	r.u.error.status = -1;
+	chat_reply(c, &r);
+	chat_free(c);
+}
+
+/*
+ * A chat for req (owned from now on) on behalf of uid, reporting to front;
+ * NULL when memory runs out. The front links it, then calls chat_start.
+ */
+struct chat *
+chat_new(struct server *srv, const struct chat_front *front, void *owner, uint32_t uid,
+    struct request *req)
+{
+	struct chat *c;
+
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return NULL;
+	if ((c->timer = evtimer_new(srv->base, chat_timer_cb, c)) == NULL) {
+		free(c);
+		return NULL;
 	}
-	if (!ledger_healthy(srv->ledger) && strcmp(srv->conf->on_ledger_error, "refuse") == 0) {
-		session_send_error(s, req->id, "internal",
-		    "the usage ledger in %s cannot be written; chats are refused until it can",
-		    srv->conf->state_dir);
-		message_request_free(req);
-		return;
-	}
-	if ((up = upstream_route(srv, cr->model)) == NULL) {
-		session_send_error(s, req->id, "unknown_model", "no upstream serves model \"%s\"",
-		    cr->model ? cr->model : "");
-		message_request_free(req);
-		return;
-	}
-	if ((c = calloc(1, sizeof *c)) == NULL) {
-		upstream_release(up);
-		session_send_error(s, req->id, "internal", "out of memory");
-		message_request_free(req);
-		return;
-	}
-	c->session = s;
+	c->server = srv;
+	c->front = front;
+	c->owner = owner;
+	c->uid = uid;
 	c->req = req;
 	c->id = req->id;
-	c->upstream = up;
 	c->first_delta_ms = -1;
 	c->prompt_estimate = -1;
 	c->started_ms = now_mono_ms();
-	c->timer = evtimer_new(srv->base, chat_timer_cb, c);
-	TAILQ_INSERT_TAIL(&s->chats, c, entry);
-	s->n_chats++;
 	srv->in_flight++;
+	return c;
+}
+
+/* Admit a chat: route it, count its prompt, build the body, reserve, start or queue it. */
+void
+chat_start(struct chat *c)
+{
+	struct server *srv = c->server;
+	struct chat_request *cr = &c->req->u.chat;
+	struct upstream *up;
+	char cause[256];
+
+	if (!ledger_healthy(srv->ledger) && strcmp(srv->conf->on_ledger_error, "refuse") == 0) {
+		snprintf(cause, sizeof cause,
+		    "the usage ledger in %s cannot be written; chats are refused until it can",
+		    srv->conf->state_dir);
+		chat_refuse(c, "internal", cause);
+		return;
+	}
+	if ((up = upstream_route(srv, cr->model)) == NULL) {
+		snprintf(cause, sizeof cause, "no upstream serves model \"%s\"",
+		    cr->model ? cr->model : "");
+		chat_refuse(c, "unknown_model", cause);
+		return;
+	}
+	c->upstream = up;
 
 	if (srv->conf->calc_usage && up->tokenizer != NULL) {
 		struct tokenizer_message *tm = calloc(cr->n_messages, sizeof *tm);
@@ -713,7 +742,7 @@ chat_start(struct session *s, struct request *req)
 	    (double)most * up->conf.completion_price) / 1000.0;
 	struct budget_refusal why;
 	c->reserved_tokens = prompt + most;
-	if (budgets_reserve(srv->budgets, (uint32_t)s->uid, cr->tag, c->model,
+	if (budgets_reserve(srv->budgets, c->uid, cr->tag, c->model,
 	    c->reserved_tokens, worst, now_ms(), &c->reservation, &why) == -1) {
 		chat_budget_detail(c, &why);
 		chat_finish(c, "budget_exceeded", why.message, -1, NAN);

@@ -44,6 +44,10 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("max_frame", CONF_SIZE, max_frame, 1024, 1 << 30, NULL),
 	TOP("max_clients", CONF_INT, max_clients, 1, 1000000, NULL),
 	TOP("shutdown_grace", CONF_DOUBLE, shutdown_grace, 0, 86400, NULL),
+	TOP("frame_timeout", CONF_DOUBLE, frame_timeout, 0, 86400, NULL),
+	TOP("stall_timeout", CONF_DOUBLE, stall_timeout, 0, 86400, NULL),
+	TOP("max_output_total", CONF_SIZE, max_output_total, 0, 1e12, NULL),
+	TOP("max_output_per_client", CONF_SIZE, max_output_per_client, 1024, 1e12, NULL),
 };
 
 static const struct conf_setting conf_upstream_settings[] = {
@@ -215,6 +219,10 @@ conf_defaults(void)
 	c->max_frame = 16u * 1024 * 1024;
 	c->max_clients = 1024;
 	c->shutdown_grace = 30;
+	c->frame_timeout = 30;
+	c->stall_timeout = 120;
+	c->max_output_total = 256u * 1024 * 1024;
+	c->max_output_per_client = 64u * 1024 * 1024;
 	return c;
 }
 

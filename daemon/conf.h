@@ -54,6 +54,10 @@ struct conf {
 	size_t max_frame;
 	int max_clients;
 	double shutdown_grace;      /* seconds */
+	double frame_timeout;       /* longest silence inside a half-read frame; 0: none */
+	double stall_timeout;       /* longest a chat waits for its client to read; 0: none */
+	size_t max_output_total;    /* bytes buffered for all clients together; 0: no cap */
+	size_t max_output_per_client;  /* a client this far behind is dropped */
 	struct upstream_conf *upstreams;
 	size_t n_upstreams;
 	struct budget_conf *budgets;

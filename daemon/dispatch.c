@@ -13,8 +13,6 @@
 #include "daemon/openllmd.h"
 #include "daemon/tokenizer.h"
 
-#define DISPATCH_MAX_CHATS_PER_SESSION 1024
-
 /* The tokenizer called name, loaded once and shared by every request. */
 struct tokenizer *
 dispatch_tokenizer(struct server *srv, const char *name, char *cause, size_t cause_len)
@@ -216,7 +214,7 @@ dispatch_models(struct session *s, struct request *req)
 static void
 dispatch_cancel(struct session *s, struct request *req)
 {
-	struct chat *c = chat_find(s, req->u.cancel_target);
+	struct chat *c = session_find_chat(s, req->u.cancel_target);
 	struct reply r;
 
 	dispatch_result_init(&r, req);
@@ -271,16 +269,7 @@ void
 dispatch_request(struct session *s, struct request *req)
 {
 	if (req->op == OP_CHAT) {
-		if (s->server->draining) {
-			session_send_error(s, req->id, "upstream_unavailable", "openllmd is shutting down");
-			message_request_free(req);
-		} else if (s->n_chats >= DISPATCH_MAX_CHATS_PER_SESSION) {
-			session_send_error(s, req->id, "rate_limited",
-			    "too many chats in flight on one connection (at most %d)",
-			    DISPATCH_MAX_CHATS_PER_SESSION);
-			message_request_free(req);
-		} else
-			chat_start(s, req);
+		session_start_chat(s, req);
 		return;
 	}
 	for (size_t i = 0; i < sizeof dispatch_table / sizeof dispatch_table[0]; i++) {

@@ -261,6 +261,15 @@ server_tick_cb(evutil_socket_t fd, short what, void *arg)
 #endif
 }
 
+/* Free from the loop what callbacks let go of. */
+static void
+server_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	upstream_reap(arg);
+}
+
 /* Create a directory and its parents. */
 static int
 mkdir_p(const char *path, mode_t mode)
@@ -491,9 +500,12 @@ main(int argc, char **argv)
 	srv.started_ms = now_mono_ms();
 	TAILQ_INIT(&srv.upstreams);
 	TAILQ_INIT(&srv.retired);
+	TAILQ_INIT(&srv.dead_upstreams);
 	TAILQ_INIT(&srv.sessions);
 	if ((srv.base = event_base_new()) == NULL)
 		fatal("event_base_new failed");
+	if ((srv.reap_ev = event_new(srv.base, -1, 0, server_reap_cb, &srv)) == NULL)
+		fatal("event_new failed");
 	if ((srv.http = http_new(srv.base)) == NULL)
 		fatal("cannot set up libcurl's multi handle");
 
@@ -558,6 +570,7 @@ main(int argc, char **argv)
 	event_free(sig_term);
 	event_free(sig_int);
 	event_free(srv.tick);
+	event_free(srv.reap_ev);
 	http_free(srv.http);
 	while (srv.tokenizers != NULL) {
 		struct tokenizer_entry *e = srv.tokenizers;

@@ -47,9 +47,26 @@ struct upstream {
 };
 TAILQ_HEAD(upstream_list, upstream);
 
-/* One chat request in flight, owned by its session's list. */
+/*
+ * What a front (the msgpack session, the HTTP front) gives the chats it
+ * starts. None of these may free the chat or the owner: a front that must
+ * drop a client defers it to the event loop.
+ */
+struct chat_front {
+	/* One reply: deltas (and statuses), then done or error last. */
+	void (*reply)(void *owner, struct chat *, const struct reply *);
+	/* Whether the owner's output is full: the transfer pauses until chat_resume. */
+	bool (*blocked)(void *owner);
+	/* The chat ends and is freed once this returns: forget it. */
+	void (*release)(void *owner, struct chat *);
+};
+
+/* One chat request in flight; its front keeps it in a list through entry. */
 struct chat {
-	struct session *session;
+	struct server *server;
+	const struct chat_front *front;
+	void *owner;                /* the front's object, passed to its callbacks */
+	uint32_t uid;               /* who is billed */
 	struct request *req;        /* owns the decoded request */
 	uint64_t id;
 	struct upstream *upstream;
@@ -62,7 +79,7 @@ struct chat {
 	int64_t prompt_estimate;    /* local count, -1 when calc_usage is off */
 	int64_t started_ms;
 	int64_t first_delta_ms;     /* -1 until the first delta reached the client */
-	bool paused;
+	bool paused;                /* the front is blocked: transfer paused, stall timer armed */
 	bool queued;                /* waiting in the upstream's limiter */
 	bool admitted;              /* holds a limiter slot until it ends */
 	int64_t reserved_tokens;    /* prompt + max_tokens, held against tpm and budgets */
@@ -71,19 +88,27 @@ struct chat {
 	struct message_raw error_detail;  /* detail map of the error reply, if any */
 	TAILQ_ENTRY(chat) entry;
 };
+TAILQ_HEAD(chat_list, chat);
 
-/* One client connection. A dead session is unlinked at once and freed from the loop. */
+/*
+ * One client connection. Closing is always deferred to the loop (close_ev),
+ * so a send or a chat callback never frees the session it was given; a dead
+ * session is unlinked at once and freed from the loop later still.
+ */
 struct session {
 	struct server *server;
 	struct bufferevent *bev;
+	struct event *close_ev;     /* closes the session from the loop */
 	uid_t uid;
 	pid_t pid;
 	struct frame_reader reader;
-	TAILQ_HEAD(, chat) chats;
+	struct chat_list chats;
 	size_t n_chats;
-	bool dead;
-	bool closing;               /* an undecodable frame: close once the error is written */
+	bool dead;                  /* closed: unlinked, bev freed, waiting to be freed */
+	bool doomed;                /* will be closed from the loop; nothing more is read or sent */
+	bool closing;               /* close once the output is written */
 	bool over_watermark;        /* output above the high watermark: transfers paused */
+	bool frame_timer_armed;     /* a frame is half read: frame_timeout runs */
 	TAILQ_ENTRY(session) entry;
 };
 TAILQ_HEAD(session_list, session);
@@ -102,8 +127,11 @@ struct server {
 	struct ledger *ledger;
 	struct upstream_list upstreams;
 	struct upstream_list retired;
+	struct upstream_list dead_upstreams;  /* retired with no chat left, freed from the loop */
+	struct event *reap_ev;
 	struct session_list sessions;
 	size_t n_sessions;
+	size_t output_bytes;        /* bytes waiting in every session's output */
 	struct tokenizer_entry *tokenizers;
 	int listen_fd;
 	struct event *listen_ev;
@@ -140,9 +168,11 @@ void session_send(struct session *, const struct reply *);
 void session_send_error(struct session *, uint64_t id, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void session_close(struct session *);
+void session_close_soon(struct session *);
 void session_close_after_flush(struct session *);
-bool session_over_watermark(const struct session *);
 void session_close_all(struct server *);
+void session_start_chat(struct session *, struct request *);
+struct chat *session_find_chat(struct session *, uint64_t id);
 
 /* dispatch.c */
 void dispatch_request(struct session *, struct request *);
@@ -157,12 +187,14 @@ void upstream_release(struct upstream *);
 void upstream_record_result(struct upstream *, bool ok);
 void upstream_fill_models(struct server *, struct models_result *);
 void upstream_limiter_kick(struct upstream *);
+void upstream_reap(struct server *);
 
 
 /* chat.c */
-void chat_start(struct session *, struct request *);
+struct chat *chat_new(struct server *, const struct chat_front *, void *owner, uint32_t uid,
+    struct request *);
+void chat_start(struct chat *);
 void chat_cancel(struct chat *, const char *code, const char *message);
-struct chat *chat_find(struct session *, uint64_t id);
 void chat_resume(struct chat *);
 void chat_admitted(struct chat *, int status, double retry_after);
 

@@ -1,4 +1,4 @@
-/* One client connection: frames in, replies out, output watermarks. */
+/* One client connection: frames in, replies out, output watermarks, the msgpack front. */
 #include "config.h"
 
 #include <math.h>
@@ -16,11 +16,13 @@
 
 #define SESSION_HIGH_WATERMARK (1024 * 1024)        /* pause transfers above this */
 #define SESSION_LOW_WATERMARK (256 * 1024)          /* resume them below this */
-#define SESSION_HARD_LIMIT (64 * 1024 * 1024)       /* drop a client this far behind */
+#define SESSION_MAX_CHATS 1024                      /* chats in flight on one connection */
 
 static void session_read_cb(struct bufferevent *, void *);
 static void session_write_cb(struct bufferevent *, void *);
 static void session_event_cb(struct bufferevent *, short, void *);
+static void session_close_cb(evutil_socket_t, short, void *);
+static void session_output_cb(struct evbuffer *, const struct evbuffer_cb_info *, void *);
 
 /* Start serving a freshly accepted client. */
 void
@@ -38,17 +40,35 @@ session_new(struct server *srv, int fd, uid_t uid, pid_t pid)
 	TAILQ_INIT(&s->chats);
 	frame_reader_init(&s->reader, srv->conf->max_frame);
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (s->bev == NULL) {
-		close(fd);
+	s->close_ev = event_new(srv->base, -1, 0, session_close_cb, s);
+	if (s->bev == NULL || s->close_ev == NULL) {
+		if (s->bev != NULL)
+			bufferevent_free(s->bev);
+		else
+			close(fd);
+		if (s->close_ev != NULL)
+			event_free(s->close_ev);
 		free(s);
 		return;
 	}
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SESSION_LOW_WATERMARK, 0);
+	evbuffer_add_cb(bufferevent_get_output(s->bev), session_output_cb, s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	srv->n_sessions++;
 	log_debug("client pid %d uid %u connected", (int)pid, (unsigned)uid);
+}
+
+/* Keep the server-wide count of bytes waiting in client outputs. */
+static void
+session_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct session *s = arg;
+
+	(void)buf;
+	s->server->output_bytes += info->n_added;
+	s->server->output_bytes -= info->n_deleted;
 }
 
 /* Free a dead session from the loop, once no callback holds it. */
@@ -60,27 +80,58 @@ session_free_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	frame_reader_clear(&s->reader);
+	event_free(s->close_ev);
 	free(s);
 }
 
-/* End a session: cancel its chats (they are still recorded), unlink it, free it later. */
+/*
+ * End a session now: cancel its chats (they are still recorded), unlink it,
+ * free it later. Only for callers that no chat or send of this session is
+ * inside: the loop itself (events, close_ev) and shutdown.
+ */
 void
 session_close(struct session *s)
 {
+	struct evbuffer *out;
 	struct chat *c;
 
 	if (s->dead)
 		return;
 	s->dead = true;
+	s->doomed = true;
+	event_del(s->close_ev);
 	while ((c = TAILQ_FIRST(&s->chats)) != NULL)
 		chat_cancel(c, "cancelled", "client disconnected");
 	TAILQ_REMOVE(&s->server->sessions, s, entry);
 	s->server->n_sessions--;
+	out = bufferevent_get_output(s->bev);
+	s->server->output_bytes -= evbuffer_get_length(out);
+	evbuffer_remove_cb(out, session_output_cb, s);
 	bufferevent_free(s->bev);
 	s->bev = NULL;
 	log_debug("client pid %d uid %u disconnected", (int)s->pid, (unsigned)s->uid);
 	event_base_once(s->server->base, -1, EV_TIMEOUT, session_free_cb, s, NULL);
 	server_check_drained(s->server);
+}
+
+static void
+session_close_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	session_close(arg);
+}
+
+/* Close from the loop, soon: safe from inside a send or a chat callback. */
+void
+session_close_soon(struct session *s)
+{
+	if (s->dead || s->doomed)
+		return;
+	s->doomed = true;
+	s->over_watermark = true;   /* no transfer delivers to it any more */
+	bufferevent_disable(s->bev, EV_READ);
+	event_active(s->close_ev, EV_TIMEOUT, 1);
 }
 
 void
@@ -92,14 +143,15 @@ session_close_all(struct server *srv)
 		session_close(s);
 }
 
-/* Append one encoded reply to the client's output. */
+/* Append one encoded reply to the client's output; a client too far behind is dropped soon. */
 void
 session_send(struct session *s, const struct reply *r)
 {
 	/* One encode buffer for every reply (the loop is single-threaded). */
 	static msgpack_sbuffer sb;
+	const struct conf *conf = s->server->conf;
 
-	if (s->dead)
+	if (s->dead || s->doomed)
 		return;
 	sb.size = 0;
 	if (message_reply_encode(&sb, r) == 0)
@@ -112,10 +164,18 @@ session_send(struct session *s, const struct reply *r)
 		msgpack_sbuffer_init(&sb);
 	}
 	size_t out = evbuffer_get_length(bufferevent_get_output(s->bev));
-	if (out > SESSION_HARD_LIMIT) {
-		log_warn("client pid %d is %zu bytes behind; dropping it", (int)s->pid, out);
-		session_close(s);
-	} else if (out > SESSION_HIGH_WATERMARK)
+	if (out > conf->max_output_per_client) {
+		log_warn("client pid %d uid %u is %zu bytes behind; dropping it", (int)s->pid,
+		    (unsigned)s->uid, out);
+		session_close_soon(s);
+	} else if (conf->max_output_total > 0 && s->server->output_bytes > conf->max_output_total &&
+	    out > SESSION_HIGH_WATERMARK) {
+		log_warn("clients hold %zu bytes of output (max_output_total %zu); dropping client "
+		    "pid %d uid %u, %zu bytes behind", s->server->output_bytes, conf->max_output_total,
+		    (int)s->pid, (unsigned)s->uid, out);
+		session_close_soon(s);
+	} else if (out > SESSION_HIGH_WATERMARK ||
+	    (conf->max_output_total > 0 && s->server->output_bytes > conf->max_output_total))
 		s->over_watermark = true;
 }
 
@@ -139,22 +199,103 @@ session_send_error(struct session *s, uint64_t id, const char *code, const char 
 	session_send(s, &r);
 }
 
-bool
-session_over_watermark(const struct session *s)
-{
-	return s->dead || s->over_watermark;
-}
-
 /* Stop reading and close once everything queued has been written. */
 void
 session_close_after_flush(struct session *s)
 {
+	if (s->dead || s->doomed)
+		return;
 	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_set_timeouts(s->bev, NULL, NULL);
 	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 	s->over_watermark = true;
 	s->closing = true;
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-		session_close(s);
+		session_close_soon(s);
+}
+
+/* The msgpack front's side of a chat: replies become frames. */
+static void
+session_chat_reply(void *owner, struct chat *c, const struct reply *r)
+{
+	(void)c;
+	session_send(owner, r);
+}
+
+static bool
+session_chat_blocked(void *owner)
+{
+	const struct session *s = owner;
+
+	return s->dead || s->doomed || s->over_watermark;
+}
+
+static void
+session_chat_release(void *owner, struct chat *c)
+{
+	struct session *s = owner;
+
+	TAILQ_REMOVE(&s->chats, c, entry);
+	s->n_chats--;
+}
+
+static const struct chat_front session_chat_front = {
+	session_chat_reply, session_chat_blocked, session_chat_release
+};
+
+struct chat *
+session_find_chat(struct session *s, uint64_t id)
+{
+	struct chat *c;
+
+	TAILQ_FOREACH(c, &s->chats, entry)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* A chat request arrived: check what is the connection's to check, then hand it on. */
+void
+session_start_chat(struct session *s, struct request *req)
+{
+	struct chat *c;
+
+	if (s->server->draining)
+		session_send_error(s, req->id, "upstream_unavailable", "openllmd is shutting down");
+	else if (s->n_chats >= SESSION_MAX_CHATS)
+		session_send_error(s, req->id, "rate_limited",
+		    "too many chats in flight on one connection (at most %d)", SESSION_MAX_CHATS);
+	else if (session_find_chat(s, req->id) != NULL)
+		session_send_error(s, req->id, "bad_request",
+		    "id %llu is already in flight on this connection", (unsigned long long)req->id);
+	else if ((c = chat_new(s->server, &session_chat_front, s, (uint32_t)s->uid, req)) == NULL)
+		session_send_error(s, req->id, "internal", "out of memory");
+	else {
+		TAILQ_INSERT_TAIL(&s->chats, c, entry);
+		s->n_chats++;
+		chat_start(c);
+		return;
+	}
+	message_request_free(req);
+}
+
+/* Arm the partial-frame timeout while a frame is half read, disarm it otherwise. */
+static void
+session_arm_frame_timeout(struct session *s)
+{
+	const struct frame_reader *r = &s->reader;
+	double t = s->server->conf->frame_timeout;
+	bool partial = r->header_have > 0 &&
+	    !(r->header_have == FRAME_HEADER_LEN && r->body_have == r->body_len);
+
+	if (partial && t > 0 && !s->frame_timer_armed) {
+		struct timeval tv = { (time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6) };
+		bufferevent_set_timeouts(s->bev, &tv, NULL);
+		s->frame_timer_armed = true;
+	} else if (!partial && s->frame_timer_armed) {
+		bufferevent_set_timeouts(s->bev, NULL, NULL);
+		s->frame_timer_armed = false;
+	}
 }
 
 /* Frames arrive: cut them out, decode, dispatch. */
@@ -165,7 +306,7 @@ session_read_cb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	char cause[256];
 
-	while (!s->dead && !s->closing && evbuffer_get_length(in) > 0) {
+	while (!s->dead && !s->doomed && !s->closing && evbuffer_get_length(in) > 0) {
 		struct evbuffer_iovec v;
 		const uint8_t *body;
 		size_t used, body_len;
@@ -196,6 +337,8 @@ session_read_cb(struct bufferevent *bev, void *arg)
 		}
 		dispatch_request(s, req);
 	}
+	if (!s->dead && !s->doomed && !s->closing)
+		session_arm_frame_timeout(s);
 }
 
 /* Output drained below the low watermark: resume paused transfers, or finish closing. */
@@ -205,9 +348,11 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	struct session *s = arg;
 	struct chat *c, *next;
 
+	if (s->doomed)
+		return;
 	if (s->closing) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			session_close(s);
+			session_close_soon(s);
 		return;
 	}
 	if (!s->over_watermark)
@@ -216,18 +361,26 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	for (c = TAILQ_FIRST(&s->chats); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
 		chat_resume(c);
-		if (s->dead || s->over_watermark)
+		if (s->doomed || s->over_watermark)
 			break;
 	}
 }
 
-/* EOF or error on the client socket. */
+/* EOF, error or the partial-frame timeout on the client socket. */
 static void
 session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
 
 	(void)bev;
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+		log_warn("client pid %d uid %u sent part of a frame and nothing for %.0fs; closing it",
+		    (int)s->pid, (unsigned)s->uid, s->server->conf->frame_timeout);
+		session_send_error(s, 0, "timeout", "no byte of the rest of a frame for %.0fs "
+		    "(frame_timeout)", s->server->conf->frame_timeout);
+		session_close_after_flush(s);
+		return;
+	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
 		session_close(s);
 }

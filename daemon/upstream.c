@@ -268,6 +268,7 @@ upstream_teardown(struct server *srv)
 		TAILQ_REMOVE(&srv->retired, up, entry);
 		upstream_free(up);
 	}
+	upstream_reap(srv);
 }
 
 /* How well an upstream serves model: 2 configured for it, 1 lists it, 0 not at all. */
@@ -315,7 +316,10 @@ upstream_route(struct server *srv, const char *model)
 	return best;
 }
 
-/* A chat let go of its upstream; a retired one is freed with its last chat. */
+/*
+ * A chat let go of its upstream. A retired one goes with its last chat, but
+ * from the loop: the caller may be inside the upstream's own limiter callback.
+ */
 void
 upstream_release(struct upstream *up)
 {
@@ -323,7 +327,21 @@ upstream_release(struct upstream *up)
 		return;
 	up->in_flight--;
 	if (up->retired && up->in_flight == 0) {
-		TAILQ_REMOVE(&up->server->retired, up, entry);
+		struct server *srv = up->server;
+		TAILQ_REMOVE(&srv->retired, up, entry);
+		TAILQ_INSERT_TAIL(&srv->dead_upstreams, up, entry);
+		event_active(srv->reap_ev, EV_TIMEOUT, 1);
+	}
+}
+
+/* Free the upstreams that retired and lost their last chat. */
+void
+upstream_reap(struct server *srv)
+{
+	struct upstream *up;
+
+	while ((up = TAILQ_FIRST(&srv->dead_upstreams)) != NULL) {
+		TAILQ_REMOVE(&srv->dead_upstreams, up, entry);
 		upstream_free(up);
 	}
 }

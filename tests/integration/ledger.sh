@@ -17,7 +17,7 @@ def one(n):
     c = Conn()
     tag = "crash%03d" % n
     rid = c.request("chat", tag=tag, messages=[{"role": "user",
-                    "content": "c%d [[chunks=10 delay_ms=%d]]" % (n, 10 + n % 50)}])
+                    "content": "c%d [[chunks=10 delay_ms=%d]]" % (n, 10 + n % 50 if n < 50 else 400)}])
     started.wait()
     try:
         deltas, end = c.until_end(rid)
@@ -31,7 +31,10 @@ threads = [threading.Thread(target=one, args=(n,)) for n in range(100)]
 for t in threads:
     t.start()
 started.wait()
-time.sleep(0.3)
+# kill once some streams have finished and while the slow half (4 s each) runs
+deadline = time.time() + 30
+while not received and time.time() < deadline:
+    time.sleep(0.01)
 os.kill(int(os.environ["DAEMON_PID"]), signal.SIGKILL)
 for t in threads:
     t.join()
