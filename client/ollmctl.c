@@ -49,7 +49,9 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	  "      --max-tokens N   the longest reply, in tokens\n"
 	  "      --temperature T  sampling temperature (0 or more)\n"
 	  "      --no-stream      wait for the whole reply instead of streaming it\n"
-	  "      --tag TAG        an accounting label (stats --by tag)\n" },
+	  "      --tag TAG        an accounting label (stats --by tag)\n"
+	  "Defaults for -m, -s, --max-tokens and --tag may be set as model, system,\n"
+	  "max_tokens and tag in $XDG_CONFIG_HOME/ollmctl/config (key = value).\n" },
 	{ "stats", cmd_stats, "stats [--json] [--by model|user|tag|day] [--since TIME]",
 	  "Usage the daemon has counted: requests, tokens, cost, budgets.\n"
 	  "      --json           the stats op's JSON instead of tables\n"
