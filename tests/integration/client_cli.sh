@@ -3,7 +3,7 @@
 # models, ping and tokens, stats --since counted exactly (and the future
 # refused), the bar chart of --by day, each budget once, reset and its
 # confirmation, the client's config file, cut replies, tool calls, and a
-# budget refusal that says what would fit.
+# budget refusal that says what would fit; rpm only when set.
 . "$top_srcdir/tests/integration/lib.sh"
 OLLMCTL="$top_builddir/client/ollmctl"
 XDG_CONFIG_HOME="$TEST_DIR/config-home"
@@ -210,4 +210,31 @@ chat_in 77 "hello again"
 n=$(sed -n 's/^ollmctl chat: it fits with --max-tokens \([0-9]*\) .*/\1/p' "$TEST_DIR/err")
 [ -n "$n" ] || fail "no hint without --max-tokens: $(cat "$TEST_DIR/err")"
 chat_in 0 "hello again" --max-tokens "$n"
+stop_daemon
+
+# --- rpm: no limit unless set; rpm = 10 still means 10 ---------------------------
+# burst N: N chats at once; their exit statuses in $TEST_DIR/burst.N.
+burst() {
+	rm -f "$TEST_DIR"/burst.*
+	pids=""
+	for i in $(seq "$1"); do
+		(rc=0; echo "quick $i" | "$OLLMCTL" chat > /dev/null 2>&1 || rc=$?
+		 echo "$rc" > "$TEST_DIR/burst.$i") &
+		pids="$pids $!"
+	done
+	for p in $pids; do wait "$p"; done
+}
+# 13 quick requests with a queue_timeout of 1 s: without rpm all go through;
+# with rpm = 10 (a burst of 10, then one every 6 s) some wait longer than
+# that and are refused as rate limited.
+UPSTREAMS="{ name = \"fake\"; base_url = \"$FAKE_URL\"; model = \"fake-model\"; queue_timeout = 1.0; }" \
+    start_daemon
+burst 13
+[ "$(cat "$TEST_DIR"/burst.* | sort | uniq -c | awk '{print $1 ":" $2}')" = "13:0" ] ||
+	fail "without rpm, not all of 13 requests went through: $(cat "$TEST_DIR"/burst.*)"
+stop_daemon
+UPSTREAMS="{ name = \"fake\"; base_url = \"$FAKE_URL\"; model = \"fake-model\"; queue_timeout = 1.0; rpm = 10; }" \
+    start_daemon
+burst 13
+grep -qx 75 "$TEST_DIR"/burst.* || fail "rpm = 10 let 13 requests at once through"
 echo "client_cli: all checks passed"
