@@ -441,6 +441,9 @@ chat_send(struct chat *ch, const char *text)
 			    ch->repl ? "/max-tokens N" : "--max-tokens N");
 	}
 
+	if (r == OLLM_OK && !done.durable)
+		fprintf(stderr, "ollmctl: warning: the daemon could not record this reply's "
+		    "usage in its ledger (see its log)\n");
 	if (!ch->repl) {
 		if (r != OLLM_OK && r != OLLM_ERR_CANCELLED)
 			ollmctl_report(ch->conn, r);

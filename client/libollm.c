@@ -822,6 +822,7 @@ ollm_done_clear(struct ollm_done *d)
 	free(d->tool_calls_json);
 	memset(d, 0, sizeof *d);
 	d->ttft_ms = d->latency_ms = -1;
+	d->durable = 1;
 }
 
 /* One chat: send the conversation, stream deltas to cb, fill done. */
@@ -842,6 +843,7 @@ ollm_chat(struct ollm *c, const struct ollm_message *msgs, size_t n_msgs,
 	if (done != NULL) {
 		memset(done, 0, sizeof *done);
 		done->ttft_ms = done->latency_ms = -1;
+		done->durable = 1;
 	}
 	if (opts == NULL) {
 		ollm_chat_opts_init(&defaults);
@@ -886,6 +888,7 @@ ollm_chat(struct ollm *c, const struct ollm_message *msgs, size_t n_msgs,
 		done->content = ollm_take(&d->content);
 		done->reasoning = ollm_take(&d->reasoning);
 		done->tool_calls_json = ollm_json(&d->tool_calls);
+		done->durable = !d->not_durable;
 	}
 	message_reply_free(rp);
 	return OLLM_OK;

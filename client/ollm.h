@@ -109,7 +109,7 @@ struct ollm_chat_opts {
 	const char *model;              /* NULL: the daemon's default */
 	const char *tag;                /* accounting label; NULL: none */
 	int stream;                     /* deltas as they come (default 1) */
-	int64_t max_tokens;             /* <= 0: the model server's default */
+	int64_t max_tokens;             /* <= 0: the model server's default; at most 16777216 */
 	double temperature;             /* < 0: not sent */
 	double top_p;                   /* < 0: not sent */
 	const char *const *stop;        /* n_stop stop sequences */
@@ -148,6 +148,7 @@ struct ollm_done {
 	char *content;                  /* stream 0 only, else NULL */
 	char *reasoning;                /* stream 0 only */
 	char *tool_calls_json;          /* stream 0 only */
+	int durable;                    /* 0: served, but the daemon's ledger could not record it */
 };
 
 /*

@@ -151,8 +151,9 @@ render_usage(char *buf, size_t len, const struct ollm_done *d)
 	}
 	if (d->ttft_ms >= 0)
 		snprintf(ttft, sizeof ttft, ", first token %" PRId64 " ms", d->ttft_ms);
-	snprintf(buf, len, "[%s prompt + %s completion = %s tokens%s, cost %s%s%s]",
-	    p, c, t, d->usage.estimated ? " (estimated)" : "", cost, speed, ttft);
+	snprintf(buf, len, "[%s prompt + %s completion = %s tokens%s, cost %s%s%s%s]",
+	    p, c, t, d->usage.estimated ? " (estimated)" : "", cost, speed, ttft,
+	    d->durable ? "" : "; not yet recorded by the daemon's ledger");
 }
 
 /* A user's name from a decimal uid key; the key itself when unknown. */

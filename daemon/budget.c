@@ -59,6 +59,19 @@ budget_sat_add(int64_t a, int64_t b)
 	return a + b;
 }
 
+/* Add two token counts, negatives as 0, saturating at INT64_MAX. */
+int64_t
+budget_tokens_add(int64_t a, int64_t b)
+{
+	if (a < 0)
+		a = 0;
+	if (b < 0)
+		b = 0;
+	if (a > INT64_MAX - b)
+		return INT64_MAX;
+	return a + b;
+}
+
 /* A token count from the caller as an amount. */
 static int64_t
 budget_tokens_amount(int64_t tokens)

@@ -85,6 +85,13 @@ void budgets_settle(struct budget_reservation *, int64_t tokens, double cost,
     int64_t now_ms);
 void budgets_release(struct budget_reservation *);
 
+/*
+ * Add two token counts for a reservation or a usage total: a negative count
+ * is 0 and the sum saturates at INT64_MAX instead of wrapping, so a hostile
+ * max_tokens or a server's absurd usage can only ask for more, never less.
+ */
+int64_t budget_tokens_add(int64_t a, int64_t b);
+
 int64_t budget_period_start(enum budget_period, int64_t now_ms);
 int budget_scope_parse(const char *, enum budget_scope *);
 int budget_unit_parse(const char *, enum budget_unit *);

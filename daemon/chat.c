@@ -307,6 +307,14 @@ chat_maybe_retry(struct chat *c, const char *why, double retry_after)
 	return true;
 }
 
+/* Whether a transfer's failure means the request cannot have left this host. */
+static bool
+chat_never_connected(CURLcode result)
+{
+	return result == CURLE_COULDNT_CONNECT || result == CURLE_COULDNT_RESOLVE_HOST ||
+	    result == CURLE_COULDNT_RESOLVE_PROXY;
+}
+
 /* The transfer ended: retry, fail, or finish with usage. */
 static void
 chat_done_cb(void *arg, const struct http_response *resp)
@@ -318,6 +326,8 @@ chat_done_cb(void *arg, const struct http_response *resp)
 
 	c->transfer = NULL;
 	evtimer_del(c->timer);
+	if (!resp->connected && chat_never_connected(resp->result))
+		c->unconnected++;
 	if (p->too_large) {
 		chat_finish(c, "too_large", "the model server's reply is larger than max_frame", -1, NAN);
 		return;
@@ -482,6 +492,7 @@ chat_attempt(struct chat *c)
 	c->attempt++;
 	c->parse = calloc(1, sizeof(struct chat_parse));
 	if (c->parse == NULL) {
+		c->unconnected++;
 		chat_finish(c, "internal", "out of memory", -1, NAN);
 		return;
 	}
@@ -497,6 +508,7 @@ chat_attempt(struct chat *c)
 	c->transfer = http_transfer_start(c->server->http, &hr, &chat_http_callbacks, c,
 	    cause, sizeof cause);
 	if (c->transfer == NULL) {
+		c->unconnected++;
 		chat_finish(c, "internal", cause, -1, NAN);
 		return;
 	}
@@ -513,8 +525,12 @@ chat_usage(struct chat *c, struct usage *out)
 	memset(out, 0, sizeof *out);
 	if (p != NULL && p->has_usage) {
 		*out = p->usage;
-		if (out->total_tokens < out->prompt_tokens + out->completion_tokens)
-			out->total_tokens = out->prompt_tokens + out->completion_tokens;
+		if (out->prompt_tokens < 0)
+			out->prompt_tokens = 0;
+		if (out->completion_tokens < 0)
+			out->completion_tokens = 0;
+		if (out->total_tokens < budget_tokens_add(out->prompt_tokens, out->completion_tokens))
+			out->total_tokens = budget_tokens_add(out->prompt_tokens, out->completion_tokens);
 		return;
 	}
 	if (c->prompt_estimate < 0 || tok == NULL)
@@ -525,7 +541,18 @@ chat_usage(struct chat *c, struct usage *out)
 		int64_t n = tokenizer_count(tok, p->text.p, p->text.len);
 		out->completion_tokens = n > 0 ? n : 0;
 	}
-	out->total_tokens = out->prompt_tokens + out->completion_tokens;
+	out->total_tokens = budget_tokens_add(out->prompt_tokens, out->completion_tokens);
+}
+
+/*
+ * Whether the request may have reached the model server: some attempt
+ * started and did not fail before connecting. One still in flight, cut by a
+ * timeout or cancelled counts as sent.
+ */
+static bool
+chat_was_sent(const struct chat *c)
+{
+	return c->attempt > c->unconnected;
 }
 
 /* Cost from per-1,000-token prices. */
@@ -547,11 +574,16 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	struct chat_parse *p = c->parse;
 	struct usage us;
 	struct ledger_record rec;
-	char cause[256];
+	char cause[256], refused[512];
 	int64_t end = now_mono_ms();
+	bool durable, sent = chat_was_sent(c);
 
-	chat_usage(c, &us);
-	double cost = chat_cost(&c->upstream->conf, &us);
+	/* A request that never reached the model server costs nothing. */
+	if (sent)
+		chat_usage(c, &us);
+	else
+		memset(&us, 0, sizeof us);
+	double cost = sent ? chat_cost(&c->upstream->conf, &us) : 0;
 	if (c->queued) {
 		limiter_cancel(c->upstream->limiter, &c->waiter);
 		c->queued = false;
@@ -563,7 +595,12 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		upstream_limiter_kick(c->upstream);
 	}
 	if (c->reservation != NULL) {
-		budgets_settle(c->reservation, us.total_tokens, cost, now_ms());
+		/* The tokens the ledger will count, so a rebuild from it agrees. */
+		if (sent)
+			budgets_settle(c->reservation, budget_tokens_add(us.prompt_tokens,
+			    us.completion_tokens), cost, now_ms());
+		else
+			budgets_release(c->reservation);
 		c->reservation = NULL;
 	}
 	memset(&rec, 0, sizeof rec);
@@ -580,8 +617,16 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	    strcmp(code, "cancelled") == 0 ? LEDGER_CANCELLED : LEDGER_ERROR;
 	rec.error_code = code;
 	rec.latency_ms = end - c->started_ms;
-	if (ledger_append(srv->ledger, &rec, cause, sizeof cause) == -1)
+	durable = ledger_append(srv->ledger, &rec, cause, sizeof cause) == 0;
+	if (!durable)
 		log_error("usage ledger: %s", cause);
+	if (!durable && code == NULL && strcmp(srv->conf->on_ledger_error, "refuse") == 0) {
+		/* done means recorded: without a record, the client hears an error */
+		snprintf(refused, sizeof refused, "the usage ledger could not record this request "
+		    "(on_ledger_error is refuse): %s", cause);
+		code = "internal";
+		message = refused;
+	}
 	srv->total_cost += cost;
 	log_info("chat %llu uid %u model %s upstream %s: %s | prompt_tokens: %lld, "
 	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
@@ -614,6 +659,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		r.u.done.upstream = c->upstream->conf.name;
 		r.u.done.ttft_ms = c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1;
 		r.u.done.latency_ms = end - c->started_ms;
+		r.u.done.not_durable = !durable;
 		if (!c->req->u.chat.stream) {
 			r.u.done.content = p->content.p ? p->content.p : "";
 			r.u.done.reasoning = p->reasoning.p;
@@ -741,7 +787,7 @@ chat_start(struct chat *c)
 	double worst = ((double)prompt * up->conf.prompt_price +
 	    (double)most * up->conf.completion_price) / 1000.0;
 	struct budget_refusal why;
-	c->reserved_tokens = prompt + most;
+	c->reserved_tokens = budget_tokens_add(prompt, most);
 	if (budgets_reserve(srv->budgets, c->uid, cr->tag, c->model,
 	    c->reserved_tokens, worst, now_ms(), &c->reservation, &why) == -1) {
 		chat_budget_detail(c, &why);

@@ -27,9 +27,15 @@
  * skipped, so later versions may add some):
  *   v (1), time (ms), uid, tag (str or nil), model, upstream, prompt_tokens,
  *   completion_tokens, estimated (bool), cost (float64), status ("done",
- *   "error", "cancelled"), error (str or nil), latency_ms.
- * The snapshot body is a map {v: 1, since: s, upto: seq, rows: [row...]}
- * where a row is [day, model, upstream, uid, tag, requests, errors,
+ *   "error", "cancelled"), error (str or nil), latency_ms, rid.
+ * rid numbers records from 1 up, never reused (records of older versions
+ * have none, 0 here). A record may be in the journal twice: after a failed
+ * fdatasync the file is abandoned and the records it held that were not
+ * known durable are written again to a new file. Replay and history count a
+ * rid once.
+ * The snapshot body is a map {v: 1, since: s, upto: seq, rid: r, rows:
+ * [row...]} where rid is the highest record number folded into the rows and
+ * a row is [day, model, upstream, uid, tag, requests, errors,
  * prompt_tokens, completion_tokens, total_tokens, estimated, cost].
  *
  * Records hold C strings, so no NUL byte can occur inside a string; a record
@@ -75,6 +81,7 @@ struct ledger_buf {
 /* A record decoded from a journal, or a sanitised copy of one being appended. */
 struct ledger_decoded {
 	struct ledger_record r;
+	uint64_t rid;               /* 0: none (an older version's record) */
 	char tag[LEDGER_STRING_MAX + 1];
 	char model[LEDGER_STRING_MAX + 1];
 	char upstream[LEDGER_STRING_MAX + 1];
@@ -101,7 +108,11 @@ struct ledger {
 	off_t cur_size;
 	int64_t cur_day;            /* UTC day of its records, LEDGER_DAY_UNSET */
 	bool dirty;                 /* written since the last fdatasync */
-	bool sync_failed;
+	bool sync_failed;           /* records from an abandoned file wait to be made durable */
+
+	struct ledger_buf unsynced; /* framed records written to cur_fd since its last fdatasync */
+	size_t unsynced_n;
+	uint64_t next_rid;
 
 	struct ledger_buf pend;     /* whole framed records not yet written, in order */
 	size_t pend_off;
@@ -123,6 +134,15 @@ struct ledger_scan {
 };
 
 typedef int (*ledger_scan_cb)(const struct ledger_decoded *, void *);
+
+/* A set of record numbers as sorted, disjoint, non-adjacent spans. */
+struct ledger_rids {
+	struct {
+		uint64_t lo, hi;
+	} *v;
+	size_t n;
+	size_t cap;
+};
 
 static uint32_t ledger_crc_table[256];
 static bool ledger_crc_ready;
@@ -435,7 +455,7 @@ ledger_sanitize(const struct ledger_record *rec, struct ledger_decoded *d)
 
 /* Encode a sanitised record as one framed journal record into b (replacing its contents). */
 static int
-ledger_encode(struct ledger_buf *b, const struct ledger_record *r)
+ledger_encode(struct ledger_buf *b, const struct ledger_record *r, uint64_t rid)
 {
 	static const uint8_t zero[LEDGER_HEADER];
 	msgpack_packer pk;
@@ -445,7 +465,7 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r)
 	b->oom = false;
 	ledger_buf_add(b, zero, sizeof zero);
 	msgpack_packer_init(&pk, b, ledger_buf_write_cb);
-	msgpack_pack_map(&pk, 13);
+	msgpack_pack_map(&pk, 14);
 	ledger_pack_str(&pk, "v");
 	msgpack_pack_uint32(&pk, LEDGER_VERSION);
 	ledger_pack_str(&pk, "time");
@@ -481,6 +501,8 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r)
 		msgpack_pack_nil(&pk);
 	ledger_pack_str(&pk, "latency_ms");
 	msgpack_pack_int64(&pk, r->latency_ms);
+	ledger_pack_str(&pk, "rid");
+	msgpack_pack_uint64(&pk, rid);
 	if (b->oom)
 		return -1;
 	body = b->len - LEDGER_HEADER;
@@ -774,6 +796,7 @@ ledger_decode(const uint8_t *body, size_t len, struct ledger_decoded *d)
 	bool have_time = false, have_model = false, have_upstream = false, have_status = false;
 
 	memset(&d->r, 0, sizeof d->r);
+	d->rid = 0;
 	d->tag[0] = d->model[0] = d->upstream[0] = d->error_code[0] = '\0';
 	if (mpr_count(&r, 'm', &n) == -1)
 		return -1;
@@ -835,6 +858,11 @@ ledger_decode(const uint8_t *body, size_t len, struct ledger_decoded *d)
 		} else if (mpr_key_is(k, klen, "latency_ms")) {
 			if (mpr_int(&r, &d->r.latency_ms) == -1 || d->r.latency_ms < 0)
 				return -1;
+		} else if (mpr_key_is(k, klen, "rid")) {
+			int64_t rid;
+			if (mpr_int(&r, &rid) == -1 || rid < 1)
+				return -1;
+			d->rid = (uint64_t)rid;
 		} else if (mpr_skip(&r, LEDGER_DEPTH_MAX) == -1)
 			return -1;
 	}
@@ -928,6 +956,67 @@ ledger_scan_buf(const uint8_t *buf, size_t len, const char *name, bool quiet,
 		sc->good_end = len;
 	free(d);
 	return rc;
+}
+
+/* --- record numbers -------------------------------------------------------- */
+
+/* Add rid to the set: 1 when it is new, 0 when already there, -1 out of memory. */
+static int
+ledger_rids_add(struct ledger_rids *s, uint64_t rid)
+{
+	size_t lo = 0, hi = s->n, i;
+
+	if (s->n > 0 && rid > s->v[s->n - 1].hi) {
+		if (rid == s->v[s->n - 1].hi + 1) {
+			s->v[s->n - 1].hi = rid;
+			return 1;
+		}
+		lo = s->n;
+	} else {
+		while (lo < hi) {       /* first span starting above rid */
+			size_t mid = lo + (hi - lo) / 2;
+			if (s->v[mid].lo > rid)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+	}
+	i = lo;
+	if (i > 0 && rid <= s->v[i - 1].hi)
+		return 0;
+	if (i > 0 && rid == s->v[i - 1].hi + 1) {
+		s->v[i - 1].hi = rid;
+		if (i < s->n && s->v[i].lo == rid + 1) {
+			s->v[i - 1].hi = s->v[i].hi;
+			memmove(&s->v[i], &s->v[i + 1], (s->n - i - 1) * sizeof s->v[0]);
+			s->n--;
+		}
+		return 1;
+	}
+	if (i < s->n && s->v[i].lo == rid + 1) {
+		s->v[i].lo = rid;
+		return 1;
+	}
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 8;
+		void *v = reallocarray(s->v, cap, sizeof s->v[0]);
+		if (v == NULL)
+			return -1;
+		s->v = v;
+		s->cap = cap;
+	}
+	memmove(&s->v[i + 1], &s->v[i], (s->n - i) * sizeof s->v[0]);
+	s->v[i].lo = s->v[i].hi = rid;
+	s->n++;
+	return 1;
+}
+
+/* Free a set of record numbers. */
+static void
+ledger_rids_free(struct ledger_rids *s)
+{
+	free(s->v);
+	memset(s, 0, sizeof *s);
 }
 
 /* --- aggregates ---------------------------------------------------------- */
@@ -1278,7 +1367,52 @@ ledger_journal_list(const struct ledger *l, uint64_t **out, size_t *n_out, char 
 	return 0;
 }
 
-/* fdatasync the current journal file, remembering a failure. */
+/* Forget the records written since the last fdatasync: they are durable now. */
+static void
+ledger_unsynced_clear(struct ledger *l)
+{
+	l->unsynced.len = 0;
+	l->unsynced_n = 0;
+	if (l->unsynced.cap > LEDGER_FLUSH_CHUNK)
+		ledger_buf_free(&l->unsynced);
+}
+
+/*
+ * Put the records not known durable back in front of the pending queue, to
+ * be written again to a new file. -1 when out of memory (they are then only
+ * in the abandoned file).
+ */
+static int
+ledger_unsynced_requeue(struct ledger *l)
+{
+	struct ledger_buf b = { 0 };
+	size_t n = l->unsynced_n;
+
+	if (n == 0)
+		return 0;
+	if (ledger_buf_add(&b, l->unsynced.p, l->unsynced.len) == -1 ||
+	    ledger_buf_add(&b, l->pend.p + l->pend_off, l->pend.len - l->pend_off) == -1) {
+		ledger_buf_free(&b);
+		log_error("usage ledger: out of memory keeping %zu records to write again; they "
+		    "are only in a journal file whose fdatasync failed", n);
+		ledger_unsynced_clear(l);
+		return -1;
+	}
+	ledger_buf_free(&l->pend);
+	l->pend = b;
+	l->pend_off = 0;
+	l->pend_n += n;
+	ledger_unsynced_clear(l);
+	return 0;
+}
+
+/*
+ * fdatasync the current journal file. After a failure the kernel may have
+ * dropped the dirty pages and a second fdatasync could succeed without them,
+ * so the file is never synced again: it is closed (its records stay there,
+ * counted once by rid) and those written since its last good fdatasync are
+ * queued to be written to a new file, which is synced in turn.
+ */
 static int
 ledger_sync(struct ledger *l, char *cause, size_t cause_len)
 {
@@ -1290,12 +1424,21 @@ ledger_sync(struct ledger *l, char *cause, size_t cause_len)
 		int saved = errno;
 		ledger_journal_path(l, l->cur_seq, path, sizeof path);
 		ledger_cause(cause, cause_len, "%s: fdatasync: %s", path, strerror(saved));
+		log_error("usage ledger: %s: fdatasync: %s; the file is abandoned and its %zu "
+		    "records not known to be on disk go to a new one", path, strerror(saved),
+		    l->unsynced_n);
+		close(l->cur_fd);
+		l->cur_fd = -1;
+		l->cur_day = LEDGER_DAY_UNSET;
+		l->dirty = false;
 		l->sync_failed = true;
+		ledger_unsynced_requeue(l);
 		errno = saved;
 		return -1;
 	}
 	l->dirty = false;
 	l->sync_failed = false;
+	ledger_unsynced_clear(l);
 	return 0;
 }
 
@@ -1308,7 +1451,7 @@ ledger_journal_finish(struct ledger *l)
 	if (l->cur_fd == -1)
 		return;
 	if (l->opt.fsync != LEDGER_FSYNC_NO && l->dirty && ledger_sync(l, cause, sizeof cause) == -1)
-		log_error("usage ledger: %s", cause);
+		return;     /* abandoned and closed; its records wait to be written again */
 	close(l->cur_fd);
 	l->cur_fd = -1;
 	l->cur_day = LEDGER_DAY_UNSET;
@@ -1369,6 +1512,16 @@ ledger_write(struct ledger *l, const uint8_t *buf, size_t len, char *cause, size
 	if (n >= 0 && (size_t)n == len) {
 		l->cur_size += (off_t)len;
 		l->dirty = true;
+		if (l->opt.fsync != LEDGER_FSYNC_NO) {
+			size_t k = 0, recs = 0;
+			for (; k + LEDGER_HEADER <= len; k += LEDGER_HEADER + ledger_get32(buf + k))
+				recs++;
+			if (ledger_buf_add(&l->unsynced, buf, len) == 0)
+				l->unsynced_n += recs;
+			else
+				log_error("usage ledger: out of memory remembering %zu records until "
+				    "the next fdatasync", recs);
+		}
 		return 0;
 	}
 	saved = n == -1 ? errno : EIO;
@@ -1378,11 +1531,17 @@ ledger_write(struct ledger *l, const uint8_t *buf, size_t len, char *cause, size
 	else
 		ledger_cause(cause, cause_len, "%s: short write (%zd of %zu bytes)", path, n, len);
 	if (n > 0 && ftruncate(l->cur_fd, l->cur_size) == -1) {
+		char sc[PATH_MAX + 64];
 		log_error("usage ledger: %s: cannot cut a partial record back to %lld bytes: %s; "
 		    "continuing in a new journal file", path, (long long)l->cur_size, strerror(errno));
-		close(l->cur_fd);
+		/* what it holds is synced now, or written again to the next file */
+		if (l->opt.fsync != LEDGER_FSYNC_NO && l->dirty)
+			ledger_sync(l, sc, sizeof sc);
+		if (l->cur_fd != -1)
+			close(l->cur_fd);
 		l->cur_fd = -1;
 		l->cur_day = LEDGER_DAY_UNSET;
+		l->dirty = false;
 	}
 	errno = saved;
 	return -1;
@@ -1464,13 +1623,15 @@ ledger_snapshot_encode(const struct ledger *l, uint64_t upto, struct ledger_buf 
 
 	ledger_buf_add(b, header, sizeof header);
 	msgpack_packer_init(&pk, b, ledger_buf_write_cb);
-	msgpack_pack_map(&pk, 4);
+	msgpack_pack_map(&pk, 5);
 	ledger_pack_str(&pk, "v");
 	msgpack_pack_uint32(&pk, LEDGER_VERSION);
 	ledger_pack_str(&pk, "since");
 	msgpack_pack_int64(&pk, l->since);
 	ledger_pack_str(&pk, "upto");
 	msgpack_pack_uint64(&pk, upto);
+	ledger_pack_str(&pk, "rid");
+	msgpack_pack_uint64(&pk, l->next_rid - 1);
 	ledger_pack_str(&pk, "rows");
 	msgpack_pack_array(&pk, l->n_rows);
 	for (size_t i = 0; i < l->n_rows; i++) {
@@ -1614,7 +1775,7 @@ ledger_snapshot_parse(struct ledger *l, const uint8_t *body, size_t len, const c
 	struct mpr r = { body, body + len };
 	uint32_t n, klen, nrows;
 	const char *k;
-	int64_t v = -1, since = -1, upto = -1;
+	int64_t v = -1, since = -1, upto = -1, rid = 0;
 	bool have_rows = false;
 	char *s;
 	int rc;
@@ -1636,6 +1797,9 @@ ledger_snapshot_parse(struct ledger *l, const uint8_t *body, size_t len, const c
 				goto bad;
 		} else if (mpr_key_is(k, klen, "upto")) {
 			if (mpr_int(&r, &upto) == -1 || upto < 0)
+				goto bad;
+		} else if (mpr_key_is(k, klen, "rid")) {
+			if (mpr_int(&r, &rid) == -1 || rid < 0 || rid == INT64_MAX)
 				goto bad;
 		} else if (mpr_key_is(k, klen, "rows")) {
 			if (have_rows || mpr_count(&r, 'a', &nrows) == -1)
@@ -1660,6 +1824,7 @@ ledger_snapshot_parse(struct ledger *l, const uint8_t *body, size_t len, const c
 	free(s);
 	l->since = since;
 	l->upto = (uint64_t)upto;
+	l->next_rid = (uint64_t)rid + 1;
 	return 0;
 
 bad:
@@ -1759,6 +1924,8 @@ ledger_compact(struct ledger *l, bool fold_pending, char *cause, size_t cause_le
 		    "are in the snapshot's totals, without per-request history", l->pend_n);
 		ledger_pend_consume(l, l->pend.len - l->pend_off, l->pend_n);
 	}
+	ledger_unsynced_clear(l);       /* the snapshot holds them */
+	l->sync_failed = false;
 	ledger_retain(l);
 	return 0;
 }
@@ -1767,16 +1934,31 @@ ledger_compact(struct ledger *l, bool fold_pending, char *cause, size_t cause_le
 
 struct ledger_replay {
 	struct ledger *l;
+	struct ledger_rids *seen;
 	size_t counted;
+	size_t twice;               /* records already counted from an earlier file */
 	bool oom;
 };
 
-/* Count one replayed record. */
+/* Count one replayed record, once per rid. */
 static int
 ledger_replay_cb(const struct ledger_decoded *d, void *arg)
 {
 	struct ledger_replay *rp = arg;
+	int fresh = 1;
 
+	if (d->rid != 0) {
+		if ((fresh = ledger_rids_add(rp->seen, d->rid)) == -1) {
+			rp->oom = true;
+			return 1;
+		}
+		if (d->rid >= rp->l->next_rid)
+			rp->l->next_rid = d->rid + 1;
+	}
+	if (!fresh) {
+		rp->twice++;
+		return 0;
+	}
 	if (ledger_count(rp->l, &d->r) == -1) {
 		rp->oom = true;
 		return 1;
@@ -1790,14 +1972,14 @@ ledger_replay_cb(const struct ledger_decoded *d, void *arg)
  * cut, and it is reopened for appending when under the rotation size.
  */
 static int
-ledger_replay_file(struct ledger *l, uint64_t seq, bool last, int64_t *first_time,
-    size_t *records, char *cause, size_t cause_len)
+ledger_replay_file(struct ledger *l, struct ledger_rids *seen, uint64_t seq, bool last,
+    int64_t *first_time, size_t *records, char *cause, size_t cause_len)
 {
 	char path[PATH_MAX];
 	uint8_t *buf;
 	size_t len;
 	struct ledger_scan sc;
-	struct ledger_replay rp = { l, 0, false };
+	struct ledger_replay rp = { l, seen, 0, 0, false };
 	int fd;
 
 	if (ledger_journal_path(l, seq, path, sizeof path) == -1) {
@@ -1813,6 +1995,9 @@ ledger_replay_file(struct ledger *l, uint64_t seq, bool last, int64_t *first_tim
 	}
 	free(buf);
 	*records += rp.counted;
+	if (rp.twice > 0)
+		log_info("usage ledger: %s: %zu records written again after a failed fdatasync "
+		    "were counted once", path, rp.twice);
 	if (sc.first_time != -1 && (*first_time == -1 || sc.first_time < *first_time))
 		*first_time = sc.first_time;
 	if (sc.torn && !last)
@@ -1880,6 +2065,7 @@ ledger_free(struct ledger *l)
 		close(l->lock_fd);
 	ledger_rows_free(l);
 	ledger_buf_free(&l->pend);
+	ledger_buf_free(&l->unsynced);
 	ledger_buf_free(&l->rec);
 	free(l->dir);
 	free(l->jdir);
@@ -1895,6 +2081,7 @@ ledger_open(const char *state_dir, const struct ledger_options *opts, char *caus
 	uint64_t *seqs = NULL;
 	size_t n = 0, records = 0, replayed = 0;
 	int64_t first_time = -1;
+	struct ledger_rids seen = { 0 };
 	int snap;
 
 	if ((l = calloc(1, sizeof *l)) == NULL) {
@@ -1903,6 +2090,7 @@ ledger_open(const char *state_dir, const struct ledger_options *opts, char *caus
 	}
 	l->cur_fd = l->lock_fd = -1;
 	l->cur_day = LEDGER_DAY_UNSET;
+	l->next_rid = 1;
 	if (opts != NULL)
 		l->opt = *opts;
 	else
@@ -1939,14 +2127,21 @@ ledger_open(const char *state_dir, const struct ledger_options *opts, char *caus
 		if (ledger_snapshot_write(l, 0, cause, cause_len) == -1)
 			goto fail;
 	}
+	/* records the snapshot holds are not counted again, whichever file has them */
+	if (l->next_rid > 1 && (seen.v = malloc(sizeof seen.v[0])) != NULL) {
+		seen.v[0].lo = 1;
+		seen.v[0].hi = l->next_rid - 1;
+		seen.n = seen.cap = 1;
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (seqs[i] <= l->upto)
 			continue;
-		if (ledger_replay_file(l, seqs[i], i == n - 1, &first_time, &records,
+		if (ledger_replay_file(l, &seen, seqs[i], i == n - 1, &first_time, &records,
 		    cause, cause_len) == -1)
 			goto fail;
 		replayed++;
 	}
+	ledger_rids_free(&seen);
 	if (snap == 1 && n > 0) {
 		l->since = first_time != -1 ? first_time / 1000 : time(NULL);
 		log_warn("usage ledger: %s/snapshot.olm is missing: totals rebuilt from the %zu "
@@ -1961,6 +2156,7 @@ ledger_open(const char *state_dir, const struct ledger_options *opts, char *caus
 
 fail:
 	free(seqs);
+	ledger_rids_free(&seen);
 	ledger_free(l);
 	return NULL;
 }
@@ -2001,35 +2197,52 @@ ledger_append(struct ledger *l, const struct ledger_record *rec, char *cause, si
 		errno = EINVAL;
 		return -1;
 	}
-	if (ledger_encode(&l->rec, &d.r) == -1) {
+	if (ledger_encode(&l->rec, &d.r, l->next_rid) == -1) {
 		ledger_cause(cause, cause_len, "out of memory encoding a record");
 		errno = ENOMEM;
 		return -1;
 	}
+	l->next_rid++;
 	if (ledger_count(l, &d.r) == -1)
 		log_error("usage ledger: out of memory counting a record; the totals are short "
 		    "until restart, the journal is not");
-	if (l->pend_n > 0 && ledger_flush(l, cause, cause_len) == -1) {
-		ledger_pend_push(l, l->rec.p, l->rec.len);
-		return -1;
-	}
 	day = ledger_day(d.r.time_ms);
 	if (l->cur_fd != -1 && l->cur_size > 0 &&
 	    ((size_t)l->cur_size + l->rec.len > l->opt.rotate_bytes ||
 	    (l->cur_day != LEDGER_DAY_UNSET && l->cur_day != day)))
 		ledger_journal_finish(l);
+	if (l->pend_n > 0 && ledger_flush(l, cause, cause_len) == -1) {
+		ledger_pend_push(l, l->rec.p, l->rec.len);
+		return -1;
+	}
 	if (ledger_write(l, l->rec.p, l->rec.len, cause, cause_len) == -1) {
 		ledger_pend_push(l, l->rec.p, l->rec.len);
 		return -1;
 	}
 	if (l->cur_day == LEDGER_DAY_UNSET)
 		l->cur_day = day;
-	if (l->opt.fsync == LEDGER_FSYNC_ALWAYS || l->sync_failed)
-		return ledger_sync(l, cause, cause_len);
-	return 0;
+	if (l->opt.fsync != LEDGER_FSYNC_ALWAYS && !l->sync_failed)
+		return 0;
+	if (ledger_sync(l, cause, cause_len) == 0)
+		return 0;
+	/* the file is abandoned: one attempt to make the records durable in a new one */
+	{
+		char again[PATH_MAX + 128];
+		if (ledger_probe(l, again, sizeof again) == 0) {
+			log_warn("usage ledger: the records are now in %s/journal-%016llu.olj",
+			    l->jdir, (unsigned long long)l->cur_seq);
+			return 0;
+		}
+		log_error("usage ledger: %s", again);
+	}
+	return -1;
 }
 
-/* Retry what failed: pending records first, then a failed fdatasync. */
+/*
+ * Retry what failed: pending records first (after a failed fdatasync, those
+ * of the abandoned file, written to a new one), then the fdatasync of the
+ * file they went to.
+ */
 int
 ledger_probe(struct ledger *l, char *cause, size_t cause_len)
 {
@@ -2079,7 +2292,12 @@ ledger_tick(struct ledger *l, int64_t now_ms)
 	}
 	if (l->opt.fsync == LEDGER_FSYNC_EVERYSEC && l->dirty &&
 	    ledger_sync(l, cause, sizeof cause) == -1) {
-		log_error("usage ledger: %s", cause);
+		/* the file is abandoned: its records go to a new one at once */
+		if (ledger_probe(l, cause, sizeof cause) == 0)
+			log_warn("usage ledger: the records are now in %s/journal-%016llu.olj",
+			    l->jdir, (unsigned long long)l->cur_seq);
+		else
+			log_error("usage ledger: %s", cause);
 		return;
 	}
 	due = (l->last_seq > l->upto && (l->cur_fd == -1 || l->cur_seq > l->upto + 1)) ||
@@ -2398,14 +2616,18 @@ struct ledger_foreach {
 	int64_t since_ms;
 	ledger_record_cb cb;
 	void *arg;
+	struct ledger_rids seen;
 };
 
-/* Pass a record on when it is recent enough. */
+/* Pass a record on when it is recent enough and not seen in an earlier file. */
 static int
 ledger_foreach_cb(const struct ledger_decoded *d, void *arg)
 {
 	struct ledger_foreach *f = arg;
+	int fresh;
 
+	if (d->rid != 0 && (fresh = ledger_rids_add(&f->seen, d->rid)) != 1)
+		return fresh == -1 ? -1 : 0;
 	if (d->r.time_ms < f->since_ms)
 		return 0;
 	return f->cb(&d->r, f->arg) != 0 ? 1 : 0;
@@ -2416,7 +2638,7 @@ int
 ledger_foreach_record(struct ledger *l, int64_t since_ms, ledger_record_cb cb, void *arg,
     char *cause, size_t cause_len)
 {
-	struct ledger_foreach f = { since_ms, cb, arg };
+	struct ledger_foreach f = { since_ms, cb, arg, { 0 } };
 	struct ledger_scan sc;
 	uint64_t *seqs;
 	size_t n;
@@ -2434,6 +2656,7 @@ ledger_foreach_record(struct ledger *l, int64_t since_ms, ledger_record_cb cb, v
 			if (errno == ENOENT)
 				continue;
 			free(seqs);
+			ledger_rids_free(&f.seen);
 			return -1;
 		}
 		rc = ledger_scan_buf(buf, len, path, true, ledger_foreach_cb, &f, &sc);
@@ -2443,6 +2666,7 @@ ledger_foreach_record(struct ledger *l, int64_t since_ms, ledger_record_cb cb, v
 	if (rc == 0 && l->pend_n > 0)
 		rc = ledger_scan_buf(l->pend.p + l->pend_off, l->pend.len - l->pend_off, "pending",
 		    true, ledger_foreach_cb, &f, &sc);
+	ledger_rids_free(&f.seen);
 	if (rc == -1) {
 		ledger_cause(cause, cause_len, "out of memory");
 		return -1;

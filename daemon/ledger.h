@@ -26,6 +26,13 @@
  *                        until retention_days have passed.
  *   archive/<UTC time>/  what ledger_reset moved aside (snapshot.olm, journal/)
  *
+ * A failed fdatasync is never retried on the same file (the kernel may have
+ * dropped its dirty pages and report success the next time): the file is
+ * closed for good and the records written to it since its last good
+ * fdatasync are written again, in order, to a new journal file, which is
+ * then synced. Each record carries a number (rid) that is never reused, so
+ * replay and history count a record found in both files once.
+ *
  * Recovery at open: the last journal file's torn or corrupt tail (a short
  * header or body, a bad CRC, an undecodable body with nothing valid after it)
  * is cut with a warning saying how many bytes went. A corrupt stretch followed
@@ -108,18 +115,22 @@ void ledger_close(struct ledger *);
 
 /*
  * Record one request. It is counted in the aggregates at once. 0 once its
- * bytes are in the journal (write(2) returned, fdatasynced under "always").
- * -1 with cause naming the file and the error when it is not: the record is
- * then kept in memory (up to pending_max, beyond which it is logged and
- * dropped from the journal) and written, in order, by the next append,
- * ledger_probe or ledger_tick; ledger_healthy is false until then.
+ * bytes are in the journal (write(2) returned; under "always" also
+ * fdatasynced, if need be in a new file after the current one's fdatasync
+ * failed). -1 with cause naming the file and the error when it is not: the
+ * record is then kept in memory (up to pending_max, beyond which it is
+ * logged and dropped from the journal) and written, in order, by the next
+ * append, ledger_probe or ledger_tick; ledger_healthy is false until then.
  */
 int ledger_append(struct ledger *, const struct ledger_record *, char *cause, size_t cause_len);
 
 /* Once a second: retry failed writes, fsync under everysec, compact when due. */
 void ledger_tick(struct ledger *, int64_t now_ms);
 
-/* Retry pending writes and a failed fsync; 0 when the ledger is healthy afterwards. */
+/*
+ * Retry pending writes (after a failed fsync, into a new file) and sync that
+ * file; 0 when the ledger is healthy afterwards.
+ */
 int ledger_probe(struct ledger *, char *cause, size_t cause_len);
 
 /* False while records wait in memory or an fsync failed. */

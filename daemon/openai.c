@@ -398,6 +398,31 @@ fail:
 	return (NULL);
 }
 
+/*
+ * Keys of the body that `extra` may not set: what routing, the reply's
+ * parsing and the accounting (the reservation of prompt + max_tokens, one
+ * choice, the uid as the only identity) rely on.
+ */
+static const char *const openai_extra_refused[] = {
+	"model", "messages", "prompt", "stream", "stream_options", "max_tokens",
+	"max_completion_tokens", "max_new_tokens", "n_predict", "n", "best_of", "user",
+	NULL
+};
+
+/* Whether extra may set key to v; stream_options may only be removed (null). */
+static bool
+openai_extra_allowed(const char *key, const json_t *v)
+{
+	size_t	 i;
+
+	if (strcmp(key, "stream_options") == 0 && json_is_null(v))
+		return (true);
+	for (i = 0; openai_extra_refused[i] != NULL; i++)
+		if (strcmp(key, openai_extra_refused[i]) == 0)
+			return (false);
+	return (true);
+}
+
 /* Merge the client's `extra` map into the body; null deletes a key. */
 static int
 openai_merge_extra(json_t *root, const struct message_raw *extra,
@@ -413,8 +438,13 @@ openai_merge_extra(json_t *root, const struct message_raw *extra,
 		return (-1);
 	}
 	json_object_foreach(x, key, v) {
-		if (strcmp(key, "stream") == 0)
-			continue;
+		if (!openai_extra_allowed(key, v)) {
+			snprintf(cause, cause_len, "extra.%s: may not be set through extra "
+			    "(the daemon sets it%s)", key, strcmp(key, "stream_options") == 0 ?
+			    "; only null, to remove it, is allowed" : "");
+			json_decref(x);
+			return (-1);
+		}
 		if (json_is_null(v))
 			json_object_del(root, key);
 		else if (json_object_set(root, key, v) != 0) {

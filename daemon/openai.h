@@ -54,8 +54,10 @@ struct openai_chunk {
  * name, tool_call_id and tool_calls; stream_options.include_usage is asked
  * when streaming; max_tokens, temperature, top_p, stop (always an array)
  * and seed when given. Then every key of `extra` is set, overriding what
- * was there, and a null value removes the key; `stream` alone cannot be
- * overridden, as the reply's parsing depends on it.
+ * was there, and a null value removes the key; keys that routing, parsing
+ * or accounting rely on (model, messages, prompt, stream, max_tokens and
+ * its aliases, n, best_of, user; stream_options except its removal) make
+ * the call fail with cause "extra.KEY: ...".
  */
 char *openai_chat_body(const struct chat_request *, const char *model,
     bool stream, char *cause, size_t cause_len);

@@ -75,6 +75,7 @@ struct chat {
 	void *parse;                /* upstream reply parser state, chat.c's */
 	char *body;                 /* JSON sent upstream, kept for retries */
 	int attempt;
+	int unconnected;            /* attempts that ended before connecting */
 	struct event *timer;        /* retry backoff, first byte and idle timeouts */
 	int64_t prompt_estimate;    /* local count, -1 when calc_usage is off */
 	int64_t started_ms;

@@ -805,6 +805,9 @@ decode_chat(const msgpack_object *root, struct chat_request *c,
 	    field_str(&f[TAG], "", 0, &c->tag, err) != 0 ||
 	    field_raw(&f[EXTRA], "", 0, MSGPACK_OBJECT_MAP, &c->extra, err) != 0)
 		return -1;
+	if (c->max_tokens > MESSAGE_MAX_TOKENS)
+		return message_fail(err, "bad_request", "max_tokens: must be <= %d",
+		    MESSAGE_MAX_TOKENS);
 	c->has_seed = f[SEED].o != NULL;
 	if ((s = f[STOP].o) == NULL)
 		return 0;
@@ -1034,13 +1037,14 @@ decode_done(const msgpack_object *root, struct done_reply *d,
     struct message_error *err)
 {
 	enum { FINISH, USAGE, COST, MODEL, UPSTREAM, TTFT, LATENCY, CONTENT,
-	    REASONING, TOOL_CALLS, NF };
+	    REASONING, TOOL_CALLS, DURABLE, NF };
 	struct field f[NF] = {
 		{ "finish_reason", NULL, 0 }, { "usage", NULL, 0 }, { "cost", NULL, 0 },
 		{ "model", NULL, 0 }, { "upstream", NULL, 0 }, { "ttft_ms", NULL, 0 },
 		{ "latency_ms", NULL, 0 }, { "content", NULL, 0 },
-		{ "reasoning", NULL, 0 }, { "tool_calls", NULL, 0 }
+		{ "reasoning", NULL, 0 }, { "tool_calls", NULL, 0 }, { "durable", NULL, 0 }
 	};
+	bool durable = true;
 
 	if (message_fields(root, f, NF, "", err) != 0 ||
 	    field_str(&f[FINISH], "", 0, &d->finish_reason, err) != 0 ||
@@ -1052,8 +1056,10 @@ decode_done(const msgpack_object *root, struct done_reply *d,
 	    field_int(&f[LATENCY], "", 0, 0, &d->latency_ms, err) != 0 ||
 	    field_str(&f[CONTENT], "", 0, &d->content, err) != 0 ||
 	    field_str(&f[REASONING], "", 0, &d->reasoning, err) != 0 ||
-	    field_raw(&f[TOOL_CALLS], "", 0, MSGPACK_OBJECT_ARRAY, &d->tool_calls, err) != 0)
+	    field_raw(&f[TOOL_CALLS], "", 0, MSGPACK_OBJECT_ARRAY, &d->tool_calls, err) != 0 ||
+	    field_bool(&f[DURABLE], "", 0, &durable, err) != 0)
 		return -1;
+	d->not_durable = !durable;
 	return 0;
 }
 
@@ -1881,7 +1887,7 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 		enc_map(&e, 4 + (dn->finish_reason != NULL) + (dn->model != NULL) +
 		    (dn->upstream != NULL) + (dn->ttft_ms != -1) + (dn->latency_ms != -1) +
 		    (dn->content != NULL) + (dn->reasoning != NULL) +
-		    (dn->tool_calls.data != NULL));
+		    (dn->tool_calls.data != NULL) + dn->not_durable);
 		enc_kuint(&e, "id", rp->id);
 		enc_kstr(&e, "type", "done");
 		if (dn->finish_reason != NULL)
@@ -1907,6 +1913,8 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 			enc_kstr(&e, "reasoning", dn->reasoning);
 		if (dn->tool_calls.data != NULL)
 			enc_kraw(&e, "tool_calls", &dn->tool_calls, 0, 1);
+		if (dn->not_durable)
+			enc_kbool(&e, "durable", false);
 		break;
 	case REPLY_RESULT:
 		enc_result(&e, rp->id, &rp->u.result);

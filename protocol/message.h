@@ -10,6 +10,7 @@
 
 #define PROTOCOL_VERSION 1
 #define MESSAGE_MAX_DEPTH 32    /* deeper nesting is refused */
+#define MESSAGE_MAX_TOKENS 16777216    /* largest chat max_tokens (2^24) */
 
 /*
  * Ownership: a decoded request or reply owns all its memory (strings are
@@ -41,7 +42,7 @@ struct chat_request {
 	size_t n_messages;          /* >= 1 */
 	char *model;                /* optional */
 	bool stream;                /* default true */
-	int64_t max_tokens;         /* -1 absent, else >= 1 */
+	int64_t max_tokens;         /* -1 absent, else 1 .. MESSAGE_MAX_TOKENS */
 	double temperature;         /* NAN absent */
 	double top_p;               /* NAN absent */
 	char **stop;                /* `stop` may be a string or an array of strings */
@@ -112,6 +113,7 @@ struct done_reply {
 	char *content;              /* non-stream only */
 	char *reasoning;            /* non-stream only */
 	struct message_raw tool_calls;  /* non-stream only */
+	bool not_durable;           /* the ledger could not record it: "durable": false */
 };
 
 struct error_reply {

@@ -117,41 +117,104 @@ assert t["requests"] == 4, t
 '
 [ "$(stat -c %s "$last")" -eq "$size" ] || fail "valid records after the corrupt one were cut"
 
-# 4. a disk that fails writes: chats are refused with a clear error until it
-#    works again, and the record that could not be written is not lost
+# 4. a disk that fails writes: the chat whose record cannot be written gets
+#    an error naming the journal and the errno instead of done
+#    (on_ledger_error = "refuse"), new chats are refused until the disk works
+#    again, and the record that could not be written is not lost
 stop_daemon TERM
 shim="$top_builddir/tests/ledger/.libs/failwrite.so"
 [ -f "$shim" ] || fail "missing $shim"
 flag="$TEST_DIR/diskfull"
-OLLM_FAILWRITE_FLAG="$flag" OLLM_FAILWRITE_PREFIX="$TEST_DIR/state" \
-	LD_PRELOAD="$shim" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
-	KEEP_CONFIG=1 start_daemon
+start_with_shim() {
+	OLLM_FAILWRITE_FLAG="$flag" OLLM_FAILWRITE_PREFIX="$1" \
+		LD_PRELOAD="$shim" ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+		KEEP_CONFIG=1 start_daemon
+}
+start_with_shim "$TEST_DIR/state"
 before=$("$PYTHON" -c 'from olc import Conn; print(Conn().call("stats")["total"]["requests"])')
 echo enospc > "$flag"
-"$PYTHON" -c '
+"$PYTHON" - "$TEST_DIR/state/journal/journal-" <<'PY'
+import sys
 from olc import Conn
 c = Conn()
 d, end = c.chat("while full", tag="full")
-assert end["type"] == "done", end
+assert end["type"] == "error" and end["code"] == "internal", end
+assert sys.argv[1] in end["message"] and "No space left on device" in end["message"], end
 d, end = c.chat("refused")
 assert end["type"] == "error" and "ledger" in end["message"], end
-'
+PY
 grep -q "No space left on device" "$TEST_DIR/daemon.log" || fail "the write failure was not logged"
 rm -f "$flag"
 sleep 1.5
 "$PYTHON" -c '
 from olc import Conn
 d, end = Conn().chat("works again", tag="full")
-assert end["type"] == "done", end
+assert end["type"] == "done" and "durable" not in end, end
 '
+
+# ... and with on_ledger_error = "serve" the reply comes, marked durable: false
+stop_daemon TERM
+echo 'on_ledger_error = "serve";' >> "$CONF"
+start_with_shim "$TEST_DIR/state"
+echo eio > "$flag"
+"$PYTHON" -c '
+from olc import Conn
+d, end = Conn().chat("served anyway", tag="full")
+assert end["type"] == "done" and end["durable"] is False, end
+'
+rm -f "$flag"
+sleep 1.5
 stop_daemon TERM
 KEEP_CONFIG=1 start_daemon
 "$PYTHON" -c "
 from olc import Conn
 s = Conn().call('stats', by='tag')
-assert s['by_tag']['full']['requests'] == 2, s['by_tag']
-assert s['total']['requests'] == $before + 2, s['total']
+assert s['by_tag']['full']['requests'] == 3, s['by_tag']
+assert s['total']['requests'] == $before + 3, s['total']
 "
+
+# 4b. fdatasync fails on one journal file (fsync = "always"): it is not synced
+#     again; the record goes to a new file, is synced there, and the client gets
+#     a plain done. After kill -9, each record counts once though one is in
+#     both files.
+stop_daemon TERM
+sed -i 's/^fsync = "no";/fsync = "always";/' "$CONF"
+last=$(ls "$journal_dir" | sed -n 's/^journal-0*\([0-9][0-9]*\)\.olj$/\1/p' | sort -n | tail -n 1)
+next=$(printf '%s/journal-%016d.olj' "$journal_dir" $((last + 1)))
+after=$(printf '%s/journal-%016d.olj' "$journal_dir" $((last + 2)))
+start_with_shim "$next"
+before=$("$PYTHON" -c 'from olc import Conn; print(Conn().call("stats")["total"]["requests"])')
+echo fsync > "$flag"
+"$PYTHON" -c '
+from olc import Conn
+c = Conn()
+for i in range(3):
+    d, end = c.chat("synced elsewhere %d" % i, tag="fsync")
+    assert end["type"] == "done" and "durable" not in end, end
+'
+rm -f "$flag"
+[ -s "$next" ] || fail "no journal file $next"
+[ -s "$after" ] || fail "the records did not go to a new file $after"
+grep -q "fdatasync: Input/output error" "$TEST_DIR/daemon.log" || fail "the fsync failure was not logged"
+stop_daemon KILL
+KEEP_CONFIG=1 start_daemon
+"$PYTHON" - "$next" "$after" <<'PY'
+import struct, sys, msgpack
+from olc import Conn
+rids = []
+for path in sys.argv[1:]:
+    data = open(path, "rb").read()
+    off = 0
+    while off + 8 <= len(data):
+        n = struct.unpack(">I", data[off:off + 4])[0]
+        rids.append(msgpack.unpackb(data[off + 8:off + 8 + n], raw=False)["rid"])
+        off += 8 + n
+assert len(rids) == 4 and len(set(rids)) == 3, rids
+s = Conn().call("stats", by="tag")
+assert s["by_tag"]["fsync"]["requests"] == 3, s["by_tag"]["fsync"]
+PY
+[ "$("$PYTHON" -c 'from olc import Conn; print(Conn().call("stats")["total"]["requests"])')" -eq $((before + 3)) ] ||
+	fail "after the fsync failure, stats do not count each record once"
 
 # 5. another user: usage accounted to its uid; reset refused
 chmod 755 "$TEST_DIR"

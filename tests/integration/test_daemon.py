@@ -143,13 +143,55 @@ def chat_without_server_usage_is_estimated_with_the_formula():
 def extra_and_options_reach_the_server():
     c = Conn()
     deltas, end = c.chat("opts", max_tokens=7, temperature=0.5, top_p=0.9, stop=["X", "Y"],
-                         seed=42, extra={"response_format": {"type": "json_object"}, "n": 1})
+                         seed=42, extra={"response_format": {"type": "json_object"},
+                                         "presence_penalty": 0.5})
     check(end["type"] == "done", end)
     s = fake("/stats")
     body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
     check(body["max_tokens"] == 7 and body["temperature"] == 0.5 and body["top_p"] == 0.9, body)
     check(body["stop"] == ["X", "Y"] and body["seed"] == 42, body)
-    check(body["response_format"] == {"type": "json_object"} and body["n"] == 1, body)
+    check(body["response_format"] == {"type": "json_object"} and body["presence_penalty"] == 0.5,
+          body)
+
+
+EXTRA_REFUSED = {"model": "other", "messages": [], "prompt": "p", "stream": False,
+                 "stream_options": {"include_usage": False}, "max_tokens": 5000,
+                 "max_completion_tokens": 5000, "max_new_tokens": 5000, "n_predict": 5000,
+                 "n": 2, "best_of": 3, "user": "someone-else"}
+
+
+@test("basic")
+def extra_may_not_override_what_accounting_relies_on():
+    c = Conn()
+    before = stats(c)["total"]
+    sent = fake("/stats")["chat_requests"]
+    for key, value in EXTRA_REFUSED.items():
+        deltas, end = c.chat("sneaky", tag="sneaky", extra={"seed": 1, key: value})
+        check(end["type"] == "error" and end["code"] == "bad_request", (key, end))
+        check("extra." + key in end["message"], (key, end))
+    check(fake("/stats")["chat_requests"] == sent, "a refused request reached the server")
+    after = stats(c)
+    t = after["by_tag"]["sneaky"]
+    check(t["requests"] == len(EXTRA_REFUSED) and t["errors"] == len(EXTRA_REFUSED), t)
+    check(t["total_tokens"] == 0 and t["cost"] == 0, "never sent, yet counted: %r" % t)
+    check(after["total"]["total_tokens"] == before["total_tokens"], (before, after["total"]))
+    # removing stream_options (for servers that refuse it) is still allowed
+    deltas, end = c.chat("no options", extra={"stream_options": None})
+    check(end["type"] == "done", end)
+    s = fake("/stats")
+    body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+    check("stream_options" not in body, body)
+
+
+@test("basic")
+def max_tokens_beyond_the_bound_is_refused():
+    c = Conn()
+    sent = fake("/stats")["chat_requests"]
+    for n in (2**63 - 1, 16777217):
+        deltas, end = c.chat("huge", max_tokens=n)
+        check(end["type"] == "error" and end["code"] == "bad_request", end)
+        check("max_tokens" in end["message"] and "16777216" in end["message"], end)
+    check(fake("/stats")["chat_requests"] == sent, "a refused request reached the server")
 
 
 @test("basic")
@@ -637,6 +679,22 @@ def fifty_racing_for_a_budget_that_admits_ten():
     check(refused[0]["detail"]["scope"] == "tag:race", refused[0])
     b = [x for x in Conn().call("stats")["budgets"] if x["scope"] == "tag:race"][0]
     check(b["used"] <= b["limit"] and b["left"] >= 0, b)
+
+
+@test("budget")
+def huge_max_tokens_never_walks_past_an_exhausted_budget():
+    # after the race, tag:race has less left than one request needs
+    c = Conn()
+    sent = fake("/stats")["chat_requests"]
+    for n in (2**63 - 1, 2**62, 16777216):
+        deltas, end = c.chat("budget [[chunks=2]]", tag="race", max_tokens=n)
+        check(end["type"] == "error" and end["code"] in ("budget_exceeded", "bad_request"),
+              (n, end))
+        if end["code"] == "bad_request":
+            check("max_tokens" in end["message"], end)
+    check(fake("/stats")["chat_requests"] == sent, "admitted past an exhausted budget")
+    b = [x for x in c.call("stats")["budgets"] if x["scope"] == "tag:race"][0]
+    check(b["used"] <= b["limit"], b)
 
 
 @test("budget")

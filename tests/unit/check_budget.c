@@ -332,6 +332,35 @@ START_TEST(test_tokens_and_replay)
 }
 END_TEST
 
+/* Token sums saturate: a hostile max_tokens cannot wrap a reservation to a small one. */
+START_TEST(test_tokens_add_saturates)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *a;
+	struct budget_refusal why;
+	int64_t sum;
+
+	ck_assert_int_eq(budget_tokens_add(3, 4), 7);
+	ck_assert_int_eq(budget_tokens_add(0, 0), 0);
+	ck_assert_int_eq(budget_tokens_add(-5, 4), 4);
+	ck_assert_int_eq(budget_tokens_add(4, INT64_MIN), 4);
+	ck_assert_int_eq(budget_tokens_add(INT64_MAX, 1), INT64_MAX);
+	ck_assert_int_eq(budget_tokens_add(1, INT64_MAX), INT64_MAX);
+	ck_assert_int_eq(budget_tokens_add(INT64_MAX, INT64_MAX), INT64_MAX);
+	ck_assert_int_eq(budget_tokens_add(INT64_MAX - 1, 1), INT64_MAX);
+	ck_assert_int_eq(budget_tokens_add(INT64_MAX / 2, INT64_MAX / 2 + 1), INT64_MAX);
+
+	/* 12 prompt tokens + max_tokens 2^63-1 against an exhausted budget: refused */
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_TOKENS, BUDGET_EVER, 100);
+	ck_assert_int_eq(budgets_set_used(bs, 0, 100, 0), 0);
+	sum = budget_tokens_add(12, INT64_MAX);
+	ck_assert_int_gt(sum, 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "m", sum, 0, 0, &a, &why), -1);
+	ck_assert_uint_eq(why.index, 0);
+	budgets_free(bs);
+}
+END_TEST
+
 START_TEST(test_add_validation)
 {
 	struct budgets *bs = budgets_new();
@@ -463,6 +492,7 @@ budget_suite(void)
 	tcase_add_test(tc, test_all_or_nothing);
 	tcase_add_test(tc, test_zero_price_exhausted);
 	tcase_add_test(tc, test_tokens_and_replay);
+	tcase_add_test(tc, test_tokens_add_saturates);
 	tcase_add_test(tc, test_add_validation);
 	tcase_add_test(tc, test_carry_over_reload);
 	tcase_add_test(tc, test_parse_names);

@@ -892,6 +892,24 @@ START_TEST(test_short_write_leaves_no_half_record)
 }
 END_TEST
 
+/* Whole records in a journal file. */
+static int
+file_records(const char *path)
+{
+	size_t len, off = 0;
+	uint8_t *buf = file_read(path, &len);
+	int n = 0;
+
+	while (off + 8 <= len) {
+		off += 8 + ((size_t)buf[off] << 24 | (size_t)buf[off + 1] << 16 |
+		    (size_t)buf[off + 2] << 8 | buf[off + 3]);
+		n++;
+	}
+	free(buf);
+	ck_assert_uint_eq(off, len);
+	return n;
+}
+
 START_TEST(test_fsync_failure)
 {
 	struct ledger_options o = opts(LEDGER_FSYNC_ALWAYS, 30, 0);
@@ -902,12 +920,18 @@ START_TEST(test_fsync_failure)
 	fail_writes("fsync");
 	append_fails(l, 1, "fdatasync");
 	ck_assert(!ledger_healthy(l));
-	ck_assert_uint_eq(ledger_pending(l), 0);  /* written: retrying would count it twice */
+	/* the file is not synced again: the record waits to be written to a new one */
+	ck_assert_uint_eq(ledger_pending(l), 1);
+	ck_assert_uint_eq(journal_count(), 2);      /* the retry's file failed too */
 	ck_assert_int_eq(ledger_probe(l, cause, sizeof cause), -1);
+	ck_assert_uint_eq(ledger_pending(l), 1);
 	fail_writes("");
 	ck_assert_int_eq(ledger_probe(l, cause, sizeof cause), 0);
 	ck_assert(ledger_healthy(l));
+	ck_assert_uint_eq(ledger_pending(l), 0);
 	append_ok(l, 2);
+	total_is(l, 0, 3, -1);
+	ck_assert_uint_eq(history(l, 0).n, 3);      /* record 1 is in three files, once here */
 	ledger_close(l);
 	l = open_ok(sdir, &o);
 	total_is(l, 0, 3, -1);
@@ -921,9 +945,72 @@ START_TEST(test_fsync_failure)
 	fail_writes("fsync");
 	ledger_tick(l, base_ms);
 	ck_assert(!ledger_healthy(l));
+	ck_assert_uint_eq(ledger_pending(l), 1);
 	fail_writes("");
 	ledger_tick(l, base_ms + 1000);
 	ck_assert(ledger_healthy(l));
+	ledger_close(l);
+	l = open_ok(sdir, &o);
+	total_is(l, 0, 4, -1);
+	ck_assert_uint_eq(history(l, 0).n, 4);
+	ledger_close(l);
+}
+END_TEST
+
+/*
+ * One file's fdatasync fails: the records it holds that were not synced are
+ * written to a new file and synced there, at once; after a crash each record
+ * counts once though it is in both files. _i: 0 always, 1 everysec.
+ */
+START_TEST(test_fsync_failure_new_file)
+{
+	struct ledger_options o = opts(_i == 0 ? LEDGER_FSYNC_ALWAYS : LEDGER_FSYNC_EVERYSEC, 30, 0);
+	char j1[PATH_MAX], j2[PATH_MAX];
+	struct ledger *l;
+	struct collect c;
+	pid_t pid;
+	int status;
+
+	journal_path(1, j1, sizeof j1);
+	journal_path(2, j2, sizeof j2);
+	setenv("OLLM_FAILWRITE_PREFIX", j1, 1);     /* only the first file's fdatasync fails */
+	pid = fork();
+	ck_assert_int_ne(pid, -1);
+	if (pid == 0) {
+		l = open_ok(sdir, &o);
+		append_ok(l, 0);
+		if (_i == 1) {
+			append_ok(l, 1);
+			append_ok(l, 2);
+		}
+		fail_writes("fsync");
+		if (_i == 0) {
+			append_ok(l, 1);                    /* durable in journal 2 */
+			ck_assert(ledger_healthy(l));
+			append_ok(l, 2);
+		} else {
+			ledger_tick(l, base_ms);
+			ck_assert(ledger_healthy(l));
+		}
+		ck_assert(file_exists(j2));
+		ck_assert_int_eq(file_records(j2), _i == 0 ? 2 : 3);
+		ck_assert_uint_eq(ledger_pending(l), 0);
+		_exit(0);                               /* a crash: no close, no snapshot */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+	fail_writes("");
+	ck_assert_int_eq(file_records(j1), _i == 0 ? 2 : 3);    /* the abandoned file keeps them */
+	l = open_ok(sdir, &o);
+	total_is(l, 0, 3, -1);
+	c = history(l, 0);
+	ck_assert_int_eq(c.n, 3);
+	ck_assert(c.ordered);
+	append_ok(l, 3);                            /* numbering goes on after the highest */
+	ledger_close(l);
+	l = open_ok(sdir, &o);
+	total_is(l, 0, 4, -1);
+	ck_assert_int_eq(history(l, 0).n, 4);
 	ledger_close(l);
 }
 END_TEST
@@ -1513,6 +1600,7 @@ ledger_suite(void)
 	tcase_add_loop_test(tc, test_write_failure_recovery, 0, 2);
 	tcase_add_test(tc, test_short_write_leaves_no_half_record);
 	tcase_add_test(tc, test_fsync_failure);
+	tcase_add_loop_test(tc, test_fsync_failure_new_file, 0, 2);
 	tcase_add_test(tc, test_pending_bound);
 	tcase_add_test(tc, test_pending_folded_into_snapshot);
 	tcase_add_test(tc, test_reset_archives);

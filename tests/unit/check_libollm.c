@@ -1215,6 +1215,7 @@ START_TEST(test_error_and_usage_lines)
 	d.cost = 0.25;
 	d.ttft_ms = 100;
 	d.latency_ms = 1100;
+	d.durable = 1;
 	render_usage(b, sizeof b, &d);
 	ck_assert_str_eq(b, "[1,200 prompt + 101 completion = 1,301 tokens, cost 0.2500, "
 	    "101.0 tokens/s, first token 100 ms]");
@@ -1224,6 +1225,10 @@ START_TEST(test_error_and_usage_lines)
 	render_usage(b, sizeof b, &d);
 	ck_assert_str_eq(b, "[1,200 prompt + 101 completion = 1,301 tokens (estimated), "
 	    "cost 0.2500]");
+	d.durable = 0;
+	render_usage(b, sizeof b, &d);
+	ck_assert_str_eq(b, "[1,200 prompt + 101 completion = 1,301 tokens (estimated), "
+	    "cost 0.2500; not yet recorded by the daemon's ledger]");
 }
 END_TEST
 

@@ -104,8 +104,8 @@ START_TEST(test_body_full)
 	req.seed = 42;
 	req.has_seed = true;
 	req.extra = raw_of("{\"response_format\":{\"type\":\"json_object\"},"
-	    "\"temperature\":0.2,\"stream\":false,\"top_p\":null,"
-	    "\"n\":1,\"logit_bias\":{\"50256\":-100}}");
+	    "\"temperature\":0.2,\"top_p\":null,"
+	    "\"presence_penalty\":1,\"logit_bias\":{\"50256\":-100}}");
 
 	body = openai_chat_body(&req, "upstream-model", true, cause,
 	    sizeof cause);
@@ -128,7 +128,7 @@ START_TEST(test_body_full)
 	ck_assert(json_real_value(json_object_get(root, "temperature")) == 0.2);
 	ck_assert(json_object_get(root, "top_p") == NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(root, "seed")), 42);
-	ck_assert_int_eq(json_integer_value(json_object_get(root, "n")), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(root, "presence_penalty")), 1);
 	ck_assert(json_is_integer(json_object_get(json_object_get(root,
 	    "logit_bias"), "50256")));
 	v = json_object_get(root, "stop");
@@ -216,6 +216,29 @@ START_TEST(test_body_minimal)
 	ck_assert(strstr(body, "stream_options") == NULL);
 	free(body);
 	free(req.extra.data);
+
+	/* Keys that routing, parsing or accounting rely on are refused, by name. */
+	{
+		static const char *const refused[] = { "model", "messages", "prompt",
+		    "stream", "stream_options", "max_tokens", "max_completion_tokens",
+		    "max_new_tokens", "n_predict", "n", "best_of", "user" };
+		char json[128], want[64];
+
+		for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+			snprintf(json, sizeof json, "{\"seed\":1,\"%s\":5000}", refused[i]);
+			req.extra = raw_of(json);
+			cause[0] = '\0';
+			ck_assert(openai_chat_body(&req, "m", true, cause, sizeof cause) == NULL);
+			snprintf(want, sizeof want, "extra.%s:", refused[i]);
+			ck_assert_msg(strstr(cause, want) != NULL, "%s: %s", refused[i], cause);
+			free(req.extra.data);
+		}
+		/* null removes most keys, but not those */
+		req.extra = raw_of("{\"max_tokens\":null}");
+		ck_assert(openai_chat_body(&req, "m", true, cause, sizeof cause) == NULL);
+		ck_assert(strstr(cause, "extra.max_tokens:") != NULL);
+		free(req.extra.data);
+	}
 
 	/* tool_calls must be an array. */
 	memset(&req.extra, 0, sizeof req.extra);

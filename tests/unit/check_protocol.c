@@ -500,6 +500,13 @@ START_TEST(done_roundtrip)
 	ck_assert_str_eq(out->u.done.content, "Hello there.");
 	ck_assert_str_eq(out->u.done.reasoning, "r");
 	raw_eq(&out->u.done.tool_calls, &d->tool_calls);
+	ck_assert(!out->u.done.not_durable);
+	message_reply_free(out);
+	/* a reply the ledger could not record says so */
+	d->not_durable = true;
+	out = reply_roundtrip(&rp, OP_CHAT);
+	ck_assert(out->u.done.not_durable);
+	ck_assert_str_eq(out->u.done.content, "Hello there.");
 	message_reply_free(out);
 	free(d->tool_calls.data);
 
@@ -1138,6 +1145,8 @@ START_TEST(wrong_types)
 		{ CHAT MSG ",'max_tokens':5.0}", "max_tokens: expected integer" },
 		{ CHAT MSG ",'max_tokens':0}", "max_tokens: must be >= 1" },
 		{ CHAT MSG ",'max_tokens':-3}", "max_tokens: must be >= 1" },
+		{ CHAT MSG ",'max_tokens':16777217}", "max_tokens: must be <= 16777216" },
+		{ CHAT MSG ",'max_tokens':9223372036854775807}", "max_tokens: must be <= 16777216" },
 		{ CHAT MSG ",'temperature':'hot'}", "temperature: expected number" },
 		{ CHAT MSG ",'temperature':-0.5}", "temperature: out of range" },
 		{ CHAT MSG ",'top_p':true}", "top_p: expected number" },
