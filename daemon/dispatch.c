@@ -147,23 +147,31 @@ dispatch_budget_label(const struct budget_def *def, char *buf, size_t len)
 	}
 }
 
-/* Each budget with its limit, what is used or reserved, and what is left. */
-static void
-dispatch_fill_budgets(struct server *srv, struct stats_result *st)
+/*
+ * Each budget with its limit, what is used or reserved, and what is left;
+ * the overall money budget also in max_budget and budget_left (NAN: none).
+ * uid >= 0 leaves out other users' budgets.
+ */
+void
+dispatch_fill_budgets(struct server *srv, int64_t uid, struct budget_status **budgets,
+    size_t *n_budgets, double *max_budget, double *budget_left)
 {
 	size_t n = budgets_count(srv->budgets);
 	int64_t now = now_ms();
 	char label[300];
 
-	st->max_budget = NAN;
-	st->budget_left = NAN;
-	if (n == 0 || (st->budgets = calloc(n, sizeof *st->budgets)) == NULL)
+	*max_budget = NAN;
+	*budget_left = NAN;
+	*n_budgets = 0;
+	if (n == 0 || (*budgets = calloc(n, sizeof **budgets)) == NULL)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct budget_state b;
 		if (budgets_get(srv->budgets, i, now, &b) == -1)
 			continue;
-		struct budget_status *out = &st->budgets[st->n_budgets++];
+		if (uid >= 0 && b.def.scope == BUDGET_USER && (int64_t)b.def.uid != uid)
+			continue;
+		struct budget_status *out = &(*budgets)[(*n_budgets)++];
 		dispatch_budget_label(&b.def, label, sizeof label);
 		out->scope = strdup(label);
 		out->unit = strdup(budget_unit_name(b.def.unit));
@@ -172,21 +180,37 @@ dispatch_fill_budgets(struct server *srv, struct stats_result *st)
 		out->used = b.used + b.reserved;
 		out->left = b.left;
 		if (b.def.scope == BUDGET_ALL && b.def.unit == BUDGET_MONEY &&
-		    b.def.period == BUDGET_EVER && isnan(st->max_budget)) {
-			st->max_budget = b.def.limit;
-			st->budget_left = b.left;
+		    b.def.period == BUDGET_EVER && isnan(*max_budget)) {
+			*max_budget = b.def.limit;
+			*budget_left = b.left;
 		}
 	}
 }
 
+int64_t
+dispatch_visible_uid(const struct session *s)
+{
+	const struct server *srv = s->server;
+
+	if (strcmp(srv->conf->stats_visibility, "own") == 0 && s->uid != 0 && s->uid != srv->own_uid)
+		return (int64_t)s->uid;
+	return -1;
+}
+
+/*
+ * stats: the totals are everyone's; under stats_visibility "own" a user other
+ * than root and the daemon's own sees only their own rows in the breakdowns
+ * (by_user, by_model, by_tag, by_day) and only their own user budgets.
+ */
 static void
 dispatch_stats(struct session *s, struct request *req)
 {
 	struct server *srv = s->server;
 	struct reply r;
+	int64_t uid = dispatch_visible_uid(s);
 
 	dispatch_result_init(&r, req);
-	if (ledger_stats_exact(srv->ledger, req->u.stats.by, req->u.stats.since,
+	if (ledger_stats_exact(srv->ledger, req->u.stats.by, req->u.stats.since, uid,
 	    &r.u.result.u.stats) == -1) {
 		if (errno == EINVAL)
 			session_send_error(s, req->id, "bad_request",
@@ -195,7 +219,8 @@ dispatch_stats(struct session *s, struct request *req)
 			session_send_error(s, req->id, "internal", "stats: %s", strerror(errno));
 		return;
 	}
-	dispatch_fill_budgets(srv, &r.u.result.u.stats);
+	dispatch_fill_budgets(srv, uid, &r.u.result.u.stats.budgets, &r.u.result.u.stats.n_budgets,
+	    &r.u.result.u.stats.max_budget, &r.u.result.u.stats.budget_left);
 	session_send(s, &r);
 	ledger_stats_clear(&r.u.result.u.stats);
 }
@@ -262,6 +287,8 @@ static const struct {
 	{ OP_MODELS, dispatch_models },
 	{ OP_CANCEL, dispatch_cancel },
 	{ OP_RESET, dispatch_reset },
+	{ OP_LOGS, logs_answer },
+	{ OP_TOP, top_answer },
 };
 
 /* Answer one decoded request; takes ownership of req. */

@@ -29,12 +29,12 @@ struct enc {
 };
 
 static const char *const message_op_names[] = {
-	NULL, "chat", "tokens", "stats", "models", "ping", "cancel", "reset"
+	NULL, "chat", "tokens", "stats", "models", "ping", "cancel", "reset", "logs", "top"
 };
 #define MESSAGE_N_OPS (sizeof message_op_names / sizeof message_op_names[0])
 
 static const char *const message_reply_names[] = {
-	NULL, "delta", "done", "result", "error"
+	NULL, "delta", "done", "result", "error", "status"
 };
 
 /* Name of an op, or NULL for a value outside the enum. */
@@ -579,6 +579,11 @@ message_request_free(struct request *rq)
 	case OP_STATS:
 		free(rq->u.stats.by);
 		break;
+	case OP_LOGS:
+		free(rq->u.logs.tag);
+		free(rq->u.logs.model);
+		free(rq->u.logs.status);
+		break;
 	default:
 		break;
 	}
@@ -596,6 +601,68 @@ counters_map_free(struct counters_map *m)
 	for (i = 0; i < m->n; i++)
 		free(m->entries[i].key);
 	free(m->entries);
+}
+
+/* Free budgets and their strings. */
+static void
+budgets_free(struct budget_status *b, size_t n)
+{
+	size_t i;
+
+	if (b == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		free(b[i].scope);
+		free(b[i].unit);
+		free(b[i].period);
+	}
+	free(b);
+}
+
+/* Free what a logs result owns. */
+static void
+logs_result_free(struct logs_result *l)
+{
+	size_t i;
+
+	if (l->rows == NULL)
+		return;
+	for (i = 0; i < l->n; i++) {
+		free(l->rows[i].tag);
+		free(l->rows[i].model);
+		free(l->rows[i].upstream);
+		free(l->rows[i].status);
+		free(l->rows[i].error);
+	}
+	free(l->rows);
+}
+
+/* Free what a top result owns. */
+static void
+top_result_free(struct top_result *t)
+{
+	size_t i;
+
+	if (t->chats != NULL) {
+		for (i = 0; i < t->n_chats; i++) {
+			free(t->chats[i].model);
+			free(t->chats[i].upstream);
+			free(t->chats[i].tag);
+			free(t->chats[i].state);
+		}
+		free(t->chats);
+	}
+	if (t->models != NULL) {
+		for (i = 0; i < t->n_models; i++)
+			free(t->models[i].model);
+		free(t->models);
+	}
+	if (t->upstreams != NULL) {
+		for (i = 0; i < t->n_upstreams; i++)
+			free(t->upstreams[i].name);
+		free(t->upstreams);
+	}
+	budgets_free(t->budgets, t->n_budgets);
 }
 
 /* Free what a result owns. */
@@ -620,14 +687,7 @@ result_free(struct result_reply *r)
 		counters_map_free(&s->by_user);
 		counters_map_free(&s->by_tag);
 		counters_map_free(&s->by_day);
-		if (s->budgets != NULL) {
-			for (i = 0; i < s->n_budgets; i++) {
-				free(s->budgets[i].scope);
-				free(s->budgets[i].unit);
-				free(s->budgets[i].period);
-			}
-			free(s->budgets);
-		}
+		budgets_free(s->budgets, s->n_budgets);
 		break;
 	case OP_MODELS:
 		m = &r->u.models;
@@ -640,6 +700,12 @@ result_free(struct result_reply *r)
 			}
 			free(m->upstreams);
 		}
+		break;
+	case OP_LOGS:
+		logs_result_free(&r->u.logs);
+		break;
+	case OP_TOP:
+		top_result_free(&r->u.top);
 		break;
 	default:
 		break;
@@ -674,6 +740,11 @@ message_reply_free(struct reply *rp)
 		free(rp->u.error.message);
 		raw_free(&rp->u.error.detail);
 		break;
+	case REPLY_STATUS:
+		free(rp->u.status.state);
+		free(rp->u.status.reason);
+		free(rp->u.status.message);
+		break;
 	}
 	free(rp);
 }
@@ -696,6 +767,12 @@ message_request_init(struct request *rq, enum message_op op)
 	case OP_STATS:
 		rq->u.stats.since = -1;
 		break;
+	case OP_LOGS:
+		rq->u.logs.since = -1;
+		rq->u.logs.until = -1;
+		rq->u.logs.user = -1;
+		rq->u.logs.limit = -1;
+		break;
 	default:
 		break;
 	}
@@ -715,6 +792,11 @@ message_reply_init(struct reply *rp, enum reply_type type, enum message_op op)
 	case REPLY_ERROR:
 		rp->u.error.retry_after = NAN;
 		rp->u.error.status = -1;
+		break;
+	case REPLY_STATUS:
+		rp->u.status.wait_s = NAN;
+		rp->u.status.attempt = -1;
+		rp->u.status.of = -1;
 		break;
 	case REPLY_RESULT:
 		rp->u.result.op = op;
@@ -785,12 +867,12 @@ decode_chat(const msgpack_object *root, struct chat_request *c,
     struct message_error *err)
 {
 	enum { MESSAGES, MODEL, STREAM, MAX_TOKENS, TEMPERATURE, TOP_P, STOP, SEED,
-	    TAG, EXTRA, NF };
+	    TAG, EXTRA, STATUS, NF };
 	struct field f[NF] = {
 		{ "messages", NULL, 0 }, { "model", NULL, 0 }, { "stream", NULL, 0 },
 		{ "max_tokens", NULL, 0 }, { "temperature", NULL, 0 },
 		{ "top_p", NULL, 0 }, { "stop", NULL, 0 }, { "seed", NULL, 0 },
-		{ "tag", NULL, 0 }, { "extra", NULL, 0 }
+		{ "tag", NULL, 0 }, { "extra", NULL, 0 }, { "status", NULL, 0 }
 	};
 	const msgpack_object *s;
 
@@ -803,7 +885,8 @@ decode_chat(const msgpack_object *root, struct chat_request *c,
 	    field_double(&f[TOP_P], "", 0, 0, 1, &c->top_p, err) != 0 ||
 	    field_int(&f[SEED], "", 0, INT64_MIN, &c->seed, err) != 0 ||
 	    field_str(&f[TAG], "", 0, &c->tag, err) != 0 ||
-	    field_raw(&f[EXTRA], "", 0, MSGPACK_OBJECT_MAP, &c->extra, err) != 0)
+	    field_raw(&f[EXTRA], "", 0, MSGPACK_OBJECT_MAP, &c->extra, err) != 0 ||
+	    field_bool(&f[STATUS], "", 0, &c->status, err) != 0)
 		return -1;
 	if (c->max_tokens > MESSAGE_MAX_TOKENS)
 		return message_fail(err, "bad_request", "max_tokens: must be <= %d",
@@ -870,6 +953,42 @@ decode_stats(const msgpack_object *root, struct stats_request *s,
 	    strcmp(s->by, "day") != 0)
 		return message_fail(err, "bad_request",
 		    "by: expected one of model, user, tag, day");
+	return 0;
+}
+
+/* Decode the fields of a logs request. */
+static int
+decode_logs(const msgpack_object *root, struct logs_request *l,
+    struct message_error *err)
+{
+	enum { SINCE, UNTIL, USER, TAG, MODEL, STATUS, LIMIT, NF };
+	struct field f[NF] = {
+		{ "since", NULL, 0 }, { "until", NULL, 0 }, { "user", NULL, 0 },
+		{ "tag", NULL, 0 }, { "model", NULL, 0 }, { "status", NULL, 0 },
+		{ "limit", NULL, 0 }
+	};
+	uint64_t u;
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_int(&f[SINCE], "", 0, 0, &l->since, err) != 0 ||
+	    field_int(&f[UNTIL], "", 0, 0, &l->until, err) != 0 ||
+	    field_str(&f[TAG], "", 0, &l->tag, err) != 0 ||
+	    field_str(&f[MODEL], "", F_NONEMPTY, &l->model, err) != 0 ||
+	    field_str(&f[STATUS], "", 0, &l->status, err) != 0 ||
+	    field_int(&f[LIMIT], "", 0, 1, &l->limit, err) != 0)
+		return -1;
+	if (f[USER].o != NULL) {
+		if (field_uint(&f[USER], "", 0, 0, UINT32_MAX, &u, err) != 0)
+			return -1;
+		l->user = (int64_t)u;
+	}
+	if (l->limit > LOGS_LIMIT_MAX)
+		return message_fail(err, "bad_request", "limit: at most %d rows",
+		    LOGS_LIMIT_MAX);
+	if (l->status != NULL && strcmp(l->status, "done") != 0 &&
+	    strcmp(l->status, "error") != 0 && strcmp(l->status, "cancelled") != 0)
+		return message_fail(err, "bad_request",
+		    "status: expected one of done, error, cancelled");
 	return 0;
 }
 
@@ -957,6 +1076,8 @@ decode_request(const msgpack_object *root, struct request *rq,
 		return decode_stats(root, &rq->u.stats, err);
 	case OP_CANCEL:
 		return decode_cancel(root, &rq->u.cancel_target, err);
+	case OP_LOGS:
+		return decode_logs(root, &rq->u.logs, err);
 	default:
 		return 0;
 	}
@@ -972,6 +1093,7 @@ message_request_decode(const uint8_t *body, size_t len, struct request **out,
 
 	err->code = NULL;
 	err->id = 0;
+	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
 	if (message_unpack(body, len, &up, err) != 0)
@@ -1195,9 +1317,9 @@ decode_counters_map(const struct field *f, struct counters_map *m,
 	return 0;
 }
 
-/* Decode the budgets array of a stats result. */
+/* Decode a budgets array (of a stats or top result). */
 static int
-decode_budgets(const struct field *f, struct stats_result *s,
+decode_budgets(const struct field *f, struct budget_status **out, size_t *n_out,
     struct message_error *err)
 {
 	enum { SCOPE, UNIT, PERIOD, LIMIT, USED, LEFT, NF };
@@ -1212,16 +1334,16 @@ decode_budgets(const struct field *f, struct stats_result *s,
 	a = f->o;
 	if (a->via.array.size == 0)
 		return 0;
-	if ((s->budgets = calloc(a->via.array.size, sizeof *s->budgets)) == NULL)
+	if ((*out = calloc(a->via.array.size, sizeof **out)) == NULL)
 		return message_fail(err, "internal", "out of memory");
-	s->n_budgets = a->via.array.size;
+	*n_out = a->via.array.size;
 	for (i = 0; i < a->via.array.size; i++) {
 		struct field bf[NF] = {
 			{ "scope", NULL, 0 }, { "unit", NULL, 0 }, { "period", NULL, 0 },
 			{ "limit", NULL, 0 }, { "used", NULL, 0 }, { "left", NULL, 0 }
 		};
 
-		b = &s->budgets[i];
+		b = &(*out)[i];
 		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP)
 			return message_fail(err, "bad_request", "budgets[%u]: expected map", i);
 		snprintf(pre, sizeof pre, "budgets[%u].", i);
@@ -1268,7 +1390,7 @@ decode_stats_result(const msgpack_object *root, struct stats_result *s,
 	    err) != 0 ||
 	    field_double(&f[BUDGET_LEFT], "", 0, -HUGE_VAL, HUGE_VAL, &s->budget_left,
 	    err) != 0 ||
-	    decode_budgets(&f[BUDGETS], s, err) != 0)
+	    decode_budgets(&f[BUDGETS], &s->budgets, &s->n_budgets, err) != 0)
 		return -1;
 	return 0;
 }
@@ -1332,6 +1454,211 @@ decode_models_result(const msgpack_object *root, struct models_result *m,
 	return 0;
 }
 
+/* Decode one row of a logs result. */
+static int
+decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
+    struct message_error *err)
+{
+	enum { TIME, UID, TAG, MODEL, UPSTREAM, STATUS, ERROR, PROMPT, COMPLETION,
+	    ESTIMATED, COST, LATENCY, TTFT, NF };
+	struct field f[NF] = {
+		{ "time_ms", NULL, 0 }, { "uid", NULL, 0 }, { "tag", NULL, 0 },
+		{ "model", NULL, 0 }, { "upstream", NULL, 0 }, { "status", NULL, 0 },
+		{ "error", NULL, 0 }, { "prompt_tokens", NULL, 0 },
+		{ "completion_tokens", NULL, 0 }, { "estimated", NULL, 0 },
+		{ "cost", NULL, 0 }, { "latency_ms", NULL, 0 }, { "ttft_ms", NULL, 0 }
+	};
+	uint64_t uid;
+
+	w->ttft_ms = -1;
+	if (message_fields(o, f, NF, pre, err) != 0 ||
+	    field_int(&f[TIME], pre, F_REQ, 0, &w->time_ms, err) != 0 ||
+	    field_uint(&f[UID], pre, F_REQ, 0, UINT32_MAX, &uid, err) != 0 ||
+	    field_str(&f[TAG], pre, 0, &w->tag, err) != 0 ||
+	    field_str(&f[MODEL], pre, F_REQ, &w->model, err) != 0 ||
+	    field_str(&f[UPSTREAM], pre, F_REQ, &w->upstream, err) != 0 ||
+	    field_str(&f[STATUS], pre, F_REQ | F_NONEMPTY, &w->status, err) != 0 ||
+	    field_str(&f[ERROR], pre, 0, &w->error, err) != 0 ||
+	    field_int(&f[PROMPT], pre, F_REQ, 0, &w->prompt_tokens, err) != 0 ||
+	    field_int(&f[COMPLETION], pre, F_REQ, 0, &w->completion_tokens, err) != 0 ||
+	    field_bool(&f[ESTIMATED], pre, F_REQ, &w->estimated, err) != 0 ||
+	    field_double(&f[COST], pre, F_REQ, 0, HUGE_VAL, &w->cost, err) != 0 ||
+	    field_int(&f[LATENCY], pre, F_REQ, 0, &w->latency_ms, err) != 0 ||
+	    field_int(&f[TTFT], pre, 0, 0, &w->ttft_ms, err) != 0)
+		return -1;
+	w->uid = (uint32_t)uid;
+	return 0;
+}
+
+/* Decode the fields of a logs result. */
+static int
+decode_logs_result(const msgpack_object *root, struct logs_result *l,
+    struct message_error *err)
+{
+	enum { ROWS, TRUNCATED, NF };
+	struct field f[NF] = { { "rows", NULL, 0 }, { "truncated", NULL, 0 } };
+	const msgpack_object *a;
+	char pre[32];
+	uint32_t i;
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_bool(&f[TRUNCATED], "", 0, &l->truncated, err) != 0 ||
+	    field_container(&f[ROWS], "", F_REQ, MSGPACK_OBJECT_ARRAY, err) < 0)
+		return -1;
+	a = f[ROWS].o;
+	if (a->via.array.size == 0)
+		return 0;
+	if ((l->rows = calloc(a->via.array.size, sizeof *l->rows)) == NULL)
+		return message_fail(err, "internal", "out of memory");
+	l->n = a->via.array.size;
+	for (i = 0; i < a->via.array.size; i++) {
+		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP)
+			return message_fail(err, "bad_request", "rows[%u]: expected map", i);
+		snprintf(pre, sizeof pre, "rows[%u].", i);
+		if (decode_log_row(&a->via.array.ptr[i], pre, &l->rows[i], err) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * Check that f holds an array of maps and allocate n elements of size each
+ * for it: 1 when there are elements, 0 when absent or empty, -1 on error.
+ */
+static int
+decode_map_array(const struct field *f, size_t size, void **out, size_t *n,
+    struct message_error *err)
+{
+	const msgpack_object *a;
+	uint32_t i;
+	int r;
+
+	if ((r = field_container(f, "", 0, MSGPACK_OBJECT_ARRAY, err)) <= 0)
+		return r;
+	a = f->o;
+	if (a->via.array.size == 0)
+		return 0;
+	for (i = 0; i < a->via.array.size; i++) {
+		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP)
+			return message_fail(err, "bad_request", "%s[%u]: expected map",
+			    f->name, i);
+	}
+	if ((*out = calloc(a->via.array.size, size)) == NULL)
+		return message_fail(err, "internal", "out of memory");
+	*n = a->via.array.size;
+	return 1;
+}
+
+/* Decode the fields of a top result. */
+static int
+decode_top_result(const msgpack_object *root, struct top_result *t,
+    struct message_error *err)
+{
+	enum { UPTIME, INFLIGHT, CHATS, MODELS, UPSTREAMS, BUDGETS, NF };
+	struct field f[NF] = {
+		{ "uptime_s", NULL, 0 }, { "in_flight", NULL, 0 }, { "chats", NULL, 0 },
+		{ "models", NULL, 0 }, { "upstreams", NULL, 0 }, { "budgets", NULL, 0 }
+	};
+	char pre[40];
+	uint64_t u;
+	size_t i;
+	int r;
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_int(&f[UPTIME], "", F_REQ, 0, &t->uptime_s, err) != 0 ||
+	    field_int(&f[INFLIGHT], "", F_REQ, 0, &t->in_flight, err) != 0 ||
+	    decode_budgets(&f[BUDGETS], &t->budgets, &t->n_budgets, err) != 0)
+		return -1;
+	if ((r = decode_map_array(&f[CHATS], sizeof *t->chats, (void **)&t->chats,
+	    &t->n_chats, err)) < 0)
+		return -1;
+	for (i = 0; r > 0 && i < t->n_chats; i++) {
+		enum { ID, UID, MODEL, UPSTREAM, TAG, STATE, AGE, TOKENS, TPS, NC };
+		struct field c[NC] = {
+			{ "id", NULL, 0 }, { "uid", NULL, 0 }, { "model", NULL, 0 },
+			{ "upstream", NULL, 0 }, { "tag", NULL, 0 }, { "state", NULL, 0 },
+			{ "age_ms", NULL, 0 }, { "tokens", NULL, 0 },
+			{ "tokens_per_s", NULL, 0 }
+		};
+		struct top_chat *tc = &t->chats[i];
+
+		snprintf(pre, sizeof pre, "chats[%zu].", i);
+		if (message_fields(&f[CHATS].o->via.array.ptr[i], c, NC, pre, err) != 0 ||
+		    field_uint(&c[ID], pre, F_REQ, 0, UINT64_MAX, &tc->id, err) != 0 ||
+		    field_uint(&c[UID], pre, F_REQ, 0, UINT32_MAX, &u, err) != 0 ||
+		    field_str(&c[MODEL], pre, F_REQ, &tc->model, err) != 0 ||
+		    field_str(&c[UPSTREAM], pre, F_REQ, &tc->upstream, err) != 0 ||
+		    field_str(&c[TAG], pre, 0, &tc->tag, err) != 0 ||
+		    field_str(&c[STATE], pre, F_REQ, &tc->state, err) != 0 ||
+		    field_int(&c[AGE], pre, F_REQ, 0, &tc->age_ms, err) != 0 ||
+		    field_int(&c[TOKENS], pre, F_REQ, 0, &tc->tokens, err) != 0 ||
+		    field_double(&c[TPS], pre, F_REQ, 0, HUGE_VAL, &tc->tokens_per_s,
+		    err) != 0)
+			return -1;
+		tc->uid = (uint32_t)u;
+	}
+	if ((r = decode_map_array(&f[MODELS], sizeof *t->models, (void **)&t->models,
+	    &t->n_models, err)) < 0)
+		return -1;
+	for (i = 0; r > 0 && i < t->n_models; i++) {
+		enum { MODEL, IN_FLIGHT, TPS, NC };
+		struct field c[NC] = {
+			{ "model", NULL, 0 }, { "in_flight", NULL, 0 }, { "tokens_per_s", NULL, 0 }
+		};
+		struct top_model *tm = &t->models[i];
+
+		snprintf(pre, sizeof pre, "models[%zu].", i);
+		if (message_fields(&f[MODELS].o->via.array.ptr[i], c, NC, pre, err) != 0 ||
+		    field_str(&c[MODEL], pre, F_REQ, &tm->model, err) != 0 ||
+		    field_int(&c[IN_FLIGHT], pre, F_REQ, 0, &tm->in_flight, err) != 0 ||
+		    field_double(&c[TPS], pre, F_REQ, 0, HUGE_VAL, &tm->tokens_per_s,
+		    err) != 0)
+			return -1;
+	}
+	if ((r = decode_map_array(&f[UPSTREAMS], sizeof *t->upstreams,
+	    (void **)&t->upstreams, &t->n_upstreams, err)) < 0)
+		return -1;
+	for (i = 0; r > 0 && i < t->n_upstreams; i++) {
+		enum { NAME, HEALTHY, IN_FLIGHT, QUEUED, NC };
+		struct field c[NC] = {
+			{ "name", NULL, 0 }, { "healthy", NULL, 0 }, { "in_flight", NULL, 0 },
+			{ "queued", NULL, 0 }
+		};
+		struct top_upstream *tu = &t->upstreams[i];
+
+		snprintf(pre, sizeof pre, "upstreams[%zu].", i);
+		if (message_fields(&f[UPSTREAMS].o->via.array.ptr[i], c, NC, pre, err) != 0 ||
+		    field_str(&c[NAME], pre, F_REQ, &tu->name, err) != 0 ||
+		    field_bool(&c[HEALTHY], pre, F_REQ, &tu->healthy, err) != 0 ||
+		    field_int(&c[IN_FLIGHT], pre, F_REQ, 0, &tu->in_flight, err) != 0 ||
+		    field_int(&c[QUEUED], pre, F_REQ, 0, &tu->queued, err) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Decode the fields of a status reply. */
+static int
+decode_status(const msgpack_object *root, struct status_reply *st,
+    struct message_error *err)
+{
+	enum { STATE, REASON, MESSAGE, WAIT, ATTEMPT, OF, NF };
+	struct field f[NF] = {
+		{ "state", NULL, 0 }, { "reason", NULL, 0 }, { "message", NULL, 0 },
+		{ "wait_s", NULL, 0 }, { "attempt", NULL, 0 }, { "of", NULL, 0 }
+	};
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_str(&f[STATE], "", F_REQ | F_NONEMPTY, &st->state, err) != 0 ||
+	    field_str(&f[REASON], "", F_REQ, &st->reason, err) != 0 ||
+	    field_str(&f[MESSAGE], "", F_REQ, &st->message, err) != 0 ||
+	    field_double(&f[WAIT], "", 0, 0, HUGE_VAL, &st->wait_s, err) != 0 ||
+	    field_int(&f[ATTEMPT], "", 0, 1, &st->attempt, err) != 0 ||
+	    field_int(&f[OF], "", 0, 1, &st->of, err) != 0)
+		return -1;
+	return 0;
+}
+
 /* Decode the ok field of a cancel or reset result. */
 static int
 decode_ok_result(const msgpack_object *root, bool *ok, struct message_error *err)
@@ -1361,6 +1688,10 @@ decode_result(const msgpack_object *root, enum message_op op,
 	case OP_CANCEL:
 	case OP_RESET:
 		return decode_ok_result(root, &r->u.ok, err);
+	case OP_LOGS:
+		return decode_logs_result(root, &r->u.logs, err);
+	case OP_TOP:
+		return decode_top_result(root, &r->u.top, err);
 	default:
 		return message_fail(err, "bad_request", op == OP_CHAT ?
 		    "type: a chat request is not answered by a result" :
@@ -1398,6 +1729,7 @@ decode_reply(const msgpack_object *root, enum message_op op, struct reply *rp,
 	}
 	if (i == sizeof message_reply_names / sizeof message_reply_names[0]) {
 		message_quote(q, sizeof q, o->via.str.ptr, o->via.str.size);
+		err->unknown_type = true;
 		return message_fail(err, "bad_request", "type: unknown reply type \"%s\"", q);
 	}
 	message_reply_init(rp, (enum reply_type)i, op);
@@ -1412,6 +1744,8 @@ decode_reply(const msgpack_object *root, enum message_op op, struct reply *rp,
 		return decode_result(root, op, &rp->u.result, err);
 	case REPLY_ERROR:
 		return decode_error(root, &rp->u.error, err);
+	case REPLY_STATUS:
+		return decode_status(root, &rp->u.status, err);
 	}
 	return 0;
 }
@@ -1426,6 +1760,7 @@ message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
 
 	err->code = NULL;
 	err->id = 0;
+	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
 	if (message_unpack(body, len, &up, err) != 0)
@@ -1643,6 +1978,7 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 	const struct chat_request *c;
 	const struct tokens_request *t;
 	const struct stats_request *s;
+	const struct logs_request *l;
 	struct enc e;
 	size_t start, i;
 
@@ -1655,7 +1991,7 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 		c = &rq->u.chat;
 		enc_request_head(&e, rq, 2 + (c->model != NULL) + (c->max_tokens != -1) +
 		    !isnan(c->temperature) + !isnan(c->top_p) + (c->n_stop > 0) +
-		    c->has_seed + (c->tag != NULL) + (c->extra.data != NULL));
+		    c->has_seed + (c->tag != NULL) + (c->extra.data != NULL) + c->status);
 		enc_messages(&e, c->messages, c->n_messages);
 		if (c->model != NULL)
 			enc_kstr(&e, "model", c->model);
@@ -1678,6 +2014,8 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 			enc_kstr(&e, "tag", c->tag);
 		if (c->extra.data != NULL)
 			enc_kraw(&e, "extra", &c->extra, 1, 1);
+		if (c->status)
+			enc_kbool(&e, "status", true);
 		break;
 	case OP_TOKENS:
 		t = &rq->u.tokens;
@@ -1704,6 +2042,26 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 	case OP_CANCEL:
 		enc_request_head(&e, rq, 1);
 		enc_kuint(&e, "target", rq->u.cancel_target);
+		break;
+	case OP_LOGS:
+		l = &rq->u.logs;
+		enc_request_head(&e, rq, (l->since != -1) + (l->until != -1) +
+		    (l->user != -1) + (l->tag != NULL) + (l->model != NULL) +
+		    (l->status != NULL) + (l->limit != -1));
+		if (l->since != -1)
+			enc_kint(&e, "since", l->since);
+		if (l->until != -1)
+			enc_kint(&e, "until", l->until);
+		if (l->user != -1)
+			enc_kint(&e, "user", l->user);
+		if (l->tag != NULL)
+			enc_kstr(&e, "tag", l->tag);
+		if (l->model != NULL)
+			enc_kstr(&e, "model", l->model);
+		if (l->status != NULL)
+			enc_kstr(&e, "status", l->status);
+		if (l->limit != -1)
+			enc_kint(&e, "limit", l->limit);
 		break;
 	default:
 		enc_request_head(&e, rq, 0);
@@ -1744,6 +2102,116 @@ enc_counters_map(struct enc *e, const char *k, const struct counters_map *m)
 	}
 }
 
+/* Pack key -> an array of budgets. */
+static void
+enc_budgets(struct enc *e, const struct budget_status *bs, size_t n)
+{
+	const struct budget_status *b;
+	size_t i;
+
+	enc_key(e, "budgets");
+	if (bs == NULL && n > 0) {
+		e->failed = 1;
+		return;
+	}
+	enc_array(e, n);
+	for (i = 0; i < n && !e->failed; i++) {
+		b = &bs[i];
+		enc_map(e, 6);
+		enc_kstr(e, "scope", b->scope);
+		enc_kstr(e, "unit", b->unit);
+		enc_kstr(e, "period", b->period);
+		enc_kdouble(e, "limit", b->limit, 0);
+		enc_kdouble(e, "used", b->used, 0);
+		enc_kdouble(e, "left", b->left, 0);
+	}
+}
+
+/* Pack the rows of a logs result. */
+static void
+enc_logs(struct enc *e, const struct logs_result *l)
+{
+	const struct log_row *w;
+	size_t i;
+
+	enc_key(e, "rows");
+	if (l->rows == NULL && l->n > 0) {
+		e->failed = 1;
+		return;
+	}
+	enc_array(e, l->n);
+	for (i = 0; i < l->n && !e->failed; i++) {
+		w = &l->rows[i];
+		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0));
+		enc_kint(e, "time_ms", w->time_ms);
+		enc_kuint(e, "uid", w->uid);
+		if (w->tag != NULL)
+			enc_kstr(e, "tag", w->tag);
+		enc_kstr(e, "model", w->model);
+		enc_kstr(e, "upstream", w->upstream);
+		enc_kstr(e, "status", w->status);
+		if (w->error != NULL)
+			enc_kstr(e, "error", w->error);
+		enc_kint(e, "prompt_tokens", w->prompt_tokens);
+		enc_kint(e, "completion_tokens", w->completion_tokens);
+		enc_kbool(e, "estimated", w->estimated);
+		enc_kdouble(e, "cost", w->cost, 0);
+		enc_kint(e, "latency_ms", w->latency_ms);
+		if (w->ttft_ms >= 0)
+			enc_kint(e, "ttft_ms", w->ttft_ms);
+	}
+	enc_kbool(e, "truncated", l->truncated);
+}
+
+/* Pack the fields of a top result. */
+static void
+enc_top(struct enc *e, const struct top_result *t)
+{
+	size_t i;
+
+	enc_kint(e, "uptime_s", t->uptime_s);
+	enc_kint(e, "in_flight", t->in_flight);
+	enc_key(e, "chats");
+	if ((t->chats == NULL && t->n_chats > 0) || (t->models == NULL && t->n_models > 0) ||
+	    (t->upstreams == NULL && t->n_upstreams > 0)) {
+		e->failed = 1;
+		return;
+	}
+	enc_array(e, t->n_chats);
+	for (i = 0; i < t->n_chats && !e->failed; i++) {
+		const struct top_chat *c = &t->chats[i];
+		enc_map(e, 8 + (c->tag != NULL));
+		enc_kuint(e, "id", c->id);
+		enc_kuint(e, "uid", c->uid);
+		enc_kstr(e, "model", c->model);
+		enc_kstr(e, "upstream", c->upstream);
+		if (c->tag != NULL)
+			enc_kstr(e, "tag", c->tag);
+		enc_kstr(e, "state", c->state);
+		enc_kint(e, "age_ms", c->age_ms);
+		enc_kint(e, "tokens", c->tokens);
+		enc_kdouble(e, "tokens_per_s", c->tokens_per_s, 0);
+	}
+	enc_key(e, "models");
+	enc_array(e, t->n_models);
+	for (i = 0; i < t->n_models && !e->failed; i++) {
+		enc_map(e, 3);
+		enc_kstr(e, "model", t->models[i].model);
+		enc_kint(e, "in_flight", t->models[i].in_flight);
+		enc_kdouble(e, "tokens_per_s", t->models[i].tokens_per_s, 0);
+	}
+	enc_key(e, "upstreams");
+	enc_array(e, t->n_upstreams);
+	for (i = 0; i < t->n_upstreams && !e->failed; i++) {
+		enc_map(e, 4);
+		enc_kstr(e, "name", t->upstreams[i].name);
+		enc_kbool(e, "healthy", t->upstreams[i].healthy);
+		enc_kint(e, "in_flight", t->upstreams[i].in_flight);
+		enc_kint(e, "queued", t->upstreams[i].queued);
+	}
+	enc_budgets(e, t->budgets, t->n_budgets);
+}
+
 /* Pack a whole result map. */
 static void
 enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
@@ -1751,7 +2219,6 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 	const struct stats_result *s;
 	const struct models_result *m;
 	const struct upstream_info *u;
-	const struct budget_status *b;
 	size_t i, j;
 
 	switch (r->op) {
@@ -1770,6 +2237,12 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 	case OP_CANCEL:
 	case OP_RESET:
 		enc_map(e, 2 + 1);
+		break;
+	case OP_LOGS:
+		enc_map(e, 2 + 2);
+		break;
+	case OP_TOP:
+		enc_map(e, 2 + 6);
 		break;
 	default:
 		e->failed = 1;
@@ -1806,22 +2279,7 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 		enc_counters_map(e, "by_day", &s->by_day);
 		enc_kdouble(e, "max_budget", s->max_budget, 1);
 		enc_kdouble(e, "budget_left", s->budget_left, 1);
-		enc_key(e, "budgets");
-		if (s->budgets == NULL && s->n_budgets > 0) {
-			e->failed = 1;
-			break;
-		}
-		enc_array(e, s->n_budgets);
-		for (i = 0; i < s->n_budgets && !e->failed; i++) {
-			b = &s->budgets[i];
-			enc_map(e, 6);
-			enc_kstr(e, "scope", b->scope);
-			enc_kstr(e, "unit", b->unit);
-			enc_kstr(e, "period", b->period);
-			enc_kdouble(e, "limit", b->limit, 0);
-			enc_kdouble(e, "used", b->used, 0);
-			enc_kdouble(e, "left", b->left, 0);
-		}
+		enc_budgets(e, s->budgets, s->n_budgets);
 		break;
 	case OP_MODELS:
 		m = &r->u.models;
@@ -1850,6 +2308,12 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 				enc_str(e, u->models[j]);
 		}
 		break;
+	case OP_LOGS:
+		enc_logs(e, &r->u.logs);
+		break;
+	case OP_TOP:
+		enc_top(e, &r->u.top);
+		break;
 	default:
 		enc_kbool(e, "ok", r->u.ok);
 		break;
@@ -1863,6 +2327,7 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 	const struct delta_reply *d;
 	const struct done_reply *dn;
 	const struct error_reply *er;
+	const struct status_reply *st;
 	struct enc e;
 	size_t start;
 
@@ -1933,6 +2398,21 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 			enc_kint(&e, "status", er->status);
 		if (er->detail.data != NULL)
 			enc_kraw(&e, "detail", &er->detail, 1, 1);
+		break;
+	case REPLY_STATUS:
+		st = &rp->u.status;
+		enc_map(&e, 5 + !isnan(st->wait_s) + (st->attempt > 0) + (st->of > 0));
+		enc_kuint(&e, "id", rp->id);
+		enc_kstr(&e, "type", "status");
+		enc_kstr(&e, "state", st->state);
+		enc_kstr(&e, "reason", st->reason);
+		enc_kstr(&e, "message", st->message);
+		if (!isnan(st->wait_s))
+			enc_kdouble(&e, "wait_s", st->wait_s, 0);
+		if (st->attempt > 0)
+			enc_kint(&e, "attempt", st->attempt);
+		if (st->of > 0)
+			enc_kint(&e, "of", st->of);
 		break;
 	default:
 		e.failed = 1;

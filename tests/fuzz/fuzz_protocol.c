@@ -115,7 +115,7 @@ fuzz_body(const uint8_t *body, size_t len)
 	int op;
 
 	fuzz_request(body, len);
-	for (op = OP_CHAT; op <= OP_RESET; op++)
+	for (op = OP_CHAT; op <= OP_TOP; op++)
 		fuzz_reply(body, len, (enum message_op)op);
 }
 

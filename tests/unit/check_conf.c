@@ -202,6 +202,35 @@ START_TEST(test_missing_file)
 }
 END_TEST
 
+START_TEST(test_client_limits_and_visibility)
+{
+	char *errors = NULL;
+	struct conf *c = conf_load(NULL, &errors);
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->max_clients, 0);            /* auto */
+	ck_assert_int_eq(c->max_clients_per_uid, 0);
+	ck_assert_str_eq(c->stats_visibility, "own");
+	conf_free(c);
+	c = conf_load(write_conf("max_clients = \"auto\";\nmax_clients_per_uid = 7;\n"
+	    "stats_visibility = \"all\";\n"), &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_int_eq(c->max_clients, 0);
+	ck_assert_int_eq(c->max_clients_per_uid, 7);
+	ck_assert_str_eq(c->stats_visibility, "all");
+	conf_free(c);
+	teardown();
+	c = conf_load(write_conf("max_clients = 500;\n"), &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_int_eq(c->max_clients, 500);
+	conf_free(c);
+	teardown();
+	expect_error("max_clients = \"lots\";\n", "1: max_clients must be \"auto\" or an integer, not \"lots\"");
+	expect_error("\nmax_clients_per_uid = 0;\n", "2: max_clients_per_uid must be >= 1");
+	expect_error("stats_visibility = \"mine\";\n", "1: stats_visibility must be one of own|all, not \"mine\"");
+}
+END_TEST
+
 START_TEST(test_setting_names)
 {
 	const char *const *names = conf_setting_names();
@@ -304,6 +333,7 @@ main(void)
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_setting_names);
 	tcase_add_test(tc, test_user_config_path);
+	tcase_add_test(tc, test_client_limits_and_visibility);
 	tcase_add_test(tc, test_example_and_manual);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -1464,12 +1464,267 @@ START_TEST(op_names)
 	ck_assert_str_eq(message_op_name(OP_CHAT), "chat");
 	ck_assert_str_eq(message_op_name(OP_RESET), "reset");
 	ck_assert_ptr_null(message_op_name(0));
-	ck_assert_ptr_null(message_op_name(8));
+	ck_assert_str_eq(message_op_name(OP_LOGS), "logs");
+	ck_assert_str_eq(message_op_name(OP_TOP), "top");
+	ck_assert_ptr_null(message_op_name(10));
+	ck_assert_int_eq(message_op_parse("top", 3, &op), 0);
+	ck_assert_int_eq(op, OP_TOP);
 	ck_assert_int_eq(message_op_parse("stats", 5, &op), 0);
 	ck_assert_int_eq(op, OP_STATS);
 	ck_assert_int_eq(message_op_parse("stat", 4, &op), -1);
 	ck_assert_int_eq(message_op_parse("statsx", 6, &op), -1);
 	ck_assert_int_eq(message_op_parse("", 0, &op), -1);
+}
+END_TEST
+
+/* status frames: every field, then the required ones only. */
+START_TEST(status_roundtrip)
+{
+	struct reply rp, *out;
+
+	message_reply_init(&rp, REPLY_STATUS, 0);
+	rp.id = 9;
+	rp.u.status.state = "retrying";
+	rp.u.status.reason = "connection refused";
+	rp.u.status.message = "retry 2 of 5 in 1.0 s";
+	rp.u.status.wait_s = 1.25;
+	rp.u.status.attempt = 2;
+	rp.u.status.of = 5;
+	out = reply_roundtrip(&rp, OP_CHAT);
+	ck_assert_int_eq(out->type, REPLY_STATUS);
+	ck_assert_uint_eq(out->id, 9);
+	ck_assert_str_eq(out->u.status.state, "retrying");
+	ck_assert_str_eq(out->u.status.reason, "connection refused");
+	ck_assert_str_eq(out->u.status.message, "retry 2 of 5 in 1.0 s");
+	ck_assert_double_eq(out->u.status.wait_s, 1.25);
+	ck_assert_int_eq(out->u.status.attempt, 2);
+	ck_assert_int_eq(out->u.status.of, 5);
+	message_reply_free(out);
+
+	message_reply_init(&rp, REPLY_STATUS, 0);
+	rp.id = 10;
+	rp.u.status.state = "queued";
+	rp.u.status.reason = "concurrency";
+	rp.u.status.message = "all slots taken";
+	out = reply_roundtrip(&rp, OP_CHAT);
+	ck_assert_str_eq(out->u.status.reason, "concurrency");
+	ck_assert(isnan(out->u.status.wait_s));
+	ck_assert_int_eq(out->u.status.attempt, -1);
+	ck_assert_int_eq(out->u.status.of, -1);
+	message_reply_free(out);
+
+	expect_json_reply_error("{'id':1,'type':'status','reason':'rpm','message':'m'}",
+	    OP_CHAT, "state: missing");
+	expect_json_reply_error("{'id':1,'type':'status','state':'queued','reason':'rpm',"
+	    "'message':'m','wait_s':-1}", OP_CHAT, "wait_s: out of range");
+	expect_json_reply_error("{'id':1,'type':'status','state':'retrying','reason':'x',"
+	    "'message':'m','attempt':0}", OP_CHAT, "attempt: must be >= 1");
+}
+END_TEST
+
+/* A reply of a type this side does not know is flagged, so a client can skip it. */
+START_TEST(unknown_reply_type_flagged)
+{
+	struct message_error err;
+	struct reply *rp;
+	struct body b;
+
+	body_json(&b, "{'id':7,'type':'progress','percent':50}");
+	ck_assert_int_eq(message_reply_decode((uint8_t *)b.sb.data, b.sb.size, OP_CHAT,
+	    &rp, &err), -1);
+	ck_assert(err.unknown_type);
+	ck_assert_uint_eq(err.id, 7);
+	body_clear(&b);
+
+	body_json(&b, "{'id':7,'type':'delta','content':5}");
+	ck_assert_int_eq(message_reply_decode((uint8_t *)b.sb.data, b.sb.size, OP_CHAT,
+	    &rp, &err), -1);
+	ck_assert(!err.unknown_type);
+	body_clear(&b);
+}
+END_TEST
+
+/* The chat request's status flag travels only when set. */
+START_TEST(chat_status_flag)
+{
+	struct chat_message m = { "user", "hi", NULL, NULL, { NULL, 0 } };
+	struct request rq, *out;
+
+	message_request_init(&rq, OP_CHAT);
+	rq.id = 3;
+	rq.u.chat.messages = &m;
+	rq.u.chat.n_messages = 1;
+	out = request_roundtrip(&rq);
+	ck_assert(!out->u.chat.status);
+	message_request_free(out);
+	rq.u.chat.status = true;
+	out = request_roundtrip(&rq);
+	ck_assert(out->u.chat.status);
+	message_request_free(out);
+	expect_json_error("{'v':1,'id':4,'op':'chat','messages':[{'role':'user'}],'status':1}",
+	    "bad_request", "status: expected boolean", 4);
+}
+END_TEST
+
+START_TEST(logs_request_roundtrip)
+{
+	struct request rq, *out;
+
+	message_request_init(&rq, OP_LOGS);
+	rq.id = 11;
+	out = request_roundtrip(&rq);
+	ck_assert_int_eq(out->op, OP_LOGS);
+	ck_assert_int_eq(out->u.logs.since, -1);
+	ck_assert_int_eq(out->u.logs.until, -1);
+	ck_assert_int_eq(out->u.logs.user, -1);
+	ck_assert_int_eq(out->u.logs.limit, -1);
+	ck_assert_ptr_null(out->u.logs.tag);
+	message_request_free(out);
+
+	rq.u.logs.since = 1700000000;
+	rq.u.logs.until = 1800000000;
+	rq.u.logs.user = 1000;
+	rq.u.logs.tag = "";
+	rq.u.logs.model = "qwen";
+	rq.u.logs.status = "error";
+	rq.u.logs.limit = 1000;
+	out = request_roundtrip(&rq);
+	ck_assert_int_eq(out->u.logs.since, 1700000000);
+	ck_assert_int_eq(out->u.logs.until, 1800000000);
+	ck_assert_int_eq(out->u.logs.user, 1000);
+	ck_assert_str_eq(out->u.logs.tag, "");
+	ck_assert_str_eq(out->u.logs.model, "qwen");
+	ck_assert_str_eq(out->u.logs.status, "error");
+	ck_assert_int_eq(out->u.logs.limit, 1000);
+	message_request_free(out);
+
+	expect_json_error("{'v':1,'id':5,'op':'logs','limit':1001}", "bad_request",
+	    "limit: at most 1000", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','limit':0}", "bad_request",
+	    "limit: must be >= 1", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','status':'ok'}", "bad_request",
+	    "status: expected one of done, error, cancelled", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','user':-1}", "bad_request",
+	    "user: must be >= 0", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','user':4294967296}", "bad_request",
+	    "user: must be <= 4294967295", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','model':''}", "bad_request",
+	    "model: must not be empty", 5);
+}
+END_TEST
+
+START_TEST(logs_result_roundtrip)
+{
+	struct log_row rows[2] = {
+		{ 1714521600123, 1000, "ci", "qwen", "local", "done", NULL, 12, 34, false,
+		    0.25, 800, 120 },
+		{ 1714521500000, 0, NULL, "qwen", "local", "error", "upstream_unavailable", 9, 0,
+		    true, 0, 15, -1 },
+	};
+	struct reply rp, *out;
+	struct logs_result *l;
+
+	message_reply_init(&rp, REPLY_RESULT, OP_LOGS);
+	rp.id = 12;
+	rp.u.result.u.logs.rows = rows;
+	rp.u.result.u.logs.n = 2;
+	rp.u.result.u.logs.truncated = true;
+	out = reply_roundtrip(&rp, OP_LOGS);
+	l = &out->u.result.u.logs;
+	ck_assert_uint_eq(l->n, 2);
+	ck_assert(l->truncated);
+	ck_assert_int_eq(l->rows[0].time_ms, 1714521600123);
+	ck_assert_uint_eq(l->rows[0].uid, 1000);
+	ck_assert_str_eq(l->rows[0].tag, "ci");
+	ck_assert_str_eq(l->rows[0].status, "done");
+	ck_assert_ptr_null(l->rows[0].error);
+	ck_assert_int_eq(l->rows[0].completion_tokens, 34);
+	ck_assert_double_eq(l->rows[0].cost, 0.25);
+	ck_assert_int_eq(l->rows[0].ttft_ms, 120);
+	ck_assert_ptr_null(l->rows[1].tag);
+	ck_assert_str_eq(l->rows[1].error, "upstream_unavailable");
+	ck_assert(l->rows[1].estimated);
+	ck_assert_int_eq(l->rows[1].ttft_ms, -1);
+	message_reply_free(out);
+
+	message_reply_init(&rp, REPLY_RESULT, OP_LOGS);
+	rp.id = 13;
+	out = reply_roundtrip(&rp, OP_LOGS);
+	ck_assert_uint_eq(out->u.result.u.logs.n, 0);
+	ck_assert(!out->u.result.u.logs.truncated);
+	message_reply_free(out);
+
+	expect_json_reply_error("{'id':1,'type':'result'}", OP_LOGS, "rows: missing");
+	expect_json_reply_error("{'id':1,'type':'result','rows':[{'time_ms':1,'uid':0,"
+	    "'model':'m','upstream':'u','status':'done','prompt_tokens':1,"
+	    "'completion_tokens':1,'estimated':false,'cost':0}]}", OP_LOGS,
+	    "rows[0].latency_ms: missing");
+}
+END_TEST
+
+START_TEST(top_result_roundtrip)
+{
+	struct top_chat chats[2] = {
+		{ 5, 1000, "qwen", "local", "ci", "running", 2500, 40, 16.0 },
+		{ 6, 1001, "qwen", "local", NULL, "queued", 100, 0, 0 },
+	};
+	struct top_model models[1] = { { "qwen", 2, 16.0 } };
+	struct top_upstream ups[2] = { { "local", true, 1, 1 }, { "spare", false, 0, 0 } };
+	struct budget_status budgets[1] = { { "all", "money", "ever", 10.0, 0.5, 9.5 } };
+	struct reply rp, *out;
+	struct top_result *t;
+
+	message_reply_init(&rp, REPLY_RESULT, OP_TOP);
+	rp.id = 14;
+	t = &rp.u.result.u.top;
+	t->uptime_s = 3600;
+	t->in_flight = 2;
+	t->chats = chats;
+	t->n_chats = 2;
+	t->models = models;
+	t->n_models = 1;
+	t->upstreams = ups;
+	t->n_upstreams = 2;
+	t->budgets = budgets;
+	t->n_budgets = 1;
+	out = reply_roundtrip(&rp, OP_TOP);
+	t = &out->u.result.u.top;
+	ck_assert_int_eq(t->uptime_s, 3600);
+	ck_assert_int_eq(t->in_flight, 2);
+	ck_assert_uint_eq(t->n_chats, 2);
+	ck_assert_uint_eq(t->chats[0].id, 5);
+	ck_assert_uint_eq(t->chats[0].uid, 1000);
+	ck_assert_str_eq(t->chats[0].tag, "ci");
+	ck_assert_str_eq(t->chats[0].state, "running");
+	ck_assert_int_eq(t->chats[0].age_ms, 2500);
+	ck_assert_int_eq(t->chats[0].tokens, 40);
+	ck_assert_double_eq(t->chats[0].tokens_per_s, 16.0);
+	ck_assert_ptr_null(t->chats[1].tag);
+	ck_assert_str_eq(t->chats[1].state, "queued");
+	ck_assert_uint_eq(t->n_models, 1);
+	ck_assert_str_eq(t->models[0].model, "qwen");
+	ck_assert_int_eq(t->models[0].in_flight, 2);
+	ck_assert_uint_eq(t->n_upstreams, 2);
+	ck_assert(t->upstreams[0].healthy);
+	ck_assert_int_eq(t->upstreams[0].queued, 1);
+	ck_assert(!t->upstreams[1].healthy);
+	ck_assert_uint_eq(t->n_budgets, 1);
+	ck_assert_double_eq(t->budgets[0].left, 9.5);
+	message_reply_free(out);
+
+	/* An idle daemon: empty arrays. */
+	message_reply_init(&rp, REPLY_RESULT, OP_TOP);
+	rp.id = 15;
+	out = reply_roundtrip(&rp, OP_TOP);
+	ck_assert_uint_eq(out->u.result.u.top.n_chats, 0);
+	ck_assert_uint_eq(out->u.result.u.top.n_budgets, 0);
+	message_reply_free(out);
+
+	expect_json_reply_error("{'id':1,'type':'result','uptime_s':1,'in_flight':0,"
+	    "'chats':[5]}", OP_TOP, "chats[0]: expected map");
+	expect_json_reply_error("{'id':1,'type':'result','uptime_s':1,'in_flight':0,"
+	    "'upstreams':[{'name':'a','healthy':true,'in_flight':0}]}", OP_TOP,
+	    "upstreams[0].queued: missing");
 }
 END_TEST
 
@@ -1517,6 +1772,12 @@ protocol_suite(void)
 	tcase_add_test(tc, models_result_roundtrip);
 	tcase_add_test(tc, encode_appends);
 	tcase_add_test(tc, op_names);
+	tcase_add_test(tc, status_roundtrip);
+	tcase_add_test(tc, unknown_reply_type_flagged);
+	tcase_add_test(tc, chat_status_flag);
+	tcase_add_test(tc, logs_request_roundtrip);
+	tcase_add_test(tc, logs_result_roundtrip);
+	tcase_add_test(tc, top_result_roundtrip);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("reader");
