@@ -3,7 +3,8 @@
 # models, ping and tokens, stats --since counted exactly (and the future
 # refused), the bar chart of --by day, each budget once, reset and its
 # confirmation, the client's config file, cut replies, tool calls, and a
-# budget refusal that says what would fit; rpm only when set.
+# budget refusal that says what would fit; rpm only when set; the config file
+# under saved conversations.
 . "$top_srcdir/tests/integration/lib.sh"
 OLLMCTL="$top_builddir/client/ollmctl"
 XDG_CONFIG_HOME="$TEST_DIR/config-home"
@@ -154,6 +155,22 @@ run 0 "$OLLMCTL" stats --json --by tag
 py "
 t = json.loads(out)['by_tag']
 assert t['from-config']['requests'] == 1 and t['cli']['requests'] == 1, t"
+# A saved conversation's model and system win over the config file's; -m and -s over both.
+run 0 "$OLLMCTL" chat -c "go on"
+py "
+assert b['model'] == 'fake-model', b['model']
+m = [(x['role'], x['content']) for x in b['messages']]
+assert m[0] == ('system', 'Other.') and m[1] == ('user', 'overridden'), m
+assert m[-1] == ('user', 'go on'), m"
+run 0 "$OLLMCTL" chat -c -m other-model -s "Third." "and again"
+py "
+assert b['model'] == 'other-model', b['model']
+assert b['messages'][0]['content'] == 'Third.', b['messages']"
+run 0 "$OLLMCTL" chat --no-save "one prompt"
+py "
+assert b['model'] == 'other-model', b['model']
+assert b.get('max_tokens', b.get('max_completion_tokens')) == 7, b
+assert [x['content'] for x in b['messages']] == ['Be brief.', 'one prompt'], b['messages']"
 printf 'model = x\nmax_tokens = lots\ncolour = yes\n' > "$XDG_CONFIG_HOME/ollmctl/config"
 chat_in 78 "bad config"
 grep -qx "$XDG_CONFIG_HOME/ollmctl/config:2: max_tokens takes a number of 1 or more, not \"lots\"" \
