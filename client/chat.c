@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <histedit.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
@@ -18,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
+
+#include <jansson.h>
 
 #include "client/ollmctl.h"
 
@@ -55,7 +58,11 @@ struct chat {
 	int save_failed;                /* said once that it could not be saved */
 	char conv_id[72];               /* "" until it is first saved */
 	int64_t conv_created;
-	int colour;                     /* stdout is a terminal */
+	int colour;                     /* stdout is a terminal and NO_COLOR is not set */
+	int model_given;                /* -m on the command line: wins over a saved one */
+	int system_given;               /* -s on the command line */
+	struct ollmctl_config cfg;      /* defaults from ollmctl's config file */
+	json_t *tool_calls;             /* the reply's tool calls: [{name, arguments}] by index */
 
 	/* The reply being received. */
 	struct chat_buf reply;
@@ -76,6 +83,8 @@ struct chat {
 /* The connection the SIGINT handler cancels on; set around each request. */
 static struct ollm *volatile chat_sigconn;
 static volatile sig_atomic_t chat_sigint;
+
+static int chat_ensure_connected(struct chat *);
 
 /* SIGINT: stop the reply being generated. */
 static void
@@ -180,6 +189,128 @@ chat_content(struct chat *ch, const char *s)
 	chat_buf_add(&ch->reply, s, strlen(s));
 }
 
+/*
+ * Merge tool-call pieces (a JSON array of OpenAI tool_calls, whole or
+ * streamed fragments keyed by index) into ch->tool_calls.
+ */
+static void
+chat_tool_calls_add(struct chat *ch, const char *json)
+{
+	json_t *arr, *call, *fn, *slot, *v;
+	const char *args;
+	size_t i, idx;
+	char *joined;
+
+	if ((arr = json_loads(json, JSON_DECODE_ANY, NULL)) == NULL)
+		return;
+	if (ch->tool_calls == NULL)
+		ch->tool_calls = json_array();
+	json_array_foreach(arr, i, call) {
+		if (!json_is_object(call) || ch->tool_calls == NULL)
+			continue;
+		v = json_object_get(call, "index");
+		idx = json_is_integer(v) && json_integer_value(v) >= 0 &&
+		    json_integer_value(v) < 64 ? (size_t)json_integer_value(v) : i;
+		while (json_array_size(ch->tool_calls) <= idx)
+			json_array_append_new(ch->tool_calls, json_pack("{s:s, s:s}",
+			    "name", "", "arguments", ""));
+		slot = json_array_get(ch->tool_calls, idx);
+		fn = json_object_get(call, "function");
+		if (!json_is_object(fn))
+			continue;
+		if (json_is_string(v = json_object_get(fn, "name")) && json_string_length(v) > 0)
+			json_object_set(slot, "name", v);
+		v = json_object_get(fn, "arguments");
+		if (json_is_string(v))
+			args = json_string_value(v);
+		else if (v != NULL && !json_is_null(v))
+			args = NULL;            /* an object: printed as JSON below */
+		else
+			continue;
+		if (args == NULL) {
+			if ((joined = json_dumps(v, JSON_COMPACT)) != NULL) {
+				json_object_set_new(slot, "arguments", json_string(joined));
+				free(joined);
+			}
+			continue;
+		}
+		if (asprintf(&joined, "%s%s", json_string_value(json_object_get(slot,
+		    "arguments")), args) != -1) {
+			json_object_set_new(slot, "arguments", json_string(joined));
+			free(joined);
+		}
+	}
+	json_decref(arr);
+}
+
+/* Print the reply's tool calls, one line each: "tool call: NAME(ARGUMENTS)". */
+static void
+chat_tool_calls_print(struct chat *ch)
+{
+	json_t *slot;
+	size_t i;
+
+	if (ch->tool_calls == NULL)
+		return;
+	json_array_foreach(ch->tool_calls, i, slot) {
+		printf("tool call: %s(%s)\n", json_string_value(json_object_get(slot, "name")),
+		    json_string_value(json_object_get(slot, "arguments")));
+		ch->last_char = '\n';
+	}
+	json_decref(ch->tool_calls);
+	ch->tool_calls = NULL;
+}
+
+/*
+ * After budget_exceeded: say how the request would fit, from the error's
+ * detail (left, needed) and the max_tokens that was asked for (or the
+ * prompt's size from the tokens op when none was).
+ */
+static void
+chat_budget_hint(struct chat *ch, const struct ollm_message *msgs, size_t n)
+{
+	struct ollm_tokens_req tr;
+	struct ollm_tokens t;
+	json_t *d;
+	const char *unit;
+	double left, needed;
+	int64_t prompt = -1, fit;
+
+	if ((d = json_loads(ollm_last_error(ch->conn)->detail_json, 0, NULL)) == NULL)
+		return;
+	unit = json_string_value(json_object_get(d, "unit"));
+	left = json_number_value(json_object_get(d, "left"));
+	needed = json_number_value(json_object_get(d, "needed"));
+	if (unit == NULL || strcmp(unit, "tokens") != 0 || needed <= 0) {
+		json_decref(d);
+		return;             /* money: the price per token is the daemon's */
+	}
+	json_decref(d);
+	if (ch->opts.max_tokens > 0)
+		prompt = (int64_t)needed - ch->opts.max_tokens;
+	else {
+		memset(&tr, 0, sizeof tr);
+		tr.messages = msgs;
+		tr.n_messages = n;
+		tr.model = ch->model;
+		if (chat_ensure_connected(ch) == OLLM_OK && ollm_tokens(ch->conn, &tr, &t) == OLLM_OK) {
+			prompt = t.count;
+			ollm_tokens_clear(&t);
+		}
+	}
+	if (prompt < 0)
+		return;
+	fit = (int64_t)left - prompt;
+	if (fit >= 1)
+		fprintf(stderr, "%s: it fits with %s %" PRId64 " (%.0f tokens left, the "
+		    "prompt takes %" PRId64 ")\n", ch->repl ? "hint" : "ollmctl chat",
+		    ch->repl ? "/max-tokens" : "--max-tokens", fit, left, prompt);
+	else
+		fprintf(stderr, "%s: the prompt alone takes %" PRId64 " tokens, more than "
+		    "the %.0f left%s\n", ch->repl ? "hint" : "ollmctl chat", prompt, left,
+		    ch->repl ? "; /clear forgets the conversation" : "");
+}
+
 /* Each delta of a streamed reply goes straight to the terminal. */
 static int
 chat_delta_cb(struct ollm *c, uint64_t id, const struct ollm_delta *d, void *arg)
@@ -192,6 +323,8 @@ chat_delta_cb(struct ollm *c, uint64_t id, const struct ollm_delta *d, void *arg
 		chat_reasoning(ch, d->reasoning);
 	if (d->content != NULL)
 		chat_content(ch, d->content);
+	if (d->tool_calls_json != NULL)
+		chat_tool_calls_add(ch, d->tool_calls_json);
 	fflush(stdout);
 	return 0;
 }
@@ -339,17 +472,30 @@ chat_send(struct chat *ch, const char *text)
 			r = ollm_chat(ch->conn, msgs, n, &ch->opts, chat_delta_cb, ch, &done);
 		chat_sigconn = NULL;
 	}
-	free(msgs);
 	if (r == OLLM_OK && !ch->opts.stream) {
 		if (done.reasoning != NULL)
 			chat_reasoning(ch, done.reasoning);
 		if (done.content != NULL)
 			chat_content(ch, done.content);
+		if (done.tool_calls_json != NULL)
+			chat_tool_calls_add(ch, done.tool_calls_json);
 	}
 	chat_end_reasoning(ch);
 	if (ch->last_char != -1 && ch->last_char != '\n')
 		chat_out(ch, "\n");
+	chat_tool_calls_print(ch);
 	fflush(stdout);
+	if (r == OLLM_OK && done.finish_reason != NULL &&
+	    strcmp(done.finish_reason, "length") == 0) {
+		if (ch->opts.max_tokens > 0)
+			fprintf(stderr, "%s: the reply was cut at max_tokens (%" PRId64 "); %s "
+			    "raises it\n", ch->repl ? "note" : "ollmctl chat",
+			    ch->opts.max_tokens, ch->repl ? "/max-tokens N" : "--max-tokens N");
+		else
+			fprintf(stderr, "%s: the reply was cut at the model server's token "
+			    "limit; %s asks for more\n", ch->repl ? "note" : "ollmctl chat",
+			    ch->repl ? "/max-tokens N" : "--max-tokens N");
+	}
 
 	if (r == OLLM_OK && !done.durable)
 		fprintf(stderr, "ollmctl: warning: the daemon could not record this reply's "
@@ -357,7 +503,10 @@ chat_send(struct chat *ch, const char *text)
 	if (!ch->repl) {
 		if (r != OLLM_OK && r != OLLM_ERR_CANCELLED)
 			ollmctl_report(ch->conn, r);
-		else if (r == OLLM_OK && ch->save && chat_add_turn(ch, "user", text) == 0 &&
+		if (r == OLLM_ERR_BUDGET_EXCEEDED)
+			chat_budget_hint(ch, msgs, n);
+		free(msgs);
+		if (r == OLLM_OK && ch->save && chat_add_turn(ch, "user", text) == 0 &&
 		    chat_add_turn(ch, "assistant", ch->reply.p != NULL ? ch->reply.p : "") == 0)
 			chat_save(ch);
 		ollm_done_clear(&done);
@@ -384,7 +533,10 @@ chat_send(struct chat *ch, const char *text)
 	else if (r != OLLM_OK) {
 		render_error(line, sizeof line, ollm_last_error(ch->conn));
 		fprintf(stderr, "error: %s\n", line);
+		if (r == OLLM_ERR_BUDGET_EXCEEDED)
+			chat_budget_hint(ch, msgs, n);
 	}
+	free(msgs);
 	ollm_done_clear(&done);
 	return r;
 }
@@ -702,6 +854,46 @@ chat_model_name(struct chat *ch, char *buf, size_t len)
 	return buf;
 }
 
+/* Whether a model is served, per the models op; if not, say which are. */
+static int
+chat_model_known(struct chat *ch, const char *name)
+{
+	struct ollm_models m;
+	const struct ollm_upstream *u;
+	size_t i, j;
+	int r, found = 0;
+
+	if ((r = chat_ensure_connected(ch)) == OLLM_OK)
+		r = ollm_models(ch->conn, &m);
+	if (r != OLLM_OK) {
+		char line[1024];
+
+		render_error(line, sizeof line, ollm_last_error(ch->conn));
+		printf("cannot check the model: %s; model unchanged\n", line);
+		return 0;
+	}
+	for (i = 0; i < m.n && !found; i++) {
+		u = &m.upstreams[i];
+		found = u->model != NULL && strcmp(u->model, name) == 0;
+		for (j = 0; j < u->n_models && !found; j++)
+			found = strcmp(u->models[j], name) == 0;
+	}
+	if (!found) {
+		printf("no upstream serves \"%s\"; model unchanged. Served:", name);
+		for (i = 0; i < m.n; i++) {
+			u = &m.upstreams[i];
+			if (u->model != NULL)
+				printf(" %s", u->model);
+			for (j = 0; j < u->n_models; j++)
+				if (u->model == NULL || strcmp(u->models[j], u->model) != 0)
+					printf(" %s", u->models[j]);
+		}
+		printf("\n");
+	}
+	ollm_models_clear(&m);
+	return found;
+}
+
 /* Text of /help. */
 static void
 chat_help(void)
@@ -713,6 +905,7 @@ chat_help(void)
 	    "  /help           this text\n"
 	    "  /system [TEXT]  set (or show) the system message\n"
 	    "  /model [NAME]   ask another model (or show which)\n"
+	    "  /max-tokens [N] the longest reply in tokens (0: the server's default)\n"
 	    "  /clear          forget the conversation\n"
 	    "  /usage          toggle a line of tokens, cost and speed after replies\n"
 	    "  /retry          ask the last message again\n"
@@ -749,10 +942,27 @@ chat_command(struct chat *ch, char *line)
 	} else if (strcmp(cmd, "model") == 0) {
 		if (*arg == '\0')
 			printf("model: %s\n", chat_model_name(ch, name, sizeof name));
-		else {
+		else if (chat_model_known(ch, arg)) {
 			free(ch->model);
 			ch->model = strdup(arg);
 			printf("model: %s\n", arg);
+		}
+	} else if (strcmp(cmd, "max-tokens") == 0) {
+		int64_t v;
+
+		if (*arg == '\0' && ch->opts.max_tokens > 0)
+			printf("max-tokens: %" PRId64 "\n", ch->opts.max_tokens);
+		else if (*arg == '\0')
+			printf("max-tokens: the model server's default\n");
+		else if (parse_int(arg, 0, INT32_MAX, &v) != 0)
+			printf("/max-tokens takes a number (0: the model server's default), "
+			    "not \"%s\"\n", arg);
+		else {
+			ch->opts.max_tokens = v;
+			if (v > 0)
+				printf("max-tokens: %" PRId64 "\n", v);
+			else
+				printf("max-tokens: the model server's default\n");
 		}
 	} else if (strcmp(cmd, "clear") == 0) {
 		chat_drop_turns(ch, ch->n_turns);
@@ -874,6 +1084,26 @@ chat_pipe(struct chat *ch)
 	return ollmctl_status(ch->conn, r);
 }
 
+/* Defaults from ollmctl's config file; the options parsed after it win. */
+static int
+chat_config(struct chat *ch)
+{
+	char path[PATH_MAX];
+
+	if (config_path(path, sizeof path) != 0)
+		return EX_OK;
+	if (config_load(path, &ch->cfg, stderr) != 0)
+		return EX_CONFIG;
+	if (ch->cfg.model != NULL && (ch->model = strdup(ch->cfg.model)) == NULL)
+		return EX_OSERR;
+	if (ch->cfg.system != NULL && (ch->system = strdup(ch->cfg.system)) == NULL)
+		return EX_OSERR;
+	ch->opts.tag = ch->cfg.tag;
+	if (ch->cfg.max_tokens > 0)
+		ch->opts.max_tokens = ch->cfg.max_tokens;
+	return EX_OK;
+}
+
 /* One prompt from the arguments: the reply goes to stdout. */
 static int
 chat_once(struct chat *ch, const char *prompt)
@@ -943,10 +1173,15 @@ chat_continue(struct chat *ch, const char *cid)
 			return EX_OSERR;
 		}
 	}
-	if (ch->model == NULL && cv.model != NULL)
+	/* The conversation's model and system win over the config file's, not over -m and -s. */
+	if (!ch->model_given && cv.model != NULL) {
+		free(ch->model);
 		ch->model = strdup(cv.model);
-	if (ch->system == NULL && cv.system != NULL)
+	}
+	if (!ch->system_given && cv.system != NULL) {
+		free(ch->system);
 		ch->system = strdup(cv.system);
+	}
 	conv_clear(&cv);
 	return EX_OK;
 }
@@ -977,6 +1212,8 @@ cmd_chat(int argc, char **argv)
 	memset(&ch, 0, sizeof ch);
 	ch.save = 1;
 	ollm_chat_opts_init(&ch.opts);
+	if ((r = chat_config(&ch)) != EX_OK)
+		goto out;
 	while ((c = getopt_long(argc, argv, "m:s:c", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -997,10 +1234,12 @@ cmd_chat(int argc, char **argv)
 		case 'm':
 			free(ch.model);
 			ch.model = strdup(optarg);
+			ch.model_given = 1;
 			break;
 		case 's':
 			free(ch.system);
 			ch.system = strdup(optarg);
+			ch.system_given = 1;
 			break;
 		case 'n':
 			if (parse_int(optarg, 1, INT32_MAX, &n) != 0) {
@@ -1046,7 +1285,8 @@ cmd_chat(int argc, char **argv)
 	if ((resume || cid != NULL) && (r = chat_continue(&ch, cid)) != EX_OK)
 		goto out;
 	ch.repl = prompt == NULL && isatty(STDIN_FILENO);
-	ch.colour = isatty(STDOUT_FILENO);
+	ch.colour = isatty(STDOUT_FILENO) && (getenv("NO_COLOR") == NULL ||
+	    *getenv("NO_COLOR") == '\0');
 	ch.last_char = -1;
 
 	memset(&sa, 0, sizeof sa);
@@ -1073,5 +1313,7 @@ out:
 	free(ch.last_user);
 	free(ch.model);
 	free(ch.system);
+	config_clear(&ch.cfg);
+	json_decref(ch.tool_calls);
 	return r;
 }

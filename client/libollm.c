@@ -135,6 +135,7 @@ ollm_fail(struct ollm *c, enum ollm_err code, const char *fmt, ...)
 	c->err.daemon_code[0] = '\0';
 	c->err.retry_after = -1;
 	c->err.status = -1;
+	c->err.detail_json[0] = '\0';
 	va_start(ap, fmt);
 	vsnprintf(c->err.message, sizeof c->err.message, fmt, ap);
 	va_end(ap);
@@ -150,6 +151,7 @@ ollm_ok(struct ollm *c)
 	c->err.message[0] = '\0';
 	c->err.retry_after = -1;
 	c->err.status = -1;
+	c->err.detail_json[0] = '\0';
 }
 
 /* Drop the connection; later calls fail until ollm_connect. */
@@ -747,6 +749,8 @@ ollm_deliver_status(struct ollm *c, const struct status_reply *st)
 static int
 ollm_fail_reply(struct ollm *c, const struct error_reply *e)
 {
+	char *json;
+
 	c->err.code = ollm_err_parse(e->code);
 	snprintf(c->err.daemon_code, sizeof c->err.daemon_code, "%s", e->code);
 	snprintf(c->err.message, sizeof c->err.message, "%s",
@@ -754,6 +758,12 @@ ollm_fail_reply(struct ollm *c, const struct error_reply *e)
 	    ollm_strerror(c->err.code));
 	c->err.retry_after = isnan(e->retry_after) ? -1 : e->retry_after;
 	c->err.status = e->status >= 0 && e->status <= 999 ? (int)e->status : -1;
+	c->err.detail_json[0] = '\0';
+	if (e->detail.len > 0 && (json = ollm_json(&e->detail)) != NULL) {
+		if (strlen(json) < sizeof c->err.detail_json)
+			memcpy(c->err.detail_json, json, strlen(json) + 1);
+		free(json);
+	}
 	return c->err.code;
 }
 

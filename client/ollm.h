@@ -56,6 +56,8 @@ struct ollm_error {
 	char message[512];              /* for humans */
 	double retry_after;             /* seconds; < 0 when not given */
 	int status;                     /* the model server's HTTP status; -1 when not given */
+	char detail_json[512];          /* the error's detail map as JSON (budget_exceeded:
+	                                   scope, unit, period, left, needed), or "" */
 };
 
 struct ollm;

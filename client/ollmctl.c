@@ -17,6 +17,8 @@
 
 #include <openssl/evp.h>
 
+#include <jansson.h>
+
 #include "client/ollmctl.h"
 
 #define OLLMCTL_MAX_INPUT (16u * 1024 * 1024)
@@ -35,6 +37,9 @@ static int cmd_models(int, char **);
 static int cmd_ping(int, char **);
 static int cmd_tokens(int, char **);
 static int cmd_key(int, char **);
+static int cmd_reset(int, char **);
+static int ollmctl_json_flag(const char *, int, char **);
+static int ollmctl_print_json(FILE *, json_t *);
 
 static const struct ollmctl_cmd ollmctl_cmds[] = {
 	{ "chat", cmd_chat,
@@ -54,17 +59,22 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	  "      --tag TAG        an accounting label (stats --by tag)\n"
 	  "  -c, --continue       continue the last conversation\n"
 	  "      --cid ID         continue conversation ID, or start it under that name\n"
-	  "      --no-save        do not keep this conversation\n" },
+	  "      --no-save        do not keep this conversation\n"
+	  "Defaults for -m, -s, --max-tokens and --tag may be set as model, system,\n"
+	  "max_tokens and tag in $XDG_CONFIG_HOME/ollmctl/config (key = value).\n" },
 	{ "conversations", cmd_conversations, "conversations",
 	  "The saved conversations, newest first: id, last change, turns, first words.\n"
 	  "Continue one with `ollmctl chat --cid ID`.\n" },
-	{ "stats", cmd_stats, "stats [--json] [--by model|user|tag|day] [--since DATE]",
+	{ "stats", cmd_stats, "stats [--json] [--by model|user|tag|day] [--since TIME]",
 	  "Usage the daemon has counted: requests, tokens, cost, budgets.\n"
 	  "      --json           the stats op's JSON instead of tables\n"
 	  "      --by WHAT        only one breakdown: model, user, tag or day\n"
-	  "      --since DATE     only requests that finished since DATE (UTC):\n"
-	  "                       YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\", @EPOCH,\n"
-	  "                       today, yesterday, or Ns, Nm, Nh, Nd, Nw ago\n" },
+	  "                       (day also draws tokens per day as bars)\n"
+	  "      --since TIME     only requests that finished since TIME, exactly:\n"
+	  "                       Ns, Nm, Nh, Nd, Nw ago (30m, 1h), HH:MM[:SS] today,\n"
+	  "                       YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM],\n"
+	  "                       @EPOCH, today, yesterday (UTC unless an offset is\n"
+	  "                       given); a time in the future is refused\n" },
 	{ "logs", cmd_logs,
 	  "logs [--since DATE] [--until DATE] [--user USER] [--tag TAG]\n"
 	  "               [-m MODEL] [--status done|error|cancelled] [-n N] [--json]",
@@ -89,15 +99,23 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	  "                       not on a terminal, with -n 1)\n"
 	  "  -d, --delay SECONDS  time between refreshes (default 1)\n"
 	  "  -n, --iterations N   stop after N snapshots\n" },
-	{ "models", cmd_models, "models",
-	  "The model servers (upstreams) the daemon uses, and their models.\n" },
-	{ "ping", cmd_ping, "ping",
-	  "Check that the daemon answers: version, uptime, requests in flight.\n" },
-	{ "tokens", cmd_tokens, "tokens [-e ENCODING | -m MODEL] [--ids] [FILE]",
+	{ "models", cmd_models, "models [--json]",
+	  "The model servers (upstreams) the daemon uses, and their models.\n"
+	  "      --json           the models op's result as JSON\n" },
+	{ "ping", cmd_ping, "ping [--json]",
+	  "Check that the daemon answers: version, uptime, requests in flight.\n"
+	  "      --json           the ping op's result (and the round trip) as JSON\n" },
+	{ "tokens", cmd_tokens, "tokens [-e ENCODING | -m MODEL] [--ids] [--json] [FILE]",
 	  "Count the tokens of FILE (or stdin) with the daemon's tokenizer.\n"
 	  "  -e, --encoding NAME  cl100k_base or o200k_base\n"
 	  "  -m, --model MODEL    the tokenizer of the upstream serving MODEL\n"
-	  "      --ids            print the token ids instead of the count\n" },
+	  "      --ids            print the token ids instead of the count\n"
+	  "      --json           count, encoding (and ids) as JSON\n" },
+	{ "reset", cmd_reset, "reset [-y|--yes]",
+	  "Start the usage counters from zero (the daemon archives the old ledger;\n"
+	  "root or the daemon's user only). Asks first on a terminal; without one,\n"
+	  "--yes is required.\n"
+	  "  -y, --yes            do not ask\n" },
 	{ "key", cmd_key, "key new --user NAME [--tag TAG]",
 	  "Make an API key for the HTTP front: prints the key (shown only this once)\n"
 	  "and the api_keys line for openllmd.conf, which holds only its SHA-256.\n"
@@ -124,7 +142,7 @@ ollmctl_usage(FILE *f)
 {
 	size_t i;
 
-	fprintf(f, "usage: ollmctl [-S SOCKET] [-V] COMMAND [ARGS]\n");
+	fprintf(f, "usage: ollmctl [-S SOCKET] [-V] COMMAND [ARGS] [-S SOCKET]\n");
 	for (i = 0; i < OLLMCTL_NCMDS; i++)
 		fprintf(f, "       ollmctl %s\n", ollmctl_cmds[i].usage);
 	fprintf(f, "\n"
@@ -137,9 +155,13 @@ ollmctl_usage(FILE *f)
 	    "  models         the model servers and the models they serve\n"
 	    "  ping           check that the daemon answers\n"
 	    "  tokens         count the tokens of a text\n"
+	    "  reset          start the usage counters from zero\n"
 	    "  key            make an API key for the HTTP front\n"
 	    "\n"
-	    "The socket is -S, else $OPENLLMD_SOCKET, else the default (see ollmctl(1)).\n"
+	    "The socket is -S (before or after the command), else $OPENLLMD_SOCKET,\n"
+	    "else the default (see ollmctl(1)). Colour only on a terminal, never\n"
+	    "with NO_COLOR set. Defaults for chat come from\n"
+	    "$XDG_CONFIG_HOME/ollmctl/config (see ollmctl(1)).\n"
 	    "ollmctl COMMAND --help shows a command's options.\n");
 }
 
@@ -267,6 +289,7 @@ cmd_stats(int argc, char **argv)
 	struct ollm *c;
 	const char *by = NULL;
 	int64_t since = -1;
+	time_t now;
 	int ch, json = 0, r;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -282,10 +305,20 @@ cmd_stats(int argc, char **argv)
 			by = optarg;
 			break;
 		case 's':
-			if (parse_since(optarg, time(NULL), &since) != 0)
-				return ollmctl_bad_usage("stats", "bad --since date \"%s\" "
-				    "(YYYY-MM-DD, \"YYYY-MM-DD HH:MM\", @EPOCH, today, 7d, 12h)",
-				    optarg);
+			now = time(NULL);
+			if (parse_since(optarg, now, &since) != 0)
+				return ollmctl_bad_usage("stats", "bad --since time \"%s\" "
+				    "(30m, 1h, 7d, HH:MM, YYYY-MM-DD, 2024-05-01T12:00Z, "
+				    "@EPOCH, today)", optarg);
+			if (since > (int64_t)now) {
+				char when[64], at[64];
+
+				render_time(when, sizeof when, since);
+				render_time(at, sizeof at, (int64_t)now);
+				fprintf(stderr, "ollmctl stats: --since %s is %s, in the future "
+				    "(it is now %s)\n", optarg, when, at);
+				return EX_USAGE;
+			}
 			break;
 		default:
 			ollmctl_usage_cmd(stderr, "stats");
@@ -304,6 +337,13 @@ cmd_stats(int argc, char **argv)
 		return r;
 	}
 	ollm_free(c);
+	if (since >= 0 && st.since < since && !json) {
+		char when[64];
+
+		render_time(when, sizeof when, st.since);
+		fprintf(stderr, "ollmctl stats: counted from %s, the start of that day: the "
+		    "daemon's journal no longer holds all of it\n", when);
+	}
 	if (json)
 		r = render_stats_json(stdout, &st);
 	else
@@ -392,10 +432,10 @@ cmd_models(int argc, char **argv)
 {
 	struct ollm_models m;
 	struct ollm *c;
-	int r;
+	int json, r;
 
-	if (argc > 1)
-		return ollmctl_bad_usage("models", "unexpected argument \"%s\"", argv[1]);
+	if ((json = ollmctl_json_flag("models", argc, argv)) < 0)
+		return EX_USAGE;
 	if ((r = ollmctl_connect(&c)) != EX_OK)
 		return r;
 	if ((r = ollm_models(c, &m)) != OLLM_OK) {
@@ -405,9 +445,13 @@ cmd_models(int argc, char **argv)
 		return r;
 	}
 	ollm_free(c);
-	render_models(stdout, &m);
+	r = EX_OK;
+	if (!json)
+		render_models(stdout, &m);
+	else if (render_models_json(stdout, &m) != 0)
+		r = EX_OSERR;
 	ollm_models_clear(&m);
-	return EX_OK;
+	return r;
 }
 
 /* ping: version, uptime and load of the daemon. */
@@ -419,10 +463,10 @@ cmd_ping(int argc, char **argv)
 	struct ollm *c;
 	char up[32];
 	double ms;
-	int r;
+	int json, r;
 
-	if (argc > 1)
-		return ollmctl_bad_usage("ping", "unexpected argument \"%s\"", argv[1]);
+	if ((json = ollmctl_json_flag("ping", argc, argv)) < 0)
+		return EX_USAGE;
 	if ((r = ollmctl_connect(&c)) != EX_OK)
 		return r;
 	ollm_set_timeout(c, 10000);
@@ -436,6 +480,14 @@ cmd_ping(int argc, char **argv)
 		return r;
 	}
 	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	if (json) {
+		r = ollmctl_print_json(stdout, json_pack("{s:s, s:s, s:I, s:I, s:f}",
+		    "version", p.version, "socket", ollm_path(c),
+		    "uptime_s", (json_int_t)p.uptime_s, "in_flight", (json_int_t)p.in_flight,
+		    "round_trip_ms", ms));
+		ollm_free(c);
+		return r;
+	}
 	render_duration(up, sizeof up, p.uptime_s);
 	printf("openllmd %s on %s: up %s, %" PRId64 " in flight, %.2f ms round trip\n",
 	    p.version, ollm_path(c), up, p.in_flight, ms);
@@ -511,8 +563,11 @@ cmd_tokens(int argc, char **argv)
 		{ "encoding", required_argument, NULL, 'e' },
 		{ "model", required_argument, NULL, 'm' },
 		{ "ids", no_argument, NULL, 'i' },
+		{ "json", no_argument, NULL, 'j' },
 		{ NULL, 0, NULL, 0 }
 	};
+	json_t *ids;
+	int json = 0;
 	struct ollm_tokens_req tr;
 	struct ollm_tokens t;
 	struct ollm *c;
@@ -531,6 +586,9 @@ cmd_tokens(int argc, char **argv)
 			break;
 		case 'i':
 			tr.ids = 1;
+			break;
+		case 'j':
+			json = 1;
 			break;
 		default:
 			ollmctl_usage_cmd(stderr, "tokens");
@@ -557,6 +615,19 @@ cmd_tokens(int argc, char **argv)
 		return r;
 	}
 	ollm_free(c);
+	if (json) {
+		ids = NULL;
+		if (tr.ids && (ids = json_array()) != NULL)
+			for (i = 0; i < t.n_ids; i++)
+				json_array_append_new(ids, json_integer((json_int_t)t.ids[i]));
+		r = ollmctl_print_json(stdout, tr.ids ?
+		    json_pack("{s:I, s:s, s:o}", "count", (json_int_t)t.count,
+			"encoding", t.encoding != NULL ? t.encoding : "", "ids", ids) :
+		    json_pack("{s:I, s:s}", "count", (json_int_t)t.count,
+			"encoding", t.encoding != NULL ? t.encoding : ""));
+		ollm_tokens_clear(&t);
+		return r;
+	}
 	if (tr.ids) {
 		for (i = 0; i < t.n_ids; i++)
 			printf("%s%" PRIu32, i > 0 ? " " : "", t.ids[i]);
@@ -567,12 +638,144 @@ cmd_tokens(int argc, char **argv)
 	return EX_OK;
 }
 
+/* A command whose only option is --json: 1 with it, 0 without, -1 after a usage error. */
+static int
+ollmctl_json_flag(const char *cmd, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int ch, json = 0;
+
+	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (ch != 'j') {
+			ollmctl_usage_cmd(stderr, cmd);
+			return -1;
+		}
+		json = 1;
+	}
+	if (optind != argc) {
+		ollmctl_bad_usage(cmd, "unexpected argument \"%s\"", argv[optind]);
+		return -1;
+	}
+	return json;
+}
+
+/* Print a JSON value (taking the reference) and a newline; an exit status. */
+static int
+ollmctl_print_json(FILE *f, json_t *v)
+{
+	int r;
+
+	if (v == NULL) {
+		fprintf(stderr, "ollmctl: out of memory\n");
+		return EX_OSERR;
+	}
+	r = json_dumpf(v, f, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
+	json_decref(v);
+	if (r != 0) {
+		fprintf(stderr, "ollmctl: stdout: cannot write JSON\n");
+		return EX_IOERR;
+	}
+	fputc('\n', f);
+	return EX_OK;
+}
+
+/* reset: the usage counters from zero, after a confirmation on a terminal. */
+static int
+cmd_reset(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "yes", no_argument, NULL, 'y' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct ollm *c;
+	char answer[16];
+	int ch, yes = 0, r;
+
+	while ((ch = getopt_long(argc, argv, "y", longopts, NULL)) != -1) {
+		if (ch != 'y') {
+			ollmctl_usage_cmd(stderr, "reset");
+			return EX_USAGE;
+		}
+		yes = 1;
+	}
+	if (optind != argc)
+		return ollmctl_bad_usage("reset", "unexpected argument \"%s\"", argv[optind]);
+	if (!yes && !isatty(STDIN_FILENO)) {
+		fprintf(stderr, "ollmctl reset: refusing without a terminal to ask on; "
+		    "add --yes to reset the usage counters\n");
+		return EX_USAGE;
+	}
+	if ((r = ollmctl_connect(&c)) != EX_OK)
+		return r;
+	if (!yes) {
+		fprintf(stderr, "Reset the usage counters of openllmd on %s? They start "
+		    "from zero; the old ledger is archived, not deleted. [y/N] ", ollm_path(c));
+		fflush(stderr);
+		if (fgets(answer, sizeof answer, stdin) == NULL ||
+		    (answer[0] != 'y' && answer[0] != 'Y')) {
+			fprintf(stderr, "ollmctl reset: nothing changed\n");
+			ollm_free(c);
+			return EX_OK;
+		}
+	}
+	if ((r = ollm_reset(c)) != OLLM_OK) {
+		ollmctl_report(c, r);
+		r = ollmctl_status(c, r);
+		ollm_free(c);
+		return r;
+	}
+	ollm_free(c);
+	printf("usage counters reset\n");
+	return EX_OK;
+}
+
+/*
+ * Take -S SOCKET (also -SSOCKET, --socket SOCKET, --socket=SOCKET) out of a
+ * command's arguments, before any "--", so it may follow the command; -1
+ * when -S lacks its value.
+ */
+static int
+ollmctl_take_socket(int *argc, char **argv)
+{
+	int i = 1, j, take;
+
+	while (i < *argc) {
+		take = 0;
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "-S") == 0 || strcmp(argv[i], "--socket") == 0) {
+			if (i + 1 >= *argc)
+				return -1;
+			ollmctl_socket = argv[i + 1];
+			take = 2;
+		} else if (strncmp(argv[i], "-S", 2) == 0) {
+			ollmctl_socket = argv[i] + 2;
+			take = 1;
+		} else if (strncmp(argv[i], "--socket=", 9) == 0) {
+			ollmctl_socket = argv[i] + 9;
+			take = 1;
+		}
+		if (take == 0) {
+			i++;
+			continue;
+		}
+		for (j = i; j + take <= *argc; j++)
+			argv[j] = argv[j + take];       /* argv[argc] is NULL: it moves too */
+		*argc -= take;
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "socket", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 }
 	};
 	static char progname[] = "ollmctl";
@@ -619,6 +822,8 @@ main(int argc, char **argv)
 			printf("\n%s", ollmctl_cmds[i].help);
 			return EX_OK;
 		}
+		if (ollmctl_take_socket(&argc, argv) != 0)
+			return ollmctl_bad_usage(argv[0], "%s", "-S needs a socket path");
 		snprintf(cmdname, sizeof cmdname, "ollmctl %s", ollmctl_cmds[i].name);
 		argv[0] = cmdname;
 		optind = 0;     /* glibc: start over with a new argv */

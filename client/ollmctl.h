@@ -59,9 +59,23 @@ void render_error(char *, size_t, const struct ollm_error *);
 void render_usage(char *, size_t, const struct ollm_done *);
 const char *render_user(char *, size_t, const char *);
 void render_stats(FILE *, const struct ollm_stats *, const char *);
+int render_utf8(void);
+void render_day_chart(FILE *, const struct ollm_counters_map *, int);
 int render_stats_json(FILE *, const struct ollm_stats *);
 void render_models(FILE *, const struct ollm_models *);
+int render_models_json(FILE *, const struct ollm_models *);
 void render_status(char *, size_t, const struct ollm_status *);
+
+/* config.c */
+struct ollmctl_config {
+	char *model;                    /* NULL when not set */
+	char *tag;
+	char *system;
+	int64_t max_tokens;             /* 0 when not set */
+};
+int config_path(char *, size_t);
+int config_load(const char *, struct ollmctl_config *, FILE *);
+void config_clear(struct ollmctl_config *);
 
 /* parse.c */
 int parse_since(const char *, time_t, int64_t *);

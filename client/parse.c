@@ -82,10 +82,77 @@ parse_shape(const char *s, const char *shape)
 	return *s == '\0';
 }
 
+/* Whether s starts with the shape (see parse_shape). */
+static int
+parse_shape_prefix(const char *s, const char *shape)
+{
+	for (; *shape != '\0'; s++, shape++) {
+		if (*shape == '#' ? (*s < '0' || *s > '9') :
+		    *shape == '_' ? (*s != ' ' && *s != 'T') : *s != *shape)
+			return 0;
+	}
+	return 1;
+}
+
 /*
- * A --since value, in UTC: YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS] (or with T),
+ * An ISO 8601 instant: YYYY-MM-DD[T ]HH:MM[:SS[.frac]] followed by nothing
+ * (UTC), Z, or an offset +HH:MM, +HHMM or +HH (or -).
+ */
+static int
+parse_instant(const char *s, int64_t *out)
+{
+	const char *p = s + 16;
+	int sec = 0, off = 0, sign;
+	int64_t t;
+
+	if (p[0] == ':') {
+		if (!parse_shape_prefix(p, ":##"))
+			return -1;
+		sec = atoi(p + 1);
+		p += 3;
+		if (*p == '.' || *p == ',') {
+			p++;
+			if (*p < '0' || *p > '9')
+				return -1;
+			while (*p >= '0' && *p <= '9')
+				p++;        /* fractions of a second are dropped */
+		}
+	}
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if (*p == '+' || *p == '-') {
+		sign = *p == '-' ? -1 : 1;
+		p++;
+		if (parse_shape(p, "##:##"))
+			off = atoi(p) * 60 + atoi(p + 3);
+		else if (parse_shape(p, "####"))
+			off = (p[0] - '0') * 600 + (p[1] - '0') * 60 + atoi(p + 2);
+		else if (parse_shape(p, "##"))
+			off = atoi(p) * 60;
+		else
+			return -1;
+		if (off > 18 * 60 || (strlen(p) >= 4 && atoi(p + strlen(p) - 2) > 59))
+			return -1;
+		off *= sign;
+		p += strlen(p);
+	}
+	if (*p != '\0')
+		return -1;
+	if (parse_utc(atoi(s), atoi(s + 5), atoi(s + 8), atoi(s + 11), atoi(s + 14), sec,
+	    &t) != 0)
+		return -1;
+	t -= (int64_t)off * 60;
+	if (t < 0)
+		return -1;
+	*out = t;
+	return 0;
+}
+
+/*
+ * A --since value: YYYY-MM-DD (UTC), HH:MM[:SS] (today, UTC), an ISO 8601
+ * instant YYYY-MM-DDTHH:MM[:SS[.frac]] with Z or an offset (UTC without),
  * @EPOCH, today, yesterday, or N followed by s, m, h, d or w for that long
- * before now.
+ * before now. A time after now is not refused here (see cmd_stats).
  */
 int
 parse_since(const char *s, time_t now, int64_t *out)
@@ -126,11 +193,17 @@ parse_since(const char *s, time_t now, int64_t *out)
 	/* Exact shapes only: no signs or blanks inside the numbers. */
 	if (parse_shape(s, "####-##-##"))
 		return parse_utc(atoi(s), atoi(s + 5), atoi(s + 8), 0, 0, 0, out);
-	if (parse_shape(s, "####-##-##_##:##"))
-		return parse_utc(atoi(s), atoi(s + 5), atoi(s + 8), atoi(s + 11),
-		    atoi(s + 14), 0, out);
-	if (parse_shape(s, "####-##-##_##:##:##"))
-		return parse_utc(atoi(s), atoi(s + 5), atoi(s + 8), atoi(s + 11),
-		    atoi(s + 14), atoi(s + 17), out);
+	if (parse_shape(s, "##:##") || parse_shape(s, "##:##:##")) {
+		/* A time of today (UTC). */
+		struct tm tm;
+		time_t t = now;
+
+		if (gmtime_r(&t, &tm) == NULL)
+			return -1;
+		return parse_utc(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, atoi(s),
+		    atoi(s + 3), s[5] == ':' ? atoi(s + 6) : 0, out);
+	}
+	if (len >= 16 && parse_shape_prefix(s, "####-##-##_##:##"))
+		return parse_instant(s, out);
 	return -1;
 }

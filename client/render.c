@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <inttypes.h>
+#include <langinfo.h>
 #include <math.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 
 #define RENDER_COLUMNS 8
 #define RENDER_CELL 64
+#define RENDER_BAR_WIDTH 40      /* columns of the longest bar */
 
 /* A table: a header row, then rows; column 0 left-aligned, the rest right. */
 struct render_table {
@@ -305,6 +307,65 @@ render_breakdown(FILE *f, const char *what, const struct ollm_counters_map *m,
 	render_table_print(f, &t);
 }
 
+/* Whether the locale's characters are UTF-8 (block characters can be drawn). */
+int
+render_utf8(void)
+{
+	const char *cs = nl_langinfo(CODESET);
+
+	return cs != NULL && (strcmp(cs, "UTF-8") == 0 || strcmp(cs, "utf8") == 0);
+}
+
+/*
+ * Tokens per day as horizontal bars after a blank line, the longest
+ * RENDER_BAR_WIDTH columns: Unicode blocks in eighths when utf8, else '#'.
+ */
+void
+render_day_chart(FILE *f, const struct ollm_counters_map *m, int utf8)
+{
+	static const char *const eighths[] = { "", "\u258F", "\u258E", "\u258D",
+	    "\u258C", "\u258B", "\u258A", "\u2589" };
+	struct ollm_counters_entry *e;
+	uint64_t most = 0;
+	char num[32];
+	size_t i, j, units, keyw = 0;
+
+	if (m->n == 0)
+		return;
+	if ((e = malloc(m->n * sizeof *e)) == NULL)
+		return;
+	memcpy(e, m->entries, m->n * sizeof *e);
+	qsort(e, m->n, sizeof *e, render_cmp_key);
+	for (i = 0; i < m->n; i++) {
+		if (e[i].c.total_tokens > most)
+			most = e[i].c.total_tokens;
+		if (strlen(e[i].key) > keyw)
+			keyw = strlen(e[i].key);
+	}
+	fprintf(f, "\nTokens per day (UTC)\n");
+	for (i = 0; i < m->n; i++) {
+		/* In eighths of a column, rounded; a day with any tokens shows something. */
+		units = most == 0 ? 0 : (size_t)((long double)e[i].c.total_tokens *
+		    RENDER_BAR_WIDTH * 8 / most + 0.5L);
+		if (units == 0 && e[i].c.total_tokens > 0)
+			units = 1;
+		fprintf(f, "%-*s  ", (int)keyw, e[i].key);
+		if (utf8) {
+			for (j = 0; j < units / 8; j++)
+				fputs("\u2588", f);
+			fputs(eighths[units % 8], f);
+		} else {
+			for (j = 0; j < (units + 4) / 8; j++)
+				fputc('#', f);
+			if ((units + 4) / 8 == 0 && units > 0)
+				fputc('.', f);
+		}
+		render_thousands(num, sizeof num, e[i].c.total_tokens);
+		fprintf(f, " %s\n", num);
+	}
+	free(e);
+}
+
 /* The stats as tables: totals, then the breakdowns, then the budgets. */
 void
 render_stats(FILE *f, const struct ollm_stats *s, const char *by)
@@ -328,17 +389,25 @@ render_stats(FILE *f, const struct ollm_stats *s, const char *by)
 		render_breakdown(f, "user", &s->by_user, 0, 1);
 	if (by == NULL || strcmp(by, "tag") == 0)
 		render_breakdown(f, "tag", &s->by_tag, 0, 0);
-	if (by != NULL && strcmp(by, "day") == 0)
+	if (by != NULL && strcmp(by, "day") == 0) {
 		render_breakdown(f, "day (UTC)", &s->by_day, 1, 0);
+		render_day_chart(f, &s->by_day, render_utf8());
+	}
 
 	fputc('\n', f);
 	if (s->has_max_budget) {
 		render_money(a, sizeof a, s->max_budget);
 		render_money(b, sizeof b, s->budget_left);
 		fprintf(f, "Budget: %s, left %s\n", a, b);
-	} else
+	} else if (s->n_budgets == 0)
 		fprintf(f, "Budget: none\n");
 	for (i = 0; i < s->n_budgets; i++) {
+		/* max_budget is also the budget "all" in money for ever: shown once. */
+		if (s->has_max_budget && strcmp(s->budgets[i].scope, "all") == 0 &&
+		    strcmp(s->budgets[i].unit, "money") == 0 &&
+		    strcmp(s->budgets[i].period, "ever") == 0 &&
+		    s->budgets[i].limit == s->max_budget)
+			continue;
 		if (strcmp(s->budgets[i].unit, "money") == 0) {
 			render_money(a, sizeof a, s->budgets[i].used);
 			render_money(b, sizeof b, s->budgets[i].limit);
@@ -447,6 +516,45 @@ render_models(FILE *f, const struct ollm_models *m)
 			fputc('\n', f);
 		}
 	}
+}
+
+/* The upstreams as the models op's JSON on f; -1 on failure. */
+int
+render_models_json(FILE *f, const struct ollm_models *m)
+{
+	json_t *root, *ups, *u, *names;
+	size_t i, j;
+	int r;
+
+	if ((ups = json_array()) == NULL)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const struct ollm_upstream *x = &m->upstreams[i];
+
+		if ((names = json_array()) == NULL) {
+			json_decref(ups);
+			return -1;
+		}
+		for (j = 0; j < x->n_models; j++)
+			json_array_append_new(names, json_string(x->models[j]));
+		u = json_pack("{s:s, s:s, s:o, s:b, s:I, s:o}", "name", x->name,
+		    "base_url", x->base_url,
+		    "model", x->model != NULL ? json_string(x->model) : json_null(),
+		    "healthy", x->healthy, "in_flight", (json_int_t)x->in_flight,
+		    "models", names);
+		if (u == NULL || json_array_append_new(ups, u) != 0) {
+			json_decref(ups);
+			return -1;
+		}
+	}
+	if ((root = json_pack("{s:o}", "upstreams", ups)) == NULL)
+		return -1;
+	r = json_dumpf(root, f, JSON_INDENT(2));
+	json_decref(root);
+	if (r != 0)
+		return -1;
+	fputc('\n', f);
+	return 0;
 }
 
 /* One line about a waiting chat: "waiting for rpm, 5.8 s", "retrying 2/5: connection refused". */

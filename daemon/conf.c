@@ -128,7 +128,7 @@ conf_error(struct conf_errors *e, int line, const char *fmt, ...)
 	e->len += n;
 }
 
-/* Fill an upstream with the defaults of DESIGN.md (MetaGPT's rpm of 10 included). */
+/* Fill an upstream with the defaults: no rpm limit, which a local server does not need. */
 static void
 conf_upstream_defaults(struct upstream_conf *u)
 {
@@ -138,7 +138,7 @@ conf_upstream_defaults(struct upstream_conf *u)
 	u->model = strdup("default");
 	u->api_key = strdup("sk-xxx");
 	u->tokenizer = strdup("cl100k_base");
-	u->rpm = 10;
+	u->rpm = 0;
 	u->max_concurrency = 8;
 	u->queue_max = 256;
 	u->queue_timeout = 60;
@@ -868,15 +868,40 @@ conf_free(struct conf *c)
 	free(c);
 }
 
+/* A user's own file: $XDG_CONFIG_HOME/openllmd/openllmd.conf, else under ~/.config. */
+static int
+conf_user_path(char *buf, size_t len)
+{
+	const char *env;
+	int n;
+
+	if ((env = getenv("XDG_CONFIG_HOME")) != NULL && *env == '/')
+		n = snprintf(buf, len, "%s/openllmd/openllmd.conf", env);
+	else if ((env = getenv("HOME")) != NULL && *env == '/')
+		n = snprintf(buf, len, "%s/.config/openllmd/openllmd.conf", env);
+	else
+		return -1;
+	return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
 const char *
 conf_default_path(const char *from_command_line)
 {
+	return conf_lookup_path(from_command_line, geteuid());
+}
+
+const char *
+conf_lookup_path(const char *from_command_line, uid_t euid)
+{
+	static char user[4096];
 	const char *env;
 
 	if (from_command_line != NULL)
 		return from_command_line;
 	if ((env = getenv("OPENLLMD_CONFIG")) != NULL && *env != '\0')
 		return env;
+	if (euid != 0 && conf_user_path(user, sizeof user) == 0 && access(user, F_OK) == 0)
+		return user;
 	if (access(SYSCONFDIR "/openllmd/openllmd.conf", F_OK) == 0)
 		return SYSCONFDIR "/openllmd/openllmd.conf";
 	return NULL;

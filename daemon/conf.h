@@ -93,8 +93,14 @@ void conf_free(struct conf *);
 void conf_upstream_copy(struct upstream_conf *dst, const struct upstream_conf *src);
 void conf_upstream_clear(struct upstream_conf *);
 
-/* The configuration file to use: -c, $OPENLLMD_CONFIG, then the system one if it exists. */
+/*
+ * The configuration file to use: -c, $OPENLLMD_CONFIG, then for a user other
+ * than root $XDG_CONFIG_HOME/openllmd/openllmd.conf (~/.config without it),
+ * then the system one, each only if it exists; NULL: built-in defaults.
+ */
 const char *conf_default_path(const char *from_command_line);
+/* The same for a given effective uid. */
+const char *conf_lookup_path(const char *from_command_line, uid_t euid);
 
 /* Every setting name the parser knows, NULL-terminated (for docs checks). */
 const char *const *conf_setting_names(void);

@@ -262,7 +262,7 @@ dispatch_stats(struct session *s, struct request *req)
 	int64_t uid = dispatch_visible_uid(s);
 
 	dispatch_result_init(&r, req);
-	if (ledger_stats_scoped(srv->ledger, req->u.stats.by, req->u.stats.since, uid,
+	if (ledger_stats_exact(srv->ledger, req->u.stats.by, req->u.stats.since, uid,
 	    &r.u.result.u.stats) == -1) {
 		if (errno == EINVAL)
 			session_send_error(s, req->id, "bad_request",

@@ -2723,6 +2723,161 @@ ledger_foreach_record(struct ledger *l, int64_t since_ms, ledger_record_cb cb, v
 	return 0;
 }
 
+/* The records of one day from an instant on, for ledger_stats_exact. */
+struct ledger_partial {
+	int64_t since_ms;
+	int64_t day;
+	uint64_t day_requests;      /* every record of that day seen in the journal */
+	struct ledger_row **rows;   /* one per record from since_ms on */
+	size_t n;
+	size_t cap;
+	bool oom;
+};
+
+/* Keep a record of the partial day as a row of its own. */
+static int
+ledger_partial_cb(const struct ledger_record *r, void *arg)
+{
+	struct ledger_partial *p = arg;
+	const char *model = r->model != NULL ? r->model : "";
+	const char *upstream = r->upstream != NULL ? r->upstream : "";
+	const char *tag = r->tag != NULL ? r->tag : "";
+	size_t lm = strlen(model), lu = strlen(upstream), lt = strlen(tag);
+	struct ledger_row *row, **grown;
+
+	if (ledger_day(r->time_ms) != p->day)
+		return 0;
+	p->day_requests++;
+	if (r->time_ms < p->since_ms)
+		return 0;
+	if (p->n == p->cap) {
+		size_t cap = p->cap == 0 ? 64 : p->cap * 2;
+		if ((grown = realloc(p->rows, cap * sizeof *grown)) == NULL)
+			goto oom;
+		p->rows = grown;
+		p->cap = cap;
+	}
+	if ((row = calloc(1, sizeof *row + lm + lu + lt + 3)) == NULL)
+		goto oom;
+	row->day = p->day;
+	row->uid = r->uid;
+	row->model = row->strings;
+	memcpy(row->model, model, lm + 1);
+	row->upstream = row->model + lm + 1;
+	memcpy(row->upstream, upstream, lu + 1);
+	row->tag = row->upstream + lu + 1;
+	memcpy(row->tag, tag, lt + 1);
+	row->c.requests = 1;
+	row->c.errors = r->status != LEDGER_DONE;
+	row->c.prompt_tokens = r->prompt_tokens > 0 ? (uint64_t)r->prompt_tokens : 0;
+	row->c.completion_tokens = r->completion_tokens > 0 ? (uint64_t)r->completion_tokens : 0;
+	row->c.total_tokens = ledger_sat_add(row->c.prompt_tokens, row->c.completion_tokens);
+	row->c.estimated = r->estimated;
+	row->c.cost = isfinite(r->cost) && r->cost > 0 ? r->cost : 0;
+	p->rows[p->n++] = row;
+	return 0;
+oom:
+	p->oom = true;
+	return 1;
+}
+
+/* Free the rows of a partial day. */
+static void
+ledger_partial_clear(struct ledger_partial *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		free(p->rows[i]);
+	free(p->rows);
+	p->rows = NULL;
+	p->n = p->cap = 0;
+}
+
+/* Answer a stats query from an exact instant: whole days from the rows, the first day's part from the journal; maps count only uid's (-1: all). */
+int
+ledger_stats_exact(struct ledger *l, const char *by, int64_t since, int64_t uid,
+    struct stats_result *out)
+{
+	struct ledger_partial p;
+	struct ledger_row **sel = NULL;
+	struct counters_map *maps[4];
+	bool want[4] = { false, false, false, false };
+	uint64_t day_rows = 0;
+	size_t n = 0;
+	char cause[256];
+
+	if (since < 0 || since <= l->since || since % 86400 == 0 || since > INT64_MAX / 1000)
+		return ledger_stats_scoped(l, by, since <= l->since ? -1 : since, uid, out);
+	if (by == NULL)
+		want[DIM_MODEL] = want[DIM_USER] = want[DIM_TAG] = true;
+	else if (strcmp(by, "model") == 0)
+		want[DIM_MODEL] = true;
+	else if (strcmp(by, "user") == 0)
+		want[DIM_USER] = true;
+	else if (strcmp(by, "tag") == 0)
+		want[DIM_TAG] = true;
+	else if (strcmp(by, "day") == 0)
+		want[DIM_DAY] = true;
+	else {
+		errno = EINVAL;
+		return -1;
+	}
+
+	memset(&p, 0, sizeof p);
+	p.since_ms = since * 1000;
+	p.day = since / 86400;
+	if (ledger_foreach_record(l, p.day * 86400 * 1000, ledger_partial_cb, &p, cause,
+	    sizeof cause) == -1 || p.oom) {
+		ledger_partial_clear(&p);
+		if (p.oom)
+			goto oom;
+		log_warn("stats since %lld: %s; counting the whole day", (long long)since, cause);
+		return ledger_stats_scoped(l, by, since, uid, out);
+	}
+	for (size_t i = 0; i < l->n_rows; i++)
+		if (l->rows[i]->day == p.day)
+			day_rows = ledger_sat_add(day_rows, l->rows[i]->c.requests);
+	if (day_rows != p.day_requests) {
+		/* Retention has removed some of that day's records: whole days it is. */
+		ledger_partial_clear(&p);
+		return ledger_stats_scoped(l, by, since, uid, out);
+	}
+
+	memset(out, 0, sizeof *out);
+	out->max_budget = out->budget_left = NAN;
+	out->since = since;
+	maps[DIM_MODEL] = &out->by_model;
+	maps[DIM_USER] = &out->by_user;
+	maps[DIM_TAG] = &out->by_tag;
+	maps[DIM_DAY] = &out->by_day;
+	if (l->n_rows + p.n > 0 && (sel = calloc(l->n_rows + p.n, sizeof *sel)) == NULL)
+		goto oom;
+	for (size_t i = 0; i < l->n_rows; i++) {
+		if (l->rows[i]->day <= p.day)
+			continue;
+		ledger_counters_add(&out->total, &l->rows[i]->c);
+		if (uid < 0 || (uint64_t)uid == l->rows[i]->uid)
+			sel[n++] = l->rows[i];
+	}
+	for (size_t i = 0; i < p.n; i++) {
+		ledger_counters_add(&out->total, &p.rows[i]->c);
+		if (uid < 0 || (uint64_t)uid == p.rows[i]->uid)
+			sel[n++] = p.rows[i];
+	}
+	for (int d = 0; d < 4; d++)
+		if (want[d] && ledger_group(sel, n, (enum ledger_dim)d, maps[d]) == -1)
+			goto oom;
+	free(sel);
+	ledger_partial_clear(&p);
+	return 0;
+
+oom:
+	free(sel);
+	ledger_partial_clear(&p);
+	ledger_stats_clear(out);
+	errno = ENOMEM;
+	return -1;
+}
+
 /* Offsets of the valid records of one buffer, collected by a forward scan. */
 struct ledger_offsets {
 	struct ledger_scan *sc;

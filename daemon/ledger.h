@@ -161,6 +161,18 @@ int ledger_stats(struct ledger *, const char *by, int64_t since, struct stats_re
 int ledger_stats_scoped(struct ledger *, const char *by, int64_t since, int64_t uid,
     struct stats_result *out);
 
+/*
+ * As ledger_stats, but since is exact: whole UTC days after the one holding
+ * since come from the aggregates, and that day's part from since on from the
+ * journal's records (ledger_foreach_record). When retention has already
+ * removed some of that day's records, or the journal cannot be read, the
+ * whole day is counted and out->since says so. out->since is the later of
+ * the ledger's start and the instant counted from. The maps count only the
+ * rows of uid (-1: all), as ledger_stats_scoped; total counts every row.
+ */
+int ledger_stats_exact(struct ledger *, const char *by, int64_t since, int64_t uid,
+    struct stats_result *out);
+
 /* Free what a stats_result holds (maps, and budgets with their strings) and zero it. */
 void ledger_stats_clear(struct stats_result *);
 

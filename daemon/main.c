@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,10 +41,13 @@ usage(FILE *out)
 {
 	fprintf(out,
 	    "usage: openllmd [-c FILE] [-f] [-t] [-v] [-V]\n"
-	    "  -c FILE  configuration file (default: $OPENLLMD_CONFIG, then\n"
+	    "  -c FILE  configuration file (default: $OPENLLMD_CONFIG, then, when not\n"
+	    "           root, $XDG_CONFIG_HOME/openllmd/openllmd.conf, then\n"
 	    "           " SYSCONFDIR "/openllmd/openllmd.conf, then built-in defaults)\n"
 	    "  -f       stay in the foreground and log to stderr\n"
-	    "  -t       check the configuration, print FILE:LINE: message for each problem, exit\n"
+	    "  -t       check the configuration as a start would (tokenizers, state_dir,\n"
+	    "           socket directory) without starting; print FILE:LINE: message for\n"
+	    "           each problem; exit 0, or 78 when there is any\n"
 	    "  -v       more verbose logging (debug)\n"
 	    "  -V       print the version and exit\n"
 	    "  -h       this help\n"
@@ -421,6 +426,110 @@ daemonize(void)
 	}
 }
 
+/* The nearest directory of path that exists, in buf; -1 when none can be named. */
+static int
+check_existing_parent(const char *path, char *buf, size_t len)
+{
+	struct stat st;
+	char *slash;
+
+	if ((size_t)snprintf(buf, len, "%s", path) >= len)
+		return -1;
+	while (stat(buf, &st) == -1) {
+		if ((errno != ENOENT && errno != ENOTDIR) || (slash = strrchr(buf, '/')) == NULL)
+			return -1;
+		if (slash == buf)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return 0;
+}
+
+/* Whether the directory dir exists and is writable, or could be created; cause when not. */
+static int
+check_dir_usable(const char *dir, char *cause, size_t cause_len)
+{
+	char near[4096];
+	struct stat st;
+
+	if (check_existing_parent(dir, near, sizeof near) == -1) {
+		snprintf(cause, cause_len, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (stat(near, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		snprintf(cause, cause_len, "%s: %s is not a directory", dir, near);
+		return -1;
+	}
+	if (access(near, W_OK | X_OK) == -1) {
+		snprintf(cause, cause_len, "%s: %s is not writable: %s", dir, near,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * What a start would refuse beyond the file's syntax: tokenizers that do not
+ * load, a state directory or socket directory that cannot be made or written,
+ * a socket path too long. Nothing is created or bound. Problems are appended
+ * to *errors as "FILE: message" lines; the number of problems is returned.
+ */
+static int
+check_runtime(const struct conf *conf, const char *file, char **errors)
+{
+	char cause[9000], line[12000], dir[4096], *slash, *grown;
+	struct sockaddr_un sun;
+	struct tokenizer *t;
+	size_t have = *errors != NULL ? strlen(*errors) : 0, n;
+	int problems = 0;
+
+	for (size_t i = 0; i < conf->n_upstreams + 2; i++) {
+		line[0] = '\0';
+		if (i < conf->n_upstreams) {
+			/* An earlier upstream with the same tokenizer was already checked. */
+			size_t j;
+			for (j = 0; j < i; j++)
+				if (strcmp(conf->upstreams[j].tokenizer, conf->upstreams[i].tokenizer) == 0)
+					break;
+			if (j < i)
+				continue;
+			if ((t = tokenizer_load(conf->upstreams[i].tokenizer, cause, sizeof cause)) != NULL)
+				tokenizer_free(t);
+			else
+				snprintf(line, sizeof line, "%s: upstream %s: tokenizer %s: %s\n", file,
+				    conf->upstreams[i].name, conf->upstreams[i].tokenizer, cause);
+		} else if (i == conf->n_upstreams) {
+			if (check_dir_usable(conf->state_dir, cause, sizeof cause) == -1)
+				snprintf(line, sizeof line, "%s: state_dir %s\n", file, cause);
+		} else if (getenv("LISTEN_FDS") == NULL) {
+			if (strlen(conf->socket_path) >= sizeof sun.sun_path)
+				snprintf(line, sizeof line, "%s: socket path too long (at most %zu bytes): %s\n",
+				    file, sizeof sun.sun_path - 1, conf->socket_path);
+			else {
+				snprintf(dir, sizeof dir, "%s", conf->socket_path);
+				if ((slash = strrchr(dir, '/')) != NULL)
+					*slash = '\0';
+				if (slash == NULL || dir[0] == '\0')
+					snprintf(dir, sizeof dir, "%s", slash != NULL ? "/" : ".");
+				if (check_dir_usable(dir, cause, sizeof cause) == -1)
+					snprintf(line, sizeof line, "%s: socket %s: directory %s\n", file,
+					    conf->socket_path, cause);
+			}
+		}
+		if (line[0] == '\0')
+			continue;
+		problems++;
+		n = strlen(line);
+		if ((grown = realloc(*errors, have + n + 1)) == NULL)
+			continue;
+		memcpy(grown + have, line, n + 1);
+		*errors = grown;
+		have += n;
+	}
+	return problems;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -468,10 +577,12 @@ main(int argc, char **argv)
 	memset(&srv, 0, sizeof srv);
 	srv.conf_path = (char *)conf_default_path(conf_arg);
 	srv.conf = conf_load(srv.conf_path, &errors);
-	if (srv.conf == NULL) {
+	if (srv.conf == NULL || check_runtime(srv.conf, srv.conf_path != NULL ?
+	    srv.conf_path : "(built-in defaults)", &errors) > 0) {
 		fputs(errors ? errors : "configuration invalid\n", check_only ? stdout : stderr);
 		free(errors);
-		return 1;
+		conf_free(srv.conf);
+		return EX_CONFIG;
 	}
 	if (check_only) {
 		printf("%s: configuration OK\n", srv.conf_path ? srv.conf_path : "(built-in defaults)");

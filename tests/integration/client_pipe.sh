@@ -197,7 +197,10 @@ run 0 "$OLLMCTL" stats --json --by tag
 py "
 s = json.loads(out)
 assert s['by_model'] == {} and s['by_user'] == {} and 't1' in s['by_tag'], s"
-run 0 "$OLLMCTL" stats --json --since "@$(($(date +%s) + 86400))"
+run 64 "$OLLMCTL" stats --json --since "@$(($(date +%s) + 86400))"
+grep -q "in the future" "$TEST_DIR/err" || fail "a future --since: $(cat "$TEST_DIR/err")"
+sleep 1.1
+run 0 "$OLLMCTL" stats --json --since "@$(date +%s)"
 py "
 s = json.loads(out)
 assert s['total']['requests'] == 0, s['total']"

@@ -205,10 +205,29 @@ say "back again"
 wait_screen "echo: back again"
 wait_prompt
 
-# A model no upstream serves: one line, the session goes on.
+# A model no upstream serves is refused at once, naming those served; the
+# model stays what it was.
 say "/model down-model"
+wait_screen 'no upstream serves "down-model"; model unchanged. Served: fake-model'
 say "nobody there"
-wait_screen "error: unknown model"
+wait_screen "echo: nobody there"
+wait_prompt
+body "assert b['model'] == 'fake-model', b['model']"
+
+# /max-tokens: sent with each request; a reply cut by it says so.
+say "/max-tokens 2"
+wait_screen "max-tokens: 2"
+say "[[words=10]]"
+wait_screen "note: the reply was cut at max_tokens (2); /max-tokens N raises it"
+wait_prompt
+body "assert b.get('max_tokens', b.get('max_completion_tokens')) == 2, b"
+say "/max-tokens 0"
+wait_screen "max-tokens: the model server's default"
+
+# A tool call is printed: its name and arguments.
+say "weather? [[tools=1]]"
+wait_screen 'tool call: get_weather({"location": "Paris", "unit": "celsius"})'
+wait_prompt
 say "/model fake-model"
 say "history marker"
 wait_screen "echo: history marker"
@@ -231,4 +250,15 @@ wait_prompt
 say "/exit"
 wait_for_line "$TEST_DIR/repl.status" 10
 [ "$(cat "$TEST_DIR/repl.status")" = "0" ] || fail "/exit: exit $(cat "$TEST_DIR/repl.status")"
+
+# NO_COLOR: no escape sequences for dim text, even on a terminal.
+NO_COLOR=1
+export NO_COLOR
+start_repl -m fake-model
+say "plain [[reasoning=3]]"
+wait_screen "echo: plain"
+wait_prompt
+tm capture-pane -p -e -J -S - -t 0 | grep -q "$(printf '\033')\[2m" &&
+    { screen; fail "NO_COLOR: the reasoning is still dimmed"; }
+unset NO_COLOR
 tm kill-server

@@ -56,6 +56,8 @@ rm -rf "$TEST_DIR/state"
 budgets='budgets = ( { scope = "user"; who = "root"; unit = "tokens"; limit = 1000000; },
   { scope = "user"; who = "nobody"; unit = "tokens"; limit = 1000000; } );'
 start_daemon 'socket_mode = "0666";' "$budgets"
+sleep 1                         # after the ledger began: --since below is exact
+since=$(date +%s)
 "$PYTHON" "$test_py" identity
 # ollmctl as nobody: root's daemon is trusted, and stats shows nobody's own rows
 setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups "$OLLMCTL" stats --json > "$TEST_DIR/out" ||
@@ -63,6 +65,16 @@ setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups "$OLLMCTL" stats --js
 "$PYTHON" - "$TEST_DIR/out" "$NOBODY" <<'PY' || fail "ollmctl stats as nobody: $(cat "$TEST_DIR/out")"
 import json, sys
 s = json.load(open(sys.argv[1]))
+assert list(s["by_user"]) == [sys.argv[2]], s["by_user"]
+assert s["total"]["requests"] == 2, s["total"]
+PY
+# the same from an exact instant (the day's part read from the journal)
+setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups "$OLLMCTL" stats --json --since "@$since" \
+    > "$TEST_DIR/out" || fail "ollmctl stats --since @$since as nobody: $(cat "$TEST_DIR/out")"
+"$PYTHON" - "$TEST_DIR/out" "$NOBODY" "$since" <<'PY' || fail "ollmctl stats --since as nobody: $(cat "$TEST_DIR/out")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["since"] == int(sys.argv[3]), s["since"]
 assert list(s["by_user"]) == [sys.argv[2]], s["by_user"]
 assert s["total"]["requests"] == 2, s["total"]
 PY

@@ -14,6 +14,7 @@ for f in "$prefix/sbin/openllmd" "$prefix/bin/ollmctl" "$prefix/include/ollm.h" 
 	"$prefix/lib/sysusers.d/openllmd.conf" "$prefix/lib/tmpfiles.d/openllmd.conf" \
 	"$prefix/share/man/man8/openllmd.8" "$prefix/share/man/man5/openllmd.conf.5" \
 	"$prefix/share/man/man1/ollmctl.1" "$prefix/share/bash-completion/completions/ollmctl" \
+	"$prefix/share/zsh/site-functions/_ollmctl" "$prefix/share/fish/vendor_completions.d/ollmctl.fish" \
 	"$prefix/share/doc/openllmd/examples/openllmd.conf.example"; do
 	[ -e "$dest$f" ] || fail "not installed: $f"
 done
@@ -25,7 +26,10 @@ write_config
 export OPENLLMD_TOKENIZER_DIR="$dest$prefix/share/openllmd/tokenizers"
 OPENLLMD_SOCKET="$TEST_DIR/openllmd.sock"
 export OPENLLMD_SOCKET
-"$dest$prefix/sbin/openllmd" -t -c "$dest$prefix/share/doc/openllmd/examples/openllmd.conf.example" >/dev/null ||
+# (its state_dir moved here: -t checks that it could be created)
+sed "s|\"/var/lib/openllmd\"|\"$TEST_DIR/example-state\"|" \
+    "$dest$prefix/share/doc/openllmd/examples/openllmd.conf.example" > "$TEST_DIR/example.conf"
+"$dest$prefix/sbin/openllmd" -t -c "$TEST_DIR/example.conf" >/dev/null ||
 	fail "the installed example does not load"
 "$dest$prefix/sbin/openllmd" -f -c "$CONF" >>"$TEST_DIR/daemon.log" 2>&1 &
 DAEMON_PID=$!

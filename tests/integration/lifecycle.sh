@@ -4,14 +4,35 @@
 openllmd="$top_builddir/daemon/openllmd"
 start_fake_upstream -q -m fake-model
 
-# -t: every problem as FILE:LINE: message, exit 1; a good file exits 0
+# -t: every problem as FILE:LINE: message, exit 78 (EX_CONFIG); a good file exits 0
 bad="$TEST_DIR/bad.conf"
 printf 'log_level = "info";\nrpm = -1;\nbogus = 1;\n' > "$bad"
-out=$("$openllmd" -t -c "$bad") && fail "-t accepted a bad file"
+rc=0; out=$("$openllmd" -t -c "$bad") || rc=$?
+[ "$rc" -eq 78 ] || fail "-t on a bad file must exit 78, not $rc"
 echo "$out" | grep -qx "$bad:2: rpm must be >= 0" || fail "-t output: $out"
 echo "$out" | grep -qx "$bad:3: unknown setting \"bogus\"" || fail "-t output: $out"
+rc=0; "$openllmd" -f -c "$bad" 2>/dev/null || rc=$?
+[ "$rc" -eq 78 ] || fail "a start on a bad file must exit 78, not $rc"
 write_config
 "$openllmd" -t -c "$CONF" >/dev/null || fail "-t refused a good file"
+
+# -t catches what a start would refuse: a tokenizer that does not load, a
+# state_dir or a socket directory that cannot be made; and creates nothing.
+: > "$TEST_DIR/plainfile"
+UPSTREAM_EXTRA='tokenizer = "no_such_encoding";' write_config
+sed -i -e "s|^socket = .*|socket = \"$TEST_DIR/plainfile/run/s.sock\";|" \
+    -e "s|^state_dir = .*|state_dir = \"$TEST_DIR/plainfile/state\";|" "$CONF"
+rc=0; out=$(OPENLLMD_SOCKET= "$openllmd" -t -c "$CONF") || rc=$?
+[ "$rc" -eq 78 ] || fail "-t passed a broken start (exit $rc): $out"
+echo "$out" | grep -q "^$CONF: upstream fake: tokenizer no_such_encoding: " || fail "-t tokenizer: $out"
+echo "$out" | grep -q "^$CONF: state_dir $TEST_DIR/plainfile/state: .* is not a directory" ||
+	fail "-t state_dir: $out"
+echo "$out" | grep -q "^$CONF: socket $TEST_DIR/plainfile/run/s.sock: directory .* is not a directory" ||
+	fail "-t socket: $out"
+rc=0; OPENLLMD_SOCKET= "$openllmd" -f -c "$CONF" 2>"$TEST_DIR/broken.log" || rc=$?
+[ "$rc" -eq 78 ] || fail "a start with a missing tokenizer must exit 78, not $rc"
+grep -q "tokenizer no_such_encoding" "$TEST_DIR/broken.log" || fail "start: $(cat "$TEST_DIR/broken.log")"
+write_config
 "$openllmd" -V | grep -q "^openllmd [0-9]" || fail "-V"
 rc=0; "$openllmd" -x 2>/dev/null || rc=$?
 [ "$rc" -eq 64 ] || fail "a bad option must exit 64, not $rc"

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/conf.h"
@@ -50,7 +51,7 @@ START_TEST(test_defaults)
 	ck_assert_ptr_nonnull(c);
 	ck_assert_uint_eq(c->n_upstreams, 1);
 	ck_assert_str_eq(c->upstreams[0].base_url, "http://127.0.0.1:8080/v1");
-	ck_assert_int_eq(c->upstreams[0].rpm, 10);
+	ck_assert_int_eq(c->upstreams[0].rpm, 0);      /* no limit unless asked */
 	ck_assert_str_eq(c->upstreams[0].tokenizer, "cl100k_base");
 	ck_assert(c->calc_usage);
 	ck_assert(c->max_budget == 10.0);
@@ -120,7 +121,7 @@ START_TEST(test_upstreams)
 	char *errors;
 	const char *p = write_conf(
 	    "upstreams = (\n"
-	    "  { name = \"a\"; base_url = \"http://127.0.0.1:1/v1\"; model = \"m\"; rpm = 0;\n"
+	    "  { name = \"a\"; base_url = \"http://127.0.0.1:1/v1\"; model = \"m\"; rpm = 10;\n"
 	    "    max_concurrency = 2; prompt_price = 0.5; completion_price = 1; },\n"
 	    "  { name = \"b\"; base_url = \"https://h/v1\"; model = \"m\"; timeout = 1.5; }\n"
 	    ");\n");
@@ -129,11 +130,11 @@ START_TEST(test_upstreams)
 	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
 	ck_assert_uint_eq(c->n_upstreams, 2);
 	ck_assert_str_eq(c->upstreams[0].name, "a");
-	ck_assert_int_eq(c->upstreams[0].rpm, 0);
+	ck_assert_int_eq(c->upstreams[0].rpm, 10);
 	ck_assert_int_eq(c->upstreams[0].max_concurrency, 2);
 	ck_assert(c->upstreams[0].prompt_price == 0.5);
 	ck_assert(c->upstreams[0].completion_price == 1.0);
-	ck_assert_int_eq(c->upstreams[1].rpm, 10);
+	ck_assert_int_eq(c->upstreams[1].rpm, 0);
 	ck_assert(c->upstreams[1].timeout == 1.5);
 	conf_free(c);
 }
@@ -374,6 +375,42 @@ START_TEST(test_example_and_manual)
 }
 END_TEST
 
+/* A user's daemon reads its own file under $XDG_CONFIG_HOME; root, -c and $OPENLLMD_CONFIG win. */
+START_TEST(test_user_config_path)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char home[256], dir[300], file[340];
+	const char *p;
+	FILE *f;
+
+	snprintf(home, sizeof home, "%s/check_conf_xdg.XXXXXX", tmp);
+	ck_assert_ptr_nonnull(mkdtemp(home));
+	snprintf(dir, sizeof dir, "%s/openllmd", home);
+	snprintf(file, sizeof file, "%s/openllmd.conf", dir);
+	setenv("XDG_CONFIG_HOME", home, 1);
+	unsetenv("OPENLLMD_CONFIG");
+
+	/* Not there yet: not chosen. */
+	p = conf_lookup_path(NULL, 1000);
+	ck_assert(p == NULL || strcmp(p, file) != 0);
+
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_ptr_nonnull(f = fopen(file, "w"));
+	fclose(f);
+	ck_assert_str_eq(conf_lookup_path(NULL, 1000), file);
+	p = conf_lookup_path(NULL, 0);
+	ck_assert(p == NULL || strcmp(p, file) != 0);
+	ck_assert_str_eq(conf_lookup_path("/x.conf", 1000), "/x.conf");
+	setenv("OPENLLMD_CONFIG", "/y.conf", 1);
+	ck_assert_str_eq(conf_lookup_path(NULL, 1000), "/y.conf");
+	unsetenv("OPENLLMD_CONFIG");
+	unsetenv("XDG_CONFIG_HOME");
+	unlink(file);
+	rmdir(dir);
+	rmdir(home);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -395,6 +432,7 @@ main(void)
 	tcase_add_test(tc, test_http_settings);
 	tcase_add_test(tc, test_http_errors);
 	tcase_add_test(tc, test_setting_names);
+	tcase_add_test(tc, test_user_config_path);
 	tcase_add_test(tc, test_client_limits_and_visibility);
 	tcase_add_test(tc, test_example_and_manual);
 	suite_add_tcase(s, tc);

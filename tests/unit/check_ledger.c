@@ -1321,6 +1321,120 @@ START_TEST(test_stats_dimensions)
 }
 END_TEST
 
+/* stats from an instant inside a day: that day's part counted from the journal. */
+START_TEST(test_stats_exact_since)
+{
+	struct ledger *l = open_ok(sdir, NULL);
+	struct stats_result s;
+	struct counters want, sum;
+	int64_t base = base_ms / 1000, since;
+	int n = 500;                /* records every 7 minutes over 2.4 days */
+
+	for (int i = 0; i < n; i++)
+		append_ok(l, i);
+
+	/* Just after record 10: 11.. count, and the heading is the instant. */
+	since = base + 10 * 7 * 60 + 1;
+	ck_assert_int_eq(ledger_stats_exact(l, NULL, since, -1, &s), 0);
+	ck_assert_int_eq(s.since, since);
+	want = expect(11, n, -1);
+	counters_eq(&s.total, &want);
+	memset(&sum, 0, sizeof sum);
+	for (size_t i = 0; i < s.by_model.n; i++)
+		sum.requests += s.by_model.entries[i].c.requests;
+	ck_assert_uint_eq(sum.requests, want.requests);
+	ledger_stats_clear(&s);
+
+	/* At a record's own time, it counts; per day, the first day is partial. */
+	since = base + 20 * 7 * 60;
+	ck_assert_int_eq(ledger_stats_exact(l, "day", since, -1, &s), 0);
+	want = expect(20, n, -1);
+	counters_eq(&s.total, &want);
+	ck_assert_uint_eq(s.by_day.n, 3);
+	want = expect(20, 206, -1);             /* record 206 is the first of day 2 */
+	counters_eq(&s.by_day.entries[0].c, &want);
+	ledger_stats_clear(&s);
+
+	/* Inside the second day. */
+	since = base + 86400 + 5;
+	ck_assert_int_eq(ledger_stats_exact(l, "user", since, -1, &s), 0);
+	want = expect(206, n, -1);
+	counters_eq(&s.total, &want);
+	ledger_stats_clear(&s);
+
+	/* A whole day, and before the ledger began: as ledger_stats. */
+	ck_assert_int_eq(ledger_stats_exact(l, NULL, base, -1, &s), 0);
+	want = expect(0, n, -1);
+	counters_eq(&s.total, &want);
+	ck_assert_int_eq(s.since, base);
+	ledger_stats_clear(&s);
+	ck_assert_int_eq(ledger_stats_exact(l, NULL, 0, -1, &s), 0);
+	counters_eq(&s.total, &want);
+	ck_assert_int_eq(s.since, ledger_since(l));
+	ledger_stats_clear(&s);
+	ck_assert_int_eq(ledger_stats_exact(l, "week", since, -1, &s), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ledger_close(l);
+}
+END_TEST
+
+/* An exact since scoped to a uid: the maps count that uid's rows of both the partial day and the whole days, the total everyone's. */
+START_TEST(test_stats_exact_since_scoped)
+{
+	struct ledger *l = open_ok(sdir, NULL);
+	struct stats_result s;
+	struct counters want;
+	int64_t base = base_ms / 1000, since = base + 10 * 7 * 60 + 1;
+	uint64_t mine = 0, days = 0;
+	int n = 500;
+
+	for (int i = 0; i < n; i++)
+		append_ok(l, i);
+	for (int i = 11; i < n; i++)
+		mine += i % 3 == 1;
+	ck_assert_int_eq(ledger_stats_exact(l, "user", since, 1000, &s), 0);
+	ck_assert_int_eq(s.since, since);
+	want = expect(11, n, -1);
+	counters_eq(&s.total, &want);
+	ck_assert_uint_eq(s.by_user.n, 1);
+	ck_assert_str_eq(s.by_user.entries[0].key, "1000");
+	ck_assert_uint_eq(s.by_user.entries[0].c.requests, mine);
+	ledger_stats_clear(&s);
+	ck_assert_int_eq(ledger_stats_exact(l, "day", since, 1000, &s), 0);
+	ck_assert_uint_eq(s.by_day.n, 3);
+	for (size_t i = 0; i < s.by_day.n; i++)
+		days += s.by_day.entries[i].c.requests;
+	ck_assert_uint_eq(days, mine);
+	ledger_stats_clear(&s);
+	ck_assert_int_eq(ledger_stats_exact(l, "model", since, 4242, &s), 0);
+	ck_assert_uint_eq(s.by_model.n, 0);
+	counters_eq(&s.total, &want);
+	ledger_stats_clear(&s);
+	ledger_close(l);
+}
+END_TEST
+
+/* When retention has removed the day's records, the whole day is counted, and says so. */
+START_TEST(test_stats_exact_since_after_retention)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_NO, 0, 0);
+	struct ledger *l = open_ok(sdir, &o);
+	struct stats_result s;
+	struct counters want;
+	int64_t base = base_ms / 1000;
+
+	for (int i = 0; i < 50; i++)
+		append_ok(l, i);
+	ck_assert_int_eq(ledger_snapshot(l, NULL, 0), 0);      /* folded, and deleted */
+	ck_assert_int_eq(ledger_stats_exact(l, NULL, base + 10 * 7 * 60 + 1, -1, &s), 0);
+	ck_assert_int_eq(s.since, base);
+	want = expect(0, 50, -1);
+	counters_eq(&s.total, &want);
+	ledger_stats_clear(&s);
+	ledger_close(l);
+}
+END_TEST
+
 START_TEST(test_history)
 {
 	struct ledger *l = open_ok(sdir, NULL);
@@ -1693,6 +1807,9 @@ ledger_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_basics);
+	tcase_add_test(tc, test_stats_exact_since);
+	tcase_add_test(tc, test_stats_exact_since_scoped);
+	tcase_add_test(tc, test_stats_exact_since_after_retention);
 	tcase_add_test(tc, test_reopen_identical);
 	tcase_add_loop_test(tc, test_crash_keeps_everything, 0, 2);
 	tcase_add_test(tc, test_torn_tail);

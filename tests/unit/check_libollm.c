@@ -1225,6 +1225,34 @@ START_TEST(test_parse_since)
 	ck_assert_int_eq(parse_since("@-5", now, &v), -1);
 	ck_assert_int_eq(parse_since("99999999999d", now, &v), -1);
 	ck_assert_int_eq(parse_since("", now, &v), -1);
+
+	/* A time of today, and ISO 8601 instants with Z or an offset. */
+	ck_assert_int_eq(parse_since("12:30", now, &v), 0);
+	ck_assert_int_eq(v, 1714521600 + 12 * 3600 + 30 * 60);
+	ck_assert_int_eq(parse_since("21:46:30", now, &v), 0);
+	ck_assert_int_eq(v, now - 10);
+	ck_assert_int_eq(parse_since("1h", now, &v), 0);
+	ck_assert_int_eq(v, now - 3600);
+	ck_assert_int_eq(parse_since("2024-05-01T12:30:15Z", now, &v), 0);
+	ck_assert_int_eq(v, 1714521600 + 12 * 3600 + 30 * 60 + 15);
+	ck_assert_int_eq(parse_since("2024-05-01T12:30:15.250Z", now, &v), 0);
+	ck_assert_int_eq(v, 1714521600 + 12 * 3600 + 30 * 60 + 15);
+	ck_assert_int_eq(parse_since("2024-05-01T14:30:15+02:00", now, &v), 0);
+	ck_assert_int_eq(v, 1714521600 + 12 * 3600 + 30 * 60 + 15);
+	ck_assert_int_eq(parse_since("2024-05-01T07:00-0530", now, &v), 0);
+	ck_assert_int_eq(v, 1714521600 + 12 * 3600 + 30 * 60);
+	ck_assert_int_eq(parse_since("2024-05-01T14:30+02", now, &v), 0);
+	ck_assert_int_eq(v, 1714521600 + 12 * 3600 + 30 * 60);
+	/* Later than now parses; cmd_stats refuses it. */
+	ck_assert_int_eq(parse_since("23:00", now, &v), 0);
+	ck_assert_int_gt(v, now);
+	ck_assert_int_eq(parse_since("24:00", now, &v), -1);
+	ck_assert_int_eq(parse_since("2024-05-01T12:30Q", now, &v), -1);
+	ck_assert_int_eq(parse_since("2024-05-01T12:30+25:00", now, &v), -1);
+	ck_assert_int_eq(parse_since("2024-05-01T12:30+02:61", now, &v), -1);
+	ck_assert_int_eq(parse_since("2024-05-01T12:30:1Z", now, &v), -1);
+	ck_assert_int_eq(parse_since("2024-05-01T12:30:15.Z", now, &v), -1);
+	ck_assert_int_eq(parse_since("1:30", now, &v), -1);
 }
 END_TEST
 
@@ -1415,6 +1443,81 @@ START_TEST(test_stats_table)
 }
 END_TEST
 
+/* max_budget is also in the budgets list (all, money, ever): it is shown once. */
+START_TEST(test_stats_budget_once)
+{
+	struct ollm_counters_entry models[2], users[1];
+	struct ollm_budget b[2];
+	struct ollm_stats s;
+	char *out = NULL, *p;
+	size_t len;
+	int n = 0;
+	FILE *f;
+
+	stats_sample(&s, models, users, &b[1]);
+	b[0].scope = (char *)"all";
+	b[0].unit = (char *)"money";
+	b[0].period = (char *)"ever";
+	b[0].limit = 100;
+	b[0].used = 12.5;
+	b[0].left = 87.5;
+	s.budgets = b;
+	s.n_budgets = 2;
+	f = open_memstream(&out, &len);
+	render_stats(f, &s, NULL);
+	fclose(f);
+	for (p = out; (p = strstr(p, "100.0000")) != NULL; p++)
+		n++;
+	ck_assert_msg(n == 1, "max_budget shown %d times:\n%s", n, out);
+	ck_assert_ptr_nonnull(strstr(out, "Budget tag:ci (tokens per day)"));
+	ck_assert_ptr_null(strstr(out, "Budget: none"));
+	free(out);
+}
+END_TEST
+
+/* stats --by day: bars proportional to tokens, in blocks or in ASCII. */
+START_TEST(test_day_chart)
+{
+	struct ollm_counters_entry days[3];
+	struct ollm_counters_map m = { days, 3 };
+	char *out = NULL, *l1, *l2, *l3;
+	size_t len;
+	FILE *f;
+
+	memset(days, 0, sizeof days);
+	days[0].key = (char *)"2024-05-03";
+	days[0].c.total_tokens = 1;
+	days[1].key = (char *)"2024-05-01";
+	days[1].c.total_tokens = 1000;
+	days[2].key = (char *)"2024-05-02";
+	days[2].c.total_tokens = 500;
+
+	f = open_memstream(&out, &len);
+	render_day_chart(f, &m, 0);
+	fclose(f);
+	ck_assert_ptr_nonnull(l1 = strstr(out, "\n2024-05-01  "));
+	ck_assert_ptr_nonnull(l2 = strstr(out, "\n2024-05-02  "));
+	ck_assert_ptr_nonnull(l3 = strstr(out, "\n2024-05-03  "));
+	ck_assert(l1 < l2 && l2 < l3);          /* by date */
+	ck_assert_ptr_nonnull(strstr(l1, "  ######################################## 1,000\n"));
+	ck_assert_ptr_nonnull(strstr(l2, "  #################### 500\n"));
+	ck_assert_ptr_nonnull(strstr(l3, "  . 1\n"));
+	ck_assert_ptr_null(strstr(out, "\xe2"));
+	free(out);
+
+	f = open_memstream(&out, &len);
+	render_day_chart(f, &m, 1);
+	fclose(f);
+	/* 40 full blocks; 20; and an eighth for the smallest day that is not zero. */
+	ck_assert_ptr_nonnull(strstr(out, "2024-05-01  \u2588\u2588\u2588\u2588\u2588\u2588"
+	    "\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588"
+	    "\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588\u2588"
+	    "\u2588\u2588\u2588\u2588\u2588\u2588 1,000\n"));
+	ck_assert_ptr_nonnull(strstr(out, "2024-05-03  \u258F 1\n"));
+	free(out);
+}
+END_TEST
+
 START_TEST(test_stats_json_shape)
 {
 	struct ollm_counters_entry models[2], users[1];
@@ -1525,6 +1628,8 @@ libollm_suite(void)
 	tcase_add_test(tc, test_durations_times_users);
 	tcase_add_test(tc, test_error_and_usage_lines);
 	tcase_add_test(tc, test_stats_table);
+	tcase_add_test(tc, test_stats_budget_once);
+	tcase_add_test(tc, test_day_chart);
 	tcase_add_test(tc, test_stats_json_shape);
 	tcase_add_test(tc, test_models_listing);
 	suite_add_tcase(s, tc);
