@@ -48,6 +48,8 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("stall_timeout", CONF_DOUBLE, stall_timeout, 0, 86400, NULL),
 	TOP("max_output_total", CONF_SIZE, max_output_total, 0, 1e12, NULL),
 	TOP("max_output_per_client", CONF_SIZE, max_output_per_client, 1024, 1e12, NULL),
+	TOP("fleet_postgres", CONF_STRING, fleet_postgres, 0, 0, NULL),
+	TOP("fleet_node", CONF_STRING, fleet_node, 0, 0, NULL),
 };
 
 static const struct conf_setting conf_upstream_settings[] = {
@@ -283,6 +285,10 @@ conf_store(struct conf_errors *e, const struct conf_setting *def, config_setting
 		}
 		if (*str == '\0' && strcmp(def->name, "api_key") != 0) {
 			conf_error(e, line, "%s must not be empty", def->name);
+			return;
+		}
+		if (strcmp(def->name, "fleet_node") == 0 && strlen(str) > 255) {
+			conf_error(e, line, "fleet_node is at most 255 bytes long");
 			return;
 		}
 		free(*(char **)field);
@@ -649,6 +655,8 @@ conf_free(struct conf *c)
 	free(c->state_dir);
 	free(c->fsync);
 	free(c->on_ledger_error);
+	free(c->fleet_postgres);
+	free(c->fleet_node);
 	free(c);
 }
 

@@ -58,6 +58,8 @@ struct conf {
 	double stall_timeout;       /* longest a chat waits for its client to read; 0: none */
 	size_t max_output_total;    /* bytes buffered for all clients together; 0: no cap */
 	size_t max_output_per_client;  /* a client this far behind is dropped */
+	char *fleet_postgres;       /* libpq conninfo; NULL: no fleet */
+	char *fleet_node;           /* this host's name in the fleet; NULL: the host name */
 	struct upstream_conf *upstreams;
 	size_t n_upstreams;
 	struct budget_conf *budgets;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/fleet.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
 #include "daemon/openllmd.h"
@@ -185,6 +186,10 @@ dispatch_stats(struct session *s, struct request *req)
 	struct server *srv = s->server;
 	struct reply r;
 
+	if (req->u.stats.fleet) {
+		fleet_stats(srv->fleet, s, req);
+		return;
+	}
 	dispatch_result_init(&r, req);
 	if (ledger_stats(srv->ledger, req->u.stats.by, req->u.stats.since, &r.u.result.u.stats) == -1) {
 		if (errno == EINVAL)

@@ -147,6 +147,7 @@ struct server {
 	uid_t own_uid;
 	double total_cost;
 	struct budgets *budgets;
+	struct fleet *fleet;        /* NULL: no fleet_postgres */
 };
 
 extern struct server *server;
