@@ -167,6 +167,20 @@ print("fleet stats: %d requests = %d (alpha) + %d (beta)" % (
     a["total"]["requests"] + b["total"]["requests"], a["total"]["requests"], b["total"]["requests"]))
 PY
 
+# ... and through ollmctl stats --fleet, as JSON and as tables
+OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" stats --fleet --json \
+    >"$TEST_DIR/fleet.json" || fail "ollmctl stats --fleet --json"
+$PYTHON - "$TEST_DIR/fleet.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert set(s["by_node"]) == {"alpha", "beta"}, s["by_node"]
+assert sum(c["requests"] for c in s["by_node"].values()) == s["total"]["requests"], s
+PY
+OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" stats --fleet >"$TEST_DIR/fleet.txt" ||
+	fail "ollmctl stats --fleet"
+grep -q "^ *alpha " "$TEST_DIR/fleet.txt" && grep -q "^ *beta " "$TEST_DIR/fleet.txt" ||
+	fail "no by-node table: $(cat "$TEST_DIR/fleet.txt")"
+
 # 5. a bad by is refused before the database is asked
 r=$(OPENLLMD_SOCKET="$TEST_DIR/beta.sock" $PYTHON -c '
 from olc import Conn
