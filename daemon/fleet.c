@@ -646,7 +646,7 @@ fleet_stats_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *
 	if (op->session == NULL)
 		return;
 	if (err != NULL || r == NULL) {
-		session_send_error(op->session, op->req_id, "unavailable",
+		session_send_error(op->session, op->req_id, "fleet_unavailable",
 		    "fleet stats: the database: %s", err ? err : "no answer");
 		return;
 	}
@@ -707,12 +707,12 @@ fleet_stats(struct fleet *f, struct session *s, const struct request *req)
 		return;
 	}
 	if (f == NULL) {
-		session_send_error(s, req->id, "bad_request",
-		    "fleet stats: no fleet is configured (fleet_postgres)");
+		session_send_error(s, req->id, "fleet_unavailable",
+		    "fleet stats: this daemon has no fleet (fleet_postgres is unset)");
 		return;
 	}
 	if (f->state != FLEET_READY) {
-		session_send_error(s, req->id, "unavailable",
+		session_send_error(s, req->id, "fleet_unavailable",
 		    "fleet stats: the database is not reachable now");
 		return;
 	}

@@ -137,7 +137,7 @@ $PYTHON - "$TEST_DIR/alpha.sock" <<'PY'
 import sys
 from olc import Conn
 r = Conn(sys.argv[1]).call("stats", fleet=True)
-assert r["type"] == "error" and r["code"] == "unavailable", r
+assert r["type"] == "error" and r["code"] == "fleet_unavailable", r
 print("fleet stats while the database is away: %s" % r["message"])
 PY
 pg_start
