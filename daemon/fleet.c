@@ -417,6 +417,12 @@ fleet_position_done(struct fleet *f, struct fleet_op *op, PGresult *r, const cha
 	f->incompatible = false;
 	f->shipped = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
 	f->positioned = true;
+	if (f->shipped > ledger_last_rid(f->srv->ledger))
+		log_error("fleet: the database holds records of node \"%s\" up to number %" PRIu64
+		    ", the local ledger only up to %" PRIu64 ": another daemon uses this "
+		    "fleet_node, or the state directory is new; local records up to %" PRIu64
+		    " are not shipped", f->node, f->shipped, ledger_last_rid(f->srv->ledger),
+		    f->shipped);
 	log_debug("fleet: node \"%s\" shipped up to record %" PRIu64, f->node, f->shipped);
 	fleet_ship(f);
 }
@@ -542,7 +548,9 @@ fleet_ship(struct fleet *f)
 	if (ledger_foreach_after(f->srv->ledger, f->shipped, &from, fleet_batch_cb, &b,
 	    cause, sizeof cause) == -1)
 		log_warn("fleet: reading the journal: %s", cause);
-	if (b.n == 0 && ledger_pending(f->srv->ledger) == 0)
+	if (b.n == 0 && f->from_seq != 0)
+		f->from_seq = 0;        /* a reset numbers journal files from 1 again: read them all */
+	else if (b.n == 0 && ledger_pending(f->srv->ledger) == 0)
 		f->idle_at = ledger_last_rid(f->srv->ledger);  /* gone before shipping: reset, retention */
 	if (b.oom || b.n == 0)
 		goto drop;
