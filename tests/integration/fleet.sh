@@ -186,4 +186,20 @@ r=$(OPENLLMD_SOCKET="$TEST_DIR/beta.sock" $PYTHON -c '
 from olc import Conn
 print(Conn().call("stats", fleet=True, by="week").get("code"))')
 [ "$r" = bad_request ] || fail "by=week: $r"
+# 6. after a reset of alpha (its journal files are
+#    numbered from 1 again) new records are still shipped
+before=$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")
+r=$(OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON -c '
+from olc import Conn
+print(Conn().call("reset")["type"])')
+[ "$r" = result ] || fail "reset: $r"
+chats alpha 4
+i=0
+until [ "$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")" -eq $((before + 4)) ]; do
+	i=$((i + 1))
+	[ "$i" -le 100 ] || fail "after a reset: $(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'") records, want $((before + 4))"
+	sleep 0.1
+done
+[ "$(psql "SELECT count(DISTINCT seq) FROM ollm_usage WHERE node = 'alpha'")" -eq $((before + 4)) ] ||
+	fail "after a reset: numbers used twice"
 echo "fleet: ok"
