@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <libconfig.h>
+#include <libpq-fe.h>
 #include <pwd.h>
 
 #include "daemon/budget.h"
@@ -290,6 +291,18 @@ conf_store(struct conf_errors *e, const struct conf_setting *def, config_setting
 		if (strcmp(def->name, "fleet_node") == 0 && strlen(str) > 255) {
 			conf_error(e, line, "fleet_node is at most 255 bytes long");
 			return;
+		}
+		if (strcmp(def->name, "fleet_postgres") == 0) {
+			char *why = NULL;
+			PQconninfoOption *o = PQconninfoParse(str, &why);
+			if (o == NULL) {
+				size_t n = why != NULL ? strcspn(why, "\n") : 0;
+				conf_error(e, line, "fleet_postgres is not a PostgreSQL connection "
+				    "string: %.*s", (int)n, why != NULL ? why : "out of memory");
+				PQfreemem(why);
+				return;
+			}
+			PQconninfoFree(o);
 		}
 		free(*(char **)field);
 		*(char **)field = strdup(str);

@@ -68,6 +68,7 @@ struct fleet {
 	int64_t retry_ms;
 	int backoff_ms;
 	bool outage_logged;
+	bool flushing;              /* the statement is not all sent yet: wait for writable too */
 	struct fleet_op_list queue;
 	struct fleet_op *cur;
 	PGresult *last;
@@ -174,6 +175,7 @@ fleet_fail(struct fleet *f, const char *what, const char *err)
 	f->err = NULL;
 	f->state = FLEET_DOWN;
 	f->positioned = false;
+	f->flushing = false;
 	if ((op = f->cur) != NULL) {
 		f->cur = NULL;
 		op->done(f, op, NULL, msg);
@@ -214,7 +216,8 @@ fleet_pump(struct fleet *f)
 		fleet_fail(f, "sending a statement", PQerrorMessage(f->conn));
 		return;
 	}
-	fleet_watch(f, fl == 1 ? EV_READ | EV_WRITE : EV_READ);
+	f->flushing = fl == 1;
+	fleet_watch(f, f->flushing ? EV_READ | EV_WRITE : EV_READ);
 }
 
 /* Read what the server sent; finish the statement in flight once all its results are in. */
@@ -258,7 +261,8 @@ fleet_read(struct fleet *f)
 		fleet_fail(f, "idle connection", PQerrorMessage(f->conn));
 		return;
 	}
-	fleet_watch(f, EV_READ);        /* idle too: notice a server that goes away */
+	/* idle too: notice a server that goes away */
+	fleet_watch(f, f->flushing ? EV_READ | EV_WRITE : EV_READ);
 }
 
 /* --- connecting ----------------------------------------------------------- */
@@ -360,6 +364,7 @@ fleet_io_cb(evutil_socket_t fd, short what, void *arg)
 			fleet_watch(f, EV_READ | EV_WRITE);
 			return;
 		}
+		f->flushing = false;
 	}
 	fleet_read(f);
 }

@@ -202,4 +202,10 @@ until [ "$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")" -eq $((
 done
 [ "$(psql "SELECT count(DISTINCT seq) FROM ollm_usage WHERE node = 'alpha'")" -eq $((before + 4)) ] ||
 	fail "after a reset: numbers used twice"
+# 7. a clean stop with the connection up (under ASan: nothing leaks)
+for n in alpha beta; do
+	eval "pid=\$${n}_pid"
+	kill -TERM "$pid"
+	wait "$pid" || fail "$n exited with status $?"
+done
 echo "fleet: ok"

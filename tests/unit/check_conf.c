@@ -200,6 +200,8 @@ START_TEST(test_fleet)
 	}
 	expect_error("fleet_postgres = \"\";\n", "1: fleet_postgres must not be empty");
 	expect_error("fleet_postgres = 5;\n", "1: fleet_postgres must be a string");
+	expect_error("\n\nfleet_postgres = \"host=x bogus=1\";\n",
+	    "3: fleet_postgres is not a PostgreSQL connection string: invalid connection option \"bogus\"");
 }
 END_TEST
 
