@@ -202,7 +202,18 @@ until [ "$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")" -eq $((
 done
 [ "$(psql "SELECT count(DISTINCT seq) FROM ollm_usage WHERE node = 'alpha'")" -eq $((before + 4)) ] ||
 	fail "after a reset: numbers used twice"
-# 7. a clean stop with the connection up (under ASan: nothing leaks)
+# 7. without fleet_postgres nothing is connected, and fleet stats say why
+start_daemon
+$PYTHON - <<'PY'
+from olc import Conn
+r = Conn().call("stats", fleet=True)
+assert r["type"] == "error" and r["code"] == "fleet_unavailable" and "fleet_postgres" in r["message"], r
+assert Conn().call("stats")["type"] == "result"
+PY
+! grep -q "fleet:" "$TEST_DIR/daemon.log" || fail "a daemon without fleet_postgres spoke of a fleet"
+stop_daemon
+
+# 8. a clean stop with the connection up (under ASan: nothing leaks)
 for n in alpha beta; do
 	eval "pid=\$${n}_pid"
 	kill -TERM "$pid"
