@@ -615,7 +615,7 @@ static const char fleet_stats_sql[] =
     " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
     " coalesce(sum(prompt_tokens + completion_tokens), 0),"
     " count(*) FILTER (WHERE estimated), coalesce(sum(cost), 0),"
-    " (SELECT min(time) FROM u)"
+    " (SELECT floor(extract(epoch FROM min(time)) / 86400)::bigint * 86400 FROM u)"
     " FROM k GROUP BY dim, key, num ORDER BY dim, num, key COLLATE \"C\"";
 
 /* The row's counters. */
@@ -676,16 +676,9 @@ fleet_stats_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *
 		fleet_counters(r, i, &c);
 		if (strcmp(dim, "total") == 0) {
 			st->total = c;
-			if (op->top == UINT64_MAX && !PQgetisnull(r, i, 9)) {
-				/* the earliest record, as the start of its UTC day at the latest */
-				struct tm tm = { 0 };
-				const char *t = PQgetvalue(r, i, 9);
-				if (sscanf(t, "%d-%d-%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) == 3) {
-					tm.tm_year -= 1900;
-					tm.tm_mon -= 1;
-					st->since = (int64_t)timegm(&tm);
-				}
-			}
+			/* without since: the start of the UTC day of the earliest record */
+			if (op->top == UINT64_MAX && !PQgetisnull(r, i, 9))
+				st->since = strtoll(PQgetvalue(r, i, 9), NULL, 10);
 		} else if (strcmp(dim, "model") == 0) {
 			bad = fleet_map_add(&st->by_model, key, &c);
 		} else if (strcmp(dim, "user") == 0) {
