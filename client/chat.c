@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 #include <wchar.h>
 
@@ -49,7 +50,11 @@ struct chat {
 	char *last_user;                /* what /retry sends again */
 	size_t last_added;              /* turns the last exchange added */
 	int show_usage;
-	int repl;                       /* on a terminal (else a pipe) */
+	int repl;                       /* on a terminal (else a pipe or one prompt) */
+	int save;                       /* keep the conversation on disk */
+	int save_failed;                /* said once that it could not be saved */
+	char conv_id[72];               /* "" until it is first saved */
+	int64_t conv_created;
 	int colour;                     /* stdout is a terminal */
 
 	/* The reply being received. */
@@ -230,6 +235,55 @@ chat_drop_turns(struct chat *ch, size_t n)
 		free(ch->turns[--ch->n_turns].content);
 }
 
+/* A status frame: why the reply waits, on stderr. */
+static void
+chat_status_cb(struct ollm *c, uint64_t id, const struct ollm_status *st, void *arg)
+{
+	struct chat *ch = arg;
+	char line[512];
+
+	(void)c;
+	(void)id;
+	render_status(line, sizeof line, st);
+	if (ch->repl && isatty(STDERR_FILENO))
+		fprintf(stderr, CHAT_DIM "%s" CHAT_UNDIM "\n", line);
+	else
+		fprintf(stderr, "ollmctl: %s\n", line);
+}
+
+/* Write the conversation to its file, starting a new one at the first save. */
+static void
+chat_save(struct chat *ch)
+{
+	struct conv cv;
+	char err[512];
+	size_t i;
+
+	if (!ch->save || ch->n_turns == 0)
+		return;
+	memset(&cv, 0, sizeof cv);
+	if (ch->conv_id[0] == '\0') {
+		conv_new_id(ch->conv_id, sizeof ch->conv_id);
+		ch->conv_created = time(NULL);
+	}
+	snprintf(cv.id, sizeof cv.id, "%s", ch->conv_id);
+	cv.created = ch->conv_created;
+	cv.model = ch->model;
+	cv.system = ch->system;
+	if ((cv.msgs = calloc(ch->n_turns, sizeof *cv.msgs)) == NULL)
+		return;
+	for (i = 0; i < ch->n_turns; i++) {
+		cv.msgs[i].role = (char *)ch->turns[i].role;
+		cv.msgs[i].content = ch->turns[i].content;
+	}
+	cv.n = ch->n_turns;
+	if (conv_save(&cv, err, sizeof err) != 0 && !ch->save_failed) {
+		ch->save_failed = 1;
+		fprintf(stderr, "ollmctl: cannot save the conversation: %s\n", err);
+	}
+	free(cv.msgs);
+}
+
 /* Reconnect when an earlier failure closed the connection. */
 static int
 chat_ensure_connected(struct chat *ch)
@@ -303,6 +357,9 @@ chat_send(struct chat *ch, const char *text)
 	if (!ch->repl) {
 		if (r != OLLM_OK && r != OLLM_ERR_CANCELLED)
 			ollmctl_report(ch->conn, r);
+		else if (r == OLLM_OK && ch->save && chat_add_turn(ch, "user", text) == 0 &&
+		    chat_add_turn(ch, "assistant", ch->reply.p != NULL ? ch->reply.p : "") == 0)
+			chat_save(ch);
 		ollm_done_clear(&done);
 		return r;
 	}
@@ -317,6 +374,7 @@ chat_send(struct chat *ch, const char *text)
 			    ch->reply.p != NULL ? ch->reply.p : "") == 0)
 				ch->last_added = 2;
 		}
+		chat_save(ch);
 	}
 	if (r == OLLM_OK && ch->show_usage) {
 		render_usage(line, sizeof line, &done);
@@ -699,6 +757,7 @@ chat_command(struct chat *ch, char *line)
 	} else if (strcmp(cmd, "clear") == 0) {
 		chat_drop_turns(ch, ch->n_turns);
 		ch->last_added = 0;
+		ch->conv_id[0] = '\0';         /* the next message starts a new one */
 		printf("conversation cleared\n");
 	} else if (strcmp(cmd, "usage") == 0) {
 		ch->show_usage = !ch->show_usage;
@@ -741,6 +800,8 @@ chat_repl(struct chat *ch)
 	}
 	printf("openllmd %s, model %s. /help for commands, Ctrl-D to leave.\n",
 	    p.version, chat_model_name(ch, name, sizeof name));
+	if (ch->n_turns > 0)
+		printf("continuing conversation %s (%zu messages)\n", ch->conv_id, ch->n_turns);
 	for (;;) {
 		if ((line = chat_readline(ch, "> ")) == NULL) {
 			fputc('\n', stdout);
@@ -813,7 +874,84 @@ chat_pipe(struct chat *ch)
 	return ollmctl_status(ch->conn, r);
 }
 
-/* chat: parse the options, then a REPL or one message. */
+/* One prompt from the arguments: the reply goes to stdout. */
+static int
+chat_once(struct chat *ch, const char *prompt)
+{
+	int r;
+
+	if (prompt[strspn(prompt, " \t\n")] == '\0') {
+		fprintf(stderr, "ollmctl chat: the prompt is empty: nothing to send\n");
+		return EX_DATAERR;
+	}
+	r = chat_send(ch, prompt);
+	return ollmctl_status(ch->conn, r);
+}
+
+/* The arguments after the options as one prompt, joined by spaces; NULL when none. */
+static char *
+chat_join(int argc, char **argv)
+{
+	size_t len = 1;
+	char *s;
+	int i;
+
+	if (argc <= 0)
+		return NULL;
+	for (i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	if ((s = calloc(1, len)) == NULL)
+		return NULL;
+	for (i = 0; i < argc; i++) {
+		if (i > 0)
+			strcat(s, " ");
+		strcat(s, argv[i]);
+	}
+	return s;
+}
+
+/* Take up a saved conversation (the last one for NULL); an exit status. */
+static int
+chat_continue(struct chat *ch, const char *cid)
+{
+	struct conv cv;
+	char id[72], err[512];
+	size_t i;
+	int r;
+
+	if (cid == NULL && conv_last(id, sizeof id) != 0) {
+		fprintf(stderr, "ollmctl chat: no saved conversation to continue\n");
+		return EX_NOINPUT;
+	}
+	if (cid != NULL)
+		snprintf(id, sizeof id, "%s", cid);
+	if ((r = conv_load(id, &cv, err, sizeof err)) == -1) {
+		fprintf(stderr, "ollmctl chat: %s\n", err);
+		return EX_DATAERR;
+	}
+	snprintf(ch->conv_id, sizeof ch->conv_id, "%s", id);
+	if (r == 1) {                   /* --cid names a new conversation */
+		ch->conv_created = time(NULL);
+		return EX_OK;
+	}
+	ch->conv_created = cv.created;
+	for (i = 0; i < cv.n; i++) {
+		if (chat_add_turn(ch, strcmp(cv.msgs[i].role, "user") == 0 ? "user" : "assistant",
+		    cv.msgs[i].content) != 0) {
+			conv_clear(&cv);
+			fprintf(stderr, "ollmctl: out of memory\n");
+			return EX_OSERR;
+		}
+	}
+	if (ch->model == NULL && cv.model != NULL)
+		ch->model = strdup(cv.model);
+	if (ch->system == NULL && cv.system != NULL)
+		ch->system = strdup(cv.system);
+	conv_clear(&cv);
+	return EX_OK;
+}
+
+/* chat: parse the options, then a REPL, one prompt, or one message from stdin. */
 int
 cmd_chat(int argc, char **argv)
 {
@@ -824,17 +962,38 @@ cmd_chat(int argc, char **argv)
 		{ "temperature", required_argument, NULL, 't' },
 		{ "no-stream", no_argument, NULL, 'N' },
 		{ "tag", required_argument, NULL, 'g' },
+		{ "continue", no_argument, NULL, 'c' },
+		{ "cid", required_argument, NULL, 'i' },
+		{ "no-save", no_argument, NULL, 'X' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct sigaction sa;
 	struct chat ch;
+	const char *cid = NULL;
+	char *prompt = NULL;
 	int64_t n;
-	int c, r;
+	int c, r, resume = 0;
 
 	memset(&ch, 0, sizeof ch);
+	ch.save = 1;
 	ollm_chat_opts_init(&ch.opts);
-	while ((c = getopt_long(argc, argv, "m:s:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:s:c", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			resume = 1;
+			break;
+		case 'i':
+			if (!conv_valid_id(optarg)) {
+				fprintf(stderr, "ollmctl chat: --cid takes 1 to 64 letters, digits, "
+				    "'.', '_' or '-' (not starting with '.'), not \"%s\"\n", optarg);
+				r = EX_USAGE;
+				goto out;
+			}
+			cid = optarg;
+			break;
+		case 'X':
+			ch.save = 0;
+			break;
 		case 'm':
 			free(ch.model);
 			ch.model = strdup(optarg);
@@ -868,18 +1027,25 @@ cmd_chat(int argc, char **argv)
 			break;
 		default:
 			fprintf(stderr, "usage: ollmctl chat [-m MODEL] [-s SYSTEM] "
-			    "[--max-tokens N] [--temperature T] [--no-stream] [--tag TAG]\n");
+			    "[--max-tokens N] [--temperature T] [--no-stream] [--tag TAG]\n"
+			    "                    [-c | --cid ID] [--no-save] [PROMPT...]\n");
 			r = EX_USAGE;
 			goto out;
 		}
 	}
-	if (optind != argc) {
-		fprintf(stderr, "ollmctl chat: unexpected argument \"%s\" (the message "
-		    "comes from stdin)\n", argv[optind]);
+	if (resume && cid != NULL) {
+		fprintf(stderr, "ollmctl chat: -c and --cid exclude each other\n");
 		r = EX_USAGE;
 		goto out;
 	}
-	ch.repl = isatty(STDIN_FILENO);
+	if (optind < argc && (prompt = chat_join(argc - optind, argv + optind)) == NULL) {
+		fprintf(stderr, "ollmctl: out of memory\n");
+		r = EX_OSERR;
+		goto out;
+	}
+	if ((resume || cid != NULL) && (r = chat_continue(&ch, cid)) != EX_OK)
+		goto out;
+	ch.repl = prompt == NULL && isatty(STDIN_FILENO);
 	ch.colour = isatty(STDOUT_FILENO);
 	ch.last_char = -1;
 
@@ -891,9 +1057,14 @@ cmd_chat(int argc, char **argv)
 
 	if ((r = ollmctl_connect(&ch.conn)) != EX_OK)
 		goto out;
-	r = ch.repl ? chat_repl(&ch) : chat_pipe(&ch);
+	ollm_set_status_cb(ch.conn, chat_status_cb, &ch);
+	if (prompt != NULL)
+		r = chat_once(&ch, prompt);
+	else
+		r = ch.repl ? chat_repl(&ch) : chat_pipe(&ch);
 
 out:
+	free(prompt);
 	ollm_free(ch.conn);
 	chat_drop_turns(&ch, ch.n_turns);
 	free(ch.turns);

@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 
 #define OLLM_READ_CHUNK 65536
 #define OLLM_CANCEL_ANY UINT64_MAX
+#define OLLM_SERVICE_USER "openllm"     /* the user the packaged daemon runs as */
 
 /*
  * One connection. Only the thread inside a call touches the socket, the
@@ -48,6 +50,8 @@ struct ollm {
 	size_t rpos, rlen;              /* unread input in rbuf */
 	char path[sizeof ((struct sockaddr_un *)0)->sun_path];
 	struct ollm_error err;
+	ollm_status_cb status_cb;       /* NULL: no status frames are asked for */
+	void *status_arg;
 	uint8_t rbuf[OLLM_READ_CHUNK];
 };
 
@@ -74,6 +78,7 @@ static const struct {
 	{ "unsupported", OLLM_ERR_UNSUPPORTED, "not supported by the daemon" },
 	{ "invalid", OLLM_ERR_INVALID, "invalid argument" },
 	{ "nomem", OLLM_ERR_NOMEM, "out of memory" },
+	{ "untrusted", OLLM_ERR_UNTRUSTED, "daemon not trusted" },
 	/* Daemon codes that map onto the ones above. */
 	{ "bad_frame", OLLM_ERR_PROTOCOL, NULL },
 	{ "unknown_op", OLLM_ERR_UNSUPPORTED, NULL },
@@ -264,10 +269,42 @@ ollm_deadline(const struct ollm *c)
 	return c->timeout_ms > 0 ? ollm_now_ms() + c->timeout_ms : -1;
 }
 
-/* Connect to the daemon's socket. */
+/* Whether a daemon running as uid may be told our prompts: root, us, or the service user. */
+static int
+ollm_peer_trusted(uid_t uid)
+{
+	struct passwd pw, *found = NULL;
+	char buf[1024];
+
+	if (uid == 0 || uid == geteuid())
+		return 1;
+	if (getpwnam_r(OLLM_SERVICE_USER, &pw, buf, sizeof buf, &found) == 0 && found != NULL)
+		return found->pw_uid == uid;
+	return 0;
+}
+
+/* Check who answers on the connected socket fd; OLLM_OK or OLLM_ERR_UNTRUSTED. */
+static int
+ollm_check_peer(struct ollm *c, int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "%s: cannot tell who answers there: %s",
+		    c->path, strerror(errno));
+	if (!ollm_peer_trusted(cred.uid))
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "refusing the daemon on %s: it runs as uid "
+		    "%u, which is neither root, you (uid %u), nor the service user %s",
+		    c->path, (unsigned)cred.uid, (unsigned)geteuid(), OLLM_SERVICE_USER);
+	return OLLM_OK;
+}
+
+/* Connect to the daemon's socket, then check who answers before anything is sent. */
 int
 ollm_connect(struct ollm *c, const char *path)
 {
+	char cause[256];
 	struct sockaddr_un sun;
 	struct pollfd pfd;
 	socklen_t sl;
@@ -282,6 +319,8 @@ ollm_connect(struct ollm *c, const char *path)
 		c->path[0] = '\0';
 		return ollm_fail(c, OLLM_ERR_INVALID, "socket path too long");
 	}
+	if (sockpath_check_private(c->path, geteuid(), 0, cause, sizeof cause) == -1)
+		return ollm_fail(c, OLLM_ERR_UNTRUSTED, "refusing %s: %s", c->path, cause);
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, c->path, strlen(c->path) + 1);
@@ -325,6 +364,10 @@ ollm_connect(struct ollm *c, const char *path)
 		return ollm_fail(c, OLLM_ERR_UNAVAILABLE, "cannot connect to %s: %s",
 		    c->path, strerror(e));
 	}
+	if ((r = ollm_check_peer(c, fd)) != OLLM_OK) {
+		close(fd);
+		return r;
+	}
 	c->fd = fd;
 	c->next_id = 1;
 	return OLLM_OK;
@@ -333,6 +376,41 @@ timeout:
 	close(fd);
 	return ollm_fail(c, OLLM_ERR_UNAVAILABLE, "cannot connect to %s: timed out",
 	    c->path);
+}
+
+static int ollm_fail_reply(struct ollm *, const struct error_reply *);
+
+/*
+ * The daemon hung up while we wrote (err: EPIPE or ECONNRESET). A daemon that
+ * turns a connection away writes one error with id 0 first: report that when
+ * it is waiting to be read, else the failed send. Closes the connection.
+ */
+static int
+ollm_hangup(struct ollm *c, int err)
+{
+	uint8_t buf[4096];
+	struct message_error merr;
+	struct reply *rp;
+	ssize_t n;
+	uint32_t blen;
+	int r;
+
+	n = c->rlen == 0 ? recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) : -1;
+	if (n >= 4) {
+		blen = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+		if (blen > 0 && blen <= (size_t)n - 4 &&
+		    message_reply_decode(buf + 4, blen, OP_PING, &rp, &merr) == 0) {
+			if (rp->id == 0 && rp->type == REPLY_ERROR) {
+				r = ollm_fail_reply(c, &rp->u.error);
+				message_reply_free(rp);
+				ollm_disconnect(c);
+				return r;
+			}
+			message_reply_free(rp);
+		}
+	}
+	ollm_disconnect(c);
+	return ollm_fail(c, OLLM_ERR_IO, "send to %s: %s", c->path, strerror(err));
 }
 
 /* Write all of buf, waiting at most the timeout for the socket each time. */
@@ -368,6 +446,8 @@ ollm_send(struct ollm *c, const void *buf, size_t len)
 			continue;
 		}
 		r = errno;
+		if (r == EPIPE || r == ECONNRESET)
+			return ollm_hangup(c, r);
 		ollm_disconnect(c);
 		return ollm_fail(c, OLLM_ERR_IO, "send to %s: %s", c->path, strerror(r));
 	}
@@ -638,6 +718,31 @@ ollm_deliver(struct ollm *c, const struct delta_reply *d, ollm_delta_cb cb,
 	return OLLM_OK;
 }
 
+/* Ask for status frames from now on. */
+void
+ollm_set_status_cb(struct ollm *c, ollm_status_cb cb, void *arg)
+{
+	c->status_cb = cb;
+	c->status_arg = arg;
+}
+
+/* Hand a status frame of the chat in flight to the callback. */
+static void
+ollm_deliver_status(struct ollm *c, const struct status_reply *st)
+{
+	struct ollm_status os;
+
+	if (c->status_cb == NULL || c->cur_op != OP_CHAT)
+		return;
+	os.state = st->state;
+	os.reason = st->reason;
+	os.message = st->message;
+	os.wait_s = isnan(st->wait_s) ? -1 : st->wait_s;
+	os.attempt = st->attempt > 0 && st->attempt < INT32_MAX ? (int)st->attempt : 0;
+	os.of = st->of > 0 && st->of < INT32_MAX ? (int)st->of : 0;
+	c->status_cb(c, c->cur_id, &os, c->status_arg);
+}
+
 /* Fill the connection's error from an error reply; returns its code. */
 static int
 ollm_fail_reply(struct ollm *c, const struct error_reply *e)
@@ -685,6 +790,8 @@ ollm_roundtrip(struct ollm *c, struct request *rq, ollm_delta_cb cb, void *arg,
 		if (message_reply_decode(body, len, c->cur_op, &rp, &merr) != 0) {
 			if (merr.id != 0 && merr.id != c->cur_id)
 				continue;       /* not ours: an earlier cancel's answer */
+			if (merr.unknown_type)
+				continue;       /* a newer reply type: skipped */
 			r = strcmp(merr.code, "internal") == 0 ? OLLM_ERR_NOMEM :
 			    OLLM_ERR_PROTOCOL;
 			ollm_disconnect(c);
@@ -693,9 +800,13 @@ ollm_roundtrip(struct ollm *c, struct request *rq, ollm_delta_cb cb, void *arg,
 			goto out;
 		}
 		if (rp->id == 0 && rp->type == REPLY_ERROR) {
-			/* The daemon could not read our frame and hangs up. */
+			/*
+			 * The daemon hangs up: it could not read our frame, or it
+			 * turned the connection away (too many connections, shutting down).
+			 */
 			r = ollm_fail_reply(c, &rp->u.error);
-			if (r != OLLM_ERR_TOO_LARGE)
+			if (r != OLLM_ERR_TOO_LARGE && r != OLLM_ERR_RATE_LIMITED &&
+			    r != OLLM_ERR_UPSTREAM_UNAVAILABLE)
 				c->err.code = r = OLLM_ERR_PROTOCOL;
 			message_reply_free(rp);
 			ollm_disconnect(c);
@@ -718,6 +829,10 @@ ollm_roundtrip(struct ollm *c, struct request *rq, ollm_delta_cb cb, void *arg,
 			message_reply_free(rp);
 			if (r != OLLM_OK)
 				goto out;
+			continue;
+		case REPLY_STATUS:
+			ollm_deliver_status(c, &rp->u.status);
+			message_reply_free(rp);
 			continue;
 		case REPLY_ERROR:
 			r = ollm_fail_reply(c, &rp->u.error);
@@ -763,8 +878,8 @@ ollm_check_messages(struct ollm *c, const struct ollm_message *m, size_t n)
 	for (i = 0; i < n; i++) {
 		if (m[i].role == NULL || *m[i].role == '\0')
 			return ollm_fail(c, OLLM_ERR_INVALID, "messages[%zu]: no role", i);
-		if (m[i].content != NULL &&
-		    !message_utf8_valid(m[i].content, strlen(m[i].content)))
+		if (m[i].content != NULL && !message_utf8_valid(m[i].content,
+		    message_text_len(m[i].content, m[i].content_len)))
 			return ollm_fail(c, OLLM_ERR_INVALID,
 			    "messages[%zu]: the text is not valid UTF-8", i);
 	}
@@ -783,6 +898,7 @@ ollm_messages(const struct ollm_message *m, size_t n)
 	for (i = 0; i < n; i++) {
 		cm[i].role = (char *)m[i].role;
 		cm[i].content = (char *)m[i].content;
+		cm[i].content_len = m[i].content_len;
 		cm[i].name = (char *)m[i].name;
 	}
 	return cm;
@@ -858,6 +974,7 @@ ollm_chat(struct ollm *c, const struct ollm_message *msgs, size_t n_msgs,
 	cr->seed = opts->seed;
 	cr->extra.data = (uint8_t *)opts->extra;
 	cr->extra.len = opts->extra != NULL ? opts->extra_len : 0;
+	cr->status = c->status_cb != NULL;
 
 	r = ollm_roundtrip(c, &rq, cb, arg, &rp);
 	free(cr->messages);
@@ -913,9 +1030,10 @@ ollm_tokens(struct ollm *c, const struct ollm_tokens_req *tr, struct ollm_tokens
 	message_request_init(&rq, OP_TOKENS);
 	q = &rq.u.tokens;
 	if (tr->text != NULL) {
-		if (!message_utf8_valid(tr->text, strlen(tr->text)))
+		if (!message_utf8_valid(tr->text, message_text_len(tr->text, tr->text_len)))
 			return ollm_fail(c, OLLM_ERR_INVALID, "the text is not valid UTF-8");
 		q->text = (char *)tr->text;
+		q->text_len = tr->text_len;
 	} else {
 		if ((r = ollm_check_messages(c, tr->messages, tr->n_messages)) != OLLM_OK)
 			return r;
@@ -1178,4 +1296,182 @@ ollm_reset(struct ollm *c)
 	    ollm_fail(c, OLLM_ERR_FORBIDDEN, "the daemon did not reset");
 	message_reply_free(rp);
 	return r;
+}
+
+/* Release what a logs result holds. */
+void
+ollm_logs_clear(struct ollm_logs *l)
+{
+	size_t i;
+
+	if (l == NULL)
+		return;
+	for (i = 0; i < l->n; i++) {
+		free(l->rows[i].tag);
+		free(l->rows[i].model);
+		free(l->rows[i].upstream);
+		free(l->rows[i].status);
+		free(l->rows[i].error);
+	}
+	free(l->rows);
+	memset(l, 0, sizeof *l);
+}
+
+/* Finished requests from the daemon's journal, newest first. */
+int
+ollm_logs(struct ollm *c, const struct ollm_logs_req *q, struct ollm_logs *out)
+{
+	struct ollm_logs_req defaults;
+	struct request rq;
+	struct logs_request *lr;
+	struct logs_result *l;
+	struct reply *rp;
+	size_t i;
+	int r;
+
+	if (c == NULL || out == NULL)
+		return OLLM_ERR_INVALID;
+	memset(out, 0, sizeof *out);
+	if (q == NULL) {
+		memset(&defaults, 0, sizeof defaults);
+		defaults.since = defaults.until = defaults.user = -1;
+		q = &defaults;
+	}
+	message_request_init(&rq, OP_LOGS);
+	lr = &rq.u.logs;
+	lr->since = q->since >= 0 ? q->since : -1;
+	lr->until = q->until >= 0 ? q->until : -1;
+	lr->user = q->user >= 0 && q->user <= UINT32_MAX ? q->user : -1;
+	lr->tag = (char *)q->tag;
+	lr->model = q->model != NULL && *q->model != '\0' ? (char *)q->model : NULL;
+	lr->status = (char *)q->status;
+	lr->limit = q->limit > 0 ? q->limit : -1;
+	if ((r = ollm_roundtrip(c, &rq, NULL, NULL, &rp)) != OLLM_OK)
+		return r;
+	l = &rp->u.result.u.logs;
+	if (l->n > 0 && (out->rows = calloc(l->n, sizeof *out->rows)) == NULL) {
+		message_reply_free(rp);
+		return ollm_fail(c, OLLM_ERR_NOMEM, "out of memory");
+	}
+	for (i = 0; i < l->n; i++) {
+		struct log_row *w = &l->rows[i];
+		struct ollm_log_row *o = &out->rows[i];
+
+		o->time_ms = w->time_ms;
+		o->uid = w->uid;
+		o->tag = ollm_take(&w->tag);
+		o->model = ollm_take(&w->model);
+		o->upstream = ollm_take(&w->upstream);
+		o->status = ollm_take(&w->status);
+		o->error = ollm_take(&w->error);
+		o->prompt_tokens = w->prompt_tokens;
+		o->completion_tokens = w->completion_tokens;
+		o->estimated = w->estimated;
+		o->cost = w->cost;
+		o->latency_ms = w->latency_ms;
+		o->ttft_ms = w->ttft_ms;
+	}
+	out->n = l->n;
+	out->truncated = l->truncated;
+	message_reply_free(rp);
+	return OLLM_OK;
+}
+
+/* Release what a top result holds. */
+void
+ollm_top_clear(struct ollm_top *t)
+{
+	size_t i;
+
+	if (t == NULL)
+		return;
+	for (i = 0; i < t->n_chats; i++) {
+		free(t->chats[i].model);
+		free(t->chats[i].upstream);
+		free(t->chats[i].tag);
+		free(t->chats[i].state);
+	}
+	free(t->chats);
+	for (i = 0; i < t->n_models; i++)
+		free(t->models[i].model);
+	free(t->models);
+	for (i = 0; i < t->n_upstreams; i++)
+		free(t->upstreams[i].name);
+	free(t->upstreams);
+	for (i = 0; i < t->n_budgets; i++) {
+		free(t->budgets[i].scope);
+		free(t->budgets[i].unit);
+		free(t->budgets[i].period);
+	}
+	free(t->budgets);
+	memset(t, 0, sizeof *t);
+}
+
+/* What the daemon is doing now: chats in flight, rates, queues, budgets. */
+int
+ollm_top(struct ollm *c, struct ollm_top *out)
+{
+	struct request rq;
+	struct top_result *t;
+	struct reply *rp;
+	size_t i;
+	int r;
+
+	if (c == NULL || out == NULL)
+		return OLLM_ERR_INVALID;
+	memset(out, 0, sizeof *out);
+	message_request_init(&rq, OP_TOP);
+	if ((r = ollm_roundtrip(c, &rq, NULL, NULL, &rp)) != OLLM_OK)
+		return r;
+	t = &rp->u.result.u.top;
+	out->uptime_s = t->uptime_s;
+	out->in_flight = t->in_flight;
+	if ((t->n_chats > 0 && (out->chats = calloc(t->n_chats, sizeof *out->chats)) == NULL) ||
+	    (t->n_models > 0 && (out->models = calloc(t->n_models, sizeof *out->models)) == NULL) ||
+	    (t->n_upstreams > 0 &&
+	    (out->upstreams = calloc(t->n_upstreams, sizeof *out->upstreams)) == NULL) ||
+	    (t->n_budgets > 0 && (out->budgets = calloc(t->n_budgets, sizeof *out->budgets)) == NULL)) {
+		message_reply_free(rp);
+		ollm_top_clear(out);
+		return ollm_fail(c, OLLM_ERR_NOMEM, "out of memory");
+	}
+	for (i = 0; i < t->n_chats; i++) {
+		struct top_chat *tc = &t->chats[i];
+		struct ollm_top_chat *o = &out->chats[i];
+
+		o->id = tc->id;
+		o->uid = tc->uid;
+		o->model = ollm_take(&tc->model);
+		o->upstream = ollm_take(&tc->upstream);
+		o->tag = ollm_take(&tc->tag);
+		o->state = ollm_take(&tc->state);
+		o->age_ms = tc->age_ms;
+		o->tokens = tc->tokens;
+		o->tokens_per_s = tc->tokens_per_s;
+	}
+	out->n_chats = t->n_chats;
+	for (i = 0; i < t->n_models; i++) {
+		out->models[i].model = ollm_take(&t->models[i].model);
+		out->models[i].in_flight = t->models[i].in_flight;
+		out->models[i].tokens_per_s = t->models[i].tokens_per_s;
+	}
+	out->n_models = t->n_models;
+	for (i = 0; i < t->n_upstreams; i++) {
+		out->upstreams[i].name = ollm_take(&t->upstreams[i].name);
+		out->upstreams[i].healthy = t->upstreams[i].healthy;
+		out->upstreams[i].in_flight = t->upstreams[i].in_flight;
+		out->upstreams[i].queued = t->upstreams[i].queued;
+	}
+	out->n_upstreams = t->n_upstreams;
+	for (i = 0; i < t->n_budgets; i++) {
+		out->budgets[i].scope = ollm_take(&t->budgets[i].scope);
+		out->budgets[i].unit = ollm_take(&t->budgets[i].unit);
+		out->budgets[i].period = ollm_take(&t->budgets[i].period);
+		out->budgets[i].limit = t->budgets[i].limit;
+		out->budgets[i].used = t->budgets[i].used;
+		out->budgets[i].left = t->budgets[i].left;
+	}
+	out->n_budgets = t->n_budgets;
+	message_reply_free(rp);
+	return OLLM_OK;
 }

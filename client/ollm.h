@@ -45,7 +45,8 @@ enum ollm_err {
 	OLLM_ERR_PROTOCOL,              /* the daemon sent something unreadable, or cannot read us */
 	OLLM_ERR_UNSUPPORTED,           /* the daemon does not know this op or protocol version */
 	OLLM_ERR_INVALID,               /* a bad argument: NULL, not UTF-8, not connected */
-	OLLM_ERR_NOMEM                  /* out of memory */
+	OLLM_ERR_NOMEM,                 /* out of memory */
+	OLLM_ERR_UNTRUSTED              /* the socket or the process behind it is not one to trust */
 };
 
 /* The last failure on a connection. */
@@ -74,7 +75,14 @@ void ollm_free(struct ollm *);
  */
 int ollm_socket_path(const char *path, char *buf, size_t len);
 
-/* Connect to the socket that ollm_socket_path(path) names. */
+/*
+ * Connect to the socket that ollm_socket_path(path) names. Before anything
+ * is sent: a socket in the private /tmp/openllmd-UID directory is used only
+ * when that directory is a real directory of ours with mode 0700, and the
+ * process that answers (SO_PEERCRED) must run as root, as the caller's own
+ * user, or as the service user openllm. Otherwise OLLM_ERR_UNTRUSTED: no
+ * prompt ever goes to a socket another user may have put in its place.
+ */
 int ollm_connect(struct ollm *, const char *path);
 
 /* 1 while connected; a failure of the connection itself (io, protocol, a
@@ -101,6 +109,7 @@ struct ollm_message {
 	const char *role;               /* "system", "user", "assistant", "tool" */
 	const char *content;            /* NULL: none */
 	const char *name;               /* optional */
+	size_t content_len;             /* bytes of content, which may hold NUL; 0: strlen */
 };
 
 struct ollm_chat_opts {
@@ -157,6 +166,30 @@ struct ollm_done {
 typedef int (*ollm_delta_cb)(struct ollm *, uint64_t id,
     const struct ollm_delta *, void *arg);
 
+/*
+ * A chat is waiting: queued behind a rate or concurrency limit (state
+ * "queued", reason "rpm", "tpm", "concurrency" or "queue"), or about to try
+ * the model server again (state "retrying", reason the cause, e.g.
+ * "connection refused"). The pointers are valid during the callback.
+ */
+struct ollm_status {
+	const char *state;              /* "queued" or "retrying" */
+	const char *reason;
+	const char *message;            /* for humans */
+	double wait_s;                  /* the expected wait or the backoff; < 0 unknown */
+	int attempt;                    /* retrying: the attempt that failed, 1-based; 0 absent */
+	int of;                         /* retrying: the attempts allowed in all; 0 absent */
+};
+
+typedef void (*ollm_status_cb)(struct ollm *, uint64_t id,
+    const struct ollm_status *, void *arg);
+
+/*
+ * Ask for status frames on the chats of this connection and hand them to cb
+ * (NULL: stop asking). Without it the daemon sends none.
+ */
+void ollm_set_status_cb(struct ollm *, ollm_status_cb cb, void *arg);
+
 /* Defaults: stream 1, temperature and top_p not sent, the rest absent. */
 void ollm_chat_opts_init(struct ollm_chat_opts *);
 
@@ -183,6 +216,7 @@ void ollm_cancel(struct ollm *, uint64_t id);
 
 struct ollm_tokens_req {
 	const char *text;               /* exactly one of text and messages */
+	size_t text_len;                /* bytes of text, which may hold NUL; 0: strlen */
 	const struct ollm_message *messages;
 	size_t n_messages;
 	const char *encoding;           /* "cl100k_base", "o200k_base"; or NULL */
@@ -279,6 +313,87 @@ int ollm_ping(struct ollm *, struct ollm_ping *);
 
 /* Reset the daemon's usage counters (root or the daemon's user only). */
 int ollm_reset(struct ollm *);
+
+/* --- logs: finished requests from the journal, newest first ---------------- */
+
+struct ollm_logs_req {
+	int64_t since;                  /* epoch seconds; < 0: no bound */
+	int64_t until;                  /* epoch seconds, exclusive; < 0: no bound */
+	int64_t user;                   /* a uid; < 0: yours (all, for root) */
+	const char *tag;                /* "" for untagged; NULL: any */
+	const char *model;              /* NULL: any */
+	const char *status;             /* "done", "error", "cancelled"; NULL: any */
+	int limit;                      /* rows at most; <= 0: 50 (the daemon caps it at 1000) */
+};
+
+struct ollm_log_row {
+	int64_t time_ms;                /* when it finished, ms since the epoch */
+	uint32_t uid;
+	char *tag;                      /* NULL: untagged */
+	char *model;
+	char *upstream;
+	char *status;                   /* "done", "error", "cancelled" */
+	char *error;                    /* the error code, or NULL */
+	int64_t prompt_tokens;
+	int64_t completion_tokens;
+	int estimated;
+	double cost;
+	int64_t latency_ms;
+	int64_t ttft_ms;                /* -1 when not recorded */
+};
+
+struct ollm_logs {
+	struct ollm_log_row *rows;
+	size_t n;
+	int truncated;                  /* the daemon stopped scanning: older rows may match */
+};
+
+/* A request of NULL means the defaults. */
+int ollm_logs(struct ollm *, const struct ollm_logs_req *, struct ollm_logs *);
+void ollm_logs_clear(struct ollm_logs *);
+
+/* --- top: what the daemon is doing now ------------------------------------- */
+
+struct ollm_top_chat {
+	uint64_t id;                    /* the request id on its own connection */
+	uint32_t uid;
+	char *model;
+	char *upstream;
+	char *tag;                      /* NULL: untagged */
+	char *state;                    /* "queued", "running", "retrying" */
+	int64_t age_ms;
+	int64_t tokens;                 /* streamed pieces so far (about a token each) */
+	double tokens_per_s;
+};
+
+struct ollm_top_model {
+	char *model;
+	int64_t in_flight;
+	double tokens_per_s;
+};
+
+struct ollm_top_upstream {
+	char *name;
+	int healthy;
+	int64_t in_flight;
+	int64_t queued;
+};
+
+struct ollm_top {
+	int64_t uptime_s;
+	int64_t in_flight;
+	struct ollm_top_chat *chats;
+	size_t n_chats;
+	struct ollm_top_model *models;
+	size_t n_models;
+	struct ollm_top_upstream *upstreams;
+	size_t n_upstreams;
+	struct ollm_budget *budgets;
+	size_t n_budgets;
+};
+
+int ollm_top(struct ollm *, struct ollm_top *);
+void ollm_top_clear(struct ollm_top *);
 
 #ifdef __cplusplus
 }

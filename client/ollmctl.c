@@ -35,16 +35,25 @@ static int cmd_tokens(int, char **);
 static const struct ollmctl_cmd ollmctl_cmds[] = {
 	{ "chat", cmd_chat,
 	  "chat [-m MODEL] [-s SYSTEM] [--max-tokens N] [--temperature T]\n"
-	  "               [--no-stream] [--tag TAG]",
-	  "Talk to the model. On a terminal: a conversation (/help inside lists the\n"
-	  "slash commands; Ctrl-C stops a reply, Ctrl-D leaves). Otherwise all of\n"
-	  "stdin is one message and the reply goes to stdout.\n"
+	  "               [--no-stream] [--tag TAG] [-c | --cid ID] [--no-save] [PROMPT...]",
+	  "Talk to the model. With PROMPT: one message, the reply goes to stdout.\n"
+	  "Else on a terminal: a conversation (/help inside lists the slash commands;\n"
+	  "Ctrl-C stops a reply, Ctrl-D leaves); else all of stdin is one message.\n"
+	  "Conversations are kept in $XDG_STATE_HOME/ollmctl/conversations\n"
+	  "(~/.local/state/ollmctl/conversations); the daemon keeps no prompt text.\n"
+	  "While a reply waits for a rate limit or a retry, a line on stderr says why.\n"
 	  "  -m, --model MODEL    the model to ask (default: the daemon's first)\n"
 	  "  -s, --system TEXT    a system message before the conversation\n"
 	  "      --max-tokens N   the longest reply, in tokens\n"
 	  "      --temperature T  sampling temperature (0 or more)\n"
 	  "      --no-stream      wait for the whole reply instead of streaming it\n"
-	  "      --tag TAG        an accounting label (stats --by tag)\n" },
+	  "      --tag TAG        an accounting label (stats --by tag)\n"
+	  "  -c, --continue       continue the last conversation\n"
+	  "      --cid ID         continue conversation ID, or start it under that name\n"
+	  "      --no-save        do not keep this conversation\n" },
+	{ "conversations", cmd_conversations, "conversations",
+	  "The saved conversations, newest first: id, last change, turns, first words.\n"
+	  "Continue one with `ollmctl chat --cid ID`.\n" },
 	{ "stats", cmd_stats, "stats [--json] [--fleet] [--by model|user|tag|day] [--since DATE]",
 	  "Usage the daemon has counted: requests, tokens, cost, budgets.\n"
 	  "      --json           the stats op's JSON instead of tables\n"
@@ -54,6 +63,30 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	  "      --since DATE     only requests that finished since DATE (UTC):\n"
 	  "                       YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\", @EPOCH,\n"
 	  "                       today, yesterday, or Ns, Nm, Nh, Nd, Nw ago\n" },
+	{ "logs", cmd_logs,
+	  "logs [--since DATE] [--until DATE] [--user USER] [--tag TAG]\n"
+	  "               [-m MODEL] [--status done|error|cancelled] [-n N] [--json]",
+	  "Finished requests from the daemon's journal, newest first: time, user, tag,\n"
+	  "model, upstream, status, tokens (~: counted locally), cost, latency and time\n"
+	  "to the first token. You see your own requests; root and the daemon's user\n"
+	  "see everyone's.\n"
+	  "      --since DATE     only requests that finished at or after DATE\n"
+	  "      --until DATE     only requests that finished before DATE (dates as\n"
+	  "                       for stats: YYYY-MM-DD, @EPOCH, today, 12h, ...)\n"
+	  "      --user USER      only this user's requests (a name or a uid)\n"
+	  "      --tag TAG        only requests with this tag (\"\" for untagged)\n"
+	  "  -m, --model MODEL    only requests for this model\n"
+	  "      --status STATUS  only done, error or cancelled requests\n"
+	  "  -n, --limit N        at most N rows (default 50, at most 1000)\n"
+	  "      --json           the logs op's JSON instead of a table\n" },
+	{ "top", cmd_top, "top [-b] [-d SECONDS] [-n N]",
+	  "A live view of the daemon: chats in flight (user, model, state, age, tokens\n"
+	  "so far), tokens per second per model, queues per upstream, budgets left.\n"
+	  "Refreshes in place until q; space refreshes at once.\n"
+	  "  -b, --batch          print snapshots one after another (the default when\n"
+	  "                       not on a terminal, with -n 1)\n"
+	  "  -d, --delay SECONDS  time between refreshes (default 1)\n"
+	  "  -n, --iterations N   stop after N snapshots\n" },
 	{ "models", cmd_models, "models",
 	  "The model servers (upstreams) the daemon uses, and their models.\n" },
 	{ "ping", cmd_ping, "ping",
@@ -89,11 +122,14 @@ ollmctl_usage(FILE *f)
 		fprintf(f, "       ollmctl %s\n", ollmctl_cmds[i].usage);
 	fprintf(f, "\n"
 	    "Commands:\n"
-	    "  chat    talk to the model: a REPL on a terminal, else stdin is one message\n"
-	    "  stats   usage counted by the daemon (tokens, cost, budgets)\n"
-	    "  models  the model servers and the models they serve\n"
-	    "  ping    check that the daemon answers\n"
-	    "  tokens  count the tokens of a text\n"
+	    "  chat           talk to the model: one prompt, a REPL, or stdin as one message\n"
+	    "  conversations  the saved conversations (chat -c, chat --cid ID)\n"
+	    "  stats          usage counted by the daemon (tokens, cost, budgets)\n"
+	    "  logs           finished requests, newest first\n"
+	    "  top            a live view of the daemon\n"
+	    "  models         the model servers and the models they serve\n"
+	    "  ping           check that the daemon answers\n"
+	    "  tokens         count the tokens of a text\n"
 	    "\n"
 	    "The socket is -S, else $OPENLLMD_SOCKET, else the default (see ollmctl(1)).\n"
 	    "ollmctl COMMAND --help shows a command's options.\n");
@@ -136,6 +172,7 @@ ollmctl_status(struct ollm *c, int code)
 	case OLLM_ERR_UNAVAILABLE:
 	case OLLM_ERR_UPSTREAM_UNAVAILABLE:
 	case OLLM_ERR_IO:
+	case OLLM_ERR_UNTRUSTED:
 		return EX_UNAVAILABLE;
 	case OLLM_ERR_RATE_LIMITED:
 	case OLLM_ERR_TIMEOUT:

@@ -454,3 +454,29 @@ render_models(FILE *f, const struct ollm_models *m)
 		}
 	}
 }
+
+/* One line about a waiting chat: "waiting for rpm, 5.8 s", "retrying 2/5: connection refused". */
+void
+render_status(char *buf, size_t len, const struct ollm_status *st)
+{
+	const char *reason = st->reason != NULL && *st->reason != '\0' ? st->reason : "?";
+
+	if (strcmp(st->state, "retrying") == 0) {
+		if (st->attempt > 0 && st->of > 0)
+			snprintf(buf, len, "retrying %d/%d: %s", st->attempt, st->of, reason);
+		else
+			snprintf(buf, len, "retrying: %s", reason);
+		if (st->wait_s >= 0)
+			snprintf(buf + strlen(buf), len - strlen(buf), " (in %.1f s)", st->wait_s);
+	} else if (strcmp(st->state, "queued") == 0) {
+		if (strcmp(reason, "concurrency") == 0)
+			snprintf(buf, len, "waiting for a free slot (concurrency)");
+		else if (strcmp(reason, "queue") == 0)
+			snprintf(buf, len, "waiting in the queue");
+		else
+			snprintf(buf, len, "waiting for %s", reason);
+		if (st->wait_s >= 0)
+			snprintf(buf + strlen(buf), len - strlen(buf), ", %.1f s", st->wait_s);
+	} else
+		snprintf(buf, len, "%s: %s", st->state, st->message != NULL ? st->message : reason);
+}

@@ -97,6 +97,15 @@ chat_parse_free(struct chat_parse *p)
 	free(p);
 }
 
+/* Pieces streamed to the client so far (about one token each), for top. */
+int64_t
+chat_streamed(const struct chat *c)
+{
+	const struct chat_parse *p = c->parse;
+
+	return p != NULL ? p->deltas : 0;
+}
+
 /* Tell the front the chat ends, then free it; its transfer must be gone. */
 static void
 chat_free(struct chat *c)
@@ -288,7 +297,7 @@ chat_backoff(int attempt)
 
 /* Try again after a pause when the failure is retryable and nothing reached the client. */
 static bool
-chat_maybe_retry(struct chat *c, const char *why, double retry_after)
+chat_maybe_retry(struct chat *c, const char *reason, const char *why, double retry_after)
 {
 	struct chat_parse *p = c->parse;
 	double wait;
@@ -304,6 +313,7 @@ chat_maybe_retry(struct chat *c, const char *why, double retry_after)
 	c->parse = NULL;
 	c->transfer = NULL;
 	chat_arm_timer(c, wait);
+	status_retrying(c, reason, why, wait);
 	return true;
 }
 
@@ -321,7 +331,7 @@ chat_done_cb(void *arg, const struct http_response *resp)
 {
 	struct chat *c = arg;
 	struct chat_parse *p = c->parse;
-	char cause[256], why[320];
+	char cause[256], why[320], reason[128];
 	long status = p->status ? p->status : resp->status;
 
 	c->transfer = NULL;
@@ -337,7 +347,15 @@ chat_done_cb(void *arg, const struct http_response *resp)
 		const char *which = !resp->connected ? "connect" : "total";
 		upstream_record_result(c->upstream, false);
 		snprintf(why, sizeof why, "%s: %s", c->upstream->conf.base_url, resp->error);
-		if (!timeout && chat_maybe_retry(c, why, -1))
+		status_cause(resp, 0, reason, sizeof reason);
+		if (!timeout && !resp->connected && p->deltas == 0 && status_upstream_down(c)) {
+			snprintf(why, sizeof why, "upstream %s (%s) is down: %s; no other upstream "
+			    "serves model %s", c->upstream->conf.name, c->upstream->conf.base_url,
+			    reason, c->model);
+			chat_finish(c, "upstream_unavailable", why, -1, NAN);
+			return;
+		}
+		if (!timeout && chat_maybe_retry(c, reason, why, -1))
 			return;
 		if (timeout)
 			chat_finish(c, "timeout", which[0] == 'c' ? "timeout: connect to the model server" :
@@ -352,7 +370,8 @@ chat_done_cb(void *arg, const struct http_response *resp)
 		    status == 504;
 		upstream_record_result(c->upstream, status < 500);
 		snprintf(why, sizeof why, "HTTP %ld: %s", status, msg);
-		if (retryable && chat_maybe_retry(c, why, resp->retry_after)) {
+		snprintf(reason, sizeof reason, "HTTP %ld", status);
+		if (retryable && chat_maybe_retry(c, reason, why, resp->retry_after)) {
 			free(msg);
 			return;
 		}
@@ -411,6 +430,7 @@ chat_admit(struct chat *c)
 		break;
 	case LIMITER_QUEUED:
 		c->queued = true;
+		status_queued(c);
 		upstream_limiter_kick(up);
 		break;
 	default:
@@ -617,6 +637,8 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	    strcmp(code, "cancelled") == 0 ? LEDGER_CANCELLED : LEDGER_ERROR;
 	rec.error_code = code;
 	rec.latency_ms = end - c->started_ms;
+	rec.has_ttft = c->first_delta_ms >= 0;
+	rec.ttft_ms = c->first_delta_ms - c->started_ms;
 	durable = ledger_append(srv->ledger, &rec, cause, sizeof cause) == 0;
 	if (!durable)
 		log_error("usage ledger: %s", cause);
@@ -768,6 +790,7 @@ chat_start(struct chat *c)
 			for (size_t i = 0; i < cr->n_messages; i++) {
 				tm[i].role = cr->messages[i].role;
 				tm[i].content = cr->messages[i].content;
+				tm[i].content_len = cr->messages[i].content_len;
 				tm[i].name = cr->messages[i].name;
 				tm[i].tool_call_id = cr->messages[i].tool_call_id;
 			}

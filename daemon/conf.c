@@ -13,11 +13,15 @@
 #include <libpq-fe.h>
 #include <pwd.h>
 
+#include "client/sockpath.h"
 #include "daemon/budget.h"
 
 #include "daemon/conf.h"
+#include "daemon/tokenizer.h"
 
-enum conf_type { CONF_STRING, CONF_INT, CONF_SIZE, CONF_DOUBLE, CONF_BOOL, CONF_MODE, CONF_LOGLEVEL };
+/* CONF_AUTO: an integer, or the string "auto" stored as 0. */
+enum conf_type { CONF_STRING, CONF_INT, CONF_AUTO, CONF_SIZE, CONF_DOUBLE, CONF_BOOL, CONF_MODE,
+	CONF_LOGLEVEL };
 
 struct conf_setting {
 	const char *name;
@@ -43,7 +47,9 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("retention_days", CONF_INT, retention_days, 0, 36500, NULL),
 	TOP("on_ledger_error", CONF_STRING, on_ledger_error, 0, 0, "refuse|serve"),
 	TOP("max_frame", CONF_SIZE, max_frame, 1024, 1 << 30, NULL),
-	TOP("max_clients", CONF_INT, max_clients, 1, 1000000, NULL),
+	TOP("max_clients", CONF_AUTO, max_clients, 1, 1000000, NULL),
+	TOP("max_clients_per_uid", CONF_AUTO, max_clients_per_uid, 1, 1000000, NULL),
+	TOP("stats_visibility", CONF_STRING, stats_visibility, 0, 0, "own|all"),
 	TOP("shutdown_grace", CONF_DOUBLE, shutdown_grace, 0, 86400, NULL),
 	TOP("frame_timeout", CONF_DOUBLE, frame_timeout, 0, 86400, NULL),
 	TOP("stall_timeout", CONF_DOUBLE, stall_timeout, 0, 86400, NULL),
@@ -168,7 +174,7 @@ static void
 conf_path_defaults(struct conf *c)
 {
 	const char *env;
-	char buf[4096];
+	char buf[4096], priv[64];
 
 	/* Under systemd, the directories it made for us (RuntimeDirectory=, StateDirectory=). */
 	if ((env = getenv("RUNTIME_DIRECTORY")) != NULL && *env == '/' && strchr(env, ':') == NULL) {
@@ -186,11 +192,13 @@ conf_path_defaults(struct conf *c)
 	}
 	if (c->socket_path != NULL && c->state_dir != NULL)
 		return;
+	/* Without XDG directories, a directory of our own in /tmp (checked before use). */
+	sockpath_private_dir(geteuid(), priv, sizeof priv);
 	if (c->socket_path == NULL) {
 		if ((env = getenv("XDG_RUNTIME_DIR")) != NULL && *env == '/')
 			snprintf(buf, sizeof buf, "%s/openllmd.sock", env);
 		else
-			snprintf(buf, sizeof buf, "/tmp/openllmd-%u.sock", (unsigned)geteuid());
+			snprintf(buf, sizeof buf, "%s/openllmd.sock", priv);
 		c->socket_path = strdup(buf);
 	}
 	if (c->state_dir != NULL)
@@ -200,7 +208,7 @@ conf_path_defaults(struct conf *c)
 	else if ((env = getenv("HOME")) != NULL && *env == '/')
 		snprintf(buf, sizeof buf, "%s/.local/state/openllmd", env);
 	else
-		snprintf(buf, sizeof buf, "/tmp/openllmd-%u.state", (unsigned)geteuid());
+		snprintf(buf, sizeof buf, "%s/state", priv);
 	c->state_dir = strdup(buf);
 }
 
@@ -220,7 +228,9 @@ conf_defaults(void)
 	c->retention_days = 30;
 	c->on_ledger_error = strdup("refuse");
 	c->max_frame = 16u * 1024 * 1024;
-	c->max_clients = 1024;
+	c->max_clients = 0;             /* auto */
+	c->max_clients_per_uid = 0;     /* auto */
+	c->stats_visibility = strdup("own");
 	c->shutdown_grace = 30;
 	c->frame_timeout = 30;
 	c->stall_timeout = 120;
@@ -315,6 +325,17 @@ conf_store(struct conf_errors *e, const struct conf_setting *def, config_setting
 		}
 		*(bool *)field = config_setting_get_bool(s);
 		return;
+	case CONF_AUTO:
+		if (type == CONFIG_TYPE_STRING) {
+			const char *str = config_setting_get_string(s);
+			if (strcmp(str, "auto") == 0)
+				*(int *)field = 0;
+			else
+				conf_error(e, line, "%s must be \"auto\" or an integer, not \"%s\"",
+				    def->name, str);
+			return;
+		}
+		/* FALLTHROUGH */
 	case CONF_INT:
 	case CONF_SIZE:
 		if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
@@ -342,7 +363,7 @@ conf_store(struct conf_errors *e, const struct conf_setting *def, config_setting
 		conf_error(e, line, "%s must be <= %g", def->name, def->max);
 		return;
 	}
-	if (def->type == CONF_INT)
+	if (def->type == CONF_INT || def->type == CONF_AUTO)
 		*(int *)field = (int)v;
 	else if (def->type == CONF_SIZE)
 		*(size_t *)field = (size_t)v;
@@ -381,6 +402,25 @@ conf_apply_group(struct conf_errors *e, config_setting_t *group, const struct co
 }
 
 static void conf_check_url(struct conf_errors *, int, char *);
+
+/*
+ * A tokenizer is a built-in vocabulary's name or, since only this file may
+ * name one, the absolute path of a .tiktoken file; never a relative path,
+ * which would depend on the daemon's working directory.
+ */
+static void
+conf_check_tokenizer(struct conf_errors *e, int line, const char *name)
+{
+	const char *b;
+
+	if (name[0] == '/')
+		return;
+	for (size_t i = 0; (b = tokenizer_builtin(i)) != NULL; i++)
+		if (strcmp(b, name) == 0)
+			return;
+	conf_error(e, line, "tokenizer must be cl100k_base, o200k_base or the absolute path "
+	    "of a .tiktoken file, not \"%s\"", name);
+}
 
 /* A string member of a budget group, or NULL; wrong types are errors. */
 static const char *
@@ -531,6 +571,9 @@ conf_read_upstreams(struct conf_errors *e, struct conf *c, config_setting_t *lis
 		config_setting_t *url = config_setting_get_member(g, "base_url");
 		if (url != NULL)
 			conf_check_url(e, config_setting_source_line(url), u->base_url);
+		config_setting_t *tok = config_setting_get_member(g, "tokenizer");
+		if (tok != NULL)
+			conf_check_tokenizer(e, config_setting_source_line(tok), u->tokenizer);
 		for (int j = 0; j < i; j++)
 			if (strcmp(c->upstreams[j].name, u->name) == 0)
 				conf_error(e, config_setting_source_line(g), "upstream name \"%s\" is used twice", u->name);
@@ -670,6 +713,7 @@ conf_free(struct conf *c)
 	free(c->on_ledger_error);
 	free(c->fleet_postgres);
 	free(c->fleet_node);
+	free(c->stats_visibility);
 	free(c);
 }
 

@@ -52,7 +52,9 @@ struct conf {
 	int retention_days;
 	char *on_ledger_error;      /* refuse | serve */
 	size_t max_frame;
-	int max_clients;
+	int max_clients;            /* 0: auto, from the descriptor limit */
+	int max_clients_per_uid;    /* 0: auto, 256 or half of max_clients */
+	char *stats_visibility;     /* own | all */
 	double shutdown_grace;      /* seconds */
 	double frame_timeout;       /* longest silence inside a half-read frame; 0: none */
 	double stall_timeout;       /* longest a chat waits for its client to read; 0: none */

@@ -38,6 +38,49 @@ dispatch_tokenizer(struct server *srv, const char *name, char *cause, size_t cau
 	return t;
 }
 
+/*
+ * Whether a client may name this encoding: a built-in vocabulary or one an
+ * upstream's `tokenizer` setting names. Anything else, a path above all, is
+ * never opened on a client's word.
+ */
+static bool
+dispatch_encoding_known(const struct server *srv, const char *name)
+{
+	const char *b;
+
+	for (size_t i = 0; (b = tokenizer_builtin(i)) != NULL; i++)
+		if (strcmp(b, name) == 0)
+			return true;
+	for (size_t i = 0; i < srv->conf->n_upstreams; i++)
+		if (strcmp(srv->conf->upstreams[i].tokenizer, name) == 0)
+			return true;
+	return false;
+}
+
+/* The encodings a client may name, ", "-separated, for an error message. */
+static void
+dispatch_encoding_list(const struct server *srv, char *buf, size_t len)
+{
+	const char *b, *sep = "";
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; (b = tokenizer_builtin(i)) != NULL && n < len; i++) {
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", sep, b);
+		sep = ", ";
+	}
+	for (size_t i = 0; i < srv->conf->n_upstreams && n < len; i++) {
+		const char *t = srv->conf->upstreams[i].tokenizer;
+		bool seen = false;
+		for (size_t j = 0; (b = tokenizer_builtin(j)) != NULL; j++)
+			seen |= strcmp(b, t) == 0;
+		for (size_t j = 0; j < i; j++)
+			seen |= strcmp(srv->conf->upstreams[j].tokenizer, t) == 0;
+		if (!seen)
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", sep, t);
+	}
+}
+
 /* Start a result reply for req. */
 static void
 dispatch_result_init(struct reply *r, const struct request *req)
@@ -78,6 +121,12 @@ dispatch_tokens(struct session *s, struct request *req)
 		}
 		encoding = up->conf.tokenizer;
 		upstream_release(up);
+	} else if (!dispatch_encoding_known(s->server, encoding)) {
+		char valid[256];
+		dispatch_encoding_list(s->server, valid, sizeof valid);
+		session_send_error(s, req->id, "bad_request",
+		    "encoding \"%.64s\" is not known; use one of: %s", encoding, valid);
+		return;
 	}
 	if ((tok = dispatch_tokenizer(s->server, encoding, cause, sizeof cause)) == NULL) {
 		session_send_error(s, req->id, "bad_request", "encoding \"%s\": %s", encoding, cause);
@@ -88,7 +137,8 @@ dispatch_tokens(struct session *s, struct request *req)
 	if (tr->text != NULL && tr->ids) {
 		uint32_t *ids;
 		size_t n;
-		if (tokenizer_encode(tok, tr->text, strlen(tr->text), &ids, &n, cause, sizeof cause) == -1) {
+		if (tokenizer_encode(tok, tr->text, message_text_len(tr->text, tr->text_len), &ids, &n,
+		    cause, sizeof cause) == -1) {
 			session_send_error(s, req->id, "bad_request", "text: %s", cause);
 			return;
 		}
@@ -100,7 +150,8 @@ dispatch_tokens(struct session *s, struct request *req)
 		return;
 	}
 	if (tr->text != NULL)
-		r.u.result.u.tokens.count = tokenizer_count(tok, tr->text, strlen(tr->text));
+		r.u.result.u.tokens.count = tokenizer_count(tok, tr->text,
+		    message_text_len(tr->text, tr->text_len));
 	else {
 		struct tokenizer_message *tm = calloc(tr->n_messages ? tr->n_messages : 1, sizeof *tm);
 		if (tm == NULL) {
@@ -110,6 +161,7 @@ dispatch_tokens(struct session *s, struct request *req)
 		for (size_t i = 0; i < tr->n_messages; i++) {
 			tm[i].role = tr->messages[i].role;
 			tm[i].content = tr->messages[i].content;
+			tm[i].content_len = tr->messages[i].content_len;
 			tm[i].name = tr->messages[i].name;
 			tm[i].tool_call_id = tr->messages[i].tool_call_id;
 		}
@@ -148,23 +200,31 @@ dispatch_budget_label(const struct budget_def *def, char *buf, size_t len)
 	}
 }
 
-/* Each budget with its limit, what is used or reserved, and what is left. */
-static void
-dispatch_fill_budgets(struct server *srv, struct stats_result *st)
+/*
+ * Each budget with its limit, what is used or reserved, and what is left;
+ * the overall money budget also in max_budget and budget_left (NAN: none).
+ * uid >= 0 leaves out other users' budgets.
+ */
+void
+dispatch_fill_budgets(struct server *srv, int64_t uid, struct budget_status **budgets,
+    size_t *n_budgets, double *max_budget, double *budget_left)
 {
 	size_t n = budgets_count(srv->budgets);
 	int64_t now = now_ms();
 	char label[300];
 
-	st->max_budget = NAN;
-	st->budget_left = NAN;
-	if (n == 0 || (st->budgets = calloc(n, sizeof *st->budgets)) == NULL)
+	*max_budget = NAN;
+	*budget_left = NAN;
+	*n_budgets = 0;
+	if (n == 0 || (*budgets = calloc(n, sizeof **budgets)) == NULL)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct budget_state b;
 		if (budgets_get(srv->budgets, i, now, &b) == -1)
 			continue;
-		struct budget_status *out = &st->budgets[st->n_budgets++];
+		if (uid >= 0 && b.def.scope == BUDGET_USER && (int64_t)b.def.uid != uid)
+			continue;
+		struct budget_status *out = &(*budgets)[(*n_budgets)++];
 		dispatch_budget_label(&b.def, label, sizeof label);
 		out->scope = strdup(label);
 		out->unit = strdup(budget_unit_name(b.def.unit));
@@ -173,25 +233,48 @@ dispatch_fill_budgets(struct server *srv, struct stats_result *st)
 		out->used = b.used + b.reserved;
 		out->left = b.left;
 		if (b.def.scope == BUDGET_ALL && b.def.unit == BUDGET_MONEY &&
-		    b.def.period == BUDGET_EVER && isnan(st->max_budget)) {
-			st->max_budget = b.def.limit;
-			st->budget_left = b.left;
+		    b.def.period == BUDGET_EVER && isnan(*max_budget)) {
+			*max_budget = b.def.limit;
+			*budget_left = b.left;
 		}
 	}
 }
 
+int64_t
+dispatch_visible_uid(const struct session *s)
+{
+	const struct server *srv = s->server;
+
+	if (strcmp(srv->conf->stats_visibility, "own") == 0 && s->uid != 0 && s->uid != srv->own_uid)
+		return (int64_t)s->uid;
+	return -1;
+}
+
+/*
+ * stats: the totals are everyone's; under stats_visibility "own" a user other
+ * than root and the daemon's own sees only their own rows in the breakdowns
+ * (by_user, by_model, by_tag, by_day) and only their own user budgets.
+ */
 static void
 dispatch_stats(struct session *s, struct request *req)
 {
 	struct server *srv = s->server;
 	struct reply r;
+	int64_t uid = dispatch_visible_uid(s);
 
+	if (req->u.stats.fleet && uid >= 0) {
+		session_send_error(s, req->id, "forbidden", "fleet stats are for root and the "
+		    "daemon's own user under stats_visibility \"own\" (you are uid %u)",
+		    (unsigned)s->uid);
+		return;
+	}
 	if (req->u.stats.fleet) {
 		fleet_stats(srv->fleet, s, req);
 		return;
 	}
 	dispatch_result_init(&r, req);
-	if (ledger_stats(srv->ledger, req->u.stats.by, req->u.stats.since, &r.u.result.u.stats) == -1) {
+	if (ledger_stats_scoped(srv->ledger, req->u.stats.by, req->u.stats.since, uid,
+	    &r.u.result.u.stats) == -1) {
 		if (errno == EINVAL)
 			session_send_error(s, req->id, "bad_request",
 			    "by must be model, user, tag or day, not \"%s\"", req->u.stats.by);
@@ -199,7 +282,8 @@ dispatch_stats(struct session *s, struct request *req)
 			session_send_error(s, req->id, "internal", "stats: %s", strerror(errno));
 		return;
 	}
-	dispatch_fill_budgets(srv, &r.u.result.u.stats);
+	dispatch_fill_budgets(srv, uid, &r.u.result.u.stats.budgets, &r.u.result.u.stats.n_budgets,
+	    &r.u.result.u.stats.max_budget, &r.u.result.u.stats.budget_left);
 	session_send(s, &r);
 	ledger_stats_clear(&r.u.result.u.stats);
 }
@@ -266,6 +350,8 @@ static const struct {
 	{ OP_MODELS, dispatch_models },
 	{ OP_CANCEL, dispatch_cancel },
 	{ OP_RESET, dispatch_reset },
+	{ OP_LOGS, logs_answer },
+	{ OP_TOP, top_answer },
 };
 
 /* Answer one decoded request; takes ownership of req. */

@@ -119,7 +119,7 @@ http_write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct http_transfer *t = arg;
 	size_t len = size * nmemb;
-	struct http_response resp = { 0, NULL, CURLE_OK, NULL, true, -1 };
+	struct http_response resp = { 0, NULL, CURLE_OK, NULL, true, -1, 0 };
 
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &resp.status);
 	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &resp.content_type);
@@ -156,7 +156,8 @@ http_check_done(struct http *h)
 
 	while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
 		struct http_transfer *t;
-		struct http_response resp = { 0, NULL, CURLE_OK, NULL, false, -1 };
+		struct http_response resp = { 0, NULL, CURLE_OK, NULL, false, -1, 0 };
+		long os_errno = 0;
 		char error[CURL_ERROR_SIZE], content_type[128] = "";
 		const char *ct = NULL;
 		curl_off_t retry_after = 0;
@@ -176,6 +177,9 @@ http_check_done(struct http *h)
 		curl_easy_getinfo(t->easy, CURLINFO_CONNECT_TIME, &connect_time);
 		resp.connected = connect_time > 0 || resp.status > 0;
 		resp.result = msg->data.result;
+		if (resp.result != CURLE_OK &&
+		    curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK)
+			resp.os_errno = (int)os_errno;
 		snprintf(error, sizeof error, "%s", t->error[0] ? t->error : curl_easy_strerror(resp.result));
 		resp.error = error;
 		struct http_callbacks cb = t->cb;

@@ -19,6 +19,7 @@ struct http_response {
 	const char *error;          /* done_cb only: curl's message when result != CURLE_OK */
 	bool connected;             /* done_cb only: the TCP connection was made */
 	double retry_after;         /* done_cb only: Retry-After in seconds, -1 if absent */
+	int os_errno;               /* done_cb only: the system error of a failed connect, or 0 */
 };
 
 enum http_data_action { HTTP_DATA_OK = 0, HTTP_DATA_PAUSE = 1, HTTP_DATA_ABORT = -1 };

@@ -27,7 +27,9 @@
  * skipped, so later versions may add some):
  *   v (1), time (ms), uid, tag (str or nil), model, upstream, prompt_tokens,
  *   completion_tokens, estimated (bool), cost (float64), status ("done",
- *   "error", "cancelled"), error (str or nil), latency_ms, rid.
+ *   "error", "cancelled"), error (str or nil), latency_ms, rid, and
+ *   ttft_ms when it was measured (records written before it was added have
+ *   none).
  * rid numbers records from 1 up, never reused (records of older versions
  * have none, 0 here). A record may be in the journal twice: after a failed
  * fdatasync the file is abandoned and the records it held that were not
@@ -131,6 +133,7 @@ struct ledger_scan {
 	bool torn;                  /* bytes after good_end are not records */
 	int64_t last_time;          /* time_ms of the last valid record, -1 none */
 	int64_t first_time;
+	size_t at;                  /* offset of the record passed to the callback */
 };
 
 typedef int (*ledger_scan_cb)(const struct ledger_decoded *, void *);
@@ -450,6 +453,8 @@ ledger_sanitize(const struct ledger_record *rec, struct ledger_decoded *d)
 	d->r.cost = isfinite(rec->cost) && rec->cost > 0 ? rec->cost : 0.0;
 	d->r.status = rec->status;
 	d->r.latency_ms = rec->latency_ms < 0 ? 0 : rec->latency_ms;
+	d->r.has_ttft = rec->has_ttft;
+	d->r.ttft_ms = rec->ttft_ms < 0 ? 0 : rec->ttft_ms;
 	return 0;
 }
 
@@ -465,7 +470,7 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r, uint64_t rid)
 	b->oom = false;
 	ledger_buf_add(b, zero, sizeof zero);
 	msgpack_packer_init(&pk, b, ledger_buf_write_cb);
-	msgpack_pack_map(&pk, 14);
+	msgpack_pack_map(&pk, 14 + (r->has_ttft ? 1 : 0));
 	ledger_pack_str(&pk, "v");
 	msgpack_pack_uint32(&pk, LEDGER_VERSION);
 	ledger_pack_str(&pk, "time");
@@ -503,6 +508,10 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r, uint64_t rid)
 	msgpack_pack_int64(&pk, r->latency_ms);
 	ledger_pack_str(&pk, "rid");
 	msgpack_pack_uint64(&pk, rid);
+	if (r->has_ttft) {
+		ledger_pack_str(&pk, "ttft_ms");
+		msgpack_pack_int64(&pk, r->ttft_ms);
+	}
 	if (b->oom)
 		return -1;
 	body = b->len - LEDGER_HEADER;
@@ -858,6 +867,10 @@ ledger_decode(const uint8_t *body, size_t len, struct ledger_decoded *d)
 		} else if (mpr_key_is(k, klen, "latency_ms")) {
 			if (mpr_int(&r, &d->r.latency_ms) == -1 || d->r.latency_ms < 0)
 				return -1;
+		} else if (mpr_key_is(k, klen, "ttft_ms")) {
+			if (mpr_int(&r, &d->r.ttft_ms) == -1 || d->r.ttft_ms < 0)
+				return -1;
+			d->r.has_ttft = true;
 		} else if (mpr_key_is(k, klen, "rid")) {
 			int64_t rid;
 			if (mpr_int(&r, &rid) == -1 || rid < 1)
@@ -927,6 +940,7 @@ ledger_scan_buf(const uint8_t *buf, size_t len, const char *name, bool quiet,
 				sc->first_time = d->r.time_ms;
 			sc->last_time = d->r.time_ms;
 			sc->n++;
+			sc->at = pos;
 			pos += flen;
 			sc->good_end = pos;
 			if (cb != NULL && (rc = cb(d, arg)) != 0)
@@ -1207,19 +1221,55 @@ ledger_fsync_dir(const char *path)
 	return rc;
 }
 
-/* Create a directory unless a directory is already there. */
+/*
+ * Create a directory unless a directory is already there. Only the state
+ * directory itself (follow) may be a symbolic link: the ledger's own
+ * directories inside it never are, so one planted there is refused.
+ */
 static int
-ledger_mkdir(const char *path, char *cause, size_t cause_len)
+ledger_mkdir_follow(const char *path, bool follow, char *cause, size_t cause_len)
 {
 	struct stat st;
 
 	if (mkdir(path, 0750) == 0)
 		return 0;
-	if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		return 0;
+	if (errno == EEXIST && (follow ? stat(path, &st) : lstat(path, &st)) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return 0;
+		if (S_ISLNK(st.st_mode)) {
+			ledger_cause(cause, cause_len, "%s is a symbolic link; refusing to follow it", path);
+			errno = ELOOP;
+			return -1;
+		}
+	}
 	if (errno == EEXIST)
 		errno = ENOTDIR;
 	ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	return -1;
+}
+
+/* Create one of the ledger's directories inside the state directory. */
+static int
+ledger_mkdir(const char *path, char *cause, size_t cause_len)
+{
+	return ledger_mkdir_follow(path, false, cause, cause_len);
+}
+
+/* Open a file of the ledger without following a symbolic link; cause says so when it is one. */
+static int
+ledger_open_file(const char *path, int flags, char *cause, size_t cause_len)
+{
+	int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC, 0640);
+	int saved;
+
+	if (fd != -1)
+		return fd;
+	saved = errno;
+	if (saved == ELOOP)
+		ledger_cause(cause, cause_len, "%s is a symbolic link; refusing to follow it", path);
+	else
+		ledger_cause(cause, cause_len, "%s: %s", path, strerror(saved));
+	errno = saved;
 	return -1;
 }
 
@@ -1245,7 +1295,7 @@ ledger_mkdirs(const char *path, char *cause, size_t cause_len)
 		}
 		*p = '/';
 	}
-	return ledger_mkdir(path, cause, cause_len);
+	return ledger_mkdir_follow(path, true, cause, cause_len);
 }
 
 /* Read a whole regular file into a malloc'd buffer. */
@@ -1260,12 +1310,8 @@ ledger_read_file(const char *path, uint8_t **out, size_t *out_len, char *cause, 
 
 	*out = NULL;
 	*out_len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		saved = errno;
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(saved));
-		errno = saved;
+	if ((fd = ledger_open_file(path, O_RDONLY, cause, cause_len)) == -1)
 		return -1;
-	}
 	if (fstat(fd, &st) == -1)
 		goto fail;
 	if (!S_ISREG(st.st_mode)) {
@@ -1470,11 +1516,9 @@ ledger_journal_create(struct ledger *l, char *cause, size_t cause_len)
 		ledger_cause(cause, cause_len, "%s: path too long", l->jdir);
 		return -1;
 	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0640);
-	if (fd == -1) {
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	fd = ledger_open_file(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND, cause, cause_len);
+	if (fd == -1)
 		return -1;
-	}
 	if (l->opt.fsync != LEDGER_FSYNC_NO && ledger_fsync_dir(l->jdir) == -1) {
 		saved = errno;
 		close(fd);
@@ -1684,7 +1728,7 @@ ledger_snapshot_write(const struct ledger *l, uint64_t upto, char *cause, size_t
 		ledger_cause(cause, cause_len, "%s: out of memory encoding %zu rows", path, l->n_rows);
 		return -1;
 	}
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) == -1)
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640)) == -1)
 		goto fail;
 	op = "write";
 	while (off < b.len) {
@@ -2017,10 +2061,8 @@ ledger_replay_file(struct ledger *l, struct ledger_rids *seen, uint64_t seq, boo
 	}
 	if (sc.good_end >= l->opt.rotate_bytes)
 		return 0;
-	if ((fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)) == -1) {
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	if ((fd = ledger_open_file(path, O_WRONLY | O_APPEND, cause, cause_len)) == -1)
 		return -1;
-	}
 	if (sc.torn && l->opt.fsync != LEDGER_FSYNC_NO)
 		fdatasync(fd);
 	l->cur_fd = fd;
@@ -2040,10 +2082,8 @@ ledger_lock(struct ledger *l, char *cause, size_t cause_len)
 		ledger_cause(cause, cause_len, "%s: path too long", l->dir);
 		return -1;
 	}
-	if ((l->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
-		ledger_cause(cause, cause_len, "%s: %s", path, strerror(errno));
+	if ((l->lock_fd = ledger_open_file(path, O_RDWR | O_CREAT, cause, cause_len)) == -1)
 		return -1;
-	}
 	if (flock(l->lock_fd, LOCK_EX | LOCK_NB) == -1) {
 		if (errno == EWOULDBLOCK)
 			ledger_cause(cause, cause_len, "%s: the ledger in %s is in use by another "
@@ -2543,6 +2583,14 @@ ledger_stats_clear(struct stats_result *r)
 int
 ledger_stats(struct ledger *l, const char *by, int64_t since, struct stats_result *out)
 {
+	return ledger_stats_scoped(l, by, since, -1, out);
+}
+
+/* A stats query whose breakdowns count only uid's rows (uid -1: everyone's). */
+int
+ledger_stats_scoped(struct ledger *l, const char *by, int64_t since, int64_t uid,
+    struct stats_result *out)
+{
 	struct ledger_row **sel = NULL;
 	struct counters_map *maps[4];
 	bool want[4] = { false, false, false, false };
@@ -2578,8 +2626,9 @@ ledger_stats(struct ledger *l, const char *by, int64_t since, struct stats_resul
 	for (size_t i = 0; i < l->n_rows; i++) {
 		if (l->rows[i]->day < since_day)
 			continue;
-		sel[n++] = l->rows[i];
 		ledger_counters_add(&out->total, &l->rows[i]->c);
+		if (uid < 0 || (uint64_t)uid == l->rows[i]->uid)
+			sel[n++] = l->rows[i];
 	}
 	for (int d = 0; d < 4; d++)
 		if (want[d] && ledger_group(sel, n, (enum ledger_dim)d, maps[d]) == -1)
@@ -2668,6 +2717,121 @@ ledger_foreach_record(struct ledger *l, int64_t since_ms, ledger_record_cb cb, v
 		rc = ledger_scan_buf(l->pend.p + l->pend_off, l->pend.len - l->pend_off, "pending",
 		    true, ledger_foreach_cb, &f, &sc);
 	ledger_rids_free(&f.seen);
+	if (rc == -1) {
+		ledger_cause(cause, cause_len, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* Offsets of the valid records of one buffer, collected by a forward scan. */
+struct ledger_offsets {
+	struct ledger_scan *sc;
+	size_t *off;
+	size_t n, cap;
+};
+
+static int
+ledger_offsets_cb(const struct ledger_decoded *d, void *arg)
+{
+	struct ledger_offsets *o = arg;
+	size_t *grown;
+
+	(void)d;
+	if (o->n == o->cap) {
+		o->cap = o->cap ? o->cap * 2 : 256;
+		if ((grown = reallocarray(o->off, o->cap, sizeof *grown)) == NULL)
+			return -1;
+		o->off = grown;
+	}
+	o->off[o->n++] = o->sc->at;
+	return 0;
+}
+
+/*
+ * Hand the records of one buffer to cb from the last back: 0 to go on to
+ * older ones, 1 when stopped (by cb or by a record older than since_ms), -1
+ * when out of memory.
+ */
+static int
+ledger_buf_newest(const uint8_t *buf, size_t len, int64_t since_ms, int64_t until_ms,
+    struct ledger_rids *seen, ledger_record_cb cb, void *arg)
+{
+	struct ledger_scan sc;
+	struct ledger_offsets o = { &sc, NULL, 0, 0 };
+	struct ledger_decoded *d;
+	size_t flen;
+	int rc = 0, fresh;
+
+	if (ledger_scan_buf(buf, len, "journal", true, ledger_offsets_cb, &o, &sc) != 0 ||
+	    (d = malloc(sizeof *d)) == NULL) {
+		free(o.off);
+		return -1;
+	}
+	for (size_t i = o.n; i-- > 0 && rc == 0;) {
+		if (ledger_frame_at(buf + o.off[i], len - o.off[i], d, &flen) != 1)
+			continue;
+		if (d->rid != 0 && (fresh = ledger_rids_add(seen, d->rid)) != 1) {
+			rc = fresh;     /* 0: a copy of a record already passed on */
+			continue;
+		}
+		if (since_ms >= 0 && d->r.time_ms < since_ms)
+			rc = 1;
+		else if (until_ms < 0 || d->r.time_ms < until_ms)
+			rc = cb(&d->r, arg) != 0 ? 1 : 0;
+	}
+	free(d);
+	free(o.off);
+	return rc;
+}
+
+/* Walk the retained per-request history from the newest record back. */
+int
+ledger_foreach_record_newest(struct ledger *l, int64_t since_ms, int64_t until_ms,
+    size_t max_bytes, ledger_record_cb cb, void *arg, bool *truncated,
+    char *cause, size_t cause_len)
+{
+	struct ledger_rids seen = { 0 };
+	struct stat st;
+	uint64_t *seqs;
+	size_t n, read_bytes = 0, len;
+	char path[PATH_MAX];
+	uint8_t *buf;
+	int rc = 0;
+
+	*truncated = false;
+	if (l->pend_n > 0)
+		rc = ledger_buf_newest(l->pend.p + l->pend_off, l->pend.len - l->pend_off,
+		    since_ms, until_ms, &seen, cb, arg);
+	if (rc != 0)
+		goto out;
+	if (ledger_journal_list(l, &seqs, &n, cause, cause_len) == -1) {
+		ledger_rids_free(&seen);
+		return -1;
+	}
+	for (size_t i = n; i-- > 0 && rc == 0;) {
+		if (ledger_journal_path(l, seqs[i], path, sizeof path) == -1)
+			continue;
+		if (stat(path, &st) == -1)
+			continue;
+		if (max_bytes > 0 && read_bytes > 0 && read_bytes + (size_t)st.st_size > max_bytes) {
+			*truncated = true;
+			break;
+		}
+		if (ledger_read_file(path, &buf, &len, cause, cause_len) == -1) {
+			if (errno == ENOENT)
+				continue;
+			free(seqs);
+			ledger_rids_free(&seen);
+			return -1;
+		}
+		read_bytes += len;
+		rc = ledger_buf_newest(buf, len, since_ms, until_ms, &seen, cb, arg);
+		free(buf);
+	}
+	free(seqs);
+out:
+	ledger_rids_free(&seen);
 	if (rc == -1) {
 		ledger_cause(cause, cause_len, "out of memory");
 		return -1;

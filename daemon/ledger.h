@@ -83,6 +83,8 @@ struct ledger_record {
 	enum ledger_status status;
 	const char *error_code;
 	int64_t latency_ms;
+	bool has_ttft;              /* ttft_ms was measured (records before it have none) */
+	int64_t ttft_ms;            /* ms from the request to the first token */
 };
 
 /* A usage filter: NULL strings and uid -1 match anything; tag "" matches untagged rows. */
@@ -155,6 +157,10 @@ int64_t ledger_since(const struct ledger *);
  */
 int ledger_stats(struct ledger *, const char *by, int64_t since, struct stats_result *out);
 
+/* As ledger_stats, but the maps count only the rows of uid (-1: all); total counts every row. */
+int ledger_stats_scoped(struct ledger *, const char *by, int64_t since, int64_t uid,
+    struct stats_result *out);
+
 /* Free what a stats_result holds (maps, and budgets with their strings) and zero it. */
 void ledger_stats_clear(struct stats_result *);
 
@@ -199,6 +205,17 @@ int ledger_foreach_after(struct ledger *, uint64_t after_rid, uint64_t *from_seq
 
 /* The number of the last record appended (written or not), 0 before the first. */
 uint64_t ledger_last_rid(const struct ledger *);
+/*
+ * Call cb for each record with since_ms <= time_ms < until_ms (-1: no bound),
+ * newest first, each record once: the records waiting in memory, then the
+ * journal files from the newest back. A file is read whole; once max_bytes (0: no bound) have
+ * been read, the walk stops before the next file and sets *truncated. The
+ * walk also stops at the first record older than since_ms. 0 when done or
+ * stopped by cb, -1 with cause when a file cannot be read.
+ */
+int ledger_foreach_record_newest(struct ledger *, int64_t since_ms, int64_t until_ms,
+    size_t max_bytes, ledger_record_cb cb, void *arg, bool *truncated,
+    char *cause, size_t cause_len);
 
 /* "always", "everysec" or "no"; -1 for anything else. */
 int ledger_parse_fsync(const char *, enum ledger_fsync *);

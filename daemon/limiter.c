@@ -464,3 +464,44 @@ limiter_stats(const struct limiter *l, struct limiter_stats *st)
 	st->refused = l->refused;
 	st->expired = l->expired;
 }
+
+/* Milliseconds until a bucket has refilled for tokens units' worth of waiters, 0 when unlimited. */
+static double
+limiter_bucket_eta(const struct limiter_bucket *b, double units, int64_t now)
+{
+	double t;
+
+	if (b->rate == 0)
+		return 0;
+	t = (units - (double)limiter_bucket_level(b, now)) / (double)b->rate;
+	return t > 0 ? t : 0;
+}
+
+/* Why a waiter waits, and for how long a bucket will hold it. */
+const char *
+limiter_reason(const struct limiter *l, const struct limiter_waiter *w, int64_t now,
+    double *wait_s)
+{
+	const struct limiter_waiter *x;
+	double requests = 0, tokens = 0, rpm_ms, tpm_ms;
+
+	if (l->now != LIMITER_TIME_UNSET && now < l->now)
+		now = l->now;
+	/* Everyone up to and including w must be served first. */
+	TAILQ_FOREACH(x, &l->all, all_entry) {
+		requests += 1;
+		tokens += (double)x->tokens;
+		if (x == w)
+			break;
+	}
+	rpm_ms = limiter_bucket_eta(&l->rpm, requests * LIMITER_UNIT, now);
+	tpm_ms = limiter_bucket_eta(&l->tpm, tokens * LIMITER_UNIT, now);
+	*wait_s = -1;
+	if (rpm_ms > 0 || tpm_ms > 0) {
+		*wait_s = (rpm_ms > tpm_ms ? rpm_ms : tpm_ms) / 1000.0;
+		return rpm_ms >= tpm_ms ? "rpm" : "tpm";
+	}
+	if (limiter_slots_full(l))
+		return "concurrency";
+	return "queue";
+}

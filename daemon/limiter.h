@@ -89,4 +89,13 @@ void limiter_release(struct limiter *, int64_t reserved_tokens,
 void limiter_cancel(struct limiter *, struct limiter_waiter *);
 void limiter_stats(const struct limiter *, struct limiter_stats *);
 
+/*
+ * Why a queued waiter waits: "rpm" or "tpm" (a bucket must refill for it and
+ * everyone ahead; *wait_s the seconds that takes), "concurrency" (every slot
+ * is taken; *wait_s < 0: a release cannot be foreseen) or "queue" (behind
+ * others only; *wait_s < 0).
+ */
+const char *limiter_reason(const struct limiter *, const struct limiter_waiter *,
+    int64_t now, double *wait_s);
+
 #endif

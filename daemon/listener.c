@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,13 +68,66 @@ listener_make_dir(const char *path)
 		log_warn("cannot create %s: %s", dir, strerror(errno));
 }
 
-/* A client connects: check the cap, read its credentials, start a session. */
+/* Connections open from uid; counted only when the total could reach the per-uid cap. */
+static int
+listener_uid_count(const struct server *s, uid_t uid)
+{
+	const struct session *se;
+	int n = 0;
+
+	if (s->n_sessions < (size_t)s->max_clients_per_uid)
+		return 0;
+	TAILQ_FOREACH(se, &s->sessions, entry)
+		n += se->uid == uid;
+	return n;
+}
+
+/*
+ * Turn a client away: one error frame (id 0) written straight to the new
+ * socket, which has room for it, then close. At most one log line a second.
+ */
+static void
+listener_refuse(struct server *s, int fd, const struct ucred *cred, const char *code,
+    const char *why)
+{
+	static msgpack_sbuffer sb;
+	struct reply r;
+	int64_t now = now_mono_ms();
+
+	memset(&r, 0, sizeof r);
+	r.type = REPLY_ERROR;
+	r.u.error.code = (char *)code;
+	r.u.error.message = (char *)why;
+	r.u.error.retry_after = NAN;
+	r.u.error.status = -1;
+	sb.size = 0;
+	if (message_reply_encode(&sb, &r) == 0 && write(fd, sb.data, sb.size) == -1)
+		log_debug("refusing client pid %d: write: %s", (int)cred->pid, strerror(errno));
+	close(fd);
+	if (now - s->refused_log_ms < 1000) {
+		s->refused_quiet++;
+		return;
+	}
+	if (s->refused_quiet > 0)
+		log_warn("refusing client pid %d uid %u: %s (%u more refused in the last second)",
+		    (int)cred->pid, (unsigned)cred->uid, why, s->refused_quiet);
+	else
+		log_warn("refusing client pid %d uid %u: %s", (int)cred->pid, (unsigned)cred->uid, why);
+	s->refused_log_ms = now;
+	s->refused_quiet = 0;
+}
+
+/*
+ * A client connects: read its credentials, check the caps, start a session.
+ * Root and the daemon's own user are not held to max_clients_per_uid.
+ */
 static void
 listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct server *s = arg;
 	struct ucred cred;
-	socklen_t len = sizeof cred;
+	socklen_t len;
+	char why[160];
 	int fd;
 
 	(void)what;
@@ -88,15 +142,27 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 				log_warn("accept: %s", strerror(errno));
 			return;
 		}
+		len = sizeof cred;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1) {
 			log_warn("SO_PEERCRED: %s", strerror(errno));
 			close(fd);
 			continue;
 		}
-		if (s->draining || s->n_sessions >= (size_t)s->conf->max_clients) {
-			log_warn("refusing client pid %d uid %u: %s", (int)cred.pid, (unsigned)cred.uid,
-			    s->draining ? "shutting down" : "too many clients");
-			close(fd);
+		if (s->draining) {
+			listener_refuse(s, fd, &cred, "upstream_unavailable", "openllmd is shutting down");
+			continue;
+		}
+		if (s->n_sessions >= (size_t)s->max_clients) {
+			snprintf(why, sizeof why, "too many clients (max_clients %d)", s->max_clients);
+			listener_refuse(s, fd, &cred, "rate_limited", why);
+			continue;
+		}
+		if (cred.uid != 0 && cred.uid != s->own_uid &&
+		    listener_uid_count(s, cred.uid) >= s->max_clients_per_uid) {
+			snprintf(why, sizeof why, "uid %u already has %d connections "
+			    "(max_clients_per_uid %d)", (unsigned)cred.uid, s->max_clients_per_uid,
+			    s->max_clients_per_uid);
+			listener_refuse(s, fd, &cred, "rate_limited", why);
 			continue;
 		}
 		session_new(s, fd, cred.uid, cred.pid);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #endif
 
 #include "daemon/fleet.h"
+#include "client/sockpath.h"
 #include "daemon/http.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
@@ -27,6 +29,10 @@
 #include "daemon/tokenizer.h"
 
 struct server *server;
+
+#define SERVER_FD_RESERVE 32        /* stdio, event loop, curl, log, ledger files, listener, accept */
+#define SERVER_FD_POOL 64           /* connections kept for an upstream without max_concurrency */
+#define SERVER_PER_UID_DEFAULT 256  /* max_clients_per_uid "auto", or half of max_clients */
 
 static void
 usage(FILE *out)
@@ -63,6 +69,82 @@ now_mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Raise the soft descriptor limit to the hard one; the limit in effect. */
+static unsigned long long
+server_raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t want;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit RLIMIT_NOFILE: %s", strerror(errno));
+		return 1024;
+	}
+	want = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		struct rlimit raised = { want, rl.rlim_max };
+		if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+			rl.rlim_cur = want;
+		else
+			log_warn("cannot raise the descriptor limit from %llu to %llu: %s",
+			    (unsigned long long)rl.rlim_cur, (unsigned long long)want, strerror(errno));
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? (unsigned long long)1 << 20 :
+	    (unsigned long long)rl.rlim_cur;
+}
+
+/* Descriptors kept out of max_clients: the daemon's own and every upstream's connections. */
+static unsigned long long
+server_fd_reserve(const struct conf *c)
+{
+	unsigned long long r = SERVER_FD_RESERVE;
+
+	for (size_t i = 0; i < c->n_upstreams; i++) {
+		int mc = c->upstreams[i].max_concurrency;
+		r += (unsigned long long)(mc > 0 ? mc : SERVER_FD_POOL) + 2;  /* + probe, resolver */
+	}
+	return r;
+}
+
+/*
+ * Fit max_clients to the descriptors left after the reserve (lowering a
+ * setting that does not fit, with a warning) and derive max_clients_per_uid.
+ */
+void
+server_limits(struct server *s, const struct conf *c)
+{
+	unsigned long long reserve = server_fd_reserve(c);
+	long long fit = (long long)s->nofile - (long long)reserve;
+	int max, per;
+
+	if (fit < 1) {
+		log_error("the descriptor limit %llu leaves nothing for clients once %llu are kept "
+		    "for upstream connections and files: accepting one client; raise LimitNOFILE "
+		    "or lower max_concurrency", s->nofile, reserve);
+		fit = 1;
+	}
+	if (fit > 1000000)
+		fit = 1000000;
+	max = c->max_clients;
+	if (max == 0)
+		max = (int)fit;
+	else if (max > fit) {
+		log_warn("max_clients %d does not fit in the descriptor limit %llu once %llu are kept "
+		    "for upstream connections and files: lowered to %lld", max, s->nofile, reserve, fit);
+		max = (int)fit;
+	}
+	per = c->max_clients_per_uid;
+	if (per == 0)
+		per = max / 2 < SERVER_PER_UID_DEFAULT ? (max / 2 > 0 ? max / 2 : 1) : SERVER_PER_UID_DEFAULT;
+	if (per > max)
+		per = max;
+	if (max != s->max_clients || per != s->max_clients_per_uid)
+		log_info("accepting up to %d clients, %d per user (descriptor limit %llu, %llu kept "
+		    "for upstream connections and files)", max, per, s->nofile, reserve);
+	s->max_clients = max;
+	s->max_clients_per_uid = per;
 }
 
 /* Tell systemd (when present) how we are doing. */
@@ -213,6 +295,7 @@ server_reload(struct server *s)
 	c->socket_path = strdup(s->conf->socket_path);
 	free(c->state_dir);
 	c->state_dir = strdup(s->conf->state_dir);
+	server_limits(s, c);
 	conf_free(s->conf);
 	s->conf = c;
 	log_set_level(c->log_level);
@@ -388,6 +471,8 @@ main(int argc, char **argv)
 	server = &srv;
 	srv.listen_fd = -1;
 	srv.own_uid = geteuid();
+	srv.nofile = server_raise_nofile();
+	server_limits(&srv, srv.conf);
 	srv.started_ms = now_mono_ms();
 	TAILQ_INIT(&srv.upstreams);
 	TAILQ_INIT(&srv.retired);
@@ -400,8 +485,12 @@ main(int argc, char **argv)
 	if ((srv.http = http_new(srv.base)) == NULL)
 		fatal("cannot set up libcurl's multi handle");
 
-	if (getenv("LISTEN_FDS") == NULL && listener_check(srv.conf->socket_path, cause, sizeof cause) == -1)
+	if (getenv("LISTEN_FDS") == NULL &&
+	    (sockpath_check_private(srv.conf->socket_path, srv.own_uid, 1, cause, sizeof cause) == -1 ||
+	    listener_check(srv.conf->socket_path, cause, sizeof cause) == -1))
 		fatal("%s", cause);
+	if (sockpath_check_private(srv.conf->state_dir, srv.own_uid, 1, cause, sizeof cause) == -1)
+		fatal("state_dir %s: %s", srv.conf->state_dir, cause);
 	if (mkdir_p(srv.conf->state_dir, 0700) == -1)
 		fatal("cannot create state_dir %s: %s", srv.conf->state_dir, strerror(errno));
 	struct ledger_options lo;

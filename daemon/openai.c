@@ -39,15 +39,13 @@ openai_mp_take(const uint8_t **p, size_t *left, size_t n)
 	return (at);
 }
 
-/* A msgpack string as JSON: valid UTF-8 without NUL bytes. */
+/* A msgpack string as JSON: valid UTF-8; a NUL is a character (\u0000). */
 static json_t *
 openai_mp_string(const uint8_t **p, size_t *left, size_t n)
 {
 	const uint8_t	*s;
 
 	if ((s = openai_mp_take(p, left, n)) == NULL)
-		return (NULL);
-	if (memchr(s, '\0', n) != NULL)
 		return (NULL);
 	return (json_stringn((const char *)s, n));
 }
@@ -86,7 +84,9 @@ openai_mp_map(const uint8_t **p, size_t *left, size_t n, int depth)
 		return (NULL);
 	for (i = 0; i < n; i++) {
 		k = openai_mp_value(p, left, depth + 1);
-		if (k == NULL || !json_is_string(k)) {
+		/* a jansson key is a C string: one holding NUL is refused */
+		if (k == NULL || !json_is_string(k) ||
+		    strlen(json_string_value(k)) != json_string_length(k)) {
 			json_decref(k);
 			json_decref(o);
 			return (NULL);
@@ -252,8 +252,6 @@ openai_pack(json_t *v, msgpack_packer *pk, int depth)
 	case JSON_STRING:
 		s = json_string_value(v);
 		n = json_string_length(v);
-		if (memchr(s, '\0', n) != NULL)
-			return (-1);
 		if (msgpack_pack_str(pk, n) != 0 ||
 		    msgpack_pack_str_body(pk, s, n) != 0)
 			return (-1);
@@ -370,7 +368,9 @@ openai_message_json(const struct chat_message *m, size_t idx, char *cause,
 	}
 	/* An assistant turn that only calls tools has null content. */
 	if (m->content != NULL)
-		rc = openai_set_string(o, "content", m->content);
+		/* length-aware: a NUL in the content goes out as \u0000 */
+		rc = json_object_set_new(o, "content", json_stringn(m->content,
+		    m->content_len != 0 ? m->content_len : strlen(m->content)));
 	else if (tc != NULL)
 		rc = json_object_set_new(o, "content", json_null());
 	else

@@ -102,8 +102,8 @@ void openai_models_free(char **names, size_t n);
 /*
  * Free-form values between JSON and msgpack: integers stay integers, reals
  * reals; nesting deeper than OPENAI_MAX_DEPTH, binary and ext values,
- * non-string map keys, strings with NUL bytes or invalid UTF-8 and integers
- * beyond int64 are refused. openai_msgpack_to_json takes exactly one object
+ * non-string map keys and keys holding NUL, strings of invalid UTF-8 and
+ * integers beyond int64 are refused; a NUL in a string value is kept. openai_msgpack_to_json takes exactly one object
  * and checks every declared length against the bytes left, so it can be
  * given anything.
  */

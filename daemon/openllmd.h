@@ -145,6 +145,11 @@ struct server {
 	bool flushing;              /* closing every session after its last reply */
 	int64_t drain_deadline_ms;
 	uid_t own_uid;
+	unsigned long long nofile;  /* the descriptor limit, raised to the hard one */
+	int max_clients;            /* in effect: the setting fitted to nofile */
+	int max_clients_per_uid;
+	int64_t refused_log_ms;     /* last refusal logged (monotonic) */
+	unsigned refused_quiet;     /* refusals since, not logged */
 	double total_cost;
 	struct budgets *budgets;
 	struct fleet *fleet;        /* NULL: no fleet_postgres */
@@ -156,6 +161,7 @@ extern struct server *server;
 int64_t now_ms(void);
 int64_t now_mono_ms(void);
 void server_check_drained(struct server *);
+void server_limits(struct server *, const struct conf *);
 int server_budgets_load(struct server *, const struct conf *, char *cause, size_t cause_len);
 
 /* listener.c */
@@ -180,6 +186,10 @@ struct chat *session_find_chat(struct session *, uint64_t id);
 void dispatch_request(struct session *, struct request *);
 struct tokenizer *dispatch_tokenizer(struct server *, const char *name, char *cause, size_t cause_len);
 void dispatch_budget_label(const struct budget_def *, char *buf, size_t len);
+/* -1 when s may see every user's rows and budgets, else its own uid. */
+int64_t dispatch_visible_uid(const struct session *s);
+void dispatch_fill_budgets(struct server *, int64_t uid, struct budget_status **, size_t *,
+    double *max_budget, double *budget_left);
 
 /* upstream.c */
 int upstream_setup(struct server *, const struct conf *, char *cause, size_t cause_len);
@@ -192,7 +202,21 @@ void upstream_limiter_kick(struct upstream *);
 void upstream_reap(struct server *);
 
 
+/* status.c */
+struct http_response;
+void status_queued(struct chat *);
+void status_retrying(struct chat *, const char *reason, const char *why, double wait_s);
+void status_cause(const struct http_response *, long status, char *buf, size_t len);
+bool status_upstream_down(struct chat *);
+
+/* logs.c */
+void logs_answer(struct session *, struct request *);
+
+/* top.c */
+void top_answer(struct session *, struct request *);
+
 /* chat.c */
+int64_t chat_streamed(const struct chat *);
 struct chat *chat_new(struct server *, const struct chat_front *, void *owner, uint32_t uid,
     struct request *);
 void chat_start(struct chat *);

@@ -476,15 +476,16 @@ tokenizer_count(const struct tokenizer *t, const char *text, size_t len)
 	return (int64_t)out.n;
 }
 
-/* Add the tokens of the string s, if present, to *total. */
+/* Add the tokens of the len bytes at s (0: strlen(s)), if present, to *total. */
 static int
-tokenizer_count_add(const struct tokenizer *t, const char *s, int64_t *total)
+tokenizer_count_add(const struct tokenizer *t, const char *s, size_t len,
+    int64_t *total)
 {
 	int64_t	n;
 
 	if (s == NULL)
 		return 0;
-	if ((n = tokenizer_count(t, s, strlen(s))) == -1)
+	if ((n = tokenizer_count(t, s, len != 0 ? len : strlen(s))) == -1)
 		return -1;
 	*total += n;
 	return 0;
@@ -509,10 +510,10 @@ tokenizer_count_messages(const struct tokenizer *t,
 	for (i = 0; i < n; i++) {
 		m = &msgs[i];
 		total += 3;
-		if (tokenizer_count_add(t, m->role, &total) == -1 ||
-		    tokenizer_count_add(t, m->content, &total) == -1 ||
-		    tokenizer_count_add(t, m->name, &total) == -1 ||
-		    tokenizer_count_add(t, m->tool_call_id, &total) == -1)
+		if (tokenizer_count_add(t, m->role, 0, &total) == -1 ||
+		    tokenizer_count_add(t, m->content, m->content_len, &total) == -1 ||
+		    tokenizer_count_add(t, m->name, 0, &total) == -1 ||
+		    tokenizer_count_add(t, m->tool_call_id, 0, &total) == -1)
 			return -1;
 		if (m->name != NULL)
 			total += 1;
@@ -567,6 +568,15 @@ tokenizer_decode(const struct tokenizer *t, const uint32_t *ids, size_t n,
 	*out = buf;
 	*out_len = len;
 	return 0;
+}
+
+/* The name of the i-th built-in vocabulary, NULL past the last. */
+const char *
+tokenizer_builtin(size_t i)
+{
+	if (i >= sizeof tokenizer_builtins / sizeof tokenizer_builtins[0])
+		return NULL;
+	return tokenizer_builtins[i].name;
 }
 
 /* The name the tokenizer was loaded by. */
@@ -650,7 +660,8 @@ tokenizer_read(const char *path, unsigned char **buf, size_t *len,
 	ssize_t		 r;
 	int		 fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+	/* O_NONBLOCK: a FIFO or device must not block the daemon in open(). */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1) {
 		snprintf(cause, cause_len, "%s: %s", path, strerror(errno));
 		return -1;
 	}

@@ -12,17 +12,22 @@
  */
 struct tokenizer;
 
-/* One chat message; NULL fields are absent. */
+/*
+ * One chat message; NULL fields are absent. content may hold NUL (U+0000):
+ * content_len is its length in bytes, 0 meaning strlen(content).
+ */
 struct tokenizer_message {
 	const char	*role;
 	const char	*content;
 	const char	*name;
 	const char	*tool_call_id;
+	size_t		 content_len;
 };
 
 #define TOKENIZER_DEFAULT	"cl100k_base"
 
 struct tokenizer *tokenizer_load(const char *, char *, size_t);
+const char	*tokenizer_builtin(size_t);
 void		 tokenizer_free(struct tokenizer *);
 const char	*tokenizer_name(const struct tokenizer *);
 int		 tokenizer_encode(const struct tokenizer *, const char *, size_t,

@@ -28,7 +28,7 @@ int
 main(int argc, char **argv)
 {
 	struct ollm *c;
-	struct ollm_message msg = { "user", NULL, NULL };
+	struct ollm_message msg = { "user", NULL, NULL, 0 };
 	struct ollm_done done;
 	int r;
 

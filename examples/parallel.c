@@ -45,7 +45,7 @@ static void *
 ask(void *arg)
 {
 	struct job *j = arg;
-	struct ollm_message msg = { "user", NULL, NULL };
+	struct ollm_message msg = { "user", NULL, NULL, 0 };
 	struct ollm *c;
 
 	msg.content = j->question;

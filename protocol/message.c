@@ -14,6 +14,7 @@
 /* Field flags for the decoders. */
 #define F_REQ      0x1          /* absent is an error */
 #define F_NONEMPTY 0x2          /* a string must not be empty */
+#define F_NUL      0x4          /* a string may hold NUL (U+0000) */
 
 /* One known key of a map: where its value is, once looked up. */
 struct field {
@@ -29,12 +30,12 @@ struct enc {
 };
 
 static const char *const message_op_names[] = {
-	NULL, "chat", "tokens", "stats", "models", "ping", "cancel", "reset"
+	NULL, "chat", "tokens", "stats", "models", "ping", "cancel", "reset", "logs", "top"
 };
 #define MESSAGE_N_OPS (sizeof message_op_names / sizeof message_op_names[0])
 
 static const char *const message_reply_names[] = {
-	NULL, "delta", "done", "result", "error"
+	NULL, "delta", "done", "result", "error", "status"
 };
 
 /* Name of an op, or NULL for a value outside the enum. */
@@ -60,6 +61,13 @@ message_op_parse(const char *s, size_t len, enum message_op *op)
 		}
 	}
 	return -1;
+}
+
+/* The length of a text that may hold NUL: len, or strlen(s) when len is 0. */
+size_t
+message_text_len(const char *s, size_t len)
+{
+	return len != 0 ? len : strlen(s);
 }
 
 /* Strict UTF-8: shortest form only, no surrogates, nothing above U+10FFFF. */
@@ -145,24 +153,111 @@ message_quote(char *out, size_t outlen, const char *s, size_t len)
 	out[n] = '\0';
 }
 
+/* Read the n-byte big-endian unsigned integer at p. */
+static uint64_t
+message_be(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+
+	while (n-- > 0)
+		v = v << 8 | *p++;
+	return v;
+}
+
 /*
- * Check the body with the bounded scan, then unpack it. The scan guarantees
- * one map, no trailing bytes, nesting within MESSAGE_MAX_DEPTH and every
- * declared count backed by bytes, so msgpack-c allocates at most a small
- * multiple of len (strings are referenced, not copied).
+ * A request over MESSAGE_MAX_OBJECTS: walk its top-level map (no
+ * allocation) to find the id for the reply and the field holding the most
+ * objects, and fail with too_large naming it; bad_frame if the bytes turn
+ * out malformed on the way.
  */
 static int
-message_unpack(const uint8_t *body, size_t len, msgpack_unpacked *up,
-    struct message_error *err)
+message_too_many(const uint8_t *body, size_t len, struct message_error *err)
+{
+	char cause[128], key[48] = "", name[48] = "";
+	size_t off, hdr, used, objects, most = 0, i, n;
+	const uint8_t *k;
+	uint8_t b = body[0];
+
+	if (b <= 0x8f) {
+		n = b & 0x0f;
+		off = 1;
+	} else {
+		hdr = b == 0xde ? 2 : 4;
+		if (len < 1 + hdr)
+			return message_fail(err, "bad_frame", "msgpack truncated at byte 1");
+		n = (size_t)message_be(body + 1, hdr);
+		off = 1 + hdr;
+	}
+	for (i = 0; i < 2 * n; i++) {
+		if (scan_object(body + off, len - off, MESSAGE_MAX_DEPTH - 1, 0, &used,
+		    &objects, cause, sizeof cause) != 0) {
+			err->id = 0;
+			return message_fail(err, "bad_frame", "%s (in the value at byte %zu)",
+			    cause, off);
+		}
+		k = body + off;
+		if (i % 2 == 0) {
+			/* a key: remember it if it is a string */
+			b = k[0];
+			hdr = (b >= 0xa0 && b <= 0xbf) ? 1 : b == 0xd9 ? 2 :
+			    b == 0xda ? 3 : b == 0xdb ? 5 : 0;
+			if (hdr != 0)
+				message_quote(key, sizeof key, (const char *)k + hdr, used - hdr);
+			else
+				snprintf(key, sizeof key, "(a key that is not a string)");
+		} else {
+			if (strcmp(key, "id") == 0 && err->id == 0) {
+				b = k[0];
+				if (b <= 0x7f)
+					err->id = b;
+				else if (b >= 0xcc && b <= 0xcf)
+					err->id = message_be(k + 1, (size_t)1 << (b - 0xcc));
+			}
+			if (objects > most) {
+				most = objects;
+				memcpy(name, key, sizeof name);
+			}
+		}
+		off += used;
+	}
+	if (off != len) {
+		err->id = 0;
+		return message_fail(err, "bad_frame",
+		    "%zu bytes after the map at the end of the frame", len - off);
+	}
+	if (most > MESSAGE_MAX_OBJECTS / 2)
+		return message_fail(err, "too_large",
+		    "%s: %zu msgpack objects; a request holds at most %d in all",
+		    name, most, MESSAGE_MAX_OBJECTS);
+	return message_fail(err, "too_large",
+	    "request: more than %d msgpack objects in all (%zu fields)",
+	    MESSAGE_MAX_OBJECTS, n);
+}
+
+/*
+ * Check the body with the bounded scan, then unpack it. The scan guarantees
+ * one map, no trailing bytes, nesting within MESSAGE_MAX_DEPTH, every
+ * declared count backed by bytes and, for a request (max_objects not 0), at
+ * most max_objects objects, so msgpack-c allocates a bounded amount (strings
+ * are referenced, not copied).
+ */
+static int
+message_unpack(const uint8_t *body, size_t len, size_t max_objects,
+    msgpack_unpacked *up, struct message_error *err)
 {
 	char cause[128];
 	size_t used, off = 0;
 	msgpack_unpack_return rc;
+	int r;
 
 	if (len == 0 || !((body[0] >= 0x80 && body[0] <= 0x8f) ||
 	    body[0] == 0xde || body[0] == 0xdf))
 		return message_fail(err, "bad_frame", "frame body is not a msgpack map");
-	if (scan_object(body, len, MESSAGE_MAX_DEPTH, &used, cause, sizeof cause) != 0)
+	r = scan_object(body, len, MESSAGE_MAX_DEPTH, max_objects, &used, NULL, cause,
+	    sizeof cause);
+	if (r == SCAN_TOO_MANY)
+		return message_too_many(body, len, err);
+	if (r != 0)
 		return message_fail(err, "bad_frame", "%s", cause);
 	if (used != len)
 		return message_fail(err, "bad_frame",
@@ -226,10 +321,13 @@ field_present(const struct field *f, const char *pre, unsigned int flags,
 	return message_fail(err, "bad_request", "%s%s: missing", pre, f->name);
 }
 
-/* Copy a string value: UTF-8, no NUL, NUL-terminated copy. */
+/*
+ * Copy a string value: UTF-8, no NUL unless flags has F_NUL, NUL-terminated
+ * copy; its length in *out_len when that is not NULL.
+ */
 static int
-obj_str(const msgpack_object *o, const char *pre, const char *name,
-    unsigned int flags, char **out, struct message_error *err)
+obj_strn(const msgpack_object *o, const char *pre, const char *name,
+    unsigned int flags, char **out, size_t *out_len, struct message_error *err)
 {
 	const char *s;
 	size_t len;
@@ -241,7 +339,7 @@ obj_str(const msgpack_object *o, const char *pre, const char *name,
 	len = o->via.str.size;
 	if ((flags & F_NONEMPTY) && len == 0)
 		return message_fail(err, "bad_request", "%s%s: must not be empty", pre, name);
-	if (len > 0 && memchr(s, '\0', len) != NULL)
+	if (len > 0 && (~flags & F_NUL) && memchr(s, '\0', len) != NULL)
 		return message_fail(err, "bad_request", "%s%s: contains a NUL byte", pre, name);
 	if (!message_utf8_valid(s, len))
 		return message_fail(err, "bad_request", "%s%s: not valid UTF-8", pre, name);
@@ -251,7 +349,17 @@ obj_str(const msgpack_object *o, const char *pre, const char *name,
 		memcpy(p, s, len);
 	p[len] = '\0';
 	*out = p;
+	if (out_len != NULL)
+		*out_len = len;
 	return 0;
+}
+
+/* Copy a string value that may not hold NUL. */
+static int
+obj_str(const msgpack_object *o, const char *pre, const char *name,
+    unsigned int flags, char **out, struct message_error *err)
+{
+	return obj_strn(o, pre, name, flags & ~F_NUL, out, NULL, err);
 }
 
 /* Read a signed integer >= min. */
@@ -337,14 +445,18 @@ obj_bool(const msgpack_object *o, const char *pre, const char *name, bool *out,
 	return 0;
 }
 
-/* Check that a free-form value maps onto JSON: string keys, UTF-8, no bin or ext. */
+/*
+ * Check that a free-form value maps onto JSON: string keys, UTF-8, no bin or
+ * ext. *count grows by the number of objects it holds.
+ */
 static int
 raw_check(const msgpack_object *o, const char *pre, const char *name,
-    struct message_error *err)
+    size_t *count, struct message_error *err)
 {
 	const msgpack_object_kv *kv;
 	uint32_t i;
 
+	(*count)++;
 	switch (o->type) {
 	case MSGPACK_OBJECT_NIL:
 	case MSGPACK_OBJECT_BOOLEAN:
@@ -364,7 +476,7 @@ raw_check(const msgpack_object *o, const char *pre, const char *name,
 		return 0;
 	case MSGPACK_OBJECT_ARRAY:
 		for (i = 0; i < o->via.array.size; i++) {
-			if (raw_check(&o->via.array.ptr[i], pre, name, err) != 0)
+			if (raw_check(&o->via.array.ptr[i], pre, name, count, err) != 0)
 				return -1;
 		}
 		return 0;
@@ -374,8 +486,8 @@ raw_check(const msgpack_object *o, const char *pre, const char *name,
 			if (kv->key.type != MSGPACK_OBJECT_STR)
 				return message_fail(err, "bad_request",
 				    "%s%s: holds a map key that is not a string", pre, name);
-			if (raw_check(&kv->key, pre, name, err) != 0 ||
-			    raw_check(&kv->val, pre, name, err) != 0)
+			if (raw_check(&kv->key, pre, name, count, err) != 0 ||
+			    raw_check(&kv->val, pre, name, count, err) != 0)
 				return -1;
 		}
 		return 0;
@@ -385,24 +497,39 @@ raw_check(const msgpack_object *o, const char *pre, const char *name,
 	}
 }
 
-/* Keep a free-form map or array as msgpack bytes of its own. */
+/*
+ * Keep a free-form map or array as msgpack bytes of its own; with max_bytes
+ * not 0, one of more than max_objects objects or max_bytes encoded bytes is
+ * too_large.
+ */
 static int
 obj_raw(const msgpack_object *o, const char *pre, const char *name,
-    msgpack_object_type want, struct message_raw *out, struct message_error *err)
+    msgpack_object_type want, size_t max_objects, size_t max_bytes,
+    struct message_raw *out, struct message_error *err)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
+	size_t count = 0;
 
 	if (o->type != want)
 		return message_fail(err, "bad_request", "%s%s: expected %s", pre, name,
 		    want == MSGPACK_OBJECT_MAP ? "map" : "array");
-	if (raw_check(o, pre, name, err) != 0)
+	if (raw_check(o, pre, name, &count, err) != 0)
 		return -1;
+	if (max_objects != 0 && count > max_objects)
+		return message_fail(err, "too_large",
+		    "%s%s: %zu msgpack objects, at most %zu", pre, name, count, max_objects);
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	if (msgpack_pack_object(&pk, *o) != 0) {
 		msgpack_sbuffer_destroy(&sb);
 		return message_fail(err, "internal", "out of memory");
+	}
+	if (max_bytes != 0 && sb.size > max_bytes) {
+		count = sb.size;
+		msgpack_sbuffer_destroy(&sb);
+		return message_fail(err, "too_large",
+		    "%s%s: %zu bytes encoded, at most %zu", pre, name, count, max_bytes);
 	}
 	out->len = sb.size;
 	out->data = (uint8_t *)msgpack_sbuffer_release(&sb);
@@ -482,6 +609,16 @@ field_bool(const struct field *f, const char *pre, unsigned int flags, bool *out
 	return r <= 0 ? r : obj_bool(f->o, pre, f->name, out, err);
 }
 
+/* A string field that may hold NUL; its length in *len. */
+static int
+field_text(const struct field *f, const char *pre, unsigned int flags, char **out,
+    size_t *len, struct message_error *err)
+{
+	int r = field_present(f, pre, flags, "string", err);
+
+	return r <= 0 ? r : obj_strn(f->o, pre, f->name, flags | F_NUL, out, len, err);
+}
+
 /* A free-form map or array field, kept as msgpack bytes. */
 static int
 field_raw(const struct field *f, const char *pre, unsigned int flags,
@@ -490,7 +627,7 @@ field_raw(const struct field *f, const char *pre, unsigned int flags,
 	int r = field_present(f, pre, flags,
 	    want == MSGPACK_OBJECT_MAP ? "map" : "array", err);
 
-	return r <= 0 ? r : obj_raw(f->o, pre, f->name, want, out, err);
+	return r <= 0 ? r : obj_raw(f->o, pre, f->name, want, 0, 0, out, err);
 }
 
 /* Check a field is a map or an array before its elements are read. */
@@ -579,6 +716,11 @@ message_request_free(struct request *rq)
 	case OP_STATS:
 		free(rq->u.stats.by);
 		break;
+	case OP_LOGS:
+		free(rq->u.logs.tag);
+		free(rq->u.logs.model);
+		free(rq->u.logs.status);
+		break;
 	default:
 		break;
 	}
@@ -596,6 +738,68 @@ counters_map_free(struct counters_map *m)
 	for (i = 0; i < m->n; i++)
 		free(m->entries[i].key);
 	free(m->entries);
+}
+
+/* Free budgets and their strings. */
+static void
+budgets_free(struct budget_status *b, size_t n)
+{
+	size_t i;
+
+	if (b == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		free(b[i].scope);
+		free(b[i].unit);
+		free(b[i].period);
+	}
+	free(b);
+}
+
+/* Free what a logs result owns. */
+static void
+logs_result_free(struct logs_result *l)
+{
+	size_t i;
+
+	if (l->rows == NULL)
+		return;
+	for (i = 0; i < l->n; i++) {
+		free(l->rows[i].tag);
+		free(l->rows[i].model);
+		free(l->rows[i].upstream);
+		free(l->rows[i].status);
+		free(l->rows[i].error);
+	}
+	free(l->rows);
+}
+
+/* Free what a top result owns. */
+static void
+top_result_free(struct top_result *t)
+{
+	size_t i;
+
+	if (t->chats != NULL) {
+		for (i = 0; i < t->n_chats; i++) {
+			free(t->chats[i].model);
+			free(t->chats[i].upstream);
+			free(t->chats[i].tag);
+			free(t->chats[i].state);
+		}
+		free(t->chats);
+	}
+	if (t->models != NULL) {
+		for (i = 0; i < t->n_models; i++)
+			free(t->models[i].model);
+		free(t->models);
+	}
+	if (t->upstreams != NULL) {
+		for (i = 0; i < t->n_upstreams; i++)
+			free(t->upstreams[i].name);
+		free(t->upstreams);
+	}
+	budgets_free(t->budgets, t->n_budgets);
 }
 
 /* Free what a result owns. */
@@ -621,14 +825,7 @@ result_free(struct result_reply *r)
 		counters_map_free(&s->by_tag);
 		counters_map_free(&s->by_day);
 		counters_map_free(&s->by_node);
-		if (s->budgets != NULL) {
-			for (i = 0; i < s->n_budgets; i++) {
-				free(s->budgets[i].scope);
-				free(s->budgets[i].unit);
-				free(s->budgets[i].period);
-			}
-			free(s->budgets);
-		}
+		budgets_free(s->budgets, s->n_budgets);
 		break;
 	case OP_MODELS:
 		m = &r->u.models;
@@ -641,6 +838,12 @@ result_free(struct result_reply *r)
 			}
 			free(m->upstreams);
 		}
+		break;
+	case OP_LOGS:
+		logs_result_free(&r->u.logs);
+		break;
+	case OP_TOP:
+		top_result_free(&r->u.top);
 		break;
 	default:
 		break;
@@ -675,6 +878,11 @@ message_reply_free(struct reply *rp)
 		free(rp->u.error.message);
 		raw_free(&rp->u.error.detail);
 		break;
+	case REPLY_STATUS:
+		free(rp->u.status.state);
+		free(rp->u.status.reason);
+		free(rp->u.status.message);
+		break;
 	}
 	free(rp);
 }
@@ -697,6 +905,12 @@ message_request_init(struct request *rq, enum message_op op)
 	case OP_STATS:
 		rq->u.stats.since = -1;
 		break;
+	case OP_LOGS:
+		rq->u.logs.since = -1;
+		rq->u.logs.until = -1;
+		rq->u.logs.user = -1;
+		rq->u.logs.limit = -1;
+		break;
 	default:
 		break;
 	}
@@ -716,6 +930,11 @@ message_reply_init(struct reply *rp, enum reply_type type, enum message_op op)
 	case REPLY_ERROR:
 		rp->u.error.retry_after = NAN;
 		rp->u.error.status = -1;
+		break;
+	case REPLY_STATUS:
+		rp->u.status.wait_s = NAN;
+		rp->u.status.attempt = -1;
+		rp->u.status.of = -1;
 		break;
 	case REPLY_RESULT:
 		rp->u.result.op = op;
@@ -744,7 +963,7 @@ decode_chat_message(const msgpack_object *o, const char *pre,
 
 	if (message_fields(o, f, NF, pre, err) != 0 ||
 	    field_str(&f[ROLE], pre, F_REQ | F_NONEMPTY, &m->role, err) != 0 ||
-	    field_str(&f[CONTENT], pre, 0, &m->content, err) != 0 ||
+	    field_text(&f[CONTENT], pre, 0, &m->content, &m->content_len, err) != 0 ||
 	    field_str(&f[NAME], pre, 0, &m->name, err) != 0 ||
 	    field_str(&f[TOOL_CALL_ID], pre, 0, &m->tool_call_id, err) != 0 ||
 	    field_raw(&f[TOOL_CALLS], pre, 0, MSGPACK_OBJECT_ARRAY, &m->tool_calls, err) != 0)
@@ -786,12 +1005,12 @@ decode_chat(const msgpack_object *root, struct chat_request *c,
     struct message_error *err)
 {
 	enum { MESSAGES, MODEL, STREAM, MAX_TOKENS, TEMPERATURE, TOP_P, STOP, SEED,
-	    TAG, EXTRA, NF };
+	    TAG, EXTRA, STATUS, NF };
 	struct field f[NF] = {
 		{ "messages", NULL, 0 }, { "model", NULL, 0 }, { "stream", NULL, 0 },
 		{ "max_tokens", NULL, 0 }, { "temperature", NULL, 0 },
 		{ "top_p", NULL, 0 }, { "stop", NULL, 0 }, { "seed", NULL, 0 },
-		{ "tag", NULL, 0 }, { "extra", NULL, 0 }
+		{ "tag", NULL, 0 }, { "extra", NULL, 0 }, { "status", NULL, 0 }
 	};
 	const msgpack_object *s;
 
@@ -804,7 +1023,10 @@ decode_chat(const msgpack_object *root, struct chat_request *c,
 	    field_double(&f[TOP_P], "", 0, 0, 1, &c->top_p, err) != 0 ||
 	    field_int(&f[SEED], "", 0, INT64_MIN, &c->seed, err) != 0 ||
 	    field_str(&f[TAG], "", 0, &c->tag, err) != 0 ||
-	    field_raw(&f[EXTRA], "", 0, MSGPACK_OBJECT_MAP, &c->extra, err) != 0)
+	    field_bool(&f[STATUS], "", 0, &c->status, err) != 0)
+		return -1;
+	if (f[EXTRA].o != NULL && obj_raw(f[EXTRA].o, "", "extra", MSGPACK_OBJECT_MAP,
+	    MESSAGE_MAX_EXTRA_OBJECTS, MESSAGE_MAX_EXTRA, &c->extra, err) != 0)
 		return -1;
 	if (c->max_tokens > MESSAGE_MAX_TOKENS)
 		return message_fail(err, "bad_request", "max_tokens: must be <= %d",
@@ -842,7 +1064,7 @@ decode_tokens(const msgpack_object *root, struct tokens_request *t,
 	};
 
 	if (message_fields(root, f, NF, "", err) != 0 ||
-	    field_str(&f[TEXT], "", 0, &t->text, err) != 0 ||
+	    field_text(&f[TEXT], "", 0, &t->text, &t->text_len, err) != 0 ||
 	    decode_messages(&f[MESSAGES], 0, &t->messages, &t->n_messages, err) != 0 ||
 	    field_str(&f[ENCODING], "", F_NONEMPTY, &t->encoding, err) != 0 ||
 	    field_str(&f[MODEL], "", F_NONEMPTY, &t->model, err) != 0 ||
@@ -872,6 +1094,42 @@ decode_stats(const msgpack_object *root, struct stats_request *s,
 	    strcmp(s->by, "day") != 0)
 		return message_fail(err, "bad_request",
 		    "by: expected one of model, user, tag, day");
+	return 0;
+}
+
+/* Decode the fields of a logs request. */
+static int
+decode_logs(const msgpack_object *root, struct logs_request *l,
+    struct message_error *err)
+{
+	enum { SINCE, UNTIL, USER, TAG, MODEL, STATUS, LIMIT, NF };
+	struct field f[NF] = {
+		{ "since", NULL, 0 }, { "until", NULL, 0 }, { "user", NULL, 0 },
+		{ "tag", NULL, 0 }, { "model", NULL, 0 }, { "status", NULL, 0 },
+		{ "limit", NULL, 0 }
+	};
+	uint64_t u;
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_int(&f[SINCE], "", 0, 0, &l->since, err) != 0 ||
+	    field_int(&f[UNTIL], "", 0, 0, &l->until, err) != 0 ||
+	    field_str(&f[TAG], "", 0, &l->tag, err) != 0 ||
+	    field_str(&f[MODEL], "", F_NONEMPTY, &l->model, err) != 0 ||
+	    field_str(&f[STATUS], "", 0, &l->status, err) != 0 ||
+	    field_int(&f[LIMIT], "", 0, 1, &l->limit, err) != 0)
+		return -1;
+	if (f[USER].o != NULL) {
+		if (field_uint(&f[USER], "", 0, 0, UINT32_MAX, &u, err) != 0)
+			return -1;
+		l->user = (int64_t)u;
+	}
+	if (l->limit > LOGS_LIMIT_MAX)
+		return message_fail(err, "bad_request", "limit: at most %d rows",
+		    LOGS_LIMIT_MAX);
+	if (l->status != NULL && strcmp(l->status, "done") != 0 &&
+	    strcmp(l->status, "error") != 0 && strcmp(l->status, "cancelled") != 0)
+		return message_fail(err, "bad_request",
+		    "status: expected one of done, error, cancelled");
 	return 0;
 }
 
@@ -959,6 +1217,8 @@ decode_request(const msgpack_object *root, struct request *rq,
 		return decode_stats(root, &rq->u.stats, err);
 	case OP_CANCEL:
 		return decode_cancel(root, &rq->u.cancel_target, err);
+	case OP_LOGS:
+		return decode_logs(root, &rq->u.logs, err);
 	default:
 		return 0;
 	}
@@ -974,9 +1234,10 @@ message_request_decode(const uint8_t *body, size_t len, struct request **out,
 
 	err->code = NULL;
 	err->id = 0;
+	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (message_unpack(body, len, &up, err) != 0)
+	if (message_unpack(body, len, MESSAGE_MAX_OBJECTS, &up, err) != 0)
 		return -1;
 	if ((rq = calloc(1, sizeof *rq)) == NULL) {
 		msgpack_unpacked_destroy(&up);
@@ -1197,9 +1458,9 @@ decode_counters_map(const struct field *f, struct counters_map *m,
 	return 0;
 }
 
-/* Decode the budgets array of a stats result. */
+/* Decode a budgets array (of a stats or top result). */
 static int
-decode_budgets(const struct field *f, struct stats_result *s,
+decode_budgets(const struct field *f, struct budget_status **out, size_t *n_out,
     struct message_error *err)
 {
 	enum { SCOPE, UNIT, PERIOD, LIMIT, USED, LEFT, NF };
@@ -1214,16 +1475,16 @@ decode_budgets(const struct field *f, struct stats_result *s,
 	a = f->o;
 	if (a->via.array.size == 0)
 		return 0;
-	if ((s->budgets = calloc(a->via.array.size, sizeof *s->budgets)) == NULL)
+	if ((*out = calloc(a->via.array.size, sizeof **out)) == NULL)
 		return message_fail(err, "internal", "out of memory");
-	s->n_budgets = a->via.array.size;
+	*n_out = a->via.array.size;
 	for (i = 0; i < a->via.array.size; i++) {
 		struct field bf[NF] = {
 			{ "scope", NULL, 0 }, { "unit", NULL, 0 }, { "period", NULL, 0 },
 			{ "limit", NULL, 0 }, { "used", NULL, 0 }, { "left", NULL, 0 }
 		};
 
-		b = &s->budgets[i];
+		b = &(*out)[i];
 		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP)
 			return message_fail(err, "bad_request", "budgets[%u]: expected map", i);
 		snprintf(pre, sizeof pre, "budgets[%u].", i);
@@ -1271,7 +1532,7 @@ decode_stats_result(const msgpack_object *root, struct stats_result *s,
 	    err) != 0 ||
 	    field_double(&f[BUDGET_LEFT], "", 0, -HUGE_VAL, HUGE_VAL, &s->budget_left,
 	    err) != 0 ||
-	    decode_budgets(&f[BUDGETS], s, err) != 0)
+	    decode_budgets(&f[BUDGETS], &s->budgets, &s->n_budgets, err) != 0)
 		return -1;
 	return 0;
 }
@@ -1335,6 +1596,211 @@ decode_models_result(const msgpack_object *root, struct models_result *m,
 	return 0;
 }
 
+/* Decode one row of a logs result. */
+static int
+decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
+    struct message_error *err)
+{
+	enum { TIME, UID, TAG, MODEL, UPSTREAM, STATUS, ERROR, PROMPT, COMPLETION,
+	    ESTIMATED, COST, LATENCY, TTFT, NF };
+	struct field f[NF] = {
+		{ "time_ms", NULL, 0 }, { "uid", NULL, 0 }, { "tag", NULL, 0 },
+		{ "model", NULL, 0 }, { "upstream", NULL, 0 }, { "status", NULL, 0 },
+		{ "error", NULL, 0 }, { "prompt_tokens", NULL, 0 },
+		{ "completion_tokens", NULL, 0 }, { "estimated", NULL, 0 },
+		{ "cost", NULL, 0 }, { "latency_ms", NULL, 0 }, { "ttft_ms", NULL, 0 }
+	};
+	uint64_t uid;
+
+	w->ttft_ms = -1;
+	if (message_fields(o, f, NF, pre, err) != 0 ||
+	    field_int(&f[TIME], pre, F_REQ, 0, &w->time_ms, err) != 0 ||
+	    field_uint(&f[UID], pre, F_REQ, 0, UINT32_MAX, &uid, err) != 0 ||
+	    field_str(&f[TAG], pre, 0, &w->tag, err) != 0 ||
+	    field_str(&f[MODEL], pre, F_REQ, &w->model, err) != 0 ||
+	    field_str(&f[UPSTREAM], pre, F_REQ, &w->upstream, err) != 0 ||
+	    field_str(&f[STATUS], pre, F_REQ | F_NONEMPTY, &w->status, err) != 0 ||
+	    field_str(&f[ERROR], pre, 0, &w->error, err) != 0 ||
+	    field_int(&f[PROMPT], pre, F_REQ, 0, &w->prompt_tokens, err) != 0 ||
+	    field_int(&f[COMPLETION], pre, F_REQ, 0, &w->completion_tokens, err) != 0 ||
+	    field_bool(&f[ESTIMATED], pre, F_REQ, &w->estimated, err) != 0 ||
+	    field_double(&f[COST], pre, F_REQ, 0, HUGE_VAL, &w->cost, err) != 0 ||
+	    field_int(&f[LATENCY], pre, F_REQ, 0, &w->latency_ms, err) != 0 ||
+	    field_int(&f[TTFT], pre, 0, 0, &w->ttft_ms, err) != 0)
+		return -1;
+	w->uid = (uint32_t)uid;
+	return 0;
+}
+
+/* Decode the fields of a logs result. */
+static int
+decode_logs_result(const msgpack_object *root, struct logs_result *l,
+    struct message_error *err)
+{
+	enum { ROWS, TRUNCATED, NF };
+	struct field f[NF] = { { "rows", NULL, 0 }, { "truncated", NULL, 0 } };
+	const msgpack_object *a;
+	char pre[32];
+	uint32_t i;
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_bool(&f[TRUNCATED], "", 0, &l->truncated, err) != 0 ||
+	    field_container(&f[ROWS], "", F_REQ, MSGPACK_OBJECT_ARRAY, err) < 0)
+		return -1;
+	a = f[ROWS].o;
+	if (a->via.array.size == 0)
+		return 0;
+	if ((l->rows = calloc(a->via.array.size, sizeof *l->rows)) == NULL)
+		return message_fail(err, "internal", "out of memory");
+	l->n = a->via.array.size;
+	for (i = 0; i < a->via.array.size; i++) {
+		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP)
+			return message_fail(err, "bad_request", "rows[%u]: expected map", i);
+		snprintf(pre, sizeof pre, "rows[%u].", i);
+		if (decode_log_row(&a->via.array.ptr[i], pre, &l->rows[i], err) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * Check that f holds an array of maps and allocate n elements of size each
+ * for it: 1 when there are elements, 0 when absent or empty, -1 on error.
+ */
+static int
+decode_map_array(const struct field *f, size_t size, void **out, size_t *n,
+    struct message_error *err)
+{
+	const msgpack_object *a;
+	uint32_t i;
+	int r;
+
+	if ((r = field_container(f, "", 0, MSGPACK_OBJECT_ARRAY, err)) <= 0)
+		return r;
+	a = f->o;
+	if (a->via.array.size == 0)
+		return 0;
+	for (i = 0; i < a->via.array.size; i++) {
+		if (a->via.array.ptr[i].type != MSGPACK_OBJECT_MAP)
+			return message_fail(err, "bad_request", "%s[%u]: expected map",
+			    f->name, i);
+	}
+	if ((*out = calloc(a->via.array.size, size)) == NULL)
+		return message_fail(err, "internal", "out of memory");
+	*n = a->via.array.size;
+	return 1;
+}
+
+/* Decode the fields of a top result. */
+static int
+decode_top_result(const msgpack_object *root, struct top_result *t,
+    struct message_error *err)
+{
+	enum { UPTIME, INFLIGHT, CHATS, MODELS, UPSTREAMS, BUDGETS, NF };
+	struct field f[NF] = {
+		{ "uptime_s", NULL, 0 }, { "in_flight", NULL, 0 }, { "chats", NULL, 0 },
+		{ "models", NULL, 0 }, { "upstreams", NULL, 0 }, { "budgets", NULL, 0 }
+	};
+	char pre[40];
+	uint64_t u;
+	size_t i;
+	int r;
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_int(&f[UPTIME], "", F_REQ, 0, &t->uptime_s, err) != 0 ||
+	    field_int(&f[INFLIGHT], "", F_REQ, 0, &t->in_flight, err) != 0 ||
+	    decode_budgets(&f[BUDGETS], &t->budgets, &t->n_budgets, err) != 0)
+		return -1;
+	if ((r = decode_map_array(&f[CHATS], sizeof *t->chats, (void **)&t->chats,
+	    &t->n_chats, err)) < 0)
+		return -1;
+	for (i = 0; r > 0 && i < t->n_chats; i++) {
+		enum { ID, UID, MODEL, UPSTREAM, TAG, STATE, AGE, TOKENS, TPS, NC };
+		struct field c[NC] = {
+			{ "id", NULL, 0 }, { "uid", NULL, 0 }, { "model", NULL, 0 },
+			{ "upstream", NULL, 0 }, { "tag", NULL, 0 }, { "state", NULL, 0 },
+			{ "age_ms", NULL, 0 }, { "tokens", NULL, 0 },
+			{ "tokens_per_s", NULL, 0 }
+		};
+		struct top_chat *tc = &t->chats[i];
+
+		snprintf(pre, sizeof pre, "chats[%zu].", i);
+		if (message_fields(&f[CHATS].o->via.array.ptr[i], c, NC, pre, err) != 0 ||
+		    field_uint(&c[ID], pre, F_REQ, 0, UINT64_MAX, &tc->id, err) != 0 ||
+		    field_uint(&c[UID], pre, F_REQ, 0, UINT32_MAX, &u, err) != 0 ||
+		    field_str(&c[MODEL], pre, F_REQ, &tc->model, err) != 0 ||
+		    field_str(&c[UPSTREAM], pre, F_REQ, &tc->upstream, err) != 0 ||
+		    field_str(&c[TAG], pre, 0, &tc->tag, err) != 0 ||
+		    field_str(&c[STATE], pre, F_REQ, &tc->state, err) != 0 ||
+		    field_int(&c[AGE], pre, F_REQ, 0, &tc->age_ms, err) != 0 ||
+		    field_int(&c[TOKENS], pre, F_REQ, 0, &tc->tokens, err) != 0 ||
+		    field_double(&c[TPS], pre, F_REQ, 0, HUGE_VAL, &tc->tokens_per_s,
+		    err) != 0)
+			return -1;
+		tc->uid = (uint32_t)u;
+	}
+	if ((r = decode_map_array(&f[MODELS], sizeof *t->models, (void **)&t->models,
+	    &t->n_models, err)) < 0)
+		return -1;
+	for (i = 0; r > 0 && i < t->n_models; i++) {
+		enum { MODEL, IN_FLIGHT, TPS, NC };
+		struct field c[NC] = {
+			{ "model", NULL, 0 }, { "in_flight", NULL, 0 }, { "tokens_per_s", NULL, 0 }
+		};
+		struct top_model *tm = &t->models[i];
+
+		snprintf(pre, sizeof pre, "models[%zu].", i);
+		if (message_fields(&f[MODELS].o->via.array.ptr[i], c, NC, pre, err) != 0 ||
+		    field_str(&c[MODEL], pre, F_REQ, &tm->model, err) != 0 ||
+		    field_int(&c[IN_FLIGHT], pre, F_REQ, 0, &tm->in_flight, err) != 0 ||
+		    field_double(&c[TPS], pre, F_REQ, 0, HUGE_VAL, &tm->tokens_per_s,
+		    err) != 0)
+			return -1;
+	}
+	if ((r = decode_map_array(&f[UPSTREAMS], sizeof *t->upstreams,
+	    (void **)&t->upstreams, &t->n_upstreams, err)) < 0)
+		return -1;
+	for (i = 0; r > 0 && i < t->n_upstreams; i++) {
+		enum { NAME, HEALTHY, IN_FLIGHT, QUEUED, NC };
+		struct field c[NC] = {
+			{ "name", NULL, 0 }, { "healthy", NULL, 0 }, { "in_flight", NULL, 0 },
+			{ "queued", NULL, 0 }
+		};
+		struct top_upstream *tu = &t->upstreams[i];
+
+		snprintf(pre, sizeof pre, "upstreams[%zu].", i);
+		if (message_fields(&f[UPSTREAMS].o->via.array.ptr[i], c, NC, pre, err) != 0 ||
+		    field_str(&c[NAME], pre, F_REQ, &tu->name, err) != 0 ||
+		    field_bool(&c[HEALTHY], pre, F_REQ, &tu->healthy, err) != 0 ||
+		    field_int(&c[IN_FLIGHT], pre, F_REQ, 0, &tu->in_flight, err) != 0 ||
+		    field_int(&c[QUEUED], pre, F_REQ, 0, &tu->queued, err) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Decode the fields of a status reply. */
+static int
+decode_status(const msgpack_object *root, struct status_reply *st,
+    struct message_error *err)
+{
+	enum { STATE, REASON, MESSAGE, WAIT, ATTEMPT, OF, NF };
+	struct field f[NF] = {
+		{ "state", NULL, 0 }, { "reason", NULL, 0 }, { "message", NULL, 0 },
+		{ "wait_s", NULL, 0 }, { "attempt", NULL, 0 }, { "of", NULL, 0 }
+	};
+
+	if (message_fields(root, f, NF, "", err) != 0 ||
+	    field_str(&f[STATE], "", F_REQ | F_NONEMPTY, &st->state, err) != 0 ||
+	    field_str(&f[REASON], "", F_REQ, &st->reason, err) != 0 ||
+	    field_str(&f[MESSAGE], "", F_REQ, &st->message, err) != 0 ||
+	    field_double(&f[WAIT], "", 0, 0, HUGE_VAL, &st->wait_s, err) != 0 ||
+	    field_int(&f[ATTEMPT], "", 0, 1, &st->attempt, err) != 0 ||
+	    field_int(&f[OF], "", 0, 1, &st->of, err) != 0)
+		return -1;
+	return 0;
+}
+
 /* Decode the ok field of a cancel or reset result. */
 static int
 decode_ok_result(const msgpack_object *root, bool *ok, struct message_error *err)
@@ -1364,6 +1830,10 @@ decode_result(const msgpack_object *root, enum message_op op,
 	case OP_CANCEL:
 	case OP_RESET:
 		return decode_ok_result(root, &r->u.ok, err);
+	case OP_LOGS:
+		return decode_logs_result(root, &r->u.logs, err);
+	case OP_TOP:
+		return decode_top_result(root, &r->u.top, err);
 	default:
 		return message_fail(err, "bad_request", op == OP_CHAT ?
 		    "type: a chat request is not answered by a result" :
@@ -1401,6 +1871,7 @@ decode_reply(const msgpack_object *root, enum message_op op, struct reply *rp,
 	}
 	if (i == sizeof message_reply_names / sizeof message_reply_names[0]) {
 		message_quote(q, sizeof q, o->via.str.ptr, o->via.str.size);
+		err->unknown_type = true;
 		return message_fail(err, "bad_request", "type: unknown reply type \"%s\"", q);
 	}
 	message_reply_init(rp, (enum reply_type)i, op);
@@ -1415,6 +1886,8 @@ decode_reply(const msgpack_object *root, enum message_op op, struct reply *rp,
 		return decode_result(root, op, &rp->u.result, err);
 	case REPLY_ERROR:
 		return decode_error(root, &rp->u.error, err);
+	case REPLY_STATUS:
+		return decode_status(root, &rp->u.status, err);
 	}
 	return 0;
 }
@@ -1429,9 +1902,10 @@ message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
 
 	err->code = NULL;
 	err->id = 0;
+	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (message_unpack(body, len, &up, err) != 0)
+	if (message_unpack(body, len, 0, &up, err) != 0)
 		return -1;
 	if ((rp = calloc(1, sizeof *rp)) == NULL) {
 		msgpack_unpacked_destroy(&up);
@@ -1449,19 +1923,28 @@ message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
 
 /* --- encoding ----------------------------------------------------------- */
 
-/* Pack a string; NULL or invalid UTF-8 fails the encoding. */
+/* Pack a string of len bytes; NULL or invalid UTF-8 fails the encoding. */
 static void
-enc_str(struct enc *e, const char *s)
+enc_strn(struct enc *e, const char *s, size_t len)
 {
-	size_t len;
-
-	if (s == NULL || !message_utf8_valid(s, (len = strlen(s)))) {
+	if (s == NULL || len > UINT32_MAX || !message_utf8_valid(s, len)) {
 		e->failed = 1;
 		return;
 	}
 	if (msgpack_pack_str(&e->pk, len) != 0 ||
 	    msgpack_pack_str_body(&e->pk, s, len) != 0)
 		e->failed = 1;
+}
+
+/* Pack a NUL-terminated string. */
+static void
+enc_str(struct enc *e, const char *s)
+{
+	if (s == NULL) {
+		e->failed = 1;
+		return;
+	}
+	enc_strn(e, s, strlen(s));
 }
 
 /* Pack a map key (a constant ASCII name). */
@@ -1563,8 +2046,8 @@ enc_kraw(struct enc *e, const char *k, const struct message_raw *r, int is_map,
 		e->failed = 1;
 		return;
 	}
-	if (scan_object(r->data, r->len, MESSAGE_MAX_DEPTH - depth, &used, cause,
-	    sizeof cause) != 0 || used != r->len) {
+	if (scan_object(r->data, r->len, MESSAGE_MAX_DEPTH - depth, 0, &used, NULL,
+	    cause, sizeof cause) != 0 || used != r->len) {
 		e->failed = 1;
 		return;
 	}
@@ -1618,8 +2101,11 @@ enc_messages(struct enc *e, const struct chat_message *m, size_t n)
 		enc_map(e, 1 + (cm->content != NULL) + (cm->name != NULL) +
 		    (cm->tool_call_id != NULL) + (cm->tool_calls.data != NULL));
 		enc_kstr(e, "role", cm->role);
-		if (cm->content != NULL)
-			enc_kstr(e, "content", cm->content);
+		if (cm->content != NULL) {
+			enc_key(e, "content");
+			enc_strn(e, cm->content, message_text_len(cm->content,
+			    cm->content_len));
+		}
 		if (cm->name != NULL)
 			enc_kstr(e, "name", cm->name);
 		if (cm->tool_call_id != NULL)
@@ -1646,6 +2132,7 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 	const struct chat_request *c;
 	const struct tokens_request *t;
 	const struct stats_request *s;
+	const struct logs_request *l;
 	struct enc e;
 	size_t start, i;
 
@@ -1658,7 +2145,7 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 		c = &rq->u.chat;
 		enc_request_head(&e, rq, 2 + (c->model != NULL) + (c->max_tokens != -1) +
 		    !isnan(c->temperature) + !isnan(c->top_p) + (c->n_stop > 0) +
-		    c->has_seed + (c->tag != NULL) + (c->extra.data != NULL));
+		    c->has_seed + (c->tag != NULL) + (c->extra.data != NULL) + c->status);
 		enc_messages(&e, c->messages, c->n_messages);
 		if (c->model != NULL)
 			enc_kstr(&e, "model", c->model);
@@ -1681,13 +2168,17 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 			enc_kstr(&e, "tag", c->tag);
 		if (c->extra.data != NULL)
 			enc_kraw(&e, "extra", &c->extra, 1, 1);
+		if (c->status)
+			enc_kbool(&e, "status", true);
 		break;
 	case OP_TOKENS:
 		t = &rq->u.tokens;
 		enc_request_head(&e, rq, (t->text != NULL) + (t->messages != NULL) +
 		    (t->encoding != NULL) + (t->model != NULL) + 1);
-		if (t->text != NULL)
-			enc_kstr(&e, "text", t->text);
+		if (t->text != NULL) {
+			enc_key(&e, "text");
+			enc_strn(&e, t->text, message_text_len(t->text, t->text_len));
+		}
 		if (t->messages != NULL)
 			enc_messages(&e, t->messages, t->n_messages);
 		if (t->encoding != NULL)
@@ -1709,6 +2200,26 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 	case OP_CANCEL:
 		enc_request_head(&e, rq, 1);
 		enc_kuint(&e, "target", rq->u.cancel_target);
+		break;
+	case OP_LOGS:
+		l = &rq->u.logs;
+		enc_request_head(&e, rq, (l->since != -1) + (l->until != -1) +
+		    (l->user != -1) + (l->tag != NULL) + (l->model != NULL) +
+		    (l->status != NULL) + (l->limit != -1));
+		if (l->since != -1)
+			enc_kint(&e, "since", l->since);
+		if (l->until != -1)
+			enc_kint(&e, "until", l->until);
+		if (l->user != -1)
+			enc_kint(&e, "user", l->user);
+		if (l->tag != NULL)
+			enc_kstr(&e, "tag", l->tag);
+		if (l->model != NULL)
+			enc_kstr(&e, "model", l->model);
+		if (l->status != NULL)
+			enc_kstr(&e, "status", l->status);
+		if (l->limit != -1)
+			enc_kint(&e, "limit", l->limit);
 		break;
 	default:
 		enc_request_head(&e, rq, 0);
@@ -1749,6 +2260,116 @@ enc_counters_map(struct enc *e, const char *k, const struct counters_map *m)
 	}
 }
 
+/* Pack key -> an array of budgets. */
+static void
+enc_budgets(struct enc *e, const struct budget_status *bs, size_t n)
+{
+	const struct budget_status *b;
+	size_t i;
+
+	enc_key(e, "budgets");
+	if (bs == NULL && n > 0) {
+		e->failed = 1;
+		return;
+	}
+	enc_array(e, n);
+	for (i = 0; i < n && !e->failed; i++) {
+		b = &bs[i];
+		enc_map(e, 6);
+		enc_kstr(e, "scope", b->scope);
+		enc_kstr(e, "unit", b->unit);
+		enc_kstr(e, "period", b->period);
+		enc_kdouble(e, "limit", b->limit, 0);
+		enc_kdouble(e, "used", b->used, 0);
+		enc_kdouble(e, "left", b->left, 0);
+	}
+}
+
+/* Pack the rows of a logs result. */
+static void
+enc_logs(struct enc *e, const struct logs_result *l)
+{
+	const struct log_row *w;
+	size_t i;
+
+	enc_key(e, "rows");
+	if (l->rows == NULL && l->n > 0) {
+		e->failed = 1;
+		return;
+	}
+	enc_array(e, l->n);
+	for (i = 0; i < l->n && !e->failed; i++) {
+		w = &l->rows[i];
+		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0));
+		enc_kint(e, "time_ms", w->time_ms);
+		enc_kuint(e, "uid", w->uid);
+		if (w->tag != NULL)
+			enc_kstr(e, "tag", w->tag);
+		enc_kstr(e, "model", w->model);
+		enc_kstr(e, "upstream", w->upstream);
+		enc_kstr(e, "status", w->status);
+		if (w->error != NULL)
+			enc_kstr(e, "error", w->error);
+		enc_kint(e, "prompt_tokens", w->prompt_tokens);
+		enc_kint(e, "completion_tokens", w->completion_tokens);
+		enc_kbool(e, "estimated", w->estimated);
+		enc_kdouble(e, "cost", w->cost, 0);
+		enc_kint(e, "latency_ms", w->latency_ms);
+		if (w->ttft_ms >= 0)
+			enc_kint(e, "ttft_ms", w->ttft_ms);
+	}
+	enc_kbool(e, "truncated", l->truncated);
+}
+
+/* Pack the fields of a top result. */
+static void
+enc_top(struct enc *e, const struct top_result *t)
+{
+	size_t i;
+
+	enc_kint(e, "uptime_s", t->uptime_s);
+	enc_kint(e, "in_flight", t->in_flight);
+	enc_key(e, "chats");
+	if ((t->chats == NULL && t->n_chats > 0) || (t->models == NULL && t->n_models > 0) ||
+	    (t->upstreams == NULL && t->n_upstreams > 0)) {
+		e->failed = 1;
+		return;
+	}
+	enc_array(e, t->n_chats);
+	for (i = 0; i < t->n_chats && !e->failed; i++) {
+		const struct top_chat *c = &t->chats[i];
+		enc_map(e, 8 + (c->tag != NULL));
+		enc_kuint(e, "id", c->id);
+		enc_kuint(e, "uid", c->uid);
+		enc_kstr(e, "model", c->model);
+		enc_kstr(e, "upstream", c->upstream);
+		if (c->tag != NULL)
+			enc_kstr(e, "tag", c->tag);
+		enc_kstr(e, "state", c->state);
+		enc_kint(e, "age_ms", c->age_ms);
+		enc_kint(e, "tokens", c->tokens);
+		enc_kdouble(e, "tokens_per_s", c->tokens_per_s, 0);
+	}
+	enc_key(e, "models");
+	enc_array(e, t->n_models);
+	for (i = 0; i < t->n_models && !e->failed; i++) {
+		enc_map(e, 3);
+		enc_kstr(e, "model", t->models[i].model);
+		enc_kint(e, "in_flight", t->models[i].in_flight);
+		enc_kdouble(e, "tokens_per_s", t->models[i].tokens_per_s, 0);
+	}
+	enc_key(e, "upstreams");
+	enc_array(e, t->n_upstreams);
+	for (i = 0; i < t->n_upstreams && !e->failed; i++) {
+		enc_map(e, 4);
+		enc_kstr(e, "name", t->upstreams[i].name);
+		enc_kbool(e, "healthy", t->upstreams[i].healthy);
+		enc_kint(e, "in_flight", t->upstreams[i].in_flight);
+		enc_kint(e, "queued", t->upstreams[i].queued);
+	}
+	enc_budgets(e, t->budgets, t->n_budgets);
+}
+
 /* Pack a whole result map. */
 static void
 enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
@@ -1756,7 +2377,6 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 	const struct stats_result *s;
 	const struct models_result *m;
 	const struct upstream_info *u;
-	const struct budget_status *b;
 	size_t i, j;
 
 	switch (r->op) {
@@ -1775,6 +2395,12 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 	case OP_CANCEL:
 	case OP_RESET:
 		enc_map(e, 2 + 1);
+		break;
+	case OP_LOGS:
+		enc_map(e, 2 + 2);
+		break;
+	case OP_TOP:
+		enc_map(e, 2 + 6);
 		break;
 	default:
 		e->failed = 1;
@@ -1813,22 +2439,7 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 			enc_counters_map(e, "by_node", &s->by_node);
 		enc_kdouble(e, "max_budget", s->max_budget, 1);
 		enc_kdouble(e, "budget_left", s->budget_left, 1);
-		enc_key(e, "budgets");
-		if (s->budgets == NULL && s->n_budgets > 0) {
-			e->failed = 1;
-			break;
-		}
-		enc_array(e, s->n_budgets);
-		for (i = 0; i < s->n_budgets && !e->failed; i++) {
-			b = &s->budgets[i];
-			enc_map(e, 6);
-			enc_kstr(e, "scope", b->scope);
-			enc_kstr(e, "unit", b->unit);
-			enc_kstr(e, "period", b->period);
-			enc_kdouble(e, "limit", b->limit, 0);
-			enc_kdouble(e, "used", b->used, 0);
-			enc_kdouble(e, "left", b->left, 0);
-		}
+		enc_budgets(e, s->budgets, s->n_budgets);
 		break;
 	case OP_MODELS:
 		m = &r->u.models;
@@ -1857,6 +2468,12 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 				enc_str(e, u->models[j]);
 		}
 		break;
+	case OP_LOGS:
+		enc_logs(e, &r->u.logs);
+		break;
+	case OP_TOP:
+		enc_top(e, &r->u.top);
+		break;
 	default:
 		enc_kbool(e, "ok", r->u.ok);
 		break;
@@ -1870,6 +2487,7 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 	const struct delta_reply *d;
 	const struct done_reply *dn;
 	const struct error_reply *er;
+	const struct status_reply *st;
 	struct enc e;
 	size_t start;
 
@@ -1940,6 +2558,21 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 			enc_kint(&e, "status", er->status);
 		if (er->detail.data != NULL)
 			enc_kraw(&e, "detail", &er->detail, 1, 1);
+		break;
+	case REPLY_STATUS:
+		st = &rp->u.status;
+		enc_map(&e, 5 + !isnan(st->wait_s) + (st->attempt > 0) + (st->of > 0));
+		enc_kuint(&e, "id", rp->id);
+		enc_kstr(&e, "type", "status");
+		enc_kstr(&e, "state", st->state);
+		enc_kstr(&e, "reason", st->reason);
+		enc_kstr(&e, "message", st->message);
+		if (!isnan(st->wait_s))
+			enc_kdouble(&e, "wait_s", st->wait_s, 0);
+		if (st->attempt > 0)
+			enc_kint(&e, "attempt", st->attempt);
+		if (st->of > 0)
+			enc_kint(&e, "of", st->of);
 		break;
 	default:
 		e.failed = 1;

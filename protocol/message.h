@@ -11,18 +11,32 @@
 #define PROTOCOL_VERSION 1
 #define MESSAGE_MAX_DEPTH 32    /* deeper nesting is refused */
 #define MESSAGE_MAX_TOKENS 16777216    /* largest chat max_tokens (2^24) */
+/*
+ * A request frame holds at most this many msgpack objects (every value, key
+ * and container counts one), checked before it is unpacked: unpacked, each
+ * takes some 24 bytes however small its encoding.
+ */
+#define MESSAGE_MAX_OBJECTS 65536
+#define MESSAGE_MAX_EXTRA (256u * 1024)     /* encoded bytes of a chat's extra */
+#define MESSAGE_MAX_EXTRA_OBJECTS 16384     /* objects in a chat's extra */
 
 /*
  * Ownership: a decoded request or reply owns all its memory (strings are
- * copied and NUL-terminated; strings holding NUL bytes are rejected) and is
+ * copied and NUL-terminated; strings holding NUL bytes are rejected, except
+ * the text that is counted and sent on: a message's content and a tokens
+ * request's text, which may hold U+0000 and carry their length) and is
  * released with message_request_free / message_reply_free. "Raw" fields hold
  * the msgpack bytes of a free-form value (a map or array), copied.
  * Optional integers use -1 for "absent", optional doubles NAN.
  */
 
 enum message_op {
-	OP_CHAT = 1, OP_TOKENS, OP_STATS, OP_MODELS, OP_PING, OP_CANCEL, OP_RESET
+	OP_CHAT = 1, OP_TOKENS, OP_STATS, OP_MODELS, OP_PING, OP_CANCEL, OP_RESET,
+	OP_LOGS, OP_TOP
 };
+
+#define LOGS_LIMIT_DEFAULT 50   /* rows of a logs reply when no limit is asked */
+#define LOGS_LIMIT_MAX 1000     /* the most rows one logs request may ask for */
 
 struct message_raw {
 	uint8_t *data;              /* msgpack bytes of one object, NULL if absent */
@@ -35,6 +49,7 @@ struct chat_message {
 	char *name;                 /* optional */
 	char *tool_call_id;         /* optional */
 	struct message_raw tool_calls;  /* optional array */
+	size_t content_len;         /* bytes of content, NUL included; 0: strlen(content) */
 };
 
 struct chat_request {
@@ -51,10 +66,12 @@ struct chat_request {
 	bool has_seed;
 	char *tag;                  /* optional accounting label */
 	struct message_raw extra;   /* optional map merged into the upstream body */
+	bool status;                /* the client wants status frames (default false) */
 };
 
 struct tokens_request {
 	char *text;                 /* exactly one of text and messages */
+	size_t text_len;            /* bytes of text, NUL included; 0: strlen(text) */
 	struct chat_message *messages;
 	size_t n_messages;
 	char *encoding;             /* optional */
@@ -68,6 +85,17 @@ struct stats_request {
 	bool fleet;                 /* answer for the whole fleet, from the shared database */
 };
 
+/* logs: journal rows, newest first. */
+struct logs_request {
+	int64_t since;              /* -1 absent, else epoch seconds */
+	int64_t until;              /* -1 absent, else epoch seconds (exclusive) */
+	int64_t user;               /* -1 absent, else a uid */
+	char *tag;                  /* optional; "" matches untagged rows */
+	char *model;                /* optional */
+	char *status;               /* optional: done, error, cancelled */
+	int64_t limit;              /* -1 absent, else 1 .. LOGS_LIMIT_MAX */
+};
+
 struct request {
 	uint64_t id;                /* >= 1 */
 	enum message_op op;
@@ -75,20 +103,22 @@ struct request {
 		struct chat_request chat;
 		struct tokens_request tokens;
 		struct stats_request stats;
+		struct logs_request logs;
 		uint64_t cancel_target; /* OP_CANCEL */
 	} u;
 };
 
 /* Decode failure: the error code to send, a message, and the id if it was read. */
 struct message_error {
-	const char *code;           /* bad_frame, bad_request, unknown_op, unsupported_version; internal: out of memory */
+	const char *code;           /* bad_frame, bad_request, too_large, unknown_op, unsupported_version; internal: out of memory */
 	uint64_t id;                /* 0 when the id could not be read */
+	bool unknown_type;          /* a reply of a type this side does not know: skip it */
 	char message[256];
 };
 
 /* --- replies ------------------------------------------------------------ */
 
-enum reply_type { REPLY_DELTA = 1, REPLY_DONE, REPLY_RESULT, REPLY_ERROR };
+enum reply_type { REPLY_DELTA = 1, REPLY_DONE, REPLY_RESULT, REPLY_ERROR, REPLY_STATUS };
 
 struct usage {
 	int64_t prompt_tokens;
@@ -123,6 +153,16 @@ struct error_reply {
 	double retry_after;         /* NAN absent; seconds */
 	int64_t status;             /* -1 absent; upstream HTTP status */
 	struct message_raw detail;  /* optional map, e.g. budget left */
+};
+
+/* status: a chat waits (in a limiter queue, or before a retry); sent only when asked. */
+struct status_reply {
+	char *state;                /* "queued" or "retrying" */
+	char *reason;               /* queued: rpm, tpm, concurrency, queue; retrying: the cause */
+	char *message;              /* for humans */
+	double wait_s;              /* NAN absent; expected wait or the backoff */
+	int64_t attempt;            /* -1 absent; retrying: the attempt that failed, 1-based */
+	int64_t of;                 /* -1 absent; retrying: the attempts allowed in all */
 };
 
 struct counters {
@@ -188,6 +228,68 @@ struct tokens_result {
 	size_t n_ids;
 };
 
+/* One journal record, as the logs op returns it. */
+struct log_row {
+	int64_t time_ms;            /* when it finished, ms since the epoch */
+	uint32_t uid;
+	char *tag;                  /* NULL: untagged */
+	char *model;
+	char *upstream;
+	char *status;               /* done, error, cancelled */
+	char *error;                /* the error code, when not done */
+	int64_t prompt_tokens;
+	int64_t completion_tokens;
+	bool estimated;
+	double cost;
+	int64_t latency_ms;
+	int64_t ttft_ms;            /* -1: not recorded */
+};
+
+struct logs_result {
+	struct log_row *rows;       /* newest first */
+	size_t n;
+	bool truncated;             /* the scan stopped at its work bound: older rows may match */
+};
+
+/* A chat in flight, as the top op shows it. */
+struct top_chat {
+	uint64_t id;                /* the request id on its connection */
+	uint32_t uid;
+	char *model;
+	char *upstream;
+	char *tag;                  /* optional */
+	char *state;                /* queued, running, retrying */
+	int64_t age_ms;
+	int64_t tokens;             /* streamed pieces so far (about one token each) */
+	double tokens_per_s;        /* since the first piece; 0 before it */
+};
+
+struct top_model {
+	char *model;
+	int64_t in_flight;
+	double tokens_per_s;        /* summed over its chats streaming now */
+};
+
+struct top_upstream {
+	char *name;
+	bool healthy;
+	int64_t in_flight;          /* holding a limiter slot */
+	int64_t queued;             /* waiting in its limiter queue */
+};
+
+struct top_result {
+	int64_t uptime_s;
+	int64_t in_flight;
+	struct top_chat *chats;
+	size_t n_chats;
+	struct top_model *models;
+	size_t n_models;
+	struct top_upstream *upstreams;
+	size_t n_upstreams;
+	struct budget_status *budgets;
+	size_t n_budgets;
+};
+
 /* What a `result` carries depends on the op of the request it answers. */
 struct result_reply {
 	enum message_op op;
@@ -196,6 +298,8 @@ struct result_reply {
 		struct tokens_result tokens;
 		struct stats_result stats;
 		struct models_result models;
+		struct logs_result logs;
+		struct top_result top;
 		bool ok;                /* OP_CANCEL, OP_RESET */
 	} u;
 };
@@ -208,6 +312,7 @@ struct reply {
 		struct done_reply done;
 		struct result_reply result;
 		struct error_reply error;
+		struct status_reply status;
 	} u;
 };
 
@@ -244,6 +349,9 @@ int message_reply_encode(msgpack_sbuffer *sb, const struct reply *);
 /* Name of an op ("chat", ...) and back; -1 for an unknown name. */
 const char *message_op_name(enum message_op);
 int message_op_parse(const char *, size_t, enum message_op *);
+
+/* The length of a text that may hold NUL: len, or strlen(s) when len is 0. */
+size_t message_text_len(const char *s, size_t len);
 
 /* Check that len bytes are valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 bool message_utf8_valid(const char *s, size_t len);

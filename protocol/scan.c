@@ -19,13 +19,14 @@ scan_be(const uint8_t *p, size_t n)
 /* Check one msgpack object at the start of p; see scan.h. */
 int
 scan_object(const uint8_t *p, size_t len, unsigned int max_depth,
-    size_t *used, char *cause, size_t cause_len)
+    size_t max_objects, size_t *used, size_t *objects, char *cause,
+    size_t cause_len)
 {
 	uint64_t left[SCAN_MAX_DEPTH + 1];	/* objects still due per open level */
 	uint64_t pending;			/* sum of left[]: each needs >= 1 byte */
 	uint64_t n;
 	unsigned int top = 0;
-	size_t off = 0, lenlen, skip;
+	size_t off = 0, lenlen, skip, count = 0;
 	uint8_t b;
 	int container;
 
@@ -40,8 +41,15 @@ scan_object(const uint8_t *p, size_t len, unsigned int max_depth,
 			break;
 		if (off >= len) {
 			snprintf(cause, cause_len, "msgpack truncated at byte %zu", off);
-			return -1;
+			return SCAN_BAD;
 		}
+		if (max_objects != 0 && count == max_objects) {
+			snprintf(cause, cause_len,
+			    "msgpack holds more than %zu objects (at byte %zu)",
+			    max_objects, off);
+			return SCAN_TOO_MANY;
+		}
+		count++;
 		left[top]--;
 		pending--;
 		b = p[off++];
@@ -85,13 +93,13 @@ scan_object(const uint8_t *p, size_t len, unsigned int max_depth,
 			default:
 				snprintf(cause, cause_len,
 				    "msgpack byte 0x%02x at %zu is reserved", b, off - 1);
-				return -1;
+				return SCAN_BAD;
 			}
 		}
 		if (lenlen > 0) {
 			if (len - off < lenlen) {
 				snprintf(cause, cause_len, "msgpack truncated at byte %zu", off);
-				return -1;
+				return SCAN_BAD;
 			}
 			n = scan_be(p + off, lenlen);
 			off += lenlen;
@@ -100,14 +108,14 @@ scan_object(const uint8_t *p, size_t len, unsigned int max_depth,
 			if (top + 1 > max_depth) {
 				snprintf(cause, cause_len,
 				    "msgpack nested deeper than %u at byte %zu", max_depth, off);
-				return -1;
+				return SCAN_BAD;
 			}
 			n *= container;		/* a map holds 2n objects */
 			if (n > len - off || pending + n > len - off) {
 				snprintf(cause, cause_len,
 				    "msgpack %s at byte %zu declares more entries than bytes left",
 				    container == 2 ? "map" : "array", off);
-				return -1;
+				return SCAN_BAD;
 			}
 			if (n > 0) {
 				left[++top] = n;
@@ -118,10 +126,12 @@ scan_object(const uint8_t *p, size_t len, unsigned int max_depth,
 		if (skip > len - off || n > len - off - skip) {
 			snprintf(cause, cause_len,
 			    "msgpack value at byte %zu is longer than the bytes left", off);
-			return -1;
+			return SCAN_BAD;
 		}
 		off += skip + n;
 	}
 	*used = off;
+	if (objects != NULL)
+		*objects = count;
 	return 0;
 }

@@ -1253,7 +1253,7 @@ chat_record(const char *body, size_t len)
 		fake.n_arrivals--;
 	}
 	fake.arrivals[fake.n_arrivals++] = now_ms();
-	if ((v = json_loadb(body, len, 0, NULL)) == NULL &&
+	if ((v = json_loadb(body, len, JSON_ALLOW_NUL, NULL)) == NULL &&
 	    (v = json_stringn(body, len)) == NULL)
 		v = json_string("(a body that is not UTF-8)");
 	json_decref(fake.last_body);
@@ -1293,7 +1293,7 @@ serve_chat(struct evhttp_request *req)
 	d.retry_after = -1;
 	d.fail_first = -1;
 
-	root = json_loadb(body, len, 0, NULL);
+	root = json_loadb(body, len, JSON_ALLOW_NUL, NULL);
 	free(body);
 	messages = json_object_get(root, "messages");
 	if (!json_is_array(messages)) {

@@ -6,7 +6,8 @@
 It needs the standard library and msgpack (Debian: python3-msgpack). The
 protocol (protocol/PROTOCOL.md) is small: a frame is a 4-byte big-endian
 length and one msgpack map; a request carries v, id and op; every reply
-carries the id it answers and a type (delta, done, result or error).
+carries the id it answers and a type (delta, done, result, error, or status
+for a chat that asked for status frames).
 """
 import os
 import socket
@@ -27,7 +28,7 @@ def socket_path():
     if runtime.startswith("/"):
         user = runtime + "/openllmd.sock"
     else:
-        user = "/tmp/openllmd-%d.sock" % os.geteuid()
+        user = "/tmp/openllmd-%d/openllmd.sock" % os.geteuid()
     return system if not os.path.exists(user) and os.path.exists(system) else user
 
 
@@ -79,13 +80,18 @@ class Client:
     def chat(self, messages, on_text, **options):
         """Stream a chat: on_text gets each piece; returns the done reply.
         Ctrl-C sends a cancel, and the daemon stops the model server."""
-        rid = self.send("chat", messages=messages, **options)
+        rid = self.send("chat", messages=messages, status=True, **options)
         try:
             while True:
                 r = self.reply_to(rid)
-                if r["type"] != "delta":
+                if r["type"] == "done":
                     return r
-                on_text(r.get("content", ""))
+                if r["type"] == "delta":
+                    on_text(r.get("content", ""))
+                elif r["type"] == "status":
+                    # why it waits: a rate limit, or a retry of the model server
+                    print("[%s: %s]" % (r["state"], r["message"]), file=sys.stderr)
+                # any other type is newer than this client: skipped
         except KeyboardInterrupt:
             self.send("cancel", target=rid)
             raise

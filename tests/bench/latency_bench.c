@@ -63,7 +63,7 @@ static double
 daemon_once(int fd, uint64_t id)
 {
 	struct frame_reader fr;
-	struct chat_message msg = { (char *)"user", (char *)"latency [[chunks=4]]", NULL, NULL, { NULL, 0 } };
+	struct chat_message msg = { .role = (char *)"user", .content = (char *)"latency [[chunks=4]]" };
 	struct request req;
 	msgpack_sbuffer sb;
 	uint8_t buf[65536];

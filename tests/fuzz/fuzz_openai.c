@@ -100,7 +100,7 @@ body(const uint8_t *data, size_t size)
 	if ((b = openai_chat_body(&req, "model", true, cause,
 	    sizeof cause)) == NULL)
 		return;
-	v = json_loads(b, 0, NULL);
+	v = json_loads(b, JSON_ALLOW_NUL, NULL);
 	if (!json_is_object(v) ||
 	    !json_is_true(json_object_get(v, "stream")))
 		abort();

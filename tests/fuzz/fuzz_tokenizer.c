@@ -3,8 +3,9 @@
  * be refused (-1); valid UTF-8 must encode, count the same, and decode back
  * to exactly the input. The input is also repaired into valid UTF-8 (each
  * bad byte becoming a character of a class the split patterns care about)
- * and checked the same way. The vocabularies come from
- * $OPENLLMD_TOKENIZER_DIR.
+ * and checked the same way. Counted as a message's content (NUL bytes
+ * included, by its length), it costs its tokens plus the fixed overhead.
+ * The vocabularies come from $OPENLLMD_TOKENIZER_DIR.
  */
 #include "config.h"
 
@@ -103,6 +104,14 @@ fuzz_one(const uint8_t *data, size_t size)
 		    sizeof cause) != 0 || len != size ||
 		    memcmp(back, data, size) != 0)
 			abort();
+		{
+			struct tokenizer_message m = { "user", text, NULL, NULL, size };
+
+			/* 3 + "user" (1 token) + the text + 3 to prime the reply */
+			if (size > 0 && tokenizer_count_messages(fuzz_tok[i], &m, 1) !=
+			    (int64_t)n + 7)
+				abort();
+		}
 		free(back);
 		free(ids);
 	}

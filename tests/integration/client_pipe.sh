@@ -54,12 +54,17 @@ run 64 "$OLLMCTL" stats --since "last tuesday"
 run 64 "$OLLMCTL" stats extra
 run 64 "$OLLMCTL" chat --max-tokens 0
 run 64 "$OLLMCTL" chat --temperature hot
-run 64 "$OLLMCTL" chat "a message as an argument"
+run 64 "$OLLMCTL" chat -c --cid named
+run 64 "$OLLMCTL" chat --cid ../escape
+run 64 "$OLLMCTL" logs --status fine
+run 64 "$OLLMCTL" logs -n 1001
+run 64 "$OLLMCTL" top -d 0
+run 64 "$OLLMCTL" conversations extra
 run 64 "$OLLMCTL" tokens -e cl100k_base -m fake-model
 run 64 "$OLLMCTL" ping now
 run 0 "$OLLMCTL" -V
 grep -qx "ollmctl [0-9.]*" "$TEST_DIR/out" || fail "-V: $(cat "$TEST_DIR/out")"
-for c in chat stats models ping tokens; do
+for c in chat conversations stats logs top models ping tokens; do
 	run 0 "$OLLMCTL" "$c" --help
 	grep -q "^usage: ollmctl $c" "$TEST_DIR/out" || fail "$c --help"
 done

@@ -7,6 +7,10 @@ set -eu
 TEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/openllmd-test.XXXXXX")
 export TEST_DIR
 TEST_PIDS=""
+TEST_CLEANUP_PATHS=""           # more paths the trap removes (outside TEST_DIR)
+# ollmctl keeps conversations and history under XDG_STATE_HOME: never the user's own.
+XDG_STATE_HOME="$TEST_DIR/state-home"
+export XDG_STATE_HOME
 export OPENLLMD_TOKENIZER_DIR="${OPENLLMD_TOKENIZER_DIR:-$top_srcdir/tokenizers}"
 export PYTHONPATH="$top_srcdir/tests/integration${PYTHONPATH:+:$PYTHONPATH}"
 unset OPEN_LLM_API_BASE OPEN_LLM_API_MODEL OPENLLMD_CONFIG
@@ -30,7 +34,7 @@ test_cleanup() {
 			tail -n 40 "$f"
 		done
 	fi
-	rm -rf "$TEST_DIR"
+	rm -rf "$TEST_DIR" $TEST_CLEANUP_PATHS
 	exit "$status"
 }
 trap test_cleanup EXIT
@@ -88,11 +92,12 @@ write_config() {
 }
 
 # start_daemon [top-level config lines...]: sets DAEMON_PID and OPENLLMD_SOCKET.
+# DAEMON_WRAP runs the daemon under a command (prlimit, setpriv), which must exec it.
 start_daemon() {
 	[ -n "${KEEP_CONFIG:-}" ] || write_config "$@"
 	OPENLLMD_SOCKET="$TEST_DIR/openllmd.sock"
 	export OPENLLMD_SOCKET
-	"$top_builddir/daemon/openllmd" -f -c "$CONF" >> "$TEST_DIR/daemon.log" 2>&1 &
+	${DAEMON_WRAP:-} "$top_builddir/daemon/openllmd" -f -c "$CONF" >> "$TEST_DIR/daemon.log" 2>&1 &
 	DAEMON_PID=$!
 	TEST_PIDS="$TEST_PIDS $DAEMON_PID"
 	export DAEMON_PID

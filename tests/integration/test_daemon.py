@@ -5,6 +5,7 @@ Run by the tests/integration/*.sh scripts after lib.sh started both servers:
 """
 import json
 import os
+import re
 import socket
 import struct
 import sys
@@ -743,6 +744,250 @@ def connect_timeout():
     check(end["type"] == "error" and end["code"] == "timeout", end)
     check("connect" in end["message"], end)
     check(time.time() - t0 < 5, "took %.1fs" % (time.time() - t0))
+
+# --- hardening: what a client names and sends cannot hurt the daemon ----------
+
+def daemon_is_asan(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()     # ASan's quarantine keeps freed memory resident
+
+
+def status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def answers_ping_at_once(c):
+    t0 = time.time()
+    r = c.call("ping")
+    check(r["type"] == "result", r)
+    check(time.time() - t0 < 2, "ping took %.1fs" % (time.time() - t0))
+
+
+@test("hardening")
+def encoding_is_a_name_never_a_path():
+    custom = os.environ["CUSTOM_TOKENIZER"]
+    fifo = os.path.join(os.environ["TEST_DIR"], "tokenizer.fifo")
+    os.mkfifo(fifo)
+    c = Conn(timeout=5)      # a daemon stuck in open() fails the test, not hangs it
+    for enc in ("/etc/passwd", "../x", fifo, "nope", "cl100k_base.tiktoken",
+                "/dev/zero", os.environ["OPENLLMD_TOKENIZER_DIR"] + "/cl100k_base.tiktoken"):
+        r = c.call("tokens", text="hello world", encoding=enc)
+        check(r["type"] == "error" and r["code"] == "bad_request", (enc, r))
+        check("is not known" in r["message"], (enc, r))
+        check("cl100k_base, o200k_base, " + custom in r["message"], (enc, r))
+        answers_ping_at_once(c)
+    # a second connection is served at once too: nothing blocked the loop
+    answers_ping_at_once(Conn(timeout=5))
+    # what the configuration names is accepted, by name or through a model
+    r = c.call("tokens", text="hello world", encoding=custom, ids=True)
+    check(r["type"] == "result" and r["ids"] == [15339, 1917], r)
+    r = c.call("tokens", text="hello world", model="custom-model", ids=True)
+    check(r["type"] == "result" and r["encoding"] == custom and r["count"] == 2, r)
+    r = c.call("tokens", text="hello world", encoding="o200k_base", ids=True)
+    check(r["type"] == "result" and r["ids"] == [24912, 2375], r)
+
+
+@test("hardening")
+def nul_is_text_counted_and_sent_upstream():
+    c = Conn()
+    # tiktoken (npm 1.0.22): encode_ordinary("a\0b") is [64, 188, 65] in both
+    r = c.call("tokens", text="a\x00b", ids=True)
+    check(r["type"] == "result" and r["ids"] == [64, 188, 65] and r["count"] == 3, r)
+    r = c.call("tokens", text="a\x00b", encoding="o200k_base", ids=True)
+    check(r["ids"] == [64, 188, 65], r)
+    r = c.call("tokens", messages=[{"role": "user", "content": "a\x00b"}])
+    check(r["type"] == "result" and r["count"] == 3 + 1 + 3 + 3, r)
+    deltas, end = c.chat("a\x00b", tag="nul")
+    check(end["type"] == "done", end)
+    s = fake("/stats")
+    body = s["last_body"] if isinstance(s["last_body"], dict) else json.loads(s["last_body"])
+    check(body["messages"][-1]["content"] == "a\x00b", body)
+    # the prompt was counted with the NUL: the same as the tokens op says
+    # (the fake model server reads its directives up to the NUL)
+    deltas, end = c.chat(d(usage=0) + " a\x00b")
+    check(end["type"] == "done" and end["usage"]["estimated"] is True, end)
+    want = c.call("tokens", messages=[{"role": "user", "content": d(usage=0) + " a\x00b"}])["count"]
+    check(want == c.call("tokens", messages=[{"role": "user", "content": d(usage=0) + " a"}])["count"] + 2,
+          "the NUL and b are two more tokens: %d" % want)
+    check(end["usage"]["prompt_tokens"] == want, (end["usage"], want))
+    # names kept in the ledger still refuse NUL
+    deltas, end = c.chat("x", tag="t\x00")
+    check(end["type"] == "error" and end["code"] == "bad_request", end)
+    check("tag: contains a NUL byte" in end["message"], end)
+
+
+@test("hardening")
+def one_frame_of_small_integers_is_refused_cheaply():
+    pid = int(os.environ["DAEMON_PID"])
+    c = Conn(timeout=30)
+    answers_ping_at_once(c)
+    rss0, hwm0 = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
+    n = 4 * 1024 * 1024 - 128
+    body = msgpack.packb({"v": 1, "id": 77, "op": "chat",
+                          "messages": [{"role": "user", "content": "x"}],
+                          "extra": {"z": [0] * n}}, use_bin_type=True)
+    check(len(body) <= 4 * 1024 * 1024, len(body))
+    c.send_raw(struct.pack(">I", len(body)) + body)
+    r = c.read()
+    check(r["type"] == "error" and r["code"] == "too_large" and r["id"] == 77, r)
+    check(r["message"].startswith("extra: %d msgpack objects" % (n + 3)), r)
+    answers_ping_at_once(c)
+    rss1, hwm1 = status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM")
+    print("  daemon RSS %d -> %d KiB, peak %d -> %d KiB" % (rss0, rss1, hwm0, hwm1))
+    if not daemon_is_asan(pid):
+        # unpacked, 4 Mi objects would take some 100 MiB; the frame itself is 4 MiB
+        check(rss1 - rss0 < 32 * 1024, "RSS grew %d KiB" % (rss1 - rss0))
+        check(hwm1 - hwm0 < 48 * 1024, "peak RSS grew %d KiB" % (hwm1 - hwm0))
+    # extra within the object cap but over its own caps, named
+    r = c.call("chat", messages=[{"role": "user", "content": "x"}], extra={"z": [0] * 20000})
+    check(r["type"] == "error" and r["code"] == "too_large", r)
+    check("extra: 20003 msgpack objects, at most 16384" in r["message"], r)
+    r = c.call("chat", messages=[{"role": "user", "content": "x"}], extra={"s": "y" * 300000})
+    check(r["type"] == "error" and r["code"] == "too_large", r)
+    check("extra: " in r["message"] and "at most 262144" in r["message"], r)
+    deltas, end = c.chat("still here " + d(chunks=2))
+    check(end["type"] == "done", end)
+
+# --- descriptors, per-user caps, identity ---------------------------------------
+
+def nobody_uid():
+    import pwd
+    return pwd.getpwnam("nobody").pw_uid
+
+
+def as_user(uid, code):
+    """Run python code as uid (setpriv) with olc importable; its stdout as JSON."""
+    import subprocess
+    out = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups",
+                          os.environ["PYTHON"], "-c", code],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, "as uid %d: %s" % (uid, out.stderr))
+    return json.loads(out.stdout)
+
+
+def daemon_log():
+    with open(os.path.join(os.environ["TEST_DIR"], "daemon.log")) as f:
+        return f.read()
+
+
+def conn_retry():
+    """A connection, waiting while the listen queue is full (EAGAIN on a Unix socket)."""
+    for i in range(500):
+        try:
+            return Conn(timeout=60)
+        except BlockingIOError:
+            time.sleep(0.01)
+    raise AssertionError("the listen queue stayed full")
+
+
+def split_refused(conns, settle=1.0):
+    """(kept, refused replies): a refused connection has an error frame and EOF waiting."""
+    import select
+    time.sleep(settle)
+    ready = set(select.select([c.sock for c in conns], [], [], 0)[0])
+    kept = [c for c in conns if c.sock not in ready]
+    refused = []
+    for c in conns:
+        if c.sock in ready:
+            refused.append(c.read())
+            check(c.read() is None, "a refused connection must be closed")
+    return kept, refused
+
+
+@test("descriptors")
+def clients_past_the_descriptor_cap_are_refused_and_chats_still_reach_the_server():
+    # run under prlimit --nofile=128:256 with max_clients = 1000 and max_concurrency = 16
+    log = daemon_log()
+    check("descriptor limit 256" in log, "the soft limit was not raised to the hard one")
+    check("max_clients 1000 does not fit" in log, "no warning for a max_clients that does not fit")
+    cap = int(re.findall(r"accepting up to (\d+) clients", log)[-1])
+    check(cap == 256 - 32 - (16 + 2), "cap %d" % cap)
+    conns = [conn_retry() for i in range(cap + 40)]
+    kept, refused = split_refused(conns)
+    check(len(kept) == cap and len(refused) == 40, "%d kept, %d refused" % (len(kept), len(refused)))
+    for e in refused:
+        check(e["type"] == "error" and e["id"] == 0 and e["code"] == "rate_limited", e)
+        check("max_clients" in e["message"], e)
+    # many admitted clients chat at once: each reaches the model server
+    before = fake("/stats")["chat_requests"]
+    ends = run_parallel(60, lambda i: kept[i].chat("fd%d %s" % (i, d(chunks=2, delay_ms=50)))[1])
+    check(all(e["type"] == "done" for e in ends), [e for e in ends if e["type"] != "done"][:2])
+    check(fake("/stats")["chat_requests"] - before == 60, "chats at the server")
+    for c in kept[60:]:
+        check(c.call("ping")["type"] == "result", "an idle admitted client is still served")
+    # at the cap a fresh connection is refused; once a client leaves there is room again
+    fresh = conn_retry()
+    r = fresh.read()
+    check(r is not None and r["code"] == "rate_limited", r)
+    kept[0].close()
+    time.sleep(0.3)
+    deltas, end = conn_retry().chat("room again")
+    check(end["type"] == "done", end)
+    for c in kept[1:]:
+        c.close()
+
+
+@test("peruid")
+def a_users_connections_past_max_clients_per_uid_are_refused():
+    # max_clients_per_uid = 4
+    out = as_user(nobody_uid(), """
+import json
+from olc import Conn
+from test_daemon import split_refused
+kept, refused = split_refused([Conn() for i in range(6)])
+print(json.dumps({"kept": len(kept), "refused": refused,
+                  "pings": [c.call("ping")["type"] for c in kept]}))
+""")
+    check(out["kept"] == 4 and len(out["refused"]) == 2, out)
+    for e in out["refused"]:
+        check(e["code"] == "rate_limited" and "max_clients_per_uid 4" in e["message"], e)
+    check(out["pings"] == ["result"] * 4, out)
+    check("uid %d already has 4 connections" % nobody_uid() in daemon_log(), "no log line")
+    # root is not held to it
+    conns = [Conn() for i in range(8)]
+    check(all(c.call("ping")["type"] == "result" for c in conns), "root was refused")
+
+
+NOBODY_STATS = """
+import json
+from olc import Conn
+c = Conn()
+deltas, end = c.chat("from nobody", tag="nb")
+print(json.dumps({"end": end, "stats": c.call("stats")}))
+"""
+
+
+@test("identity")
+def clients_are_told_apart_by_uid_and_see_only_their_own_rows():
+    nb = str(nobody_uid())
+    deltas, end = Conn().chat("from root", tag="rt")
+    check(end["type"] == "done", end)
+    out = as_user(nobody_uid(), NOBODY_STATS)
+    check(out["end"]["type"] == "done", out)
+    mine = out["stats"]
+    check(list(map(str, mine["by_user"])) == [nb], mine["by_user"])
+    check(list(mine["by_tag"]) == ["nb"], mine["by_tag"])
+    check(mine["total"]["requests"] == 2, "the total stays everyone's: %r" % mine["total"])
+    scopes = [b["scope"] for b in mine["budgets"]]
+    check("user:nobody" in scopes and "user:root" not in scopes, scopes)
+    everything = stats()
+    check(sorted(map(str, everything["by_user"])) == sorted(["0", nb]), everything["by_user"])
+    check(everything["by_user"][nb]["requests"] == 1, everything["by_user"])
+    check(sorted(everything["by_tag"]) == ["nb", "rt"], everything["by_tag"])
+    check(everything["total"] == mine["total"], (everything["total"], mine["total"]))
+
+
+@test("identity_all")
+def stats_visibility_all_shows_everyone_to_everyone():
+    out = as_user(nobody_uid(), NOBODY_STATS)
+    by_user = sorted(map(str, out["stats"]["by_user"]))
+    check(by_user == sorted(["0", str(nobody_uid())]), by_user)
+    check(sorted(out["stats"]["by_tag"]) == ["nb", "rt"], out["stats"]["by_tag"])
+
 
 def main(group):
     passed = failed = 0

@@ -205,6 +205,30 @@ START_TEST(test_fleet)
 }
 END_TEST
 
+/* A tokenizer is a built-in name or an absolute path; nothing relative. */
+START_TEST(test_tokenizer_names)
+{
+	static const char *const bad[] = { "cl100k", "../x.tiktoken", "x/o200k_base", "" };
+	char text[256], *errors = NULL;
+	struct conf *c;
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		snprintf(text, sizeof text, "upstreams = ( { base_url = \"http://x\";\n"
+		    "tokenizer = \"%s\"; } );\n", bad[i]);
+		expect_error(text, *bad[i] != '\0' ? "2: tokenizer must be cl100k_base, "
+		    "o200k_base or the absolute path of a .tiktoken file" :
+		    "2: tokenizer must not be empty");
+	}
+	c = conf_load(write_conf("upstreams = ( { base_url = \"http://x\"; tokenizer = \"o200k_base\"; },\n"
+	    "{ name = \"b\"; base_url = \"http://y\"; tokenizer = \"/opt/v.tiktoken\"; } );\n"),
+	    &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_str_eq(c->upstreams[0].tokenizer, "o200k_base");
+	ck_assert_str_eq(c->upstreams[1].tokenizer, "/opt/v.tiktoken");
+	conf_free(c);
+}
+END_TEST
+
 START_TEST(test_every_problem_reported)
 {
 	char *errors = NULL;
@@ -228,6 +252,35 @@ START_TEST(test_missing_file)
 	ck_assert_ptr_null(c);
 	ck_assert_ptr_nonnull(strstr(errors, "/nonexistent/openllmd.conf: cannot read"));
 	free(errors);
+}
+END_TEST
+
+START_TEST(test_client_limits_and_visibility)
+{
+	char *errors = NULL;
+	struct conf *c = conf_load(NULL, &errors);
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->max_clients, 0);            /* auto */
+	ck_assert_int_eq(c->max_clients_per_uid, 0);
+	ck_assert_str_eq(c->stats_visibility, "own");
+	conf_free(c);
+	c = conf_load(write_conf("max_clients = \"auto\";\nmax_clients_per_uid = 7;\n"
+	    "stats_visibility = \"all\";\n"), &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_int_eq(c->max_clients, 0);
+	ck_assert_int_eq(c->max_clients_per_uid, 7);
+	ck_assert_str_eq(c->stats_visibility, "all");
+	conf_free(c);
+	teardown();
+	c = conf_load(write_conf("max_clients = 500;\n"), &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_int_eq(c->max_clients, 500);
+	conf_free(c);
+	teardown();
+	expect_error("max_clients = \"lots\";\n", "1: max_clients must be \"auto\" or an integer, not \"lots\"");
+	expect_error("\nmax_clients_per_uid = 0;\n", "2: max_clients_per_uid must be >= 1");
+	expect_error("stats_visibility = \"mine\";\n", "1: stats_visibility must be one of own|all, not \"mine\"");
 }
 END_TEST
 
@@ -294,9 +347,11 @@ main(void)
 	tcase_add_test(tc, test_systemd_directories);
 	tcase_add_test(tc, test_upstreams);
 	tcase_add_test(tc, test_errors_name_file_and_line);
+	tcase_add_test(tc, test_tokenizer_names);
 	tcase_add_test(tc, test_every_problem_reported);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_setting_names);
+	tcase_add_test(tc, test_client_limits_and_visibility);
 	tcase_add_test(tc, test_example_and_manual);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -771,6 +771,74 @@ START_TEST(test_lock)
 }
 END_TEST
 
+/* One user's view: the maps count only their rows, the total counts everyone's. */
+START_TEST(test_stats_scoped_to_a_uid)
+{
+	struct ledger *l = open_ok(sdir, NULL);
+	struct stats_result all, mine;
+	struct counters sum;
+	struct ledger_scope scope = { NULL, NULL, NULL, 1000 };
+
+	for (int i = 0; i < 30; i++)
+		append_ok(l, i);
+	ck_assert_int_eq(ledger_stats(l, NULL, -1, &all), 0);
+	ck_assert_int_eq(ledger_stats_scoped(l, NULL, -1, 1000, &mine), 0);
+	counters_eq(&all.total, &mine.total);
+	ck_assert_uint_eq(mine.by_user.n, 1);
+	ck_assert_str_eq(mine.by_user.entries[0].key, "1000");
+	ck_assert_uint_eq(all.by_user.n, 3);
+	ledger_usage(l, &scope, -1, &sum);
+	counters_eq(&mine.by_user.entries[0].c, &sum);
+	/* uid 1000 has records i % 3 == 1: models llama only */
+	ck_assert_uint_eq(mine.by_model.n, 1);
+	ck_assert_str_eq(mine.by_model.entries[0].key, "llama");
+	ledger_stats_clear(&all);
+	ledger_stats_clear(&mine);
+	ck_assert_int_eq(ledger_stats_scoped(l, "day", -1, 4242, &mine), 0);
+	ck_assert_uint_eq(mine.by_day.n, 0);
+	ck_assert_uint_eq(mine.total.requests, 30);
+	ledger_stats_clear(&mine);
+	ledger_close(l);
+}
+END_TEST
+
+/* A symbolic link planted as a journal file, the journal directory or the lock is refused, not followed. */
+START_TEST(test_symlinks_refused)
+{
+	struct ledger *l;
+	char path[PATH_MAX], target[PATH_MAX], cause[PATH_MAX + 128] = "";
+	struct stat st;
+
+	l = open_ok(sdir, NULL);
+	append_ok(l, 1);
+	ledger_close(l);
+	/* a journal file the next open replays: left after the snapshot by a crash */
+	snprintf(target, sizeof target, "%s/target", tdir);
+	file_write(target, "precious", 8, "wb");
+	snprintf(path, sizeof path, "%s/journal/journal-%016d.olj", sdir, 99);
+	ck_assert_int_eq(symlink(target, path), 0);
+	ck_assert_ptr_null(ledger_open(sdir, NULL, cause, sizeof cause));
+	ck_assert_msg(strstr(cause, "is a symbolic link; refusing to follow it") != NULL &&
+	    strstr(cause, path) != NULL, "cause: %s", cause);
+	unlink(path);
+	/* the journal directory */
+	snprintf(path, sizeof path, "%s/journal", sdir);
+	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	ck_assert_int_eq(symlink(tdir, path), 0);
+	ck_assert_ptr_null(ledger_open(sdir, NULL, cause, sizeof cause));
+	ck_assert_msg(strstr(cause, "journal is a symbolic link") != NULL, "cause: %s", cause);
+	unlink(path);
+	/* the lock */
+	snprintf(path, sizeof path, "%s/lock", sdir);
+	unlink(path);
+	ck_assert_int_eq(symlink(target, path), 0);
+	ck_assert_ptr_null(ledger_open(sdir, NULL, cause, sizeof cause));
+	ck_assert_msg(strstr(cause, "lock is a symbolic link") != NULL, "cause: %s", cause);
+	ck_assert_int_eq(lstat(target, &st), 0);
+	ck_assert_int_eq(st.st_size, 8);
+}
+END_TEST
+
 START_TEST(test_open_fails)
 {
 	char path[PATH_MAX + 32], cause[512] = "";
@@ -1006,6 +1074,16 @@ START_TEST(test_fsync_failure_new_file)
 	c = history(l, 0);
 	ck_assert_int_eq(c.n, 3);
 	ck_assert(c.ordered);
+	{
+		/* newest first, the copies in the abandoned file counted once too */
+		struct collect nc = { 0, INT64_MIN, true, 0 };
+		char cause[256];
+		bool truncated;
+
+		ck_assert_int_eq(ledger_foreach_record_newest(l, -1, -1, 0, collect_cb, &nc,
+		    &truncated, cause, sizeof cause), 0);
+		ck_assert_int_eq(nc.n, 3);
+	}
 	append_ok(l, 3);                            /* numbering goes on after the highest */
 	ledger_close(l);
 	l = open_ok(sdir, &o);
@@ -1323,6 +1401,118 @@ START_TEST(test_foreach_after)
 }
 END_TEST
 
+/* Records newest first, with the time to the first token where it was measured. */
+struct newest {
+	int n;
+	int64_t last_time;
+	bool descending;
+	int stop_at;
+	int with_ttft;
+	int64_t ttft_sum;
+};
+
+static int
+newest_cb(const struct ledger_record *r, void *arg)
+{
+	struct newest *c = arg;
+
+	if (r->time_ms > c->last_time)
+		c->descending = false;
+	c->last_time = r->time_ms;
+	c->n++;
+	if (r->has_ttft) {
+		c->with_ttft++;
+		c->ttft_sum += r->ttft_ms;
+	}
+	return c->stop_at > 0 && c->n == c->stop_at;
+}
+
+static struct newest
+newest(struct ledger *l, int64_t since_ms, int64_t until_ms, size_t max_bytes, int stop_at,
+    bool *truncated)
+{
+	struct newest c = { 0, INT64_MAX, true, stop_at, 0, 0 };
+	char cause[512];
+
+	ck_assert_int_eq(ledger_foreach_record_newest(l, since_ms, until_ms, max_bytes, newest_cb,
+	    &c, truncated, cause, sizeof cause), 0);
+	return c;
+}
+
+START_TEST(test_history_newest)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_NO, 30, 1024);
+	struct ledger *l = open_ok(sdir, &o);
+	struct ledger_record r;
+	struct newest c;
+	char cause[256];
+	bool truncated;
+
+	for (int i = 0; i < 40; i++) {
+		rec_make(&r, i);
+		r.has_ttft = i % 2 == 0;        /* odd ones stand for records written before ttft_ms */
+		r.ttft_ms = i;
+		ck_assert_int_eq(ledger_append(l, &r, cause, sizeof cause), 0);
+	}
+	ck_assert_uint_gt(journal_count(), 2);
+	c = newest(l, -1, -1, 0, 0, &truncated);
+	ck_assert_int_eq(c.n, 40);
+	ck_assert(c.descending);
+	ck_assert(!truncated);
+	ck_assert_int_eq(c.with_ttft, 20);
+	ck_assert_int_eq(c.ttft_sum, 380);     /* 0 + 2 + ... + 38 */
+	ck_assert_int_eq(c.last_time, base_ms);
+
+	/* [since, until): records 10 .. 19 */
+	c = newest(l, base_ms + 10 * 7 * 60 * 1000, base_ms + 20 * 7 * 60 * 1000, 0, 0, &truncated);
+	ck_assert_int_eq(c.n, 10);
+	ck_assert_int_eq(c.last_time, base_ms + 10 * 7 * 60 * 1000);
+
+	/* stopped by the callback after the newest 5 */
+	c = newest(l, -1, -1, 0, 5, &truncated);
+	ck_assert_int_eq(c.n, 5);
+	ck_assert_int_eq(c.last_time, base_ms + 35 * 7 * 60 * 1000);
+
+	/* a byte bound: one file at least, then truncated */
+	c = newest(l, -1, -1, 1, 0, &truncated);
+	ck_assert(truncated);
+	ck_assert_int_gt(c.n, 0);
+	ck_assert_int_lt(c.n, 40);
+	ck_assert(c.descending);
+	ledger_close(l);
+
+	/* after a reopen the times to the first token are still there */
+	l = open_ok(sdir, &o);
+	c = newest(l, -1, -1, 0, 0, &truncated);
+	ck_assert_int_eq(c.n, 40);
+	ck_assert_int_eq(c.with_ttft, 20);
+	ledger_close(l);
+}
+END_TEST
+
+/* Records waiting in memory (the disk refused them) are the newest. */
+START_TEST(test_history_newest_pending)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_NO, 30, 0);
+	struct ledger *l = open_ok(sdir, &o);
+	struct newest c;
+	bool truncated;
+
+	for (int i = 0; i < 5; i++)
+		append_ok(l, i);
+	fail_writes("enospc");
+	for (int i = 5; i < 8; i++)
+		append_fails(l, i, "");
+	c = newest(l, -1, -1, 0, 0, &truncated);
+	ck_assert_int_eq(c.n, 8);
+	ck_assert(c.descending);
+	c = newest(l, -1, -1, 0, 2, &truncated);
+	ck_assert_int_eq(c.last_time, base_ms + 6 * 7 * 60 * 1000);
+	fail_writes("");
+	ledger_close(l);
+}
+END_TEST
+
 START_TEST(test_retention)
 {
 	struct ledger_options o = opts(LEDGER_FSYNC_NO, 2, 1024);
@@ -1579,6 +1769,8 @@ ledger_suite(void)
 	tcase_add_test(tc, test_crash_between_snapshot_and_delete);
 	tcase_add_test(tc, test_folded_files_not_recounted);
 	tcase_add_test(tc, test_lock);
+	tcase_add_test(tc, test_stats_scoped_to_a_uid);
+	tcase_add_test(tc, test_symlinks_refused);
 	tcase_add_test(tc, test_open_fails);
 	tcase_add_test(tc, test_corrupt_snapshot_refused);
 	tcase_add_loop_test(tc, test_write_failure_recovery, 0, 2);
@@ -1591,6 +1783,8 @@ ledger_suite(void)
 	tcase_add_test(tc, test_stats_dimensions);
 	tcase_add_test(tc, test_history);
 	tcase_add_test(tc, test_foreach_after);
+	tcase_add_test(tc, test_history_newest);
+	tcase_add_test(tc, test_history_newest_pending);
 	tcase_add_test(tc, test_retention);
 	tcase_add_test(tc, test_sanitized_records);
 	tcase_add_test(tc, test_fuzz_open);

@@ -278,6 +278,41 @@ fake_chat(struct fake_conn *fc, const struct request *rq)
 		/* A reply for an id the client is not waiting for comes first. */
 		fake_error(fc, id + 1000, "cancelled", "not yours", NAN, -1);
 		fake_done(fc, id, "mine");
+	} else if (strcmp(text, "waits") == 0) {
+		/* A reply type from the future, then status frames if asked for. */
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		msgpack_sbuffer_write(&sb, (const char *)zero, sizeof zero);
+		msgpack_pack_map(&pk, 3);
+		msgpack_pack_str_with_body(&pk, "id", 2);
+		msgpack_pack_uint64(&pk, id);
+		msgpack_pack_str_with_body(&pk, "type", 4);
+		msgpack_pack_str_with_body(&pk, "progress", 8);
+		msgpack_pack_str_with_body(&pk, "percent", 7);
+		msgpack_pack_int(&pk, 50);
+		frame_header_write((uint8_t *)sb.data, (uint32_t)(sb.size - 4));
+		fake_write(fc->fd, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
+		if (cr->status) {
+			message_reply_init(&rp, REPLY_STATUS, OP_CHAT);
+			rp.id = id;
+			rp.u.status.state = (char *)"queued";
+			rp.u.status.reason = (char *)"rpm";
+			rp.u.status.message = (char *)"upstream u allows 2 requests a minute";
+			rp.u.status.wait_s = 5.75;
+			fake_send(fc, &rp);
+			message_reply_init(&rp, REPLY_STATUS, OP_CHAT);
+			rp.id = id;
+			rp.u.status.state = (char *)"retrying";
+			rp.u.status.reason = (char *)"connection refused";
+			rp.u.status.message = (char *)"retry 2 of 5";
+			rp.u.status.wait_s = 1;
+			rp.u.status.attempt = 2;
+			rp.u.status.of = 5;
+			fake_send(fc, &rp);
+		}
+		fake_delta(fc, id, cr->status ? "asked" : "not asked", NULL);
+		fake_done(fc, id, NULL);
 	} else if (strcmp(text, "count") == 0) {
 		snprintf(buf, sizeof buf, "%zu messages", cr->n_messages);
 		fake_delta(fc, id, buf, NULL);
@@ -314,7 +349,7 @@ fake_answer(struct fake_conn *fc, const struct request *rq)
 	case OP_TOKENS:
 		message_reply_init(&rp, REPLY_RESULT, OP_TOKENS);
 		rp.u.result.u.tokens.count = rq->u.tokens.text != NULL ?
-		    (int64_t)strlen(rq->u.tokens.text) : (int64_t)rq->u.tokens.n_messages;
+		    (int64_t)rq->u.tokens.text_len : (int64_t)rq->u.tokens.n_messages;
 		rp.u.result.u.tokens.encoding = (char *)(rq->u.tokens.encoding != NULL ?
 		    rq->u.tokens.encoding : "cl100k_base");
 		if (rq->u.tokens.ids) {
@@ -521,7 +556,7 @@ seen_cb(struct ollm *c, uint64_t id, const struct ollm_delta *d, void *arg)
 static int
 say(struct ollm *c, const char *text, struct seen *s, struct ollm_done *done)
 {
-	struct ollm_message m = { "user", text, NULL };
+	struct ollm_message m = { "user", text, NULL, 0 };
 
 	return ollm_chat(c, &m, 1, NULL, seen_cb, s, done);
 }
@@ -579,7 +614,7 @@ START_TEST(test_chat_options_and_non_stream)
 {
 	struct ollm *c = fake_client();
 	struct ollm_chat_opts o;
-	struct ollm_message m[2] = { { "system", "be brief", NULL }, { "user", "hello", NULL } };
+	struct ollm_message m[2] = { { "system", "be brief", NULL, 0 }, { "user", "hello", NULL, 0 } };
 	const char *stop[] = { "\n\n" };
 	struct ollm_done done;
 	struct seen s;
@@ -670,6 +705,61 @@ START_TEST(test_reply_for_another_id_is_skipped)
 	ck_assert_int_eq(say(c, "other-id", &s, &done), OLLM_OK);
 	ck_assert_str_eq(done.content, "mine");
 	ollm_done_clear(&done);
+	ollm_free(c);
+}
+END_TEST
+
+/* What the status callback saw. */
+struct statuses {
+	int n;
+	char lines[4][128];
+};
+
+static void
+statuses_cb(struct ollm *c, uint64_t id, const struct ollm_status *st, void *arg)
+{
+	struct statuses *ss = arg;
+
+	ck_assert_uint_ge(id, 1);
+	if (ss->n < 4) {
+		render_status(ss->lines[ss->n], sizeof ss->lines[0], st);
+		if (strcmp(st->state, "retrying") == 0) {
+			ck_assert_int_eq(st->attempt, 2);
+			ck_assert_int_eq(st->of, 5);
+		} else {
+			ck_assert_int_eq(st->attempt, 0);
+			ck_assert_str_eq(st->message, "upstream u allows 2 requests a minute");
+		}
+	}
+	ss->n++;
+}
+
+/* Unknown reply types are skipped; status frames come only when asked for. */
+START_TEST(test_status_frames)
+{
+	struct ollm *c = fake_client();
+	struct statuses ss;
+	struct seen s;
+
+	seen_init(&s);
+	ck_assert_int_eq(say(c, "waits", &s, NULL), OLLM_OK);
+	ck_assert_str_eq(s.content, "not asked");
+	ck_assert_int_eq(ollm_connected(c), 1);
+
+	memset(&ss, 0, sizeof ss);
+	ollm_set_status_cb(c, statuses_cb, &ss);
+	seen_init(&s);
+	ck_assert_int_eq(say(c, "waits", &s, NULL), OLLM_OK);
+	ck_assert_str_eq(s.content, "asked");
+	ck_assert_int_eq(ss.n, 2);
+	ck_assert_str_eq(ss.lines[0], "waiting for rpm, 5.8 s");
+	ck_assert_str_eq(ss.lines[1], "retrying 2/5: connection refused (in 1.0 s)");
+
+	ollm_set_status_cb(c, NULL, NULL);
+	seen_init(&s);
+	ck_assert_int_eq(say(c, "waits", &s, NULL), OLLM_OK);
+	ck_assert_str_eq(s.content, "not asked");
+	ck_assert_int_eq(ss.n, 2);
 	ollm_free(c);
 }
 END_TEST
@@ -798,8 +888,8 @@ END_TEST
 START_TEST(test_invalid_arguments)
 {
 	struct ollm *c = fake_client();
-	struct ollm_message bad = { "user", "\xff\xfe", NULL };
-	struct ollm_message norole = { NULL, "x", NULL };
+	struct ollm_message bad = { "user", "\xff\xfe", NULL, 0 };
+	struct ollm_message norole = { NULL, "x", NULL, 0 };
 	struct ollm_tokens_req tr;
 	struct ollm_tokens t;
 	struct ollm_ping p;
@@ -858,7 +948,7 @@ END_TEST
 START_TEST(test_tokens_stats_models_reset)
 {
 	struct ollm *c = fake_client();
-	struct ollm_message m[2] = { { "user", "a", NULL }, { "assistant", "b", NULL } };
+	struct ollm_message m[2] = { { "user", "a", NULL, 0 }, { "assistant", "b", NULL, 0 } };
 	struct ollm_tokens_req tr;
 	struct ollm_tokens t;
 	struct ollm_stats st;
@@ -871,6 +961,13 @@ START_TEST(test_tokens_stats_models_reset)
 	ck_assert_int_eq(t.count, 11);
 	ck_assert_str_eq(t.encoding, "o200k_base");
 	ck_assert_ptr_null(t.ids);
+	ollm_tokens_clear(&t);
+	/* a text holding NUL goes whole, by its length */
+	memset(&tr, 0, sizeof tr);
+	tr.text = "a\0b";
+	tr.text_len = 3;
+	ck_assert_int_eq(ollm_tokens(c, &tr, &t), OLLM_OK);
+	ck_assert_int_eq(t.count, 3);
 	ollm_tokens_clear(&t);
 	memset(&tr, 0, sizeof tr);
 	tr.messages = m;
@@ -961,7 +1058,7 @@ START_TEST(test_error_names)
 {
 	int code;
 
-	for (code = OLLM_OK; code <= OLLM_ERR_NOMEM; code++) {
+	for (code = OLLM_OK; code <= OLLM_ERR_UNTRUSTED; code++) {
 		ck_assert_str_ne(ollm_strerror(code), "unknown error");
 		ck_assert_str_ne(ollm_err_name(code), "unknown");
 	}
@@ -994,10 +1091,10 @@ START_TEST(test_sockpath)
 	ck_assert_str_eq(buf, "/nonexistent/run/openllmd.sock");
 	ck_assert_int_eq(sockpath_resolve(NULL, NULL, 1000, NULL,
 	    "/nonexistent/sys.sock", buf, sizeof buf), 0);
-	ck_assert_str_eq(buf, "/tmp/openllmd-1000.sock");
+	ck_assert_str_eq(buf, "/tmp/openllmd-1000/openllmd.sock");
 	ck_assert_int_eq(sockpath_resolve(NULL, NULL, 1000, "run",
 	    "/nonexistent/sys.sock", buf, sizeof buf), 0);
-	ck_assert_str_eq(buf, "/tmp/openllmd-1000.sock");
+	ck_assert_str_eq(buf, "/tmp/openllmd-1000/openllmd.sock");
 
 	/* The user's socket is missing and the system one exists: the system one. */
 	snprintf(dir, sizeof dir, "/tmp/check_sockpath.XXXXXX");
@@ -1038,6 +1135,37 @@ START_TEST(test_sockpath)
 END_TEST
 
 /* --- ollmctl: parsing ------------------------------------------------------------ */
+
+/* The private /tmp/openllmd-UID directory: refused unless a real 0700 directory of that uid. */
+START_TEST(test_private_dir)
+{
+	/* a uid no one has, so that its directory is ours to make and remove */
+	uid_t fake = (uid_t)(3000000000u + (unsigned)getpid() % 1000000u);
+	char dir[64], sock[128], cause[256];
+
+	ck_assert_int_eq(sockpath_private_dir(fake, dir, sizeof dir), 0);
+	snprintf(sock, sizeof sock, "%s/openllmd.sock", dir);
+	rmdir(dir);
+	unlink(dir);
+	/* elsewhere: not checked */
+	ck_assert_int_eq(sockpath_check_private("/run/openllmd/openllmd.sock", fake, 0,
+	    cause, sizeof cause), 0);
+	ck_assert_int_eq(sockpath_check_private(dir, fake, 0, cause, sizeof cause), 0);
+	/* missing and not to be made */
+	ck_assert_int_eq(sockpath_check_private(sock, fake, 0, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "No such file") != NULL, "%s", cause);
+	/* made by us, so owned by someone other than fake */
+	ck_assert_int_eq(sockpath_check_private(sock, fake, 1, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "belongs to uid") != NULL &&
+	    strstr(cause, "not to you") != NULL, "%s", cause);
+	rmdir(dir);
+	/* a symbolic link */
+	ck_assert_int_eq(symlink("/tmp", dir), 0);
+	ck_assert_int_eq(sockpath_check_private(sock, fake, 1, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "not a directory (a symbolic link)") != NULL, "%s", cause);
+	unlink(dir);
+}
+END_TEST
 
 START_TEST(test_parse_numbers)
 {
@@ -1371,6 +1499,7 @@ libollm_suite(void)
 	tcase_add_test(tc, test_tool_calls_json);
 	tcase_add_test(tc, test_daemon_errors);
 	tcase_add_test(tc, test_reply_for_another_id_is_skipped);
+	tcase_add_test(tc, test_status_frames);
 	tcase_add_test(tc, test_cancel_from_callback_return);
 	tcase_add_test(tc, test_cancel_inside_callback);
 	tcase_add_test(tc, test_cancel_from_another_thread);
@@ -1386,6 +1515,7 @@ libollm_suite(void)
 
 	tc = tcase_create("sockpath");
 	tcase_add_test(tc, test_sockpath);
+	tcase_add_test(tc, test_private_dir);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("ollmctl");

@@ -527,6 +527,45 @@ START_TEST(test_property_slots_fifo)
 }
 END_TEST
 
+/* Why a waiter waits, and the wait a bucket foresees for it and those ahead. */
+START_TEST(test_reason)
+{
+	struct limiter_conf c = conf_make(10, 0, 0, 10, 0);
+	struct limiter *l = limiter_new(&c);
+	struct limiter_waiter w[16];
+	double wait;
+	int i;
+
+	for (i = 0; i < 10; i++)
+		ck_assert_int_eq(limiter_admit(l, &w[i], 1, 0, 0), LIMITER_ADMITTED);
+	ck_assert_int_eq(limiter_admit(l, &w[10], 1, 0, 0), LIMITER_QUEUED);
+	ck_assert_str_eq(limiter_reason(l, &w[10], 0, &wait), "rpm");
+	ck_assert_double_eq_tol(wait, 6.0, 1e-9);
+	ck_assert_int_eq(limiter_admit(l, &w[11], 2, 0, 1000), LIMITER_QUEUED);
+	ck_assert_str_eq(limiter_reason(l, &w[11], 1000, &wait), "rpm");
+	ck_assert_double_eq_tol(wait, 11.0, 1e-9);    /* behind w[10]: 12 s from 0 */
+	limiter_free(l);
+
+	/* tokens per minute: 600 tokens a minute, 300 wanted, none left */
+	c = conf_make(0, 600, 0, 10, 0);
+	l = limiter_new(&c);
+	ck_assert_int_eq(limiter_admit(l, &w[0], 1, 600, 0), LIMITER_ADMITTED);
+	ck_assert_int_eq(limiter_admit(l, &w[1], 1, 300, 0), LIMITER_QUEUED);
+	ck_assert_str_eq(limiter_reason(l, &w[1], 0, &wait), "tpm");
+	ck_assert_double_eq_tol(wait, 30.0, 1e-9);
+	limiter_free(l);
+
+	/* slots: nothing to foresee */
+	c = conf_make(0, 0, 1, 10, 0);
+	l = limiter_new(&c);
+	ck_assert_int_eq(limiter_admit(l, &w[0], 1, 0, 0), LIMITER_ADMITTED);
+	ck_assert_int_eq(limiter_admit(l, &w[1], 1, 0, 0), LIMITER_QUEUED);
+	ck_assert_str_eq(limiter_reason(l, &w[1], 0, &wait), "concurrency");
+	ck_assert(wait < 0);
+	limiter_free(l);
+}
+END_TEST
+
 static Suite *
 limiter_suite(void)
 {
@@ -543,6 +582,7 @@ limiter_suite(void)
 	tcase_add_test(tc, test_fairness);
 	tcase_add_test(tc, test_cancel);
 	tcase_add_test(tc, test_reconfigure);
+	tcase_add_test(tc, test_reason);
 	tcase_add_loop_test(tc, test_property_slots_fifo, 0, 8);
 	suite_add_tcase(s, tc);
 	return s;

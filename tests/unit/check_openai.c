@@ -161,6 +161,44 @@ START_TEST(test_body_full)
 }
 END_TEST
 
+/* A NUL in a message's content goes upstream escaped, nothing cut. */
+START_TEST(test_body_nul)
+{
+	struct chat_message	 msg;
+	struct chat_request	 req;
+	char			 cause[256] = "", *body;
+	json_t			*root, *c;
+
+	memset(&msg, 0, sizeof msg);
+	msg.role = "user";
+	static const uint8_t extra[] = { 0x81, 0xa1, 's', 0xa3, 'x', 0, 'y' };
+
+	msg.content = "a\0b";
+	msg.content_len = 3;
+	memset(&req, 0, sizeof req);
+	req.messages = &msg;
+	req.n_messages = 1;
+	req.max_tokens = -1;
+	req.temperature = NAN;
+	req.top_p = NAN;
+	req.extra.data = (uint8_t *)extra;
+	req.extra.len = sizeof extra;
+
+	body = openai_chat_body(&req, "m", false, cause, sizeof cause);
+	ck_assert_msg(body != NULL, "%s", cause);
+	ck_assert_msg(strstr(body, "\"content\":\"a\\u0000b\"") != NULL, "%s", body);
+	ck_assert_msg(strstr(body, "\"s\":\"x\\u0000y\"") != NULL, "%s", body);
+	root = json_loads(body, JSON_ALLOW_NUL, NULL);
+	ck_assert(root != NULL);
+	c = json_object_get(json_array_get(json_object_get(root, "messages"), 0),
+	    "content");
+	ck_assert_uint_eq(json_string_length(c), 3);
+	ck_assert_mem_eq(json_string_value(c), "a\0b", 3);
+	json_decref(root);
+	free(body);
+}
+END_TEST
+
 START_TEST(test_body_minimal)
 {
 	struct chat_message	 msg;
@@ -291,7 +329,7 @@ START_TEST(test_msgpack_refused)
 	static const uint8_t huge_array[] = { 0xdd, 0xff, 0xff, 0xff, 0xff, 0 };
 	static const uint8_t huge_map[] = { 0xdf, 0x7f, 0xff, 0xff, 0xff, 0 };
 	static const uint8_t huge_str[] = { 0xdb, 0xff, 0xff, 0xff, 0xff, 'a' };
-	static const uint8_t nul[] = { 0xa3, 'a', 0, 'b' };
+	static const uint8_t nul[] = { 0x81, 0xa3, 'a', 0, 'b', 0x01 };
 	static const uint8_t bad_utf8[] = { 0xa2, 0xc3, 0x28 };
 	static const uint8_t u64[] = { 0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0 };
 	static const uint8_t nan64[] = { 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0 };
@@ -315,6 +353,22 @@ START_TEST(test_msgpack_refused)
 	ck_assert(openai_msgpack_to_json(never, sizeof never) == NULL);
 	ck_assert(openai_msgpack_to_json(NULL, 0) == NULL);
 	ck_assert(openai_msgpack_to_json(bin, 0) == NULL);
+
+	/* a NUL in a value is a character, and packs back the same */
+	v = openai_msgpack_to_json(nul + 1, sizeof nul - 2);
+	ck_assert(v != NULL && json_string_length(v) == 3);
+	{
+		msgpack_sbuffer	sb;
+		msgpack_packer	pk;
+
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		ck_assert_int_eq(openai_json_to_msgpack(v, &pk), 0);
+		ck_assert_uint_eq(sb.size, sizeof nul - 2);
+		ck_assert_mem_eq(sb.data, nul + 1, sizeof nul - 2);
+		msgpack_sbuffer_destroy(&sb);
+	}
+	json_decref(v);
 
 	v = openai_msgpack_to_json(neg, sizeof neg);
 	ck_assert(v != NULL);
@@ -1408,6 +1462,7 @@ openai_suite(void)
 	tc = tcase_create("body");
 	tcase_add_test(tc, test_body_full);
 	tcase_add_test(tc, test_body_minimal);
+	tcase_add_test(tc, test_body_nul);
 	tcase_add_test(tc, test_msgpack_round_trip);
 	tcase_add_test(tc, test_msgpack_refused);
 	tcase_add_test(tc, test_json_to_msgpack_depth);

@@ -10,6 +10,7 @@
 
 #include "protocol/frame.h"
 #include "protocol/message.h"
+#include "protocol/scan.h"
 
 /* --- helpers ------------------------------------------------------------ */
 
@@ -92,7 +93,7 @@ body_json(struct body *b, const char *text)
 		if (*p == '\'')
 			*p = '"';
 	}
-	j = json_loads(s, 0, &je);
+	j = json_loads(s, JSON_ALLOW_NUL, &je);
 	ck_assert_msg(j != NULL, "bad test JSON %s: %s", text, je.text);
 	body_init(b);
 	pack_json(b, j);
@@ -276,10 +277,10 @@ messages_eq(const struct chat_message *a, const struct chat_message *b, size_t n
 START_TEST(chat_all_fields)
 {
 	struct chat_message m[3] = {
-		{ "system", "Be brief.", NULL, NULL, { NULL, 0 } },
-		{ "assistant", NULL, "bot", NULL, { NULL, 0 } },
+		{ "system", "Be brief.", NULL, NULL, { NULL, 0 }, 0 },
+		{ "assistant", NULL, "bot", NULL, { NULL, 0 }, 0 },
 		{ "tool", "42 \xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e", "calc", "call_1",
-		    { NULL, 0 } },
+		    { NULL, 0 }, 0 },
 	};
 	char *stop[2] = { "\n\n", "END" };
 	struct request rq, *out;
@@ -327,7 +328,7 @@ END_TEST
 
 START_TEST(chat_required_only)
 {
-	struct chat_message m = { "user", NULL, NULL, NULL, { NULL, 0 } };
+	struct chat_message m = { .role = "user" };
 	struct request rq, *out;
 
 	message_request_init(&rq, OP_CHAT);
@@ -365,8 +366,8 @@ END_TEST
 START_TEST(tokens_roundtrip)
 {
 	struct chat_message m[2] = {
-		{ "system", "s", NULL, NULL, { NULL, 0 } },
-		{ "user", "u", "me", NULL, { NULL, 0 } },
+		{ "system", "s", NULL, NULL, { NULL, 0 }, 0 },
+		{ "user", "u", "me", NULL, { NULL, 0 }, 0 },
 	};
 	struct request rq, *out;
 
@@ -765,7 +766,7 @@ END_TEST
 static void
 make_stream(msgpack_sbuffer *sb, size_t *n)
 {
-	struct chat_message m = { "user", NULL, NULL, NULL, { NULL, 0 } };
+	struct chat_message m = { .role = "user" };
 	char big[5000];
 	struct request rq;
 	uint64_t i;
@@ -1114,10 +1115,6 @@ START_TEST(utf8_in_messages)
 		    "messages[0].content: not valid UTF-8", 7);
 		body_clear(&b);
 	}
-	chat_with_content(&b, "a\0b", 3);
-	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "bad_request",
-	    "messages[0].content: contains a NUL byte", 7);
-	body_clear(&b);
 
 	chat_with_content(&b, good, strlen(good));
 	ck_assert_int_eq(message_request_decode((uint8_t *)b.sb.data, b.sb.size, &rq,
@@ -1125,6 +1122,263 @@ START_TEST(utf8_in_messages)
 	ck_assert_str_eq(rq->u.chat.messages[0].content, good);
 	message_request_free(rq);
 	body_clear(&b);
+}
+END_TEST
+
+/*
+ * U+0000 is text: a message's content and a tokens request's text keep it,
+ * with their length, through decoding and encoding again. Names that the
+ * ledger keeps (role, name, tag, model, encoding) still refuse it.
+ */
+START_TEST(nul_in_text)
+{
+	static const struct {
+		const char *json;
+		const char *expect;
+	} refused[] = {
+		{ "{'v':1,'id':7,'op':'chat','messages':[{'role':'us\\u0000er'}]}",
+		    "messages[0].role: contains a NUL byte" },
+		{ "{'v':1,'id':7,'op':'chat','messages':[{'role':'user','name':'a\\u0000'}]}",
+		    "messages[0].name: contains a NUL byte" },
+		{ "{'v':1,'id':7,'op':'chat','messages':[{'role':'user'}],'tag':'t\\u0000'}",
+		    "tag: contains a NUL byte" },
+		{ "{'v':1,'id':7,'op':'chat','messages':[{'role':'user'}],'model':'\\u0000'}",
+		    "model: contains a NUL byte" },
+		{ "{'v':1,'id':7,'op':'tokens','text':'x','encoding':'cl\\u0000'}",
+		    "encoding: contains a NUL byte" },
+	};
+	struct chat_message m = { .role = "user", .content = "abc" };
+	struct message_error err;
+	struct request *rq, *again, hand;
+	msgpack_sbuffer sb;
+	struct body b;
+	size_t i;
+
+	chat_with_content(&b, "a\0b", 3);
+	ck_assert_int_eq(message_request_decode((uint8_t *)b.sb.data, b.sb.size, &rq,
+	    &err), 0);
+	body_clear(&b);
+	ck_assert_uint_eq(rq->u.chat.messages[0].content_len, 3);
+	ck_assert_mem_eq(rq->u.chat.messages[0].content, "a\0b", 4);
+
+	/* encode what was decoded and decode it again: the NUL survives */
+	msgpack_sbuffer_init(&sb);
+	ck_assert_int_eq(message_request_encode(&sb, rq), 0);
+	ck_assert_int_eq(message_request_decode((uint8_t *)sb.data + FRAME_HEADER_LEN,
+	    sb.size - FRAME_HEADER_LEN, &again, &err), 0);
+	ck_assert_uint_eq(again->u.chat.messages[0].content_len, 3);
+	ck_assert_mem_eq(again->u.chat.messages[0].content, "a\0b", 4);
+	message_request_free(again);
+	message_request_free(rq);
+	msgpack_sbuffer_destroy(&sb);
+
+	body_json(&b, "{'v':1,'id':7,'op':'tokens','text':'\\u0000x\\u0000'}");
+	ck_assert_int_eq(message_request_decode((uint8_t *)b.sb.data, b.sb.size, &rq,
+	    &err), 0);
+	body_clear(&b);
+	ck_assert_uint_eq(rq->u.tokens.text_len, 3);
+	ck_assert_mem_eq(rq->u.tokens.text, "\0x\0", 4);
+	message_request_free(rq);
+
+	for (i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		body_json(&b, refused[i].json);
+		expect_request_error((uint8_t *)b.sb.data, b.sb.size, "bad_request",
+		    refused[i].expect, 7);
+		body_clear(&b);
+	}
+
+	/* built by hand: content_len 0 means strlen(content) */
+	message_request_init(&hand, OP_CHAT);
+	hand.id = 9;
+	hand.u.chat.messages = &m;
+	hand.u.chat.n_messages = 1;
+	msgpack_sbuffer_init(&sb);
+	ck_assert_int_eq(message_request_encode(&sb, &hand), 0);
+	ck_assert_int_eq(message_request_decode((uint8_t *)sb.data + FRAME_HEADER_LEN,
+	    sb.size - FRAME_HEADER_LEN, &rq, &err), 0);
+	ck_assert_uint_eq(rq->u.chat.messages[0].content_len, 3);
+	ck_assert_str_eq(rq->u.chat.messages[0].content, "abc");
+	message_request_free(rq);
+	msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
+/* Peak resident memory of this process so far (VmHWM), in KiB. */
+static long
+peak_rss_kib(void)
+{
+	char line[256];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	ck_assert_int_ge(kib, 0);
+	return kib;
+}
+
+/* A chat request whose field key (after messages) is an array of n zeros. */
+static void
+chat_with_zeros(struct body *b, const char *key, size_t n)
+{
+	body_init(b);
+	msgpack_pack_map(&b->pk, 5);
+	pack_s(b, "v");
+	msgpack_pack_int(&b->pk, 1);
+	pack_s(b, "id");
+	msgpack_pack_int(&b->pk, 7);
+	pack_s(b, "op");
+	pack_s(b, "chat");
+	pack_s(b, "messages");
+	msgpack_pack_array(&b->pk, 1);
+	msgpack_pack_map(&b->pk, 1);
+	pack_s(b, "role");
+	pack_s(b, "user");
+	pack_s(b, key);
+	if (strcmp(key, "extra") == 0) {
+		msgpack_pack_map(&b->pk, 1);
+		pack_s(b, "zeros");
+	}
+	msgpack_pack_array(&b->pk, (uint32_t)n);
+	for (size_t i = 0; i < n; i++)
+		msgpack_pack_int(&b->pk, 0);
+}
+
+/*
+ * One frame of small integers would unpack to some 24 bytes per byte sent:
+ * past MESSAGE_MAX_OBJECTS it is refused before msgpack-c sees it, naming
+ * the field, keeping the id, and without the memory growing.
+ */
+START_TEST(object_cap)
+{
+	struct message_error err;
+	struct request *rq;
+	struct body b;
+	size_t used, objects;
+	long before, after;
+	char cause[128];
+
+	/* 4 MiB of zeros in extra: refused, and peak memory stays put */
+	chat_with_zeros(&b, "extra", 4u << 20);
+	before = peak_rss_kib();
+	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "too_large",
+	    "extra: 4194307 msgpack objects; a request holds at most 65536", 7);
+	after = peak_rss_kib();
+	ck_assert_msg(after - before < 16 * 1024,
+	    "peak RSS grew by %ld KiB refusing the frame", after - before);
+	body_clear(&b);
+
+	/* the same in a field that is not extra, and in the top-level map */
+	chat_with_zeros(&b, "stop", 70000);
+	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "too_large",
+	    "stop: 70001 msgpack objects", 7);
+	body_clear(&b);
+	body_init(&b);
+	msgpack_pack_map(&b.pk, 40000);
+	pack_s(&b, "id");
+	msgpack_pack_int(&b.pk, 9);
+	for (int i = 1; i < 40000; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "k%d", i);
+		pack_s(&b, k);
+		msgpack_pack_int(&b.pk, 0);
+	}
+	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "too_large",
+	    "request: more than 65536 msgpack objects in all (40000 fields)", 9);
+	body_clear(&b);
+
+	/* just under the cap is decoded (and refused by the extra cap) */
+	chat_with_zeros(&b, "extra", 65536 - 16);
+	ck_assert_int_eq(scan_object((uint8_t *)b.sb.data, b.sb.size, 32, 0, &used,
+	    &objects, cause, sizeof cause), 0);
+	ck_assert_uint_eq(objects, 65536);
+	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "too_large",
+	    "extra: 65523 msgpack objects, at most 16384", 7);
+	ck_assert_int_eq(scan_object((uint8_t *)b.sb.data, b.sb.size, 32, 65535, &used,
+	    &objects, cause, sizeof cause), SCAN_TOO_MANY);
+	ck_assert_ptr_nonnull(strstr(cause, "more than 65535 objects"));
+	body_clear(&b);
+
+	/* a frame over the cap and malformed past it is still a bad frame */
+	chat_with_zeros(&b, "extra", 70000);
+	b.sb.data[b.sb.size - 1] = (char)0xc1;
+	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "bad_frame",
+	    "is reserved", 0);
+	body_clear(&b);
+
+	/* replies are not capped: a tokens result may carry many ids */
+	body_init(&b);
+	msgpack_pack_map(&b.pk, 5);
+	pack_s(&b, "id");
+	msgpack_pack_int(&b.pk, 3);
+	pack_s(&b, "type");
+	pack_s(&b, "result");
+	pack_s(&b, "count");
+	msgpack_pack_int(&b.pk, 100000);
+	pack_s(&b, "encoding");
+	pack_s(&b, "cl100k_base");
+	pack_s(&b, "ids");
+	msgpack_pack_array(&b.pk, 100000);
+	for (int i = 0; i < 100000; i++)
+		msgpack_pack_int(&b.pk, 1);
+	{
+		struct reply *rp;
+		ck_assert_int_eq(message_reply_decode((uint8_t *)b.sb.data, b.sb.size,
+		    OP_TOKENS, &rp, &err), 0);
+		ck_assert_uint_eq(rp->u.result.u.tokens.n_ids, 100000);
+		message_reply_free(rp);
+	}
+	body_clear(&b);
+	(void)rq;
+}
+END_TEST
+
+/* extra is bounded in objects and in encoded bytes, each named. */
+START_TEST(extra_caps)
+{
+	struct message_error err;
+	struct request *rq;
+	struct body b;
+	char *big;
+
+	chat_with_zeros(&b, "extra", MESSAGE_MAX_EXTRA_OBJECTS - 3);
+	ck_assert_int_eq(message_request_decode((uint8_t *)b.sb.data, b.sb.size, &rq,
+	    &err), 0);
+	message_request_free(rq);
+	body_clear(&b);
+	chat_with_zeros(&b, "extra", MESSAGE_MAX_EXTRA_OBJECTS - 2);
+	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "too_large",
+	    "extra: 16385 msgpack objects, at most 16384", 7);
+	body_clear(&b);
+
+	/* one long string: few objects, too many bytes */
+	big = malloc(MESSAGE_MAX_EXTRA);
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'x', MESSAGE_MAX_EXTRA);
+	body_init(&b);
+	msgpack_pack_map(&b.pk, 5);
+	pack_s(&b, "v");
+	msgpack_pack_int(&b.pk, 1);
+	pack_s(&b, "id");
+	msgpack_pack_int(&b.pk, 7);
+	pack_s(&b, "op");
+	pack_s(&b, "chat");
+	pack_s(&b, "messages");
+	msgpack_pack_array(&b.pk, 1);
+	msgpack_pack_map(&b.pk, 1);
+	pack_s(&b, "role");
+	pack_s(&b, "user");
+	pack_s(&b, "extra");
+	msgpack_pack_map(&b.pk, 1);
+	pack_s(&b, "s");
+	msgpack_pack_str_with_body(&b.pk, big, MESSAGE_MAX_EXTRA);
+	expect_request_error((uint8_t *)b.sb.data, b.sb.size, "too_large",
+	    "extra: 262152 bytes encoded, at most 262144", 7);
+	body_clear(&b);
+	free(big);
 }
 END_TEST
 
@@ -1420,7 +1674,7 @@ END_TEST
 
 START_TEST(encoder_refuses)
 {
-	struct chat_message m = { NULL, "x", NULL, NULL, { NULL, 0 } };
+	struct chat_message m = { .content = "x" };
 	static const uint8_t cut_map[] = { 0x81, 0xa1, 0x61 };
 	struct request rq;
 	struct reply rp;
@@ -1475,12 +1729,267 @@ START_TEST(op_names)
 	ck_assert_str_eq(message_op_name(OP_CHAT), "chat");
 	ck_assert_str_eq(message_op_name(OP_RESET), "reset");
 	ck_assert_ptr_null(message_op_name(0));
-	ck_assert_ptr_null(message_op_name(8));
+	ck_assert_str_eq(message_op_name(OP_LOGS), "logs");
+	ck_assert_str_eq(message_op_name(OP_TOP), "top");
+	ck_assert_ptr_null(message_op_name(10));
+	ck_assert_int_eq(message_op_parse("top", 3, &op), 0);
+	ck_assert_int_eq(op, OP_TOP);
 	ck_assert_int_eq(message_op_parse("stats", 5, &op), 0);
 	ck_assert_int_eq(op, OP_STATS);
 	ck_assert_int_eq(message_op_parse("stat", 4, &op), -1);
 	ck_assert_int_eq(message_op_parse("statsx", 6, &op), -1);
 	ck_assert_int_eq(message_op_parse("", 0, &op), -1);
+}
+END_TEST
+
+/* status frames: every field, then the required ones only. */
+START_TEST(status_roundtrip)
+{
+	struct reply rp, *out;
+
+	message_reply_init(&rp, REPLY_STATUS, 0);
+	rp.id = 9;
+	rp.u.status.state = "retrying";
+	rp.u.status.reason = "connection refused";
+	rp.u.status.message = "retry 2 of 5 in 1.0 s";
+	rp.u.status.wait_s = 1.25;
+	rp.u.status.attempt = 2;
+	rp.u.status.of = 5;
+	out = reply_roundtrip(&rp, OP_CHAT);
+	ck_assert_int_eq(out->type, REPLY_STATUS);
+	ck_assert_uint_eq(out->id, 9);
+	ck_assert_str_eq(out->u.status.state, "retrying");
+	ck_assert_str_eq(out->u.status.reason, "connection refused");
+	ck_assert_str_eq(out->u.status.message, "retry 2 of 5 in 1.0 s");
+	ck_assert_double_eq(out->u.status.wait_s, 1.25);
+	ck_assert_int_eq(out->u.status.attempt, 2);
+	ck_assert_int_eq(out->u.status.of, 5);
+	message_reply_free(out);
+
+	message_reply_init(&rp, REPLY_STATUS, 0);
+	rp.id = 10;
+	rp.u.status.state = "queued";
+	rp.u.status.reason = "concurrency";
+	rp.u.status.message = "all slots taken";
+	out = reply_roundtrip(&rp, OP_CHAT);
+	ck_assert_str_eq(out->u.status.reason, "concurrency");
+	ck_assert(isnan(out->u.status.wait_s));
+	ck_assert_int_eq(out->u.status.attempt, -1);
+	ck_assert_int_eq(out->u.status.of, -1);
+	message_reply_free(out);
+
+	expect_json_reply_error("{'id':1,'type':'status','reason':'rpm','message':'m'}",
+	    OP_CHAT, "state: missing");
+	expect_json_reply_error("{'id':1,'type':'status','state':'queued','reason':'rpm',"
+	    "'message':'m','wait_s':-1}", OP_CHAT, "wait_s: out of range");
+	expect_json_reply_error("{'id':1,'type':'status','state':'retrying','reason':'x',"
+	    "'message':'m','attempt':0}", OP_CHAT, "attempt: must be >= 1");
+}
+END_TEST
+
+/* A reply of a type this side does not know is flagged, so a client can skip it. */
+START_TEST(unknown_reply_type_flagged)
+{
+	struct message_error err;
+	struct reply *rp;
+	struct body b;
+
+	body_json(&b, "{'id':7,'type':'progress','percent':50}");
+	ck_assert_int_eq(message_reply_decode((uint8_t *)b.sb.data, b.sb.size, OP_CHAT,
+	    &rp, &err), -1);
+	ck_assert(err.unknown_type);
+	ck_assert_uint_eq(err.id, 7);
+	body_clear(&b);
+
+	body_json(&b, "{'id':7,'type':'delta','content':5}");
+	ck_assert_int_eq(message_reply_decode((uint8_t *)b.sb.data, b.sb.size, OP_CHAT,
+	    &rp, &err), -1);
+	ck_assert(!err.unknown_type);
+	body_clear(&b);
+}
+END_TEST
+
+/* The chat request's status flag travels only when set. */
+START_TEST(chat_status_flag)
+{
+	struct chat_message m = { "user", "hi", NULL, NULL, { NULL, 0 }, 0 };
+	struct request rq, *out;
+
+	message_request_init(&rq, OP_CHAT);
+	rq.id = 3;
+	rq.u.chat.messages = &m;
+	rq.u.chat.n_messages = 1;
+	out = request_roundtrip(&rq);
+	ck_assert(!out->u.chat.status);
+	message_request_free(out);
+	rq.u.chat.status = true;
+	out = request_roundtrip(&rq);
+	ck_assert(out->u.chat.status);
+	message_request_free(out);
+	expect_json_error("{'v':1,'id':4,'op':'chat','messages':[{'role':'user'}],'status':1}",
+	    "bad_request", "status: expected boolean", 4);
+}
+END_TEST
+
+START_TEST(logs_request_roundtrip)
+{
+	struct request rq, *out;
+
+	message_request_init(&rq, OP_LOGS);
+	rq.id = 11;
+	out = request_roundtrip(&rq);
+	ck_assert_int_eq(out->op, OP_LOGS);
+	ck_assert_int_eq(out->u.logs.since, -1);
+	ck_assert_int_eq(out->u.logs.until, -1);
+	ck_assert_int_eq(out->u.logs.user, -1);
+	ck_assert_int_eq(out->u.logs.limit, -1);
+	ck_assert_ptr_null(out->u.logs.tag);
+	message_request_free(out);
+
+	rq.u.logs.since = 1700000000;
+	rq.u.logs.until = 1800000000;
+	rq.u.logs.user = 1000;
+	rq.u.logs.tag = "";
+	rq.u.logs.model = "qwen";
+	rq.u.logs.status = "error";
+	rq.u.logs.limit = 1000;
+	out = request_roundtrip(&rq);
+	ck_assert_int_eq(out->u.logs.since, 1700000000);
+	ck_assert_int_eq(out->u.logs.until, 1800000000);
+	ck_assert_int_eq(out->u.logs.user, 1000);
+	ck_assert_str_eq(out->u.logs.tag, "");
+	ck_assert_str_eq(out->u.logs.model, "qwen");
+	ck_assert_str_eq(out->u.logs.status, "error");
+	ck_assert_int_eq(out->u.logs.limit, 1000);
+	message_request_free(out);
+
+	expect_json_error("{'v':1,'id':5,'op':'logs','limit':1001}", "bad_request",
+	    "limit: at most 1000", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','limit':0}", "bad_request",
+	    "limit: must be >= 1", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','status':'ok'}", "bad_request",
+	    "status: expected one of done, error, cancelled", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','user':-1}", "bad_request",
+	    "user: must be >= 0", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','user':4294967296}", "bad_request",
+	    "user: must be <= 4294967295", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','model':''}", "bad_request",
+	    "model: must not be empty", 5);
+}
+END_TEST
+
+START_TEST(logs_result_roundtrip)
+{
+	struct log_row rows[2] = {
+		{ 1714521600123, 1000, "ci", "qwen", "local", "done", NULL, 12, 34, false,
+		    0.25, 800, 120 },
+		{ 1714521500000, 0, NULL, "qwen", "local", "error", "upstream_unavailable", 9, 0,
+		    true, 0, 15, -1 },
+	};
+	struct reply rp, *out;
+	struct logs_result *l;
+
+	message_reply_init(&rp, REPLY_RESULT, OP_LOGS);
+	rp.id = 12;
+	rp.u.result.u.logs.rows = rows;
+	rp.u.result.u.logs.n = 2;
+	rp.u.result.u.logs.truncated = true;
+	out = reply_roundtrip(&rp, OP_LOGS);
+	l = &out->u.result.u.logs;
+	ck_assert_uint_eq(l->n, 2);
+	ck_assert(l->truncated);
+	ck_assert_int_eq(l->rows[0].time_ms, 1714521600123);
+	ck_assert_uint_eq(l->rows[0].uid, 1000);
+	ck_assert_str_eq(l->rows[0].tag, "ci");
+	ck_assert_str_eq(l->rows[0].status, "done");
+	ck_assert_ptr_null(l->rows[0].error);
+	ck_assert_int_eq(l->rows[0].completion_tokens, 34);
+	ck_assert_double_eq(l->rows[0].cost, 0.25);
+	ck_assert_int_eq(l->rows[0].ttft_ms, 120);
+	ck_assert_ptr_null(l->rows[1].tag);
+	ck_assert_str_eq(l->rows[1].error, "upstream_unavailable");
+	ck_assert(l->rows[1].estimated);
+	ck_assert_int_eq(l->rows[1].ttft_ms, -1);
+	message_reply_free(out);
+
+	message_reply_init(&rp, REPLY_RESULT, OP_LOGS);
+	rp.id = 13;
+	out = reply_roundtrip(&rp, OP_LOGS);
+	ck_assert_uint_eq(out->u.result.u.logs.n, 0);
+	ck_assert(!out->u.result.u.logs.truncated);
+	message_reply_free(out);
+
+	expect_json_reply_error("{'id':1,'type':'result'}", OP_LOGS, "rows: missing");
+	expect_json_reply_error("{'id':1,'type':'result','rows':[{'time_ms':1,'uid':0,"
+	    "'model':'m','upstream':'u','status':'done','prompt_tokens':1,"
+	    "'completion_tokens':1,'estimated':false,'cost':0}]}", OP_LOGS,
+	    "rows[0].latency_ms: missing");
+}
+END_TEST
+
+START_TEST(top_result_roundtrip)
+{
+	struct top_chat chats[2] = {
+		{ 5, 1000, "qwen", "local", "ci", "running", 2500, 40, 16.0 },
+		{ 6, 1001, "qwen", "local", NULL, "queued", 100, 0, 0 },
+	};
+	struct top_model models[1] = { { "qwen", 2, 16.0 } };
+	struct top_upstream ups[2] = { { "local", true, 1, 1 }, { "spare", false, 0, 0 } };
+	struct budget_status budgets[1] = { { "all", "money", "ever", 10.0, 0.5, 9.5 } };
+	struct reply rp, *out;
+	struct top_result *t;
+
+	message_reply_init(&rp, REPLY_RESULT, OP_TOP);
+	rp.id = 14;
+	t = &rp.u.result.u.top;
+	t->uptime_s = 3600;
+	t->in_flight = 2;
+	t->chats = chats;
+	t->n_chats = 2;
+	t->models = models;
+	t->n_models = 1;
+	t->upstreams = ups;
+	t->n_upstreams = 2;
+	t->budgets = budgets;
+	t->n_budgets = 1;
+	out = reply_roundtrip(&rp, OP_TOP);
+	t = &out->u.result.u.top;
+	ck_assert_int_eq(t->uptime_s, 3600);
+	ck_assert_int_eq(t->in_flight, 2);
+	ck_assert_uint_eq(t->n_chats, 2);
+	ck_assert_uint_eq(t->chats[0].id, 5);
+	ck_assert_uint_eq(t->chats[0].uid, 1000);
+	ck_assert_str_eq(t->chats[0].tag, "ci");
+	ck_assert_str_eq(t->chats[0].state, "running");
+	ck_assert_int_eq(t->chats[0].age_ms, 2500);
+	ck_assert_int_eq(t->chats[0].tokens, 40);
+	ck_assert_double_eq(t->chats[0].tokens_per_s, 16.0);
+	ck_assert_ptr_null(t->chats[1].tag);
+	ck_assert_str_eq(t->chats[1].state, "queued");
+	ck_assert_uint_eq(t->n_models, 1);
+	ck_assert_str_eq(t->models[0].model, "qwen");
+	ck_assert_int_eq(t->models[0].in_flight, 2);
+	ck_assert_uint_eq(t->n_upstreams, 2);
+	ck_assert(t->upstreams[0].healthy);
+	ck_assert_int_eq(t->upstreams[0].queued, 1);
+	ck_assert(!t->upstreams[1].healthy);
+	ck_assert_uint_eq(t->n_budgets, 1);
+	ck_assert_double_eq(t->budgets[0].left, 9.5);
+	message_reply_free(out);
+
+	/* An idle daemon: empty arrays. */
+	message_reply_init(&rp, REPLY_RESULT, OP_TOP);
+	rp.id = 15;
+	out = reply_roundtrip(&rp, OP_TOP);
+	ck_assert_uint_eq(out->u.result.u.top.n_chats, 0);
+	ck_assert_uint_eq(out->u.result.u.top.n_budgets, 0);
+	message_reply_free(out);
+
+	expect_json_reply_error("{'id':1,'type':'result','uptime_s':1,'in_flight':0,"
+	    "'chats':[5]}", OP_TOP, "chats[0]: expected map");
+	expect_json_reply_error("{'id':1,'type':'result','uptime_s':1,'in_flight':0,"
+	    "'upstreams':[{'name':'a','healthy':true,'in_flight':0}]}", OP_TOP,
+	    "upstreams[0].queued: missing");
 }
 END_TEST
 
@@ -1528,6 +2037,12 @@ protocol_suite(void)
 	tcase_add_test(tc, models_result_roundtrip);
 	tcase_add_test(tc, encode_appends);
 	tcase_add_test(tc, op_names);
+	tcase_add_test(tc, status_roundtrip);
+	tcase_add_test(tc, unknown_reply_type_flagged);
+	tcase_add_test(tc, chat_status_flag);
+	tcase_add_test(tc, logs_request_roundtrip);
+	tcase_add_test(tc, logs_result_roundtrip);
+	tcase_add_test(tc, top_result_roundtrip);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("reader");
@@ -1548,6 +2063,9 @@ protocol_suite(void)
 	tcase_add_test(tc, unknown_keys_and_numbers);
 	tcase_add_test(tc, float32_and_int_keys);
 	tcase_add_test(tc, extra_must_be_json);
+	tcase_add_test(tc, nul_in_text);
+	tcase_add_test(tc, object_cap);
+	tcase_add_test(tc, extra_caps);
 	tcase_add_test(tc, malformed_bodies);
 	tcase_add_test(tc, reply_validation);
 	tcase_add_test(tc, encoder_refuses);

@@ -1,6 +1,8 @@
 /* Unit tests for the tokenizer: loading, known ids, counting, messages. */
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <check.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -173,6 +175,71 @@ START_TEST(test_load_missing)
 	ck_assert_ptr_nonnull(strstr(cause, "No such file"));
 	ck_assert_ptr_null(tokenizer_load("/", cause, sizeof cause));
 	ck_assert_ptr_nonnull(strstr(cause, "not a regular file"));
+}
+END_TEST
+
+/* A FIFO with no writer is refused at once, not waited on in open(). */
+START_TEST(test_load_fifo)
+{
+	char	path[64], cause[256] = "";
+
+	snprintf(path, sizeof path, "/tmp/check_tokenizer.fifo.%ld", (long)getpid());
+	unlink(path);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	alarm(10);
+	ck_assert_ptr_null(tokenizer_load(path, cause, sizeof cause));
+	alarm(0);
+	unlink(path);
+	ck_assert_msg(strstr(cause, "not a regular file") != NULL, "%s", cause);
+}
+END_TEST
+
+/* Assert that the len bytes of text encode to the ids want (n of them). */
+static void
+assert_ids_len(const struct tokenizer *t, const char *text, size_t len,
+    const uint32_t *want, size_t n)
+{
+	uint32_t	*ids;
+	size_t		 n_ids, i;
+	char		 cause[128];
+
+	ck_assert_int_eq(tokenizer_encode(t, text, len, &ids, &n_ids, cause,
+	    sizeof cause), 0);
+	ck_assert_msg(n_ids == n, "%zu ids, want %zu", n_ids, n);
+	for (i = 0; i < n; i++)
+		ck_assert_msg(ids[i] == want[i], "id %zu is %u, want %u", i,
+		    ids[i], want[i]);
+	ck_assert_int_eq(tokenizer_count(t, text, len), (int64_t)n);
+	free(ids);
+}
+
+/*
+ * U+0000 is a character like any other. The ids are tiktoken's (npm
+ * tiktoken 1.0.22, encode_ordinary), printed once by
+ *   node -e 'const t = require("./tokenizers/npm/node_modules/tiktoken");
+ *     const e = t.get_encoding(ENC);
+ *     console.log(Array.from(e.encode_ordinary(TEXT)).join(","))'
+ */
+START_TEST(test_nul)
+{
+	static const char text[] = "hello\0world\0\0 \0x";
+	static const char sys[] = "You are a\0helpful assistant.";
+	struct tokenizer_message	 m = { "system", sys, NULL, NULL, sizeof sys - 1 };
+
+	assert_ids_len(cl100k, "a\0b", 3, IDS(64, 188, 65));
+	assert_ids_len(cl100k, "\0", 1, IDS(188));
+	assert_ids_len(cl100k, text, sizeof text - 1,
+	    IDS(15339, 188, 14957, 188, 188, 220, 188, 87));
+	assert_ids_len(o200k, "a\0b", 3, IDS(64, 188, 65));
+	assert_ids_len(o200k, text, sizeof text - 1,
+	    IDS(24912, 188, 24169, 156344, 220, 188, 87));
+	/* A message: 3 + "system" (1) + the 8 tokens of sys + 3. */
+	assert_ids_len(cl100k, sys, sizeof sys - 1,
+	    IDS(2675, 527, 264, 188, 8823, 1285, 18328, 13));
+	ck_assert_int_eq(tokenizer_count_messages(cl100k, &m, 1), 3 + 1 + 8 + 3);
+	/* content_len 0 means up to the first NUL: "You are a". */
+	m.content_len = 0;
+	ck_assert_int_eq(tokenizer_count_messages(cl100k, &m, 1), 3 + 1 + 3 + 3);
 }
 END_TEST
 
@@ -367,7 +434,7 @@ START_TEST(test_invalid_utf8)
 		{ "\xe6\x97", 0 },
 		{ "ok \xff", 3 },
 	};
-	struct tokenizer_message	 m = { "user", NULL, NULL, NULL };
+	struct tokenizer_message	 m = { "user", NULL, NULL, NULL, 0 };
 	uint32_t			*ids = (uint32_t *)1;
 	size_t				 i, n = 1;
 	char				 cause[64], want[64];
@@ -405,9 +472,9 @@ END_TEST
 START_TEST(test_messages)
 {
 	const struct tokenizer_message msgs[] = {
-		{ "system", "You are a helpful assistant.", NULL, NULL },
-		{ "user", "Hello!", "bob", NULL },
-		{ "tool", "The answer is 42.", NULL, "call_abc123" },
+		{ "system", "You are a helpful assistant.", NULL, NULL, 0 },
+		{ "user", "Hello!", "bob", NULL, 0 },
+		{ "tool", "The answer is 42.", NULL, "call_abc123", 0 },
 	};
 
 	ck_assert_int_eq(tokenizer_count_messages(cl100k, msgs, 3), 35);
@@ -428,6 +495,8 @@ tokenizer_suite(void)
 	tcase_add_test(tc, test_pieces);
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_load_missing);
+	tcase_add_test(tc, test_load_fifo);
+	tcase_add_test(tc, test_nul);
 	tcase_add_test(tc, test_load_errors);
 	tcase_add_test(tc, test_load_custom);
 	tcase_add_test(tc, test_known_ids);

@@ -1,0 +1,115 @@
+/* The top op: the chats in flight, rates per model, queues per upstream, budgets. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/openllmd.h"
+
+#define TOP_MAX_CHATS 500       /* chats listed at most; in_flight counts them all */
+
+/* The entry of model in the models array, added when missing; NULL when full. */
+static struct top_model *
+top_model_get(struct top_result *t, size_t cap, const char *model)
+{
+	for (size_t i = 0; i < t->n_models; i++)
+		if (strcmp(t->models[i].model, model) == 0)
+			return &t->models[i];
+	if (t->n_models == cap)
+		return NULL;
+	t->models[t->n_models].model = (char *)model;
+	return &t->models[t->n_models++];
+}
+
+/* One row per chat in flight, from the oldest connection on. */
+static void
+top_fill_chats(struct server *srv, struct top_result *t, size_t cap)
+{
+	int64_t now = now_mono_ms();
+	struct session *s;
+	struct chat *c;
+
+	TAILQ_FOREACH(s, &srv->sessions, entry) {
+		TAILQ_FOREACH(c, &s->chats, entry) {
+			const char *model = c->model != NULL ? c->model : c->upstream->conf.model;
+			int64_t tokens = chat_streamed(c);
+			double secs = c->first_delta_ms >= 0 ? (double)(now - c->first_delta_ms) / 1000 : 0;
+			double tps = tokens > 0 ? (double)tokens / (secs > 1 ? secs : 1) : 0;
+			struct top_model *m = top_model_get(t, cap, model);
+
+			if (m != NULL) {
+				m->in_flight++;
+				m->tokens_per_s += tps;
+			}
+			if (t->n_chats == cap)
+				continue;
+			struct top_chat *tc = &t->chats[t->n_chats++];
+			tc->id = c->id;
+			tc->uid = c->uid;
+			tc->model = (char *)model;
+			tc->upstream = c->upstream->conf.name;
+			tc->tag = c->req->u.chat.tag;
+			tc->state = c->queued ? "queued" : c->transfer == NULL && c->admitted ?
+			    "retrying" : "running";
+			tc->age_ms = now - c->started_ms;
+			tc->tokens = tokens;
+			tc->tokens_per_s = tps;
+		}
+	}
+}
+
+/* Answer a top request; strings are borrowed from the live state while it is encoded. */
+void
+top_answer(struct session *s, struct request *req)
+{
+	struct server *srv = s->server;
+	struct top_result *t;
+	struct upstream *up;
+	struct reply r;
+	size_t cap = 0, n_up = 0;
+	double max_budget, budget_left;
+
+	message_reply_init(&r, REPLY_RESULT, OP_TOP);
+	r.id = req->id;
+	t = &r.u.result.u.top;
+	t->uptime_s = (now_mono_ms() - srv->started_ms) / 1000;
+	t->in_flight = srv->in_flight;
+	cap = srv->in_flight > 0 ? (size_t)srv->in_flight : 1;
+	if (cap > TOP_MAX_CHATS)
+		cap = TOP_MAX_CHATS;
+	TAILQ_FOREACH(up, &srv->upstreams, entry)
+		n_up++;
+	t->chats = calloc(cap, sizeof *t->chats);
+	t->models = calloc(cap, sizeof *t->models);
+	t->upstreams = calloc(n_up ? n_up : 1, sizeof *t->upstreams);
+	if (t->chats == NULL || t->models == NULL || t->upstreams == NULL) {
+		free(t->chats);
+		free(t->models);
+		free(t->upstreams);
+		session_send_error(s, req->id, "internal", "out of memory");
+		return;
+	}
+	top_fill_chats(srv, t, cap);
+	TAILQ_FOREACH(up, &srv->upstreams, entry) {
+		struct limiter_stats ls;
+		struct top_upstream *tu = &t->upstreams[t->n_upstreams++];
+
+		limiter_stats(up->limiter, &ls);
+		tu->name = up->conf.name;
+		tu->healthy = up->healthy;
+		tu->in_flight = (int64_t)ls.in_flight;
+		tu->queued = (int64_t)ls.queued;
+	}
+	dispatch_fill_budgets(srv, dispatch_visible_uid(s), &t->budgets, &t->n_budgets,
+	    &max_budget, &budget_left);
+	session_send(s, &r);
+	free(t->chats);
+	free(t->models);
+	free(t->upstreams);
+	for (size_t i = 0; i < t->n_budgets; i++) {
+		free(t->budgets[i].scope);
+		free(t->budgets[i].unit);
+		free(t->budgets[i].period);
+	}
+	free(t->budgets);
+}
