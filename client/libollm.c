@@ -1128,6 +1128,7 @@ ollm_stats_clear(struct ollm_stats *s)
 	ollm_counters_map_clear(&s->by_user);
 	ollm_counters_map_clear(&s->by_tag);
 	ollm_counters_map_clear(&s->by_day);
+	ollm_counters_map_clear(&s->by_node);
 	for (i = 0; i < s->n_budgets; i++) {
 		free(s->budgets[i].scope);
 		free(s->budgets[i].unit);
@@ -1137,9 +1138,9 @@ ollm_stats_clear(struct ollm_stats *s)
 	memset(s, 0, sizeof *s);
 }
 
-/* Usage counters, whole or broken down one way. */
-int
-ollm_stats(struct ollm *c, const char *by, int64_t since, struct ollm_stats *out)
+/* Usage counters of this daemon or the fleet, whole or broken down one way. */
+static int
+ollm_stats_ask(struct ollm *c, const char *by, int64_t since, bool fleet, struct ollm_stats *out)
 {
 	struct request rq;
 	struct stats_result *s;
@@ -1153,6 +1154,7 @@ ollm_stats(struct ollm *c, const char *by, int64_t since, struct ollm_stats *out
 	message_request_init(&rq, OP_STATS);
 	rq.u.stats.by = (char *)by;
 	rq.u.stats.since = since >= 0 ? since : -1;
+	rq.u.stats.fleet = fleet;
 	if ((r = ollm_roundtrip(c, &rq, NULL, NULL, &rp)) != OLLM_OK)
 		return r;
 	s = &rp->u.result.u.stats;
@@ -1165,7 +1167,8 @@ ollm_stats(struct ollm *c, const char *by, int64_t since, struct ollm_stats *out
 	if (ollm_counters_map_take(&out->by_model, &s->by_model) != 0 ||
 	    ollm_counters_map_take(&out->by_user, &s->by_user) != 0 ||
 	    ollm_counters_map_take(&out->by_tag, &s->by_tag) != 0 ||
-	    ollm_counters_map_take(&out->by_day, &s->by_day) != 0)
+	    ollm_counters_map_take(&out->by_day, &s->by_day) != 0 ||
+	    ollm_counters_map_take(&out->by_node, &s->by_node) != 0)
 		goto nomem;
 	if (s->n_budgets > 0) {
 		if ((out->budgets = calloc(s->n_budgets, sizeof *out->budgets)) == NULL)
@@ -1187,6 +1190,20 @@ nomem:
 	message_reply_free(rp);
 	ollm_stats_clear(out);
 	return ollm_fail(c, OLLM_ERR_NOMEM, "out of memory");
+}
+
+/* Usage counters, whole or broken down one way. */
+int
+ollm_stats(struct ollm *c, const char *by, int64_t since, struct ollm_stats *out)
+{
+	return ollm_stats_ask(c, by, since, false, out);
+}
+
+/* Usage counters of every node, from the shared database. */
+int
+ollm_stats_fleet(struct ollm *c, const char *by, int64_t since, struct ollm_stats *out)
+{
+	return ollm_stats_ask(c, by, since, true, out);
 }
 
 /* Release what a models result holds. */

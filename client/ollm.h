@@ -276,10 +276,13 @@ struct ollm_stats {
 	double budget_left;
 	struct ollm_budget *budgets;
 	size_t n_budgets;
+	struct ollm_counters_map by_node;  /* ollm_stats_fleet only */
 };
 
 /* by: NULL, "model", "user", "tag" or "day"; since: epoch seconds, < 0 for all. */
 int ollm_stats(struct ollm *, const char *by, int64_t since, struct ollm_stats *);
+/* The same for the whole fleet, from the shared database, with by_node. */
+int ollm_stats_fleet(struct ollm *, const char *by, int64_t since, struct ollm_stats *);
 void ollm_stats_clear(struct ollm_stats *);
 
 /* --- models, ping, reset -------------------------------------------------- */

@@ -65,9 +65,11 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	{ "conversations", cmd_conversations, "conversations",
 	  "The saved conversations, newest first: id, last change, turns, first words.\n"
 	  "Continue one with `ollmctl chat --cid ID`.\n" },
-	{ "stats", cmd_stats, "stats [--json] [--by model|user|tag|day] [--since TIME]",
+	{ "stats", cmd_stats, "stats [--json] [--fleet] [--by model|user|tag|day] [--since TIME]",
 	  "Usage the daemon has counted: requests, tokens, cost, budgets.\n"
 	  "      --json           the stats op's JSON instead of tables\n"
+	  "      --fleet          every node's usage, from the shared database\n"
+	  "                       (fleet_postgres), with a breakdown by node\n"
 	  "      --by WHAT        only one breakdown: model, user, tag or day\n"
 	  "                       (day also draws tokens per day as bars)\n"
 	  "      --since TIME     only requests that finished since TIME, exactly:\n"
@@ -281,6 +283,7 @@ cmd_stats(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "fleet", no_argument, NULL, 'f' },
 		{ "by", required_argument, NULL, 'b' },
 		{ "since", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 }
@@ -290,12 +293,15 @@ cmd_stats(int argc, char **argv)
 	const char *by = NULL;
 	int64_t since = -1;
 	time_t now;
-	int ch, json = 0, r;
+	int ch, json = 0, fleet = 0, r;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'j':
 			json = 1;
+			break;
+		case 'f':
+			fleet = 1;
 			break;
 		case 'b':
 			if (strcmp(optarg, "model") != 0 && strcmp(optarg, "user") != 0 &&
@@ -330,7 +336,8 @@ cmd_stats(int argc, char **argv)
 
 	if ((r = ollmctl_connect(&c)) != EX_OK)
 		return r;
-	if ((r = ollm_stats(c, by, since, &st)) != OLLM_OK) {
+	r = fleet ? ollm_stats_fleet(c, by, since, &st) : ollm_stats(c, by, since, &st);
+	if (r != OLLM_OK) {
 		ollmctl_report(c, r);
 		r = ollmctl_status(c, r);
 		ollm_free(c);

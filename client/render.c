@@ -393,6 +393,8 @@ render_stats(FILE *f, const struct ollm_stats *s, const char *by)
 		render_breakdown(f, "day (UTC)", &s->by_day, 1, 0);
 		render_day_chart(f, &s->by_day, render_utf8());
 	}
+	if (s->by_node.n > 0)
+		render_breakdown(f, "node", &s->by_node, 0, 0);
 
 	fputc('\n', f);
 	if (s->has_max_budget) {
@@ -486,6 +488,10 @@ render_stats_json(FILE *f, const struct ollm_stats *s)
 	    "budgets", budgets);
 	if (root == NULL)
 		return -1;
+	if (s->by_node.n > 0 && json_object_set_new(root, "by_node", render_map_json(&s->by_node)) != 0) {
+		json_decref(root);
+		return -1;
+	}
 	r = json_dumpf(root, f, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
 	json_decref(root);
 	if (r != 0)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <libconfig.h>
+#include <libpq-fe.h>
 #include <pwd.h>
 
 #include "client/sockpath.h"
@@ -57,6 +58,8 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("require_key", CONF_BOOL, require_key, 0, 0, NULL),
 	TOP("http_max_header", CONF_SIZE, http_max_header, 1024, 1 << 24, NULL),
 	TOP("http_timeout", CONF_DOUBLE, http_timeout, 0.1, 86400, NULL),
+	TOP("fleet_postgres", CONF_STRING, fleet_postgres, 0, 0, NULL),
+	TOP("fleet_node", CONF_STRING, fleet_node, 0, 0, NULL),
 };
 
 static const struct conf_setting conf_upstream_settings[] = {
@@ -309,6 +312,22 @@ conf_store(struct conf_errors *e, const struct conf_setting *def, config_setting
 		if (*str == '\0' && strcmp(def->name, "api_key") != 0) {
 			conf_error(e, line, "%s must not be empty", def->name);
 			return;
+		}
+		if (strcmp(def->name, "fleet_node") == 0 && strlen(str) > 255) {
+			conf_error(e, line, "fleet_node is at most 255 bytes long");
+			return;
+		}
+		if (strcmp(def->name, "fleet_postgres") == 0) {
+			char *why = NULL;
+			PQconninfoOption *o = PQconninfoParse(str, &why);
+			if (o == NULL) {
+				size_t n = why != NULL ? strcspn(why, "\n") : 0;
+				conf_error(e, line, "fleet_postgres is not a PostgreSQL connection "
+				    "string: %.*s", (int)n, why != NULL ? why : "out of memory");
+				PQfreemem(why);
+				return;
+			}
+			PQconninfoFree(o);
 		}
 		free(*(char **)field);
 		*(char **)field = strdup(str);
@@ -864,6 +883,8 @@ conf_free(struct conf *c)
 	free(c->state_dir);
 	free(c->fsync);
 	free(c->on_ledger_error);
+	free(c->fleet_postgres);
+	free(c->fleet_node);
 	free(c->stats_visibility);
 	free(c);
 }

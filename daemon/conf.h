@@ -78,6 +78,8 @@ struct conf {
 	double http_timeout;        /* HTTP: longest silence while reading a request or idle */
 	struct api_key_conf *api_keys;
 	size_t n_api_keys;
+	char *fleet_postgres;       /* libpq conninfo; NULL: no fleet */
+	char *fleet_node;           /* this host's name in the fleet; NULL: the host name */
 	struct upstream_conf *upstreams;
 	size_t n_upstreams;
 	struct budget_conf *budgets;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/fleet.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
 #include "daemon/openllmd.h"
@@ -261,6 +262,16 @@ dispatch_stats(struct session *s, struct request *req)
 	struct reply r;
 	int64_t uid = dispatch_visible_uid(s);
 
+	if (req->u.stats.fleet && uid >= 0) {
+		session_send_error(s, req->id, "forbidden", "fleet stats are for root and the "
+		    "daemon's own user under stats_visibility \"own\" (you are uid %u)",
+		    (unsigned)s->uid);
+		return;
+	}
+	if (req->u.stats.fleet) {
+		fleet_stats(srv->fleet, s, req);
+		return;
+	}
 	dispatch_result_init(&r, req);
 	if (ledger_stats_exact(srv->ledger, req->u.stats.by, req->u.stats.since, uid,
 	    &r.u.result.u.stats) == -1) {

@@ -2568,6 +2568,7 @@ ledger_stats_clear(struct stats_result *r)
 	ledger_map_clear(&r->by_user);
 	ledger_map_clear(&r->by_tag);
 	ledger_map_clear(&r->by_day);
+	ledger_map_clear(&r->by_node);
 	for (size_t i = 0; i < r->n_budgets; i++) {
 		free(r->budgets[i].scope);
 		free(r->budgets[i].unit);
@@ -2991,4 +2992,70 @@ out:
 		return -1;
 	}
 	return 0;
+}
+
+struct ledger_after {
+	uint64_t after_rid;
+	uint64_t top;               /* highest rid passed so far */
+	uint64_t seq;               /* file being scanned */
+	uint64_t *from_seq;
+	ledger_numbered_cb cb;
+	void *arg;
+};
+
+/* Pass a numbered record above the position on, each rid once and in ascending order. */
+static int
+ledger_after_cb(const struct ledger_decoded *d, void *arg)
+{
+	struct ledger_after *a = arg;
+
+	if (d->rid == 0 || d->rid <= a->after_rid || d->rid <= a->top)
+		return 0;
+	a->top = d->rid;
+	*a->from_seq = a->seq;
+	return a->cb(&d->r, d->rid, a->arg) != 0 ? 1 : 0;
+}
+
+/* Walk the written records numbered above after_rid, from journal file *from_seq on. */
+int
+ledger_foreach_after(struct ledger *l, uint64_t after_rid, uint64_t *from_seq,
+    ledger_numbered_cb cb, void *arg, char *cause, size_t cause_len)
+{
+	struct ledger_after a = { after_rid, after_rid, 0, from_seq, cb, arg };
+	struct ledger_scan sc;
+	uint64_t *seqs;
+	size_t n;
+	char path[PATH_MAX];
+	uint8_t *buf;
+	size_t len;
+	int rc = 0;
+
+	if (ledger_journal_list(l, &seqs, &n, cause, cause_len) == -1)
+		return -1;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (seqs[i] < *from_seq || ledger_journal_path(l, seqs[i], path, sizeof path) == -1)
+			continue;
+		if (ledger_read_file(path, &buf, &len, cause, cause_len) == -1) {
+			if (errno == ENOENT)
+				continue;
+			free(seqs);
+			return -1;
+		}
+		a.seq = seqs[i];
+		rc = ledger_scan_buf(buf, len, path, true, ledger_after_cb, &a, &sc);
+		free(buf);
+	}
+	free(seqs);
+	if (rc == -1) {
+		ledger_cause(cause, cause_len, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* The number of the last record appended, 0 before the first. */
+uint64_t
+ledger_last_rid(const struct ledger *l)
+{
+	return l->next_rid - 1;
 }

@@ -201,6 +201,22 @@ int ledger_snapshot(struct ledger *, char *cause, size_t cause_len);
 int ledger_foreach_record(struct ledger *, int64_t since_ms, ledger_record_cb cb, void *arg,
     char *cause, size_t cause_len);
 
+/* Called per numbered record (rid: its number); return non-zero to stop. */
+typedef int (*ledger_numbered_cb)(const struct ledger_record *, uint64_t rid, void *);
+
+/*
+ * Call cb, in ascending rid order and once per rid, for each record written
+ * to a journal file still present whose number is above after_rid, reading
+ * the files from seq *from_seq on (start with 0). *from_seq is moved to the
+ * file that held the last record passed, so the next call starts there.
+ * Records waiting in memory and records of older versions (no number) are
+ * not passed. 0 when done or stopped by cb, -1 with cause.
+ */
+int ledger_foreach_after(struct ledger *, uint64_t after_rid, uint64_t *from_seq,
+    ledger_numbered_cb cb, void *arg, char *cause, size_t cause_len);
+
+/* The number of the last record appended (written or not), 0 before the first. */
+uint64_t ledger_last_rid(const struct ledger *);
 /*
  * Call cb for each record with since_ms <= time_ms < until_ms (-1: no bound),
  * newest first, each record once: the records waiting in memory, then the

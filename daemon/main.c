@@ -22,6 +22,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "daemon/fleet.h"
 #include "client/sockpath.h"
 #include "daemon/api.h"
 #include "daemon/http.h"
@@ -351,6 +352,7 @@ server_tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	ledger_tick(s->ledger, now_ms());
+	fleet_tick(s->fleet, now_ms());
 	if (s->draining && now_mono_ms() >= s->drain_deadline_ms) {
 		if (s->in_flight > 0)
 			log_warn("grace period over: cancelling %lld chats", (long long)s->in_flight);
@@ -657,6 +659,9 @@ main(int argc, char **argv)
 	evsignal_add(sig_hup, NULL);
 	evsignal_add(sig_term, NULL);
 	evsignal_add(sig_int, NULL);
+	if (srv.conf->fleet_postgres != NULL &&
+	    (srv.fleet = fleet_start(&srv, cause, sizeof cause)) == NULL)
+		fatal("fleet: %s", cause);
 	srv.tick = event_new(srv.base, -1, EV_PERSIST, server_tick_cb, &srv);
 	struct timeval one = { 1, 0 };
 	evtimer_add(srv.tick, &one);
@@ -671,6 +676,8 @@ main(int argc, char **argv)
 #endif
 	event_base_dispatch(srv.base);
 
+	fleet_free(srv.fleet);
+	srv.fleet = NULL;
 	session_close_all(&srv);
 	listener_close(&srv);
 	api_free(&srv);

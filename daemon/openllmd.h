@@ -172,6 +172,7 @@ struct server {
 	unsigned refused_quiet;     /* refusals since, not logged */
 	double total_cost;
 	struct budgets *budgets;
+	struct fleet *fleet;        /* NULL: no fleet_postgres */
 };
 
 extern struct server *server;

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "daemon/fleet.h"
 #include "daemon/log.h"
 #include "daemon/openllmd.h"
 
@@ -102,6 +103,7 @@ session_close(struct session *s)
 	event_del(s->close_ev);
 	while ((c = TAILQ_FIRST(&s->chats)) != NULL)
 		chat_cancel(c, "cancelled", "client disconnected");
+	fleet_forget(s->server->fleet, s);
 	TAILQ_REMOVE(&s->server->sessions, s, entry);
 	s->server->n_sessions--;
 	out = bufferevent_get_output(s->bev);

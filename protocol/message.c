@@ -824,6 +824,7 @@ result_free(struct result_reply *r)
 		counters_map_free(&s->by_user);
 		counters_map_free(&s->by_tag);
 		counters_map_free(&s->by_day);
+		counters_map_free(&s->by_node);
 		budgets_free(s->budgets, s->n_budgets);
 		break;
 	case OP_MODELS:
@@ -1080,12 +1081,13 @@ static int
 decode_stats(const msgpack_object *root, struct stats_request *s,
     struct message_error *err)
 {
-	enum { BY, SINCE, NF };
-	struct field f[NF] = { { "by", NULL, 0 }, { "since", NULL, 0 } };
+	enum { BY, SINCE, FLEET, NF };
+	struct field f[NF] = { { "by", NULL, 0 }, { "since", NULL, 0 }, { "fleet", NULL, 0 } };
 
 	if (message_fields(root, f, NF, "", err) != 0 ||
 	    field_str(&f[BY], "", 0, &s->by, err) != 0 ||
-	    field_int(&f[SINCE], "", 0, 0, &s->since, err) != 0)
+	    field_int(&f[SINCE], "", 0, 0, &s->since, err) != 0 ||
+	    field_bool(&f[FLEET], "", 0, &s->fleet, err) != 0)
 		return -1;
 	if (s->by != NULL && strcmp(s->by, "model") != 0 &&
 	    strcmp(s->by, "user") != 0 && strcmp(s->by, "tag") != 0 &&
@@ -1507,12 +1509,12 @@ decode_stats_result(const msgpack_object *root, struct stats_result *s,
     struct message_error *err)
 {
 	enum { SINCE, TOTAL, BY_MODEL, BY_USER, BY_TAG, BY_DAY, MAX_BUDGET,
-	    BUDGET_LEFT, BUDGETS, NF };
+	    BUDGET_LEFT, BUDGETS, BY_NODE, NF };
 	struct field f[NF] = {
 		{ "since", NULL, 0 }, { "total", NULL, 0 }, { "by_model", NULL, 0 },
 		{ "by_user", NULL, 0 }, { "by_tag", NULL, 0 }, { "by_day", NULL, 0 },
 		{ "max_budget", NULL, 0 }, { "budget_left", NULL, 0 },
-		{ "budgets", NULL, 0 }
+		{ "budgets", NULL, 0 }, { "by_node", NULL, 0 }
 	};
 
 	s->max_budget = NAN;
@@ -1525,6 +1527,7 @@ decode_stats_result(const msgpack_object *root, struct stats_result *s,
 	    decode_counters_map(&f[BY_USER], &s->by_user, err) != 0 ||
 	    decode_counters_map(&f[BY_TAG], &s->by_tag, err) != 0 ||
 	    decode_counters_map(&f[BY_DAY], &s->by_day, err) != 0 ||
+	    decode_counters_map(&f[BY_NODE], &s->by_node, err) != 0 ||
 	    field_double(&f[MAX_BUDGET], "", 0, -HUGE_VAL, HUGE_VAL, &s->max_budget,
 	    err) != 0 ||
 	    field_double(&f[BUDGET_LEFT], "", 0, -HUGE_VAL, HUGE_VAL, &s->budget_left,
@@ -2186,11 +2189,13 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 		break;
 	case OP_STATS:
 		s = &rq->u.stats;
-		enc_request_head(&e, rq, (s->by != NULL) + (s->since != -1));
+		enc_request_head(&e, rq, (s->by != NULL) + (s->since != -1) + s->fleet);
 		if (s->by != NULL)
 			enc_kstr(&e, "by", s->by);
 		if (s->since != -1)
 			enc_kint(&e, "since", s->since);
+		if (s->fleet)
+			enc_kbool(&e, "fleet", true);
 		break;
 	case OP_CANCEL:
 		enc_request_head(&e, rq, 1);
@@ -2382,7 +2387,7 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 		enc_map(e, 2 + 2 + (r->u.tokens.ids != NULL));
 		break;
 	case OP_STATS:
-		enc_map(e, 2 + 9);
+		enc_map(e, 2 + 9 + (r->u.stats.by_node.n > 0));
 		break;
 	case OP_MODELS:
 		enc_map(e, 2 + 1);
@@ -2430,6 +2435,8 @@ enc_result(struct enc *e, uint64_t id, const struct result_reply *r)
 		enc_counters_map(e, "by_user", &s->by_user);
 		enc_counters_map(e, "by_tag", &s->by_tag);
 		enc_counters_map(e, "by_day", &s->by_day);
+		if (s->by_node.n > 0)
+			enc_counters_map(e, "by_node", &s->by_node);
 		enc_kdouble(e, "max_budget", s->max_budget, 1);
 		enc_kdouble(e, "budget_left", s->budget_left, 1);
 		enc_budgets(e, s->budgets, s->n_budgets);

@@ -82,6 +82,7 @@ struct tokens_request {
 struct stats_request {
 	char *by;                   /* optional: model, user, tag, day */
 	int64_t since;              /* -1 absent, else epoch seconds */
+	bool fleet;                 /* answer for the whole fleet, from the shared database */
 };
 
 /* logs: journal rows, newest first. */
@@ -192,6 +193,7 @@ struct stats_result {
 	int64_t since;
 	struct counters total;
 	struct counters_map by_model, by_user, by_tag, by_day;
+	struct counters_map by_node;    /* fleet stats only */
 	double max_budget;          /* NAN: none */
 	double budget_left;         /* NAN: none */
 	struct budget_status *budgets;

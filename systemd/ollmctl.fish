@@ -40,6 +40,7 @@ complete -c ollmctl -n "__fish_seen_subcommand_from chat" -l cid -x -a '(__ollmc
 complete -c ollmctl -n "__fish_seen_subcommand_from chat" -l no-save -d 'Do not keep this conversation'
 
 complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l json -d 'The stats as JSON'
+complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l fleet -d 'The usage of every node, from the shared database'
 complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l by -x -a 'model user tag day' -d 'Only one breakdown'
 complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l since -x -d 'Only requests since then (30m, 1h, HH:MM, YYYY-MM-DD, ISO 8601)'
 

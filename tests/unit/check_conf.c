@@ -57,9 +57,12 @@ START_TEST(test_defaults)
 	ck_assert(c->max_budget == 10.0);
 	ck_assert_str_eq(c->fsync, "everysec");
 	ck_assert_int_eq(c->socket_mode, 0660);
+	ck_assert_ptr_null(c->fleet_postgres);     /* no fleet unless asked */
+	ck_assert_ptr_null(c->fleet_node);
 	conf_free(c);
 }
 END_TEST
+
 
 START_TEST(test_metagpt_names)
 {
@@ -173,6 +176,33 @@ START_TEST(test_errors_name_file_and_line)
 	expect_error("upstreams = ( { base_url = \"http://x\"; bogus = 1; } );\n",
 	    "1: unknown setting \"bogus\"");
 	expect_error("rpm = 3;\nstate_dir = = \"/x\";\n", "2: syntax error");
+}
+END_TEST
+
+START_TEST(test_fleet)
+{
+	char *errors = NULL;
+	char node[300];
+	struct conf *c;
+
+	c = conf_load(write_conf("fleet_postgres = \"host=/run/pg dbname=ollm\";\n"
+	    "fleet_node = \"gpu1\";\n"), &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_str_eq(c->fleet_postgres, "host=/run/pg dbname=ollm");
+	ck_assert_str_eq(c->fleet_node, "gpu1");
+	conf_free(c);
+	teardown();
+	memset(node, 'n', sizeof node);
+	node[sizeof node - 1] = '\0';
+	{
+		char text[400];
+		snprintf(text, sizeof text, "\nfleet_node = \"%s\";\n", node);
+		expect_error(text, "2: fleet_node is at most 255 bytes long");
+	}
+	expect_error("fleet_postgres = \"\";\n", "1: fleet_postgres must not be empty");
+	expect_error("fleet_postgres = 5;\n", "1: fleet_postgres must be a string");
+	expect_error("\n\nfleet_postgres = \"host=x bogus=1\";\n",
+	    "3: fleet_postgres is not a PostgreSQL connection string: invalid connection option \"bogus\"");
 }
 END_TEST
 
@@ -421,6 +451,7 @@ main(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_fleet);
 	tcase_add_test(tc, test_metagpt_names);
 	tcase_add_test(tc, test_environment);
 	tcase_add_test(tc, test_systemd_directories);

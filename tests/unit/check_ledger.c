@@ -1451,6 +1451,70 @@ START_TEST(test_history)
 }
 END_TEST
 
+struct numbered {
+	uint64_t first, last;
+	int n;
+	bool consecutive;
+	int stop_at;
+};
+
+static int
+numbered_cb(const struct ledger_record *r, uint64_t rid, void *arg)
+{
+	struct numbered *c = arg;
+
+	(void)r;
+	if (c->n == 0)
+		c->first = rid;
+	else if (rid != c->last + 1)
+		c->consecutive = false;
+	c->last = rid;
+	c->n++;
+	return c->stop_at > 0 && c->n == c->stop_at;
+}
+
+/* Records come by number, once each, in order, resumable from a position and a file. */
+START_TEST(test_foreach_after)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_EVERYSEC, 30, 2048);
+	struct ledger *l = open_ok(sdir, &o);
+	struct numbered a = { 0, 0, 0, true, 30 }, b = { 0, 0, 0, true, 0 }, c = { 0, 0, 0, true, 0 };
+	uint64_t from = 0, from_b;
+	char cause[512];
+
+	ck_assert_uint_eq(ledger_last_rid(l), 0);
+	for (int i = 0; i < 100; i++)
+		append_ok(l, i);
+	ck_assert_uint_eq(ledger_last_rid(l), 100);
+	ck_assert_uint_gt(journal_count(), 3);
+	ck_assert_int_eq(ledger_foreach_after(l, 0, &from, numbered_cb, &a, cause, sizeof cause), 0);
+	ck_assert_int_eq(a.n, 30);
+	ck_assert_uint_eq(a.first, 1);
+	ck_assert_uint_eq(a.last, 30);
+	ck_assert(a.consecutive);
+	ck_assert_uint_gt(from, 1);     /* the next read skips the files before */
+	from_b = from;
+	ck_assert_int_eq(ledger_foreach_after(l, 30, &from_b, numbered_cb, &b, cause, sizeof cause), 0);
+	ck_assert_int_eq(b.n, 70);
+	ck_assert_uint_eq(b.first, 31);
+	ck_assert_uint_eq(b.last, 100);
+	ck_assert(b.consecutive);
+	ledger_close(l);
+
+	/* numbers survive a restart and a reset */
+	l = open_ok(sdir, &o);
+	ck_assert_uint_eq(ledger_last_rid(l), 100);
+	ck_assert_int_eq(ledger_reset(l, cause, sizeof cause), 0);
+	append_ok(l, 100);
+	ck_assert_uint_eq(ledger_last_rid(l), 101);
+	from = 0;
+	ck_assert_int_eq(ledger_foreach_after(l, 100, &from, numbered_cb, &c, cause, sizeof cause), 0);
+	ck_assert_int_eq(c.n, 1);
+	ck_assert_uint_eq(c.first, 101);
+	ledger_close(l);
+}
+END_TEST
+
 /* Records newest first, with the time to the first token where it was measured. */
 struct newest {
 	int n;
@@ -1835,6 +1899,7 @@ ledger_suite(void)
 	tcase_add_test(tc, test_reset_archives);
 	tcase_add_test(tc, test_stats_dimensions);
 	tcase_add_test(tc, test_history);
+	tcase_add_test(tc, test_foreach_after);
 	tcase_add_test(tc, test_history_newest);
 	tcase_add_test(tc, test_history_newest_pending);
 	tcase_add_test(tc, test_retention);

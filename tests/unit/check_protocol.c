@@ -413,6 +413,14 @@ START_TEST(small_requests_roundtrip)
 	out = request_roundtrip(&rq);
 	ck_assert_str_eq(out->u.stats.by, "tag");
 	ck_assert_int_eq(out->u.stats.since, 1700000000);
+	ck_assert(!out->u.stats.fleet);
+	message_request_free(out);
+
+	message_request_init(&rq, OP_STATS);
+	rq.id = 4;
+	rq.u.stats.fleet = true;
+	out = request_roundtrip(&rq);
+	ck_assert(out->u.stats.fleet);
 	message_request_free(out);
 
 	message_request_init(&rq, OP_STATS);
@@ -678,7 +686,10 @@ START_TEST(stats_result_roundtrip)
 	s->budget_left = 9.5;
 	s->budgets = budgets;
 	s->n_budgets = 2;
+	s->by_node.entries = tags;
+	s->by_node.n = 1;
 	out = reply_roundtrip(&rp, OP_STATS);
+	counters_map_eq(&out->u.result.u.stats.by_node, &s->by_node);
 	ck_assert_int_eq(out->u.result.u.stats.since, 1714521600);
 	counters_eq(&out->u.result.u.stats.total, &s->total);
 	counters_map_eq(&out->u.result.u.stats.by_model, &s->by_model);

@@ -1,0 +1,831 @@
+/* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats from it. */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "daemon/conf.h"
+#include "daemon/fleet.h"
+#include "daemon/ledger.h"
+#include "daemon/log.h"
+#include "daemon/openllmd.h"
+
+/*
+ * One connection, one statement in flight at a time, a queue behind it.
+ * The shipping position is read back from the database at every connect
+ * (max(seq) of this node), so no local state is kept: a batch is one
+ * INSERT of consecutive records, atomic, keyed by (node, seq) with ON
+ * CONFLICT DO NOTHING, so a batch sent twice (the answer lost with the
+ * connection, a kill -9 before the answer) is stored once.
+ */
+
+#define FLEET_BACKOFF_MIN_MS	1000
+#define FLEET_BACKOFF_MAX_MS	15000
+#define FLEET_CONNECT_TIMEOUT_MS 10000
+#define FLEET_QUERY_TIMEOUT_MS	30000
+#define FLEET_COLS		13      /* per record, besides the node */
+
+enum fleet_state { FLEET_DOWN, FLEET_CONNECTING, FLEET_READY };
+
+struct fleet_op;
+typedef void (*fleet_done_cb)(struct fleet *, struct fleet_op *, PGresult *, const char *err);
+
+/* One statement to run; params are owned. */
+struct fleet_op {
+	char *sql;
+	int n_params;
+	char **params;
+	fleet_done_cb done;
+	struct session *session;    /* stats: who asked (NULL once gone) */
+	uint64_t req_id;
+	char *by;
+	uint64_t top;               /* ship: the highest seq in the batch */
+	TAILQ_ENTRY(fleet_op) entry;
+};
+TAILQ_HEAD(fleet_op_list, fleet_op);
+
+struct fleet {
+	struct server *srv;
+	char *conninfo;
+	char *node;
+	PGconn *conn;
+	enum fleet_state state;
+	struct event *ev;
+	int64_t deadline_ms;        /* connect or query gives up then */
+	int64_t retry_ms;
+	int backoff_ms;
+	bool outage_logged;
+	bool flushing;              /* the statement is not all sent yet: wait for writable too */
+	struct fleet_op_list queue;
+	struct fleet_op *cur;
+	PGresult *last;
+	char *err;
+	bool positioned;            /* shipped is known */
+	bool shipping;              /* a batch is queued or in flight */
+	bool incompatible;          /* the database's schema is newer than ours */
+	uint64_t shipped;           /* every record up to this seq is in the database */
+	uint64_t from_seq;          /* journal file to read from */
+	uint64_t idle_at;           /* last rid when a read found nothing to ship */
+};
+
+static void fleet_pump(struct fleet *);
+static void fleet_ship(struct fleet *);
+static void fleet_watch(struct fleet *, short what);
+
+static const char fleet_schema_sql[] =
+    "BEGIN;"
+    "SELECT pg_advisory_xact_lock(7310547512);"
+    "CREATE TABLE IF NOT EXISTS ollm_schema_version ("
+    " version integer PRIMARY KEY,"
+    " applied timestamptz NOT NULL DEFAULT now());"
+    "CREATE TABLE IF NOT EXISTS ollm_usage ("
+    " node text NOT NULL,"
+    " seq bigint NOT NULL,"
+    " time timestamptz NOT NULL,"
+    " uid bigint NOT NULL,"
+    " tag text NOT NULL,"
+    " model text NOT NULL,"
+    " upstream text NOT NULL,"
+    " prompt_tokens bigint NOT NULL,"
+    " completion_tokens bigint NOT NULL,"
+    " estimated boolean NOT NULL,"
+    " cost double precision NOT NULL,"
+    " status text NOT NULL,"
+    " error_code text,"
+    " latency_ms bigint NOT NULL,"
+    " PRIMARY KEY (node, seq));"
+    "CREATE INDEX IF NOT EXISTS ollm_usage_time ON ollm_usage (time);"
+    "INSERT INTO ollm_schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;"
+    "COMMIT;";
+
+static const char fleet_position_sql[] =
+    "SELECT (SELECT max(version) FROM ollm_schema_version),"
+    " (SELECT coalesce(max(seq), 0) FROM ollm_usage WHERE node = $1)";
+
+/* --- the statement queue -------------------------------------------------- */
+
+/* Free an op and what it owns. */
+static void
+fleet_op_free(struct fleet_op *op)
+{
+	for (int i = 0; i < op->n_params; i++)
+		free(op->params[i]);
+	free(op->params);
+	free(op->sql);
+	free(op->by);
+	free(op);
+}
+
+/* Queue a statement (sql is taken over); run it when the connection is free. */
+static void
+fleet_enqueue(struct fleet *f, struct fleet_op *op)
+{
+	TAILQ_INSERT_TAIL(&f->queue, op, entry);
+	fleet_pump(f);
+}
+
+/* Drop the connection: fail what is in flight and queued, retry after the backoff. */
+static void
+fleet_fail(struct fleet *f, const char *what, const char *err)
+{
+	struct fleet_op *op;
+	char msg[512];
+	size_t n;
+
+	snprintf(msg, sizeof msg, "%s", err != NULL && *err != '\0' ? err : "connection lost");
+	for (char *p = msg; *p != '\0'; p++)    /* libpq's messages span lines */
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == ' ')
+		msg[--n] = '\0';
+	if (!f->outage_logged) {
+		log_warn("fleet: %s: %s; serving on, shipping resumes when the database is back",
+		    what, msg);
+		f->outage_logged = true;
+	} else {
+		log_debug("fleet: %s: %s", what, msg);
+	}
+	if (f->ev != NULL) {
+		event_free(f->ev);
+		f->ev = NULL;
+	}
+	if (f->conn != NULL) {
+		PQfinish(f->conn);
+		f->conn = NULL;
+	}
+	if (f->last != NULL) {
+		PQclear(f->last);
+		f->last = NULL;
+	}
+	free(f->err);
+	f->err = NULL;
+	f->state = FLEET_DOWN;
+	f->positioned = false;
+	f->flushing = false;
+	if ((op = f->cur) != NULL) {
+		f->cur = NULL;
+		op->done(f, op, NULL, msg);
+		fleet_op_free(op);
+	}
+	while ((op = TAILQ_FIRST(&f->queue)) != NULL) {
+		TAILQ_REMOVE(&f->queue, op, entry);
+		op->done(f, op, NULL, msg);
+		fleet_op_free(op);
+	}
+	f->retry_ms = now_mono_ms() + f->backoff_ms;
+	f->backoff_ms = f->backoff_ms * 2 > FLEET_BACKOFF_MAX_MS ? FLEET_BACKOFF_MAX_MS :
+	    f->backoff_ms * 2;
+}
+
+/* Send the next queued statement when the connection is free. */
+static void
+fleet_pump(struct fleet *f)
+{
+	struct fleet_op *op;
+	int ok, fl;
+
+	if (f->state != FLEET_READY || f->cur != NULL || (op = TAILQ_FIRST(&f->queue)) == NULL)
+		return;
+	TAILQ_REMOVE(&f->queue, op, entry);
+	f->cur = op;
+	if (op->n_params == 0)
+		ok = PQsendQuery(f->conn, op->sql);
+	else
+		ok = PQsendQueryParams(f->conn, op->sql, op->n_params, NULL,
+		    (const char *const *)op->params, NULL, NULL, 0);
+	if (!ok) {
+		fleet_fail(f, "sending a statement", PQerrorMessage(f->conn));
+		return;
+	}
+	f->deadline_ms = now_mono_ms() + FLEET_QUERY_TIMEOUT_MS;
+	if ((fl = PQflush(f->conn)) == -1) {
+		fleet_fail(f, "sending a statement", PQerrorMessage(f->conn));
+		return;
+	}
+	f->flushing = fl == 1;
+	fleet_watch(f, f->flushing ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* Read what the server sent; finish the statement in flight once all its results are in. */
+static void
+fleet_read(struct fleet *f)
+{
+	PGresult *r;
+	struct fleet_op *op;
+	ExecStatusType st;
+
+	if (!PQconsumeInput(f->conn)) {
+		fleet_fail(f, "reading", PQerrorMessage(f->conn));
+		return;
+	}
+	while (f->cur != NULL && !PQisBusy(f->conn)) {
+		if ((r = PQgetResult(f->conn)) == NULL) {
+			op = f->cur;
+			f->cur = NULL;
+			op->done(f, op, f->err == NULL ? f->last : NULL, f->err);
+			fleet_op_free(op);
+			if (f->last != NULL)
+				PQclear(f->last);
+			f->last = NULL;
+			free(f->err);
+			f->err = NULL;
+			if (f->state != FLEET_READY)
+				return;
+			fleet_pump(f);
+			continue;
+		}
+		st = PQresultStatus(r);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && f->err == NULL)
+			f->err = strdup(PQresultErrorMessage(r));
+		if (f->last != NULL)
+			PQclear(f->last);
+		f->last = r;
+	}
+	if (f->state != FLEET_READY)
+		return;
+	if (f->cur == NULL && PQstatus(f->conn) == CONNECTION_BAD) {
+		fleet_fail(f, "idle connection", PQerrorMessage(f->conn));
+		return;
+	}
+	/* idle too: notice a server that goes away */
+	fleet_watch(f, f->flushing ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* --- connecting ----------------------------------------------------------- */
+
+/* Ask for the schema, then the shipping position. */
+static void
+fleet_setup(struct fleet *f);
+
+/* The server's notices ("relation already exists, skipping") are for the debug log. */
+static void
+fleet_notice_cb(void *arg, const char *message)
+{
+	(void)arg;
+	log_debug("fleet: the database says: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* The connection is up: make it non-blocking and set the schema up. */
+static void
+fleet_connected(struct fleet *f)
+{
+	if (PQsetnonblocking(f->conn, 1) == -1) {
+		fleet_fail(f, "connecting", PQerrorMessage(f->conn));
+		return;
+	}
+	if (f->outage_logged)
+		log_info("fleet: connected to the database again");
+	else
+		log_info("fleet: connected to the database as node \"%s\"", f->node);
+	f->outage_logged = false;
+	f->backoff_ms = FLEET_BACKOFF_MIN_MS;
+	f->state = FLEET_READY;
+	f->from_seq = 0;
+	f->idle_at = 0;
+	fleet_setup(f);
+}
+
+/* Advance the connection handshake as PQconnectPoll asks. */
+static void
+fleet_connect_step(struct fleet *f)
+{
+	switch (PQconnectPoll(f->conn)) {
+	case PGRES_POLLING_READING:
+		fleet_watch(f, EV_READ);
+		break;
+	case PGRES_POLLING_WRITING:
+		fleet_watch(f, EV_WRITE);
+		break;
+	case PGRES_POLLING_OK:
+		fleet_connected(f);
+		break;
+	default:
+		fleet_fail(f, "connecting", PQerrorMessage(f->conn));
+		break;
+	}
+}
+
+/* Start connecting; failures are retried after the backoff. */
+static void
+fleet_connect(struct fleet *f)
+{
+	const char *const keys[] = { "dbname", "client_encoding", "fallback_application_name", NULL };
+	const char *const values[] = { f->conninfo, "UTF8", "openllmd", NULL };
+
+	f->conn = PQconnectStartParams(keys, values, 1);
+	if (f->conn == NULL) {
+		fleet_fail(f, "connecting", "out of memory");
+		return;
+	}
+	if (PQstatus(f->conn) == CONNECTION_BAD) {
+		fleet_fail(f, "connecting", PQerrorMessage(f->conn));
+		return;
+	}
+	PQsetNoticeProcessor(f->conn, fleet_notice_cb, NULL);
+	f->state = FLEET_CONNECTING;
+	f->deadline_ms = now_mono_ms() + FLEET_CONNECT_TIMEOUT_MS;
+	fleet_watch(f, EV_WRITE);
+}
+
+/* Socket activity: advance the handshake or the statement in flight. */
+static void
+fleet_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fleet *f = arg;
+	int fl;
+
+	(void)fd;
+	if (f->state == FLEET_CONNECTING) {
+		fleet_connect_step(f);
+		return;
+	}
+	if (f->state != FLEET_READY)
+		return;
+	if (what & EV_WRITE) {
+		if ((fl = PQflush(f->conn)) == -1) {
+			fleet_fail(f, "sending a statement", PQerrorMessage(f->conn));
+			return;
+		}
+		if (fl == 1) {
+			fleet_watch(f, EV_READ | EV_WRITE);
+			return;
+		}
+		f->flushing = false;
+	}
+	fleet_read(f);
+}
+
+/* Wait for the connection's socket (which may change while connecting) to become ready. */
+static void
+fleet_watch(struct fleet *f, short what)
+{
+	int fd = PQsocket(f->conn);
+
+	if (f->ev != NULL)
+		event_free(f->ev);
+	f->ev = NULL;
+	if (fd < 0) {
+		fleet_fail(f, "connecting", "no socket");
+		return;
+	}
+	if ((f->ev = event_new(f->srv->base, fd, what, fleet_io_cb, f)) == NULL ||
+	    event_add(f->ev, NULL) == -1)
+		fleet_fail(f, "watching the socket", "out of memory");
+}
+
+/* --- shipping ------------------------------------------------------------- */
+
+/* The schema statement finished. */
+static void
+fleet_schema_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	(void)op;
+	(void)r;
+	if (err != NULL && f->state == FLEET_READY)
+		fleet_fail(f, "creating the schema", err);
+}
+
+/* The position statement finished: ship from the database's max(seq) on. */
+static void
+fleet_position_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	long long version;
+
+	(void)op;
+	if (err != NULL || r == NULL || PQntuples(r) != 1 || PQnfields(r) != 2) {
+		if (f->state == FLEET_READY)
+			fleet_fail(f, "reading the shipping position", err ? err : "unexpected answer");
+		return;
+	}
+	version = PQgetisnull(r, 0, 0) ? 0 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	if (version > FLEET_SCHEMA_VERSION) {
+		if (!f->incompatible)
+			log_error("fleet: the database's schema is version %lld, newer than this "
+			    "openllmd knows (%d): not shipping", version, FLEET_SCHEMA_VERSION);
+		f->incompatible = true;
+		return;
+	}
+	f->incompatible = false;
+	f->shipped = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+	f->positioned = true;
+	if (f->shipped > ledger_last_rid(f->srv->ledger))
+		log_error("fleet: the database holds records of node \"%s\" up to number %" PRIu64
+		    ", the local ledger only up to %" PRIu64 ": another daemon uses this "
+		    "fleet_node, or the state directory is new; local records up to %" PRIu64
+		    " are not shipped", f->node, f->shipped, ledger_last_rid(f->srv->ledger),
+		    f->shipped);
+	log_debug("fleet: node \"%s\" shipped up to record %" PRIu64, f->node, f->shipped);
+	fleet_ship(f);
+}
+
+/* Queue a statement with no parameters but the node. */
+static int
+fleet_enqueue_simple(struct fleet *f, const char *sql, fleet_done_cb done, bool with_node)
+{
+	struct fleet_op *op = calloc(1, sizeof *op);
+
+	if (op == NULL || (op->sql = strdup(sql)) == NULL)
+		goto fail;
+	op->done = done;
+	if (with_node) {
+		if ((op->params = calloc(1, sizeof *op->params)) == NULL ||
+		    (op->params[0] = strdup(f->node)) == NULL)
+			goto fail;
+		op->n_params = 1;
+	}
+	fleet_enqueue(f, op);
+	return 0;
+fail:
+	if (op != NULL)
+		fleet_op_free(op);
+	return -1;
+}
+
+static void
+fleet_setup(struct fleet *f)
+{
+	if (fleet_enqueue_simple(f, fleet_schema_sql, fleet_schema_done, false) == -1 ||
+	    fleet_enqueue_simple(f, fleet_position_sql, fleet_position_done, true) == -1)
+		fleet_fail(f, "setting up", "out of memory");
+}
+
+/* A batch being built from the journal. */
+struct fleet_batch {
+	char **params;
+	int n;                      /* records */
+	uint64_t top;
+	bool oom;
+};
+
+/* Format a value as a parameter string. */
+static char *
+fleet_fmt(struct fleet_batch *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) == -1) {
+		s = NULL;
+		b->oom = true;
+	}
+	va_end(ap);
+	return s;
+}
+
+/* Add one record to the batch; stop when it is full. */
+static int
+fleet_batch_cb(const struct ledger_record *r, uint64_t rid, void *arg)
+{
+	struct fleet_batch *b = arg;
+	char **p = b->params + 1 + (size_t)b->n * FLEET_COLS;
+	time_t secs = (time_t)(r->time_ms / 1000);
+	struct tm tm;
+	char when[64];
+
+	gmtime_r(&secs, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+	p[0] = fleet_fmt(b, "%" PRIu64, rid);
+	p[1] = fleet_fmt(b, "%s.%03dZ", when, (int)(r->time_ms % 1000));
+	p[2] = fleet_fmt(b, "%" PRIu32, r->uid);
+	p[3] = fleet_fmt(b, "%s", r->tag ? r->tag : "");
+	p[4] = fleet_fmt(b, "%s", r->model ? r->model : "");
+	p[5] = fleet_fmt(b, "%s", r->upstream ? r->upstream : "");
+	p[6] = fleet_fmt(b, "%" PRId64, r->prompt_tokens);
+	p[7] = fleet_fmt(b, "%" PRId64, r->completion_tokens);
+	p[8] = fleet_fmt(b, "%s", r->estimated ? "t" : "f");
+	p[9] = fleet_fmt(b, "%.17g", r->cost);
+	p[10] = fleet_fmt(b, "%s", ledger_status_name(r->status));
+	p[11] = r->error_code != NULL && *r->error_code != '\0' ?
+	    fleet_fmt(b, "%s", r->error_code) : NULL;
+	p[12] = fleet_fmt(b, "%" PRId64, r->latency_ms);
+	b->n++;
+	b->top = rid;
+	return b->n >= FLEET_BATCH_MAX || b->oom;
+}
+
+/* A batch is stored (or was already): move the position and send the next. */
+static void
+fleet_ship_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	(void)r;
+	f->shipping = false;
+	if (err != NULL) {
+		if (f->state == FLEET_READY)
+			fleet_fail(f, "shipping records", err);
+		return;
+	}
+	f->shipped = op->top;
+	fleet_ship(f);
+}
+
+/* Send the next batch of records the database does not have yet. */
+static void
+fleet_ship(struct fleet *f)
+{
+	struct fleet_batch b = { 0 };
+	struct fleet_op *op;
+	uint64_t from = f->from_seq;
+	char cause[PATH_MAX + 128];
+	size_t cap, len;
+	char *sql;
+
+	if (f->state != FLEET_READY || !f->positioned || f->shipping || f->incompatible ||
+	    ledger_last_rid(f->srv->ledger) <= f->shipped ||
+	    ledger_last_rid(f->srv->ledger) == f->idle_at)
+		return;
+	if ((b.params = calloc(1 + (size_t)FLEET_BATCH_MAX * FLEET_COLS, sizeof *b.params)) == NULL)
+		return;
+	if (ledger_foreach_after(f->srv->ledger, f->shipped, &from, fleet_batch_cb, &b,
+	    cause, sizeof cause) == -1)
+		log_warn("fleet: reading the journal: %s", cause);
+	if (b.n == 0 && f->from_seq != 0)
+		f->from_seq = 0;        /* a reset numbers journal files from 1 again: read them all */
+	else if (b.n == 0 && ledger_pending(f->srv->ledger) == 0)
+		f->idle_at = ledger_last_rid(f->srv->ledger);  /* gone before shipping: reset, retention */
+	if (b.oom || b.n == 0)
+		goto drop;
+	/* INSERT ... VALUES ($1, $2, ... $14), ($1, $15, ...) ... ON CONFLICT DO NOTHING */
+	cap = 256 + (size_t)b.n * FLEET_COLS * 12;
+	if ((sql = malloc(cap)) == NULL)
+		goto drop;
+	len = (size_t)snprintf(sql, cap, "INSERT INTO ollm_usage (node, seq, time, uid, tag, model, "
+	    "upstream, prompt_tokens, completion_tokens, estimated, cost, status, error_code, "
+	    "latency_ms) VALUES ");
+	for (int i = 0; i < b.n; i++) {
+		int base = 2 + i * FLEET_COLS;
+		len += (size_t)snprintf(sql + len, cap - len, "%s($1", i ? "," : "");
+		for (int k = 0; k < FLEET_COLS; k++)
+			len += (size_t)snprintf(sql + len, cap - len, ",$%d", base + k);
+		len += (size_t)snprintf(sql + len, cap - len, ")");
+	}
+	snprintf(sql + len, cap - len, " ON CONFLICT DO NOTHING");
+	if ((op = calloc(1, sizeof *op)) == NULL || (b.params[0] = strdup(f->node)) == NULL) {
+		free(op);
+		free(sql);
+		goto drop;
+	}
+	op->sql = sql;
+	op->params = b.params;
+	op->n_params = 1 + b.n * FLEET_COLS;
+	op->done = fleet_ship_done;
+	op->top = b.top;
+	f->from_seq = from;
+	f->shipping = true;
+	fleet_enqueue(f, op);
+	return;
+drop:
+	for (size_t i = 0; i < 1 + (size_t)b.n * FLEET_COLS; i++)
+		free(b.params[i]);
+	free(b.params);
+}
+
+/* --- stats ---------------------------------------------------------------- */
+
+/*
+ * One row per (dimension, key) with the counters, the dimensions of one
+ * query: "total", and model, user, tag, day, node (those asked for).
+ */
+static const char fleet_stats_sql[] =
+    "WITH u AS (SELECT * FROM ollm_usage WHERE $1::bigint < 0 OR"
+    " time >= to_timestamp($1::bigint * 86400)),"
+    " k AS ("
+    "  SELECT 'total' AS dim, '' AS key, 0::bigint AS num, * FROM u"
+    "  UNION ALL SELECT 'model', model, 0, * FROM u WHERE $2 IN ('', 'model')"
+    "  UNION ALL SELECT 'user', uid::text, uid, * FROM u WHERE $2 IN ('', 'user')"
+    "  UNION ALL SELECT 'tag', tag, 0, * FROM u WHERE $2 IN ('', 'tag')"
+    "  UNION ALL SELECT 'day', to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD'), 0, * FROM u"
+    "   WHERE $2 = 'day'"
+    "  UNION ALL SELECT 'node', node, 0, * FROM u)"
+    " SELECT dim, key, count(*), count(*) FILTER (WHERE status <> 'done'),"
+    " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
+    " coalesce(sum(prompt_tokens + completion_tokens), 0),"
+    " count(*) FILTER (WHERE estimated), coalesce(sum(cost), 0),"
+    " (SELECT floor(extract(epoch FROM min(time)) / 86400)::bigint * 86400 FROM u)"
+    " FROM k GROUP BY dim, key, num ORDER BY dim, num, key COLLATE \"C\"";
+
+/* The row's counters. */
+static void
+fleet_counters(PGresult *r, int row, struct counters *c)
+{
+	c->requests = strtoull(PQgetvalue(r, row, 2), NULL, 10);
+	c->errors = strtoull(PQgetvalue(r, row, 3), NULL, 10);
+	c->prompt_tokens = strtoull(PQgetvalue(r, row, 4), NULL, 10);
+	c->completion_tokens = strtoull(PQgetvalue(r, row, 5), NULL, 10);
+	c->total_tokens = strtoull(PQgetvalue(r, row, 6), NULL, 10);
+	c->estimated = strtoull(PQgetvalue(r, row, 7), NULL, 10);
+	c->cost = strtod(PQgetvalue(r, row, 8), NULL);
+}
+
+/* Append one keyed entry to a map. */
+static int
+fleet_map_add(struct counters_map *m, const char *key, const struct counters *c)
+{
+	struct counters_entry *e = reallocarray(m->entries, m->n + 1, sizeof *e);
+
+	if (e == NULL)
+		return -1;
+	m->entries = e;
+	if ((e[m->n].key = strdup(key)) == NULL)
+		return -1;
+	e[m->n].c = *c;
+	m->n++;
+	return 0;
+}
+
+/* The stats statement finished: answer the session that asked, if it is still there. */
+static void
+fleet_stats_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	struct reply rp;
+	struct stats_result *st;
+	struct counters c;
+	int bad = 0;
+
+	if (op->session == NULL)
+		return;
+	if (err != NULL || r == NULL) {
+		session_send_error(op->session, op->req_id, "fleet_unavailable",
+		    "fleet stats: the database: %s", err ? err : "no answer");
+		return;
+	}
+	memset(&rp, 0, sizeof rp);
+	rp.type = REPLY_RESULT;
+	rp.id = op->req_id;
+	rp.u.result.op = OP_STATS;
+	st = &rp.u.result.u.stats;
+	st->max_budget = NAN;
+	st->budget_left = NAN;
+	st->since = op->top != UINT64_MAX ? (int64_t)op->top * 86400 : 0;
+	for (int i = 0; i < PQntuples(r) && bad == 0; i++) {
+		const char *dim = PQgetvalue(r, i, 0), *key = PQgetvalue(r, i, 1);
+		fleet_counters(r, i, &c);
+		if (strcmp(dim, "total") == 0) {
+			st->total = c;
+			/* without since: the start of the UTC day of the earliest record */
+			if (op->top == UINT64_MAX && !PQgetisnull(r, i, 9))
+				st->since = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+		} else if (strcmp(dim, "model") == 0) {
+			bad = fleet_map_add(&st->by_model, key, &c);
+		} else if (strcmp(dim, "user") == 0) {
+			bad = fleet_map_add(&st->by_user, key, &c);
+		} else if (strcmp(dim, "tag") == 0) {
+			bad = fleet_map_add(&st->by_tag, key, &c);
+		} else if (strcmp(dim, "day") == 0) {
+			bad = fleet_map_add(&st->by_day, key, &c);
+		} else if (strcmp(dim, "node") == 0) {
+			bad = fleet_map_add(&st->by_node, key, &c);
+		}
+	}
+	if (bad)
+		session_send_error(op->session, op->req_id, "internal", "fleet stats: out of memory");
+	else
+		session_send(op->session, &rp);
+	ledger_stats_clear(st);
+}
+
+/* Ask the database; the answer goes to the session later. */
+void
+fleet_stats(struct fleet *f, struct session *s, const struct request *req)
+{
+	struct fleet_op *op;
+	const char *by = req->u.stats.by ? req->u.stats.by : "";
+	int64_t since_day = req->u.stats.since >= 0 ? req->u.stats.since / 86400 : -1;
+
+	if (*by != '\0' && strcmp(by, "model") != 0 && strcmp(by, "user") != 0 &&
+	    strcmp(by, "tag") != 0 && strcmp(by, "day") != 0) {
+		session_send_error(s, req->id, "bad_request",
+		    "by must be model, user, tag or day, not \"%s\"", by);
+		return;
+	}
+	if (f == NULL) {
+		session_send_error(s, req->id, "fleet_unavailable",
+		    "fleet stats: this daemon has no fleet (fleet_postgres is unset)");
+		return;
+	}
+	if (f->state != FLEET_READY) {
+		session_send_error(s, req->id, "fleet_unavailable",
+		    "fleet stats: the database is not reachable now");
+		return;
+	}
+	if ((op = calloc(1, sizeof *op)) == NULL || (op->sql = strdup(fleet_stats_sql)) == NULL ||
+	    (op->params = calloc(2, sizeof *op->params)) == NULL ||
+	    (op->params[1] = strdup(by)) == NULL ||
+	    asprintf(&op->params[0], "%" PRId64, since_day) == -1) {
+		if (op != NULL) {
+			if (op->params != NULL)
+				op->params[0] = NULL;
+			op->n_params = 2;
+			fleet_op_free(op);
+		}
+		session_send_error(s, req->id, "internal", "fleet stats: out of memory");
+		return;
+	}
+	op->n_params = 2;
+	op->top = since_day >= 0 ? (uint64_t)since_day : UINT64_MAX;
+	op->done = fleet_stats_done;
+	op->session = s;
+	op->req_id = req->id;
+	fleet_enqueue(f, op);
+}
+
+/* Drop every reference to a session that is going away. */
+void
+fleet_forget(struct fleet *f, struct session *s)
+{
+	struct fleet_op *op;
+
+	if (f == NULL)
+		return;
+	if (f->cur != NULL && f->cur->session == s)
+		f->cur->session = NULL;
+	TAILQ_FOREACH(op, &f->queue, entry)
+		if (op->session == s)
+			op->session = NULL;
+}
+
+/* --- life cycle ----------------------------------------------------------- */
+
+struct fleet *
+fleet_start(struct server *srv, char *cause, size_t cause_len)
+{
+	struct fleet *f = calloc(1, sizeof *f);
+	char host[256];
+
+	if (f == NULL) {
+		snprintf(cause, cause_len, "out of memory");
+		return NULL;
+	}
+	f->srv = srv;
+	TAILQ_INIT(&f->queue);
+	f->backoff_ms = FLEET_BACKOFF_MIN_MS;
+	if (srv->conf->fleet_node != NULL) {
+		f->node = strdup(srv->conf->fleet_node);
+	} else if (gethostname(host, sizeof host) == 0) {
+		host[sizeof host - 1] = '\0';
+		f->node = strdup(host);
+	} else {
+		snprintf(cause, cause_len, "fleet_node is unset and the host name is unknown: %s",
+		    strerror(errno));
+		free(f);
+		return NULL;
+	}
+	if (f->node == NULL || (f->conninfo = strdup(srv->conf->fleet_postgres)) == NULL) {
+		snprintf(cause, cause_len, "out of memory");
+		free(f->node);
+		free(f);
+		return NULL;
+	}
+	fleet_connect(f);
+	return f;
+}
+
+void
+fleet_tick(struct fleet *f, int64_t now)
+{
+	(void)now;
+	if (f == NULL)
+		return;
+	switch (f->state) {
+	case FLEET_DOWN:
+		if (now_mono_ms() >= f->retry_ms)
+			fleet_connect(f);
+		break;
+	case FLEET_CONNECTING:
+		if (now_mono_ms() >= f->deadline_ms)
+			fleet_fail(f, "connecting", "timed out");
+		break;
+	case FLEET_READY:
+		if (f->cur != NULL && now_mono_ms() >= f->deadline_ms)
+			fleet_fail(f, "waiting for the database", "timed out");
+		else
+			fleet_ship(f);
+		break;
+	}
+}
+
+void
+fleet_free(struct fleet *f)
+{
+	if (f == NULL)
+		return;
+	f->outage_logged = true;        /* shutting down is not an outage to report */
+	fleet_fail(f, "shutting down", "closed");
+	free(f->node);
+	free(f->conninfo);
+	free(f);
+}

@@ -1,0 +1,236 @@
+#!/bin/sh
+# Fleet mode against a real PostgreSQL started here: two daemons (nodes alpha
+# and beta) ship their ledgers to one table. Records of both arrive once
+# each; kill -9 of a node mid-run and a restart ship the rest once; with the
+# database stopped the daemons serve on and ship the backlog when it is
+# back; fleet stats equal the sum of what each node's local stats say.
+. "$top_srcdir/tests/integration/lib.sh"
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "installing postgresql with apt-get"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		    postgresql >"$TEST_DIR/apt.log" 2>&1 || true
+	fi
+	pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+	if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+		echo "SKIP: PostgreSQL is not installed and could not be (apt-get install postgresql" \
+		    "needs root and a reachable Debian mirror)"
+		exit 77
+	fi
+fi
+
+# PostgreSQL refuses to run as root: run it as the postgres user then.
+pg_dir="$TEST_DIR/pg"
+mkdir "$pg_dir"
+if [ "$(id -u)" -eq 0 ]; then
+	id postgres >/dev/null 2>&1 || { echo "SKIP: running as root with no postgres user"; exit 77; }
+	chmod 711 "$TEST_DIR"
+	chown postgres "$pg_dir"
+	as_pg() { runuser -u postgres -- "$@"; }
+else
+	as_pg() { "$@"; }
+fi
+as_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U ollm --no-sync >"$TEST_DIR/initdb.log" 2>&1 ||
+	fail "initdb: $(tail -n 5 "$TEST_DIR/initdb.log")"
+pg_start() {
+	as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 30 \
+	    -o "-c listen_addresses='' -c unix_socket_directories='$pg_dir' -c fsync=off" \
+	    start >/dev/null || fail "PostgreSQL did not start: $(tail -n 5 "$pg_dir/server.log")"
+}
+pg_stop() {
+	as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1
+}
+trap 'st=$?; pg_stop; [ "$st" -eq 0 ] || grep -h fleet "$TEST_DIR"/alpha.log "$TEST_DIR"/beta.log | tail -n 30; (exit $st); test_cleanup' EXIT
+pg_start
+psql() { "$pg_bin/psql" -h "$pg_dir" -U ollm -d postgres -Atq -v ON_ERROR_STOP=1 -c "$1"; }
+
+start_fake_upstream -q -m fake-model
+
+# start_node NAME: a daemon with its own socket and state, node NAME.
+start_node() {
+	cat >"$TEST_DIR/$1.conf" <<EOF
+socket = "$TEST_DIR/$1.sock";
+state_dir = "$TEST_DIR/$1-state";
+log_level = "debug";
+fsync = "no";
+fleet_postgres = "host=$pg_dir dbname=postgres user=ollm";
+fleet_node = "$1";
+upstreams = ( { name = "fake"; base_url = "$FAKE_URL"; model = "fake-model";
+  rpm = 0; max_concurrency = 0; retries = 2; prompt_price = 0.5; completion_price = 1.5; } );
+EOF
+	"$top_builddir/daemon/openllmd" -f -c "$TEST_DIR/$1.conf" >>"$TEST_DIR/$1.log" 2>&1 &
+	eval "${1}_pid=$!"
+	TEST_PIDS="$TEST_PIDS $!"
+	OPENLLMD_SOCKET="$TEST_DIR/$1.sock" $PYTHON -m olc wait 10
+}
+
+# chats NAME COUNT: COUNT chats on node NAME, each must end with done.
+chats() {
+	$PYTHON - "$TEST_DIR/$1.sock" "$2" "$1" <<'PY'
+import sys
+from olc import Conn
+c = Conn(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    deltas, end = c.chat("hello %s %d" % (sys.argv[3], i), tag=sys.argv[3])
+    assert end["type"] == "done", end
+PY
+}
+
+# shipped NAME: wait until the table holds every record of node NAME's local stats, once.
+shipped() {
+	$PYTHON - "$TEST_DIR/$1.sock" "$1" "$pg_bin/psql" "$pg_dir" <<'PY'
+import subprocess, sys, time
+from olc import Conn
+sock, node, psql, host = sys.argv[1:]
+local = Conn(sock).call("stats")["total"]["requests"]
+q = "SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) FROM ollm_usage WHERE node = '%s'" % node
+deadline = time.time() + 20
+while True:
+    out = subprocess.run([psql, "-h", host, "-U", "ollm", "-d", "postgres", "-Atq", "-F", " ",
+                          "-c", q], capture_output=True, text=True).stdout.split()
+    n, distinct, top = (int(x) for x in out) if len(out) == 3 else (-1, -1, -1)
+    if n == local:
+        break
+    assert time.time() < deadline, "node %s: %d records in the table, %d locally" % (node, n, local)
+    time.sleep(0.2)
+assert distinct == n and top == n, (node, n, distinct, top)
+print("%s: all %d records in the table once" % (node, n))
+PY
+}
+
+# 1. two nodes: the records of both appear once each
+start_node alpha
+start_node beta
+chats alpha 15 &
+chats beta 12
+wait $! || fail "chats on alpha failed"
+shipped alpha
+shipped beta
+[ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 1 ] || fail "schema version"
+
+# 2. kill -9 of alpha in the middle of a run, then a restart: the rest is shipped once
+chats alpha 200 >/dev/null 2>&1 &
+load=$!
+$PYTHON - "$TEST_DIR/alpha.sock" <<'PY'
+import sys, time
+from olc import Conn
+deadline = time.time() + 30
+while Conn(sys.argv[1]).call("stats")["total"]["requests"] < 40:
+    assert time.time() < deadline, "alpha served no load"
+    time.sleep(0.05)
+PY
+kill -9 "$alpha_pid"
+wait "$load" 2>/dev/null || true
+wait "$alpha_pid" 2>/dev/null || true
+start_node alpha
+chats alpha 3
+shipped alpha
+n=$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")
+[ "$n" -ge 43 ] && [ "$n" -lt 218 ] || fail "the run was not killed in the middle ($n records)"
+
+# 3. PostgreSQL away: both serve on; afterwards the backlog is there, once
+pg_stop
+chats alpha 10
+chats beta 10
+i=0
+until grep -q "fleet: .*serving on" "$TEST_DIR/alpha.log"; do
+	i=$((i + 1))
+	[ "$i" -le 50 ] || { tail -n 40 "$TEST_DIR/alpha.log"; fail "alpha did not notice the outage"; }
+	sleep 0.1
+done
+$PYTHON - "$TEST_DIR/alpha.sock" <<'PY'
+import sys
+from olc import Conn
+r = Conn(sys.argv[1]).call("stats", fleet=True)
+assert r["type"] == "error" and r["code"] == "fleet_unavailable", r
+print("fleet stats while the database is away: %s" % r["message"])
+PY
+pg_start
+shipped alpha
+shipped beta
+
+# 4. fleet stats equal the sum of each node's local stats, with a by_node breakdown
+$PYTHON - "$TEST_DIR/alpha.sock" "$TEST_DIR/beta.sock" <<'PY'
+import sys
+from olc import Conn
+a = Conn(sys.argv[1]).call("stats")
+b = Conn(sys.argv[2]).call("stats")
+for sock in sys.argv[1:]:
+    f = Conn(sock).call("stats", fleet=True)
+    assert f["type"] == "result", f
+    for k in ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "estimated"):
+        assert f["total"][k] == a["total"][k] + b["total"][k], (k, f["total"], a["total"], b["total"])
+    assert abs(f["total"]["cost"] - a["total"]["cost"] - b["total"]["cost"]) < 1e-9, f["total"]
+    assert f["by_node"]["alpha"]["requests"] == a["total"]["requests"], f["by_node"]
+    assert f["by_node"]["beta"]["requests"] == b["total"]["requests"], f["by_node"]
+    assert f["by_tag"]["alpha"]["requests"] == a["by_tag"]["alpha"]["requests"], f["by_tag"]
+    assert set(f["by_model"]) == {"fake-model"}, f["by_model"]
+import time
+f = Conn(sys.argv[1]).call("stats", fleet=True)
+assert f["since"] % 86400 == 0 and 0 <= time.time() - f["since"] <= 2 * 86400, f["since"]
+g = Conn(sys.argv[1]).call("stats", fleet=True, since=int(time.time()) - 86400)
+assert g["since"] % 86400 == 0 and g["total"]["requests"] == f["total"]["requests"], (g, f)
+g = Conn(sys.argv[1]).call("stats", fleet=True, since=int(time.time()) + 2 * 86400)
+assert g["total"]["requests"] == 0 and not g.get("by_node"), g
+d = Conn(sys.argv[1]).call("stats", fleet=True, by="day")
+assert sum(c["requests"] for c in d["by_day"].values()) == a["total"]["requests"] + b["total"]["requests"], d
+assert "by_model" not in d or not d["by_model"], d
+print("fleet stats: %d requests = %d (alpha) + %d (beta)" % (
+    a["total"]["requests"] + b["total"]["requests"], a["total"]["requests"], b["total"]["requests"]))
+PY
+
+# ... and through ollmctl stats --fleet, as JSON and as tables
+OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" stats --fleet --json \
+    >"$TEST_DIR/fleet.json" || fail "ollmctl stats --fleet --json"
+$PYTHON - "$TEST_DIR/fleet.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert set(s["by_node"]) == {"alpha", "beta"}, s["by_node"]
+assert sum(c["requests"] for c in s["by_node"].values()) == s["total"]["requests"], s
+PY
+OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" stats --fleet >"$TEST_DIR/fleet.txt" ||
+	fail "ollmctl stats --fleet"
+grep -q "^ *alpha " "$TEST_DIR/fleet.txt" && grep -q "^ *beta " "$TEST_DIR/fleet.txt" ||
+	fail "no by-node table: $(cat "$TEST_DIR/fleet.txt")"
+
+# 5. a bad by is refused before the database is asked
+r=$(OPENLLMD_SOCKET="$TEST_DIR/beta.sock" $PYTHON -c '
+from olc import Conn
+print(Conn().call("stats", fleet=True, by="week").get("code"))')
+[ "$r" = bad_request ] || fail "by=week: $r"
+# 6. after a reset of alpha (its journal files are
+#    numbered from 1 again) new records are still shipped
+before=$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")
+r=$(OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON -c '
+from olc import Conn
+print(Conn().call("reset")["type"])')
+[ "$r" = result ] || fail "reset: $r"
+chats alpha 4
+i=0
+until [ "$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")" -eq $((before + 4)) ]; do
+	i=$((i + 1))
+	[ "$i" -le 100 ] || fail "after a reset: $(psql "SELECT count(*) FROM ollm_usage WHERE node = 'alpha'") records, want $((before + 4))"
+	sleep 0.1
+done
+[ "$(psql "SELECT count(DISTINCT seq) FROM ollm_usage WHERE node = 'alpha'")" -eq $((before + 4)) ] ||
+	fail "after a reset: numbers used twice"
+# 7. without fleet_postgres nothing is connected, and fleet stats say why
+start_daemon
+$PYTHON - <<'PY'
+from olc import Conn
+r = Conn().call("stats", fleet=True)
+assert r["type"] == "error" and r["code"] == "fleet_unavailable" and "fleet_postgres" in r["message"], r
+assert Conn().call("stats")["type"] == "result"
+PY
+! grep -q "fleet:" "$TEST_DIR/daemon.log" || fail "a daemon without fleet_postgres spoke of a fleet"
+stop_daemon
+
+# 8. a clean stop with the connection up (under ASan: nothing leaks)
+for n in alpha beta; do
+	eval "pid=\$${n}_pid"
+	kill -TERM "$pid"
+	wait "$pid" || fail "$n exited with status $?"
+done
+echo "fleet: ok"
