@@ -19,19 +19,20 @@ write_config
 # -t catches what a start would refuse: a tokenizer that does not load, a
 # state_dir or a socket directory that cannot be made; and creates nothing.
 : > "$TEST_DIR/plainfile"
-UPSTREAM_EXTRA='tokenizer = "no_such_encoding";' write_config
+missing_tok="$TEST_DIR/no_such_encoding.tiktoken"
+UPSTREAM_EXTRA="tokenizer = \"$missing_tok\";" write_config
 sed -i -e "s|^socket = .*|socket = \"$TEST_DIR/plainfile/run/s.sock\";|" \
     -e "s|^state_dir = .*|state_dir = \"$TEST_DIR/plainfile/state\";|" "$CONF"
 rc=0; out=$(OPENLLMD_SOCKET= "$openllmd" -t -c "$CONF") || rc=$?
 [ "$rc" -eq 78 ] || fail "-t passed a broken start (exit $rc): $out"
-echo "$out" | grep -q "^$CONF: upstream fake: tokenizer no_such_encoding: " || fail "-t tokenizer: $out"
+echo "$out" | grep -q "^$CONF: upstream fake: tokenizer $missing_tok: " || fail "-t tokenizer: $out"
 echo "$out" | grep -q "^$CONF: state_dir $TEST_DIR/plainfile/state: .* is not a directory" ||
 	fail "-t state_dir: $out"
 echo "$out" | grep -q "^$CONF: socket $TEST_DIR/plainfile/run/s.sock: directory .* is not a directory" ||
 	fail "-t socket: $out"
 rc=0; OPENLLMD_SOCKET= "$openllmd" -f -c "$CONF" 2>"$TEST_DIR/broken.log" || rc=$?
 [ "$rc" -eq 78 ] || fail "a start with a missing tokenizer must exit 78, not $rc"
-grep -q "tokenizer no_such_encoding" "$TEST_DIR/broken.log" || fail "start: $(cat "$TEST_DIR/broken.log")"
+grep -q "tokenizer $missing_tok" "$TEST_DIR/broken.log" || fail "start: $(cat "$TEST_DIR/broken.log")"
 write_config
 "$openllmd" -V | grep -q "^openllmd [0-9]" || fail "-V"
 rc=0; "$openllmd" -x 2>/dev/null || rc=$?
