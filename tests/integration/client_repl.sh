@@ -138,7 +138,7 @@ wait_screen "usage line on"
 say "with usage"
 wait_screen "echo: with usage"
 wait_screen " completion = "
-wait_screen "tokens/s"
+wait_screen "first token"
 wait_prompt
 body "
 assert m[0] == ('system', 'Be terse.'), m

@@ -67,13 +67,15 @@ EOF
 }
 
 # chats NAME COUNT: COUNT chats on node NAME, each must end with done.
+# chats NODE N [DIRECTIVES]: N chats one after another on node NODE.
 chats() {
-	$PYTHON - "$TEST_DIR/$1.sock" "$2" "$1" <<'PY'
+	$PYTHON - "$TEST_DIR/$1.sock" "$2" "$1" "${3:-}" <<'PY'
 import sys
 from olc import Conn
 c = Conn(sys.argv[1])
+extra = " [[%s]]" % sys.argv[4] if sys.argv[4] else ""
 for i in range(int(sys.argv[2])):
-    deltas, end = c.chat("hello %s %d" % (sys.argv[3], i), tag=sys.argv[3])
+    deltas, end = c.chat("hello %s %d%s" % (sys.argv[3], i, extra), tag=sys.argv[3])
     assert end["type"] == "done", end
 PY
 }
@@ -111,7 +113,7 @@ shipped beta
 [ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 1 ] || fail "schema version"
 
 # 2. kill -9 of alpha in the middle of a run, then a restart: the rest is shipped once
-chats alpha 200 >/dev/null 2>&1 &
+chats alpha 200 "delay_ms=10" >/dev/null 2>&1 &   # 40 ms each: about 8 s in all
 load=$!
 $PYTHON - "$TEST_DIR/alpha.sock" <<'PY'
 import sys, time
