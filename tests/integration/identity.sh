@@ -119,7 +119,11 @@ grep -q "$PRIV has mode 0755" "$TEST_DIR/u.log" || fail "daemon: $(cat "$TEST_DI
 rmdir "$PRIV"
 
 # missing: the daemon makes it 0700, with the socket and the state inside, and the user's ollmctl finds it
-as_u "$DAEMON" -f -c "$TEST_DIR/user.conf" > "$TEST_DIR/u.log" 2>&1 &
+# not through as_u: a function run in the background is a subshell, and $!
+# would name it instead of the daemon
+setpriv --reuid="$U" --regid="$U" --clear-groups \
+	env -u XDG_RUNTIME_DIR -u HOME -u OPENLLMD_SOCKET -u XDG_STATE_HOME \
+	"$DAEMON" -f -c "$TEST_DIR/user.conf" > "$TEST_DIR/u.log" 2>&1 &
 TEST_PIDS="$TEST_PIDS $!"
 upid=$!
 i=0
