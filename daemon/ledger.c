@@ -2586,6 +2586,27 @@ ledger_stats(struct ledger *l, const char *by, int64_t since, struct stats_resul
 	return ledger_stats_scoped(l, by, since, -1, out);
 }
 
+/* The breakdowns a stats query fills: all but day for NULL; -1 (EINVAL) for an unknown one. */
+static int
+ledger_parse_by(const char *by, bool want[4])
+{
+	if (by == NULL)
+		want[DIM_MODEL] = want[DIM_USER] = want[DIM_TAG] = true;
+	else if (strcmp(by, "model") == 0)
+		want[DIM_MODEL] = true;
+	else if (strcmp(by, "user") == 0)
+		want[DIM_USER] = true;
+	else if (strcmp(by, "tag") == 0)
+		want[DIM_TAG] = true;
+	else if (strcmp(by, "day") == 0)
+		want[DIM_DAY] = true;
+	else {
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
 /* A stats query whose breakdowns count only uid's rows (uid -1: everyone's). */
 int
 ledger_stats_scoped(struct ledger *l, const char *by, int64_t since, int64_t uid,
@@ -2604,20 +2625,8 @@ ledger_stats_scoped(struct ledger *l, const char *by, int64_t since, int64_t uid
 	maps[DIM_USER] = &out->by_user;
 	maps[DIM_TAG] = &out->by_tag;
 	maps[DIM_DAY] = &out->by_day;
-	if (by == NULL)
-		want[DIM_MODEL] = want[DIM_USER] = want[DIM_TAG] = true;
-	else if (strcmp(by, "model") == 0)
-		want[DIM_MODEL] = true;
-	else if (strcmp(by, "user") == 0)
-		want[DIM_USER] = true;
-	else if (strcmp(by, "tag") == 0)
-		want[DIM_TAG] = true;
-	else if (strcmp(by, "day") == 0)
-		want[DIM_DAY] = true;
-	else {
-		errno = EINVAL;
+	if (ledger_parse_by(by, want) == -1)
 		return -1;
-	}
 	out->since = l->since;
 	if (since >= 0 && since_day * 86400 > out->since)
 		out->since = since_day * 86400;
@@ -2808,20 +2817,8 @@ ledger_stats_exact(struct ledger *l, const char *by, int64_t since, int64_t uid,
 
 	if (since < 0 || since <= l->since || since % 86400 == 0 || since > INT64_MAX / 1000)
 		return ledger_stats_scoped(l, by, since <= l->since ? -1 : since, uid, out);
-	if (by == NULL)
-		want[DIM_MODEL] = want[DIM_USER] = want[DIM_TAG] = true;
-	else if (strcmp(by, "model") == 0)
-		want[DIM_MODEL] = true;
-	else if (strcmp(by, "user") == 0)
-		want[DIM_USER] = true;
-	else if (strcmp(by, "tag") == 0)
-		want[DIM_TAG] = true;
-	else if (strcmp(by, "day") == 0)
-		want[DIM_DAY] = true;
-	else {
-		errno = EINVAL;
+	if (ledger_parse_by(by, want) == -1)
 		return -1;
-	}
 
 	memset(&p, 0, sizeof p);
 	p.since_ms = since * 1000;
