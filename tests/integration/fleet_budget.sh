@@ -27,7 +27,8 @@ budgets = (
   { scope = "tag"; who = "race"; unit = "tokens"; period = "day"; limit = 1500; },
   { scope = "tag"; who = "crash"; unit = "tokens"; period = "day"; limit = 1200; },
   { scope = "tag"; who = "away"; unit = "tokens"; period = "day"; limit = 100000; },
-  { scope = "tag"; who = "share"; unit = "tokens"; period = "month"; limit = 1200; } );
+  { scope = "tag"; who = "share"; unit = "tokens"; period = "month"; limit = 1200; },
+  { scope = "tag"; who = "slow"; unit = "tokens"; period = "day"; limit = 100000; } );
 upstreams = ( { name = "fake"; base_url = "$FAKE_URL"; model = "fake-model";
   rpm = 0; max_concurrency = 0; retries = 0; } );
 EOF
@@ -158,6 +159,43 @@ used=$(settled race)
 [ "$(psql "SELECT budget_limit FROM ollm_budget WHERE budget = 'tag:race tokens/day'")" = 1500 ] ||
 	fail "the limit is not in the table"
 [ "$(psql "SELECT count(*) FROM ollm_reservation")" = 0 ] || fail "reservations left over"
+
+# 1b. a database that does not answer (the budget's row locked for 6 s): a
+#     reservation that waits gets fleet_unavailable after about 3 s; a client
+#     that cancels, or goes away, while its reservation waits leaves nothing
+#     reserved once the records are shipped
+OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON -c '
+from olc import Conn
+_, r = Conn().chat("first", tag="slow", max_tokens=20)
+assert r["type"] == "done", r'
+"$pg_bin/psql" -h "$pg_dir" -U ollm -d postgres -Atq -c "BEGIN; SELECT used FROM ollm_budget
+    WHERE budget = 'tag:slow tokens/day' FOR UPDATE; SELECT pg_sleep(6); COMMIT;" >/dev/null &
+locker=$!
+sleep 0.5
+OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON - <<'PY'
+import time
+from olc import Conn
+waits, cancels, leaves = Conn(), Conn(), Conn()
+t0 = time.time()
+w = waits.request("chat", messages=[{"role": "user", "content": "w"}], tag="slow", max_tokens=20)
+c = cancels.request("chat", messages=[{"role": "user", "content": "c"}], tag="slow", max_tokens=20)
+leaves.request("chat", messages=[{"role": "user", "content": "l"}], tag="slow", max_tokens=20)
+time.sleep(0.3)
+leaves.close()
+cancels.request("cancel", target=c)
+_, r = cancels.until_end(c)
+assert r["type"] == "error" and r["code"] == "cancelled", r
+_, r = waits.until_end(w)
+waited = time.time() - t0
+assert r["type"] == "error" and r["code"] == "fleet_unavailable" and "cannot be reached" in r["message"], r
+assert 2.5 <= waited <= 6, waited
+print("a reservation with no answer: %s after %.1fs" % (r["code"], waited))
+_, r = Conn().chat("untagged", max_tokens=20)
+assert r["type"] == "done", r
+PY
+wait "$locker" || fail "the locking transaction failed"
+settled slow >/dev/null
+[ "$(psql "SELECT count(*) FROM ollm_reservation")" = 0 ] || fail "slow: reservations left over"
 
 # 2. kill -9 of alpha in the middle of a race, then a restart: still no overshoot,
 #    and the shared usage ends equal to the records
