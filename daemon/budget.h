@@ -96,7 +96,6 @@ void budgets_release(struct budget_reservation *);
  * budget's: tokens, or billionths of money.
  */
 #define BUDGET_KEY_MAX (BUDGET_NAME_MAX + 48)
-#define BUDGET_CLAIMS_MAX 64
 
 struct budget_claim {
 	enum budget_scope scope;

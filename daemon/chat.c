@@ -1027,12 +1027,14 @@ chat_fleet_reserve(struct chat *c, double worst)
 	struct fleet_verdict v = { .kind = FLEET_UNREACHABLE, .why = "not connected" };
 	size_t n;
 
-	if ((cl = calloc(BUDGET_CLAIMS_MAX, sizeof *cl)) == NULL) {
+	size_t max = budgets_count(srv->budgets);
+
+	if ((cl = calloc(max > 0 ? max : 1, sizeof *cl)) == NULL) {
 		chat_finish(c, "internal", "out of memory", -1, NAN);
 		return;
 	}
 	n = budgets_claims(srv->budgets, c->uid, c->req->u.chat.tag, c->model, c->reserved_tokens,
-	    worst, now_ms(), cl, BUDGET_CLAIMS_MAX);
+	    worst, now_ms(), cl, max);
 	if (n == 0) {
 		free(cl);
 		chat_admit(c);

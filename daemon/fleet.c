@@ -121,6 +121,7 @@ struct fleet {
 	bool stale_dropped;         /* older runs' leftover reservations are gone */
 	bool stale_pending;
 	struct budget_shares *shares;  /* learnt at each contact, for fleet_offline "local" */
+	struct event *pump_ev;      /* sends a queued reservation from the loop */
 };
 
 static void fleet_pump(struct fleet *);
@@ -579,6 +580,8 @@ struct fleet_batch {
 	uint64_t top;
 	bool oom;
 	struct budgets *budgets;
+	struct budget_claim *claims;  /* room for one record's, budgets_count of them */
+	size_t max_claims;
 	struct fleet_array seqs, keys, starts, amounts;  /* the records' usage, per budget */
 };
 
@@ -640,19 +643,15 @@ fleet_array_end(struct fleet_array *a)
 static void
 fleet_batch_usage(struct fleet_batch *b, const struct ledger_record *r, uint64_t rid)
 {
-	struct budget_claim *cl;
+	struct budget_claim *cl = b->claims;
 	size_t n;
 	char num[32];
 
-	if (b->budgets == NULL || budgets_count(b->budgets) == 0)
+	if (cl == NULL)
 		return;
-	if ((cl = calloc(BUDGET_CLAIMS_MAX, sizeof *cl)) == NULL) {
-		b->oom = true;
-		return;
-	}
 	n = budgets_claims(b->budgets, r->uid, r->tag, r->model,
 	    budget_tokens_add(r->prompt_tokens, r->completion_tokens), r->cost, r->time_ms,
-	    cl, BUDGET_CLAIMS_MAX);
+	    cl, b->max_claims);
 	for (size_t i = 0; i < n; i++) {
 		if (cl[i].amount == 0)
 			continue;
@@ -667,7 +666,6 @@ fleet_batch_usage(struct fleet_batch *b, const struct ledger_record *r, uint64_t
 		if (!fleet_array_add(&b->amounts, num, false))
 			b->oom = true;
 	}
-	free(cl);
 }
 
 /* Format a value as a parameter string. */
@@ -832,6 +830,11 @@ fleet_ship(struct fleet *f)
 	if ((b.params = calloc(nparams, sizeof *b.params)) == NULL)
 		return;
 	b.budgets = f->srv->budgets;
+	b.max_claims = budgets_count(b.budgets);
+	if (b.max_claims > 0 && (b.claims = calloc(b.max_claims, sizeof *b.claims)) == NULL) {
+		free(b.params);
+		return;
+	}
 	if (ledger_foreach_after(f->srv->ledger, f->shipped, &from, fleet_batch_cb, &b,
 	    cause, sizeof cause) == -1)
 		log_warn("fleet: reading the journal: %s", cause);
@@ -870,9 +873,11 @@ fleet_ship(struct fleet *f)
 	op->top = b.top;
 	f->from_seq = from;
 	f->shipping = true;
+	free(b.claims);
 	fleet_enqueue(f, op);
 	return;
 drop:
+	free(b.claims);
 	for (size_t i = 0; i < nparams; i++)
 		free(b.params[i]);
 	free(b.params);
@@ -1279,12 +1284,23 @@ fleet_reserve(struct fleet *f, const struct budget_claim *cl, size_t n, fleet_re
 	op->arg = arg;
 	op->asked_ms = now_mono_ms();
 	*id = f->rsv_next++;
-	fleet_enqueue(f, op);
+	/* sent from the loop, so that cb is never called before this returns */
+	TAILQ_INSERT_TAIL(&f->queue, op, entry);
+	event_active(f->pump_ev, EV_TIMEOUT, 0);
 	return 0;
 fail:
 	if (op != NULL)
 		fleet_op_free(op);
 	return -1;
+}
+
+/* Send what is queued, from the loop. */
+static void
+fleet_pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	fleet_pump(arg);
 }
 
 /* Forget arg in every queued reservation. */
@@ -1354,8 +1370,10 @@ fleet_start(struct server *srv, char *cause, size_t cause_len)
 		return NULL;
 	}
 	if (f->node == NULL || (f->conninfo = strdup(srv->conf->fleet_postgres)) == NULL ||
-	    (f->shares = budget_shares_new()) == NULL) {
+	    (f->shares = budget_shares_new()) == NULL ||
+	    (f->pump_ev = evtimer_new(srv->base, fleet_pump_cb, f)) == NULL) {
 		snprintf(cause, cause_len, "out of memory");
+		budget_shares_free(f->shares);
 		free(f->conninfo);
 		free(f->node);
 		free(f);
@@ -1404,6 +1422,7 @@ fleet_free(struct fleet *f)
 		op->cb = NULL;
 	fleet_fail(f, "shutting down", "closed");
 	budget_shares_free(f->shares);
+	event_free(f->pump_ev);
 	free(f->node);
 	free(f->conninfo);
 	free(f);
