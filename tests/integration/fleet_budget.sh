@@ -22,6 +22,7 @@ fsync = "no";
 fleet_postgres = "host=$pg_dir dbname=postgres user=ollm";
 fleet_node = "$1";
 fleet_offline = "$2";
+http_listen = ( "unix:$TEST_DIR/$1-http.sock" );
 max_budget = 0;
 budgets = (
   { scope = "tag"; who = "race"; unit = "tokens"; period = "day"; limit = 1500; },
@@ -235,6 +236,16 @@ _, r = Conn().chat("hi", tag="away")
 assert r["type"] == "error" and r["code"] == "fleet_unavailable" and "fleet_offline" in r["message"], r
 print("refused: %s" % r["message"])
 PY
+# ... and on the HTTP front: 503 with the code, and an unbudgeted request served
+st=$(curl -s -o "$TEST_DIR/http.json" -w '%{http_code}' --unix-socket "$TEST_DIR/beta-http.sock" \
+    -H "X-Ollm-Tag: away" -H "Content-Type: application/json" http://localhost/v1/chat/completions \
+    -d '{"model": "fake-model", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}')
+[ "$st" = 503 ] && grep -q '"code": *"fleet_unavailable"' "$TEST_DIR/http.json" ||
+	fail "HTTP while the database is down: $st $(cat "$TEST_DIR/http.json")"
+st=$(curl -s -o "$TEST_DIR/http.json" -w '%{http_code}' --unix-socket "$TEST_DIR/beta-http.sock" \
+    -H "Content-Type: application/json" http://localhost/v1/chat/completions \
+    -d '{"model": "fake-model", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}')
+[ "$st" = 200 ] || fail "HTTP unbudgeted while the database is down: $st $(cat "$TEST_DIR/http.json")"
 pg_start
 i=0
 until OPENLLMD_SOCKET="$TEST_DIR/beta.sock" $PYTHON -c '
