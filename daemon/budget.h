@@ -124,7 +124,10 @@ void budget_claim_refusal(const struct budget_claim *, int64_t used, int64_t res
  * admission takes its worst case out of the share, all claims or none, and
  * nothing is given back until the next contact replaces the share. A period
  * that begins meanwhile starts with limit / nodes. With every node keeping to
- * its share the fleet cannot overshoot what was left.
+ * its share the fleet stays within what was left at the nodes' last
+ * contacts; what another node used after a node's last contact is the
+ * margin this cannot see, small while the database answered everyone
+ * often until it went away.
  */
 struct budget_shares;
 

@@ -1,4 +1,4 @@
-/* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats from it. */
+/* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats and budgets. */
 #include "config.h"
 
 #include <errno.h>
