@@ -618,6 +618,23 @@ budget_key(const struct budget *b, char *buf, size_t len)
 	}
 }
 
+/* Fill cl with budget b's claim, amount 0, in the period holding when_ms. */
+static void
+budget_claim_fill(const struct budget *b, int64_t when_ms, struct budget_claim *cl)
+{
+	memset(cl, 0, sizeof *cl);
+	cl->scope = b->scope;
+	cl->uid = b->uid;
+	cl->unit = b->unit;
+	cl->period = b->period;
+	cl->limit_def = b->limit_def;
+	if (b->name != NULL)
+		snprintf(cl->name, sizeof cl->name, "%s", b->name);
+	budget_key(b, cl->key, sizeof cl->key);
+	cl->period_start_ms = budget_period_start(b->period, when_ms);
+	cl->limit = b->limit;
+}
+
 /*
  * Fill out (up to max) with a claim per budget that applies to uid, tag and
  * model: tokens and cost as amounts, in the period holding when_ms. Returns
@@ -636,24 +653,24 @@ budgets_claims(const struct budgets *bs, uint32_t uid, const char *tag, const ch
 		if (!budget_applies(b, uid, tag, model))
 			continue;
 		cl = &out[n++];
-		memset(cl, 0, sizeof *cl);
-		cl->scope = b->scope;
-		cl->uid = b->uid;
-		cl->unit = b->unit;
-		cl->period = b->period;
-		cl->limit_def = b->limit_def;
-		if (b->name != NULL)
-			snprintf(cl->name, sizeof cl->name, "%s", b->name);
-		budget_key(b, cl->key, sizeof cl->key);
-		cl->period_start_ms = budget_period_start(b->period, when_ms);
-		cl->limit = b->limit;
+		budget_claim_fill(b, when_ms, cl);
 		cl->amount = budget_amount(b, tokens, cost);
 	}
 	return n;
 }
 
+/* The claim of budget index (amount 0) in the period holding when_ms; -1 past the end. */
+int
+budgets_claim_of(const struct budgets *bs, size_t index, int64_t when_ms, struct budget_claim *out)
+{
+	if (index >= bs->n)
+		return -1;
+	budget_claim_fill(bs->v[index], when_ms, out);
+	return 0;
+}
+
 /* An amount of a claim's unit as a number for people. */
-static double
+double
 budget_claim_value(const struct budget_claim *cl, int64_t amount)
 {
 	return cl->unit == BUDGET_TOKENS ? (double)amount : (double)amount / BUDGET_MONEY_SCALE;

@@ -113,6 +113,9 @@ struct budget_claim {
 size_t budgets_claims(const struct budgets *, uint32_t uid, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t when_ms,
     struct budget_claim *out, size_t max);
+int budgets_claim_of(const struct budgets *, size_t index, int64_t when_ms,
+    struct budget_claim *out);
+double budget_claim_value(const struct budget_claim *, int64_t amount);
 void budget_claim_refusal(const struct budget_claim *, int64_t used, int64_t reserved,
     const char *where, struct budget_refusal *why);
 

@@ -60,6 +60,8 @@
  *   died with no record.
  * - Between the end of a request and the shipping of its record (a second
  *   or so) the fleet holds its reservation, its worst case: it over-counts.
+ * - Fleet stats show this node's budgets as ollm_budget has them in the
+ *   current period: used, and left net of the open reservations.
  */
 
 #define FLEET_BACKOFF_MIN_MS	1000
@@ -84,8 +86,9 @@ struct fleet_op {
 	uint64_t req_id;
 	char *by;
 	uint64_t top;               /* ship: the highest seq in the batch */
-	struct budget_claim *claims;  /* reserve: what was asked */
+	struct budget_claim *claims;  /* reserve: what was asked; stats: the budgets to show */
 	size_t n_claims;
+	struct stats_result *stats; /* stats: the counters, waiting for the budgets */
 	fleet_reserve_cb cb;        /* reserve: who waits (NULL once answered or gone) */
 	void *arg;
 	int64_t asked_ms;           /* monotonic */
@@ -127,6 +130,7 @@ struct fleet {
 static void fleet_pump(struct fleet *);
 static void fleet_ship(struct fleet *);
 static void fleet_watch(struct fleet *, short what);
+static int fleet_claim_params(const struct budget_claim *, size_t n, char **params);
 
 static const char fleet_schema_sql[] =
     "BEGIN;"
@@ -227,6 +231,10 @@ fleet_op_free(struct fleet_op *op)
 	free(op->sql);
 	free(op->by);
 	free(op->claims);
+	if (op->stats != NULL) {
+		ledger_stats_clear(op->stats);
+		free(op->stats);
+	}
 	free(op);
 }
 
@@ -940,12 +948,115 @@ fleet_map_add(struct counters_map *m, const char *key, const struct counters *c)
 	return 0;
 }
 
-/* The stats statement finished: answer the session that asked, if it is still there. */
+/*
+ * The budgets of this node in the fleet: per key ($1) and period start in ms
+ * ($2), what the fleet has used and reserved (0 for a period with no row yet).
+ */
+static const char fleet_budgets_sql[] =
+    "SELECT t.i, coalesce(x.used, 0), coalesce(x.reserved, 0)"
+    " FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS t(b, s, i)"
+    " LEFT JOIN ollm_budget x ON x.budget = t.b AND x.period_start = to_timestamp(t.s / 1000.0)"
+    " ORDER BY t.i";
+
+/* Send the finished stats to the session that asked. */
+static void
+fleet_stats_send(struct fleet_op *op, struct stats_result *st)
+{
+	struct reply rp;
+
+	message_reply_init(&rp, REPLY_RESULT, OP_STATS);
+	rp.id = op->req_id;
+	rp.u.result.u.stats = *st;
+	session_send(op->session, &rp);
+}
+
+/* The budgets statement finished: add them to the stats and answer. */
+static void
+fleet_budgets_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	struct stats_result *st = op->stats;
+	char label[BUDGET_KEY_MAX + 16];
+
+	(void)f;
+	if (op->session == NULL)
+		return;
+	if (err != NULL || r == NULL || PQnfields(r) != 3 || PQntuples(r) != (int)op->n_claims) {
+		session_send_error(op->session, op->req_id, "fleet_unavailable",
+		    "fleet stats: the database: %s", err ? err : "unexpected answer");
+		return;
+	}
+	if ((st->budgets = calloc(op->n_claims, sizeof *st->budgets)) == NULL) {
+		session_send_error(op->session, op->req_id, "internal", "fleet stats: out of memory");
+		return;
+	}
+	for (int i = 0; i < PQntuples(r); i++) {
+		const struct budget_claim *cl = &op->claims[i];
+		struct budget_status *out = &st->budgets[st->n_budgets++];
+		struct budget_def def = {
+			.scope = cl->scope, .uid = cl->uid, .name = cl->name[0] ? cl->name : NULL,
+			.unit = cl->unit, .period = cl->period, .limit = cl->limit_def,
+		};
+		int64_t used = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+		int64_t reserved = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+		int64_t left = cl->limit - used - reserved;
+
+		dispatch_budget_label(&def, label, sizeof label);
+		out->scope = strdup(label);
+		out->unit = strdup(budget_unit_name(cl->unit));
+		out->period = strdup(budget_period_name(cl->period));
+		if (out->scope == NULL || out->unit == NULL || out->period == NULL) {
+			session_send_error(op->session, op->req_id, "internal",
+			    "fleet stats: out of memory");
+			return;
+		}
+		out->limit = cl->limit_def;
+		out->used = budget_claim_value(cl, used);
+		out->left = budget_claim_value(cl, left > 0 ? left : 0);
+		if (cl->scope == BUDGET_ALL && cl->unit == BUDGET_MONEY &&
+		    cl->period == BUDGET_EVER && isnan(st->max_budget)) {
+			st->max_budget = out->limit;
+			st->budget_left = out->left;
+		}
+	}
+	fleet_stats_send(op, st);
+}
+
+/* Queue the budgets statement for op's session next, handing it the stats and the claims. */
+static int
+fleet_budgets_ask(struct fleet *f, struct fleet_op *stats_op, struct stats_result *st)
+{
+	struct fleet_op *op = calloc(1, sizeof *op);
+
+	if (op == NULL || (op->sql = strdup(fleet_budgets_sql)) == NULL ||
+	    (op->params = calloc(4, sizeof *op->params)) == NULL ||
+	    fleet_claim_params(stats_op->claims, stats_op->n_claims, op->params) == -1 ||
+	    (op->stats = malloc(sizeof *op->stats)) == NULL) {
+		if (op != NULL) {
+			op->n_params = op->params != NULL ? 4 : 0;
+			fleet_op_free(op);
+		}
+		return -1;
+	}
+	free(op->params[2]);        /* limits and amounts are not asked for */
+	free(op->params[3]);
+	op->n_params = 2;
+	*op->stats = *st;
+	op->claims = stats_op->claims;
+	op->n_claims = stats_op->n_claims;
+	stats_op->claims = NULL;
+	op->done = fleet_budgets_done;
+	op->session = stats_op->session;
+	op->req_id = stats_op->req_id;
+	/* next, before what is queued: fleet_read sends it once this answer is done */
+	TAILQ_INSERT_HEAD(&f->queue, op, entry);
+	return 0;
+}
+
+/* The stats statement finished: ask for the budgets, or answer the session that asked. */
 static void
 fleet_stats_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
 {
-	struct reply rp;
-	struct stats_result *st;
+	struct stats_result stats, *st = &stats;
 	struct counters c;
 	int bad = 0;
 
@@ -956,11 +1067,7 @@ fleet_stats_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *
 		    "fleet stats: the database: %s", err ? err : "no answer");
 		return;
 	}
-	memset(&rp, 0, sizeof rp);
-	rp.type = REPLY_RESULT;
-	rp.id = op->req_id;
-	rp.u.result.op = OP_STATS;
-	st = &rp.u.result.u.stats;
+	memset(st, 0, sizeof *st);
 	st->max_budget = NAN;
 	st->budget_left = NAN;
 	st->since = op->top != UINT64_MAX ? (int64_t)op->top * 86400 : 0;
@@ -984,11 +1091,33 @@ fleet_stats_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *
 			bad = fleet_map_add(&st->by_node, key, &c);
 		}
 	}
-	if (bad)
+	if (bad) {
 		session_send_error(op->session, op->req_id, "internal", "fleet stats: out of memory");
-	else
-		session_send(op->session, &rp);
+	} else if (op->n_claims > 0) {
+		if (fleet_budgets_ask(f, op, st) == 0)
+			return;         /* the stats are the budgets op's now */
+		session_send_error(op->session, op->req_id, "internal", "fleet stats: out of memory");
+	} else {
+		fleet_stats_send(op, st);
+	}
 	ledger_stats_clear(st);
+}
+
+/* The claims of every budget this node has, in the current periods: the budgets fleet stats show. */
+static int
+fleet_stats_claims(struct fleet *f, struct fleet_op *op)
+{
+	size_t n = budgets_count(f->srv->budgets);
+	int64_t now = now_ms();
+
+	if (n == 0)
+		return 0;
+	if ((op->claims = calloc(n, sizeof *op->claims)) == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (budgets_claim_of(f->srv->budgets, i, now, &op->claims[op->n_claims]) == 0)
+			op->n_claims++;
+	return 0;
 }
 
 /* Ask the database; the answer goes to the session later. */
@@ -1029,6 +1158,11 @@ fleet_stats(struct fleet *f, struct session *s, const struct request *req)
 		return;
 	}
 	op->n_params = 2;
+	if (fleet_stats_claims(f, op) == -1) {
+		fleet_op_free(op);
+		session_send_error(s, req->id, "internal", "fleet stats: out of memory");
+		return;
+	}
 	op->top = since_day >= 0 ? (uint64_t)since_day : UINT64_MAX;
 	op->done = fleet_stats_done;
 	op->session = s;

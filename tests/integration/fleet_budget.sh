@@ -6,13 +6,14 @@
 # nothing and leave the shared usage equal to the records; with the database
 # stopped, fleet_offline "refuse" refuses budgeted requests and "local"
 # serves them within the node's share; unbudgeted requests are served
-# throughout; fleet stats equal the sum of each node's local stats.
+# throughout; fleet stats equal the sum of each node's local stats and show
+# the fleet's usage of each budget the node has.
 . "$top_srcdir/tests/integration/lib.sh"
 . "$top_srcdir/tests/integration/pg.sh"
 
 start_fake_upstream -q -m fake-model --delay-ms 15
 
-# write_conf NAME OFFLINE: node NAME's configuration, fleet_offline OFFLINE.
+# write_conf NAME OFFLINE [MAX_BUDGET]: node NAME's configuration, fleet_offline OFFLINE.
 write_conf() {
 	cat >"$TEST_DIR/$1.conf" <<EOF
 socket = "$TEST_DIR/$1.sock";
@@ -23,7 +24,7 @@ fleet_postgres = "host=$pg_dir dbname=postgres user=ollm";
 fleet_node = "$1";
 fleet_offline = "$2";
 http_listen = ( "unix:$TEST_DIR/$1-http.sock" );
-max_budget = 0;
+max_budget = ${3:-0};
 budgets = (
   { scope = "tag"; who = "race"; unit = "tokens"; period = "day"; limit = 1500; },
   { scope = "tag"; who = "crash"; unit = "tokens"; period = "day"; limit = 1200; },
@@ -31,13 +32,13 @@ budgets = (
   { scope = "tag"; who = "share"; unit = "tokens"; period = "month"; limit = 1200; },
   { scope = "tag"; who = "slow"; unit = "tokens"; period = "day"; limit = 100000; } );
 upstreams = ( { name = "fake"; base_url = "$FAKE_URL"; model = "fake-model";
-  rpm = 0; max_concurrency = 0; retries = 0; } );
+  rpm = 0; max_concurrency = 0; retries = 0; prompt_price = 0.5; completion_price = 1.5; } );
 EOF
 }
 
-# start_node NAME [OFFLINE]: a daemon with its own socket and state, node NAME.
+# start_node NAME [OFFLINE [MAX_BUDGET]]: a daemon with its own socket and state, node NAME.
 start_node() {
-	write_conf "$1" "${2:-refuse}"
+	write_conf "$1" "${2:-refuse}" "${3:-0}"
 	"$top_builddir/daemon/openllmd" -f -c "$TEST_DIR/$1.conf" >>"$TEST_DIR/$1.log" 2>&1 &
 	eval "${1}_pid=$!"
 	TEST_PIDS="$TEST_PIDS $!"
@@ -167,6 +168,36 @@ used=$(settled race)
 [ "$(psql "SELECT budget_limit FROM ollm_budget WHERE budget = 'tag:race tokens/day'")" = 1500 ] ||
 	fail "the limit is not in the table"
 [ "$(psql "SELECT count(*) FROM ollm_reservation")" = 0 ] || fail "reservations left over"
+
+# 1a. fleet stats show the fleet's budgets: used is what both nodes served
+#     under the budget, left what the fleet has left; no overall budget here
+$PYTHON - "$TEST_DIR" "$r" "$used" <<'PY'
+import json, sys
+from olc import Conn
+tdir, r, used = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+mine = 0
+for n in ("alpha", "beta"):
+    local = Conn("%s/%s.sock" % (tdir, n)).call("stats")
+    mine += [b for b in local["budgets"] if b["scope"] == "tag:race"][0]["used"]
+assert mine == used, ("the nodes' own usage does not add up", mine, used)
+for n in ("alpha", "beta"):
+    f = Conn("%s/%s.sock" % (tdir, n)).call("stats", fleet=True)
+    assert f["type"] == "result", f
+    assert sorted(b["scope"] for b in f["budgets"]) == ["tag:away", "tag:crash", "tag:race",
+                                                       "tag:share", "tag:slow"], f["budgets"]
+    b = [b for b in f["budgets"] if b["scope"] == "tag:race"][0]
+    assert (b["unit"], b["period"], b["limit"]) == ("tokens", "day", 1500), b
+    assert b["used"] == used == r["tokens"], ("fleet used", b, used, r["tokens"])
+    assert b["left"] == 1500 - used, b
+    c = [b for b in f["budgets"] if b["scope"] == "tag:crash"][0]
+    assert c["used"] == 0 and c["left"] == 1200, c
+    assert f["max_budget"] is None and f["budget_left"] is None, f
+print("fleet stats: tag:race used %d = alpha + beta, left %d" % (used, 1500 - used))
+PY
+OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" stats --fleet >"$TEST_DIR/fstats.txt" ||
+	fail "ollmctl stats --fleet"
+want=$($PYTHON -c 'import sys; u = int(sys.argv[1]); print("Budget tag:race (tokens per day): used {:,} of 1,500, left {:,}".format(u, 1500 - u))' "$used")
+grep -qF "$want" "$TEST_DIR/fstats.txt" || fail "ollmctl stats --fleet: no \"$want\" in $(cat "$TEST_DIR/fstats.txt")"
 
 # 1b. a database that does not answer (the budget's row locked for 6 s): a
 #     reservation that waits gets fleet_unavailable after about 3 s; a client
@@ -327,6 +358,49 @@ while True:
 print("fleet stats: %d requests = %d + %d" % (f["total"]["requests"], a["total"]["requests"],
       b["total"]["requests"]))
 PY
+
+# 5a. an overall money budget on alpha only: alpha's fleet stats show it as
+#     max_budget and budget_left, the fleet's usage of it; beta's do not
+kill -TERM "$alpha_pid"
+wait "$alpha_pid" || fail "alpha did not stop cleanly"
+start_node alpha local 5
+for i in 1 2 3; do
+	OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON -c '
+from olc import Conn
+_, r = Conn().chat("priced", max_tokens=20)
+assert r["type"] == "done", r'
+done
+$PYTHON - "$TEST_DIR" "$pg_bin/psql" "$pg_dir" <<'PY'
+import subprocess, sys, time
+from olc import Conn
+tdir, psql, host = sys.argv[1:]
+def sql(q):
+    return subprocess.run([psql, "-h", host, "-U", "ollm", "-d", "postgres", "-Atq", "-c", q],
+                          capture_output=True, text=True).stdout.split()
+deadline = time.time() + 20
+while True:
+    row = sql("SELECT used, reserved FROM ollm_budget WHERE budget = 'all money/ever'")
+    shipped = sql("SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")
+    local = Conn("%s/alpha.sock" % tdir).call("stats")["total"]["requests"]
+    if len(row) == 1 and row[0].split("|")[1] == "0" and shipped == [str(local)]:
+        break
+    assert time.time() < deadline, (row, shipped, local)
+    time.sleep(0.2)
+used = int(row[0].split("|")[0]) / 1e9
+assert used > 0, row
+f = Conn("%s/alpha.sock" % tdir).call("stats", fleet=True)
+assert f["max_budget"] == 5 and abs(f["budget_left"] - (5 - used)) < 1e-9, (f["max_budget"], f["budget_left"], used)
+b = [b for b in f["budgets"] if b["scope"] == "all"]
+assert len(b) == 1 and (b[0]["unit"], b[0]["period"]) == ("money", "ever"), f["budgets"]
+assert abs(b[0]["used"] - used) < 1e-9 and b[0]["left"] == f["budget_left"], b
+g = Conn("%s/beta.sock" % tdir).call("stats", fleet=True)
+assert g["max_budget"] is None and not [b for b in g["budgets"] if b["scope"] == "all"], g
+print("fleet stats on alpha: max_budget 5, left %.6f" % f["budget_left"])
+PY
+OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" "$top_builddir/client/ollmctl" stats --fleet >"$TEST_DIR/fstats.txt" ||
+	fail "ollmctl stats --fleet"
+grep -q '^Budget: 5\.0000, left 4\.[0-9]\{4\}$' "$TEST_DIR/fstats.txt" ||
+	fail "ollmctl stats --fleet: no overall budget in $(cat "$TEST_DIR/fstats.txt")"
 
 # 6. a clean stop with the connection up (under ASan: nothing leaks)
 for n in alpha beta; do

@@ -533,6 +533,33 @@ START_TEST(test_claims)
 }
 END_TEST
 
+/* The claim of any budget by index, whoever it applies to: what fleet stats look up. */
+START_TEST(test_claim_of)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_claim cl;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10.0);
+	add(bs, BUDGET_USER, 1000, "alice", BUDGET_TOKENS, BUDGET_DAY, 500);
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_MONTH, 900);
+	ck_assert_int_eq(budgets_claim_of(bs, 2, T_2024_03_15 + NOON, &cl), 0);
+	ck_assert_str_eq(cl.key, "tag:batch tokens/month");
+	ck_assert_int_eq(cl.period_start_ms, T_2024_03_01);
+	ck_assert_int_eq(cl.limit, 900);
+	ck_assert_int_eq(cl.amount, 0);
+	ck_assert_double_eq(budget_claim_value(&cl, 42), 42);
+	ck_assert_int_eq(budgets_claim_of(bs, 1, T_2024_03_15 + NOON, &cl), 0);
+	ck_assert_str_eq(cl.key, "user:1000 tokens/day");
+	ck_assert_str_eq(cl.name, "alice");
+	ck_assert_int_eq(budgets_claim_of(bs, 0, T_2024_03_15, &cl), 0);
+	ck_assert_str_eq(cl.key, "all money/ever");
+	ck_assert_int_eq(cl.limit, INT64_C(10000000000));
+	ck_assert_double_eq_tol(budget_claim_value(&cl, INT64_C(2500000000)), 2.5, 1e-12);
+	ck_assert_int_eq(budgets_claim_of(bs, 3, T_2024_03_15, &cl), -1);
+	budgets_free(bs);
+}
+END_TEST
+
 /* A refusal from the fleet reads like a local one, with what is left fleet-wide. */
 START_TEST(test_claim_refusal)
 {
@@ -635,6 +662,7 @@ budget_suite(void)
 	tcase_add_test(tc, test_carry_over_reload);
 	tcase_add_test(tc, test_parse_names);
 	tcase_add_test(tc, test_claims);
+	tcase_add_test(tc, test_claim_of);
 	tcase_add_test(tc, test_claim_refusal);
 	tcase_add_test(tc, test_shares);
 	suite_add_tcase(s, tc);
