@@ -79,6 +79,7 @@ static const struct {
 	{ "invalid", OLLM_ERR_INVALID, "invalid argument" },
 	{ "nomem", OLLM_ERR_NOMEM, "out of memory" },
 	{ "untrusted", OLLM_ERR_UNTRUSTED, "daemon not trusted" },
+	{ "fleet_unavailable", OLLM_ERR_FLEET_UNAVAILABLE, "fleet database unavailable" },
 	/* Daemon codes that map onto the ones above. */
 	{ "bad_frame", OLLM_ERR_PROTOCOL, NULL },
 	{ "unknown_op", OLLM_ERR_UNSUPPORTED, NULL },

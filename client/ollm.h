@@ -46,7 +46,9 @@ enum ollm_err {
 	OLLM_ERR_UNSUPPORTED,           /* the daemon does not know this op or protocol version */
 	OLLM_ERR_INVALID,               /* a bad argument: NULL, not UTF-8, not connected */
 	OLLM_ERR_NOMEM,                 /* out of memory */
-	OLLM_ERR_UNTRUSTED              /* the socket or the process behind it is not one to trust */
+	OLLM_ERR_UNTRUSTED,             /* the socket or the process behind it is not one to trust */
+	OLLM_ERR_FLEET_UNAVAILABLE      /* the fleet's shared database cannot be reached, or the
+	                                   daemon has no fleet (fleet stats and logs, fleet budgets) */
 };
 
 /* The last failure on a connection. */

@@ -207,6 +207,7 @@ ollmctl_status(struct ollm *c, int code)
 	case OLLM_ERR_UPSTREAM_UNAVAILABLE:
 	case OLLM_ERR_IO:
 	case OLLM_ERR_UNTRUSTED:
+	case OLLM_ERR_FLEET_UNAVAILABLE:
 		return EX_UNAVAILABLE;
 	case OLLM_ERR_RATE_LIMITED:
 	case OLLM_ERR_TIMEOUT:

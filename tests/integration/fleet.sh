@@ -222,6 +222,13 @@ r = Conn().call("logs", fleet=True)
 assert r["type"] == "error" and r["code"] == "fleet_unavailable" and "fleet_postgres" in r["message"], r
 assert Conn().call("stats")["type"] == "result"
 PY
+# ... and ollmctl exits 69 (unavailable), naming the cause
+for cmd in stats logs; do
+	rc=0
+	"$top_builddir/client/ollmctl" $cmd --fleet >/dev/null 2>"$TEST_DIR/err" || rc=$?
+	[ "$rc" -eq 69 ] && grep -q "fleet database unavailable: .*fleet_postgres" "$TEST_DIR/err" ||
+		fail "ollmctl $cmd --fleet without a fleet: exit $rc, $(cat "$TEST_DIR/err")"
+done
 ! grep -q "fleet:" "$TEST_DIR/daemon.log" || fail "a daemon without fleet_postgres spoke of a fleet"
 stop_daemon
 

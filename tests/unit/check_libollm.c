@@ -261,6 +261,8 @@ fake_chat(struct fake_conn *fc, const struct request *rq)
 		fake_error(fc, id, "budget_exceeded", "over the budget", NAN, -1);
 	else if (strcmp(text, "rate") == 0)
 		fake_error(fc, id, "rate_limited", "slow down", 2.5, -1);
+	else if (strcmp(text, "fleet") == 0)
+		fake_error(fc, id, "fleet_unavailable", "the database is not reachable now", NAN, -1);
 	else if (strcmp(text, "upstream") == 0)
 		fake_error(fc, id, "upstream_error", "bad gateway", NAN, 502);
 	else if (strcmp(text, "weird") == 0)
@@ -679,6 +681,11 @@ START_TEST(test_daemon_errors)
 	ck_assert_int_eq(say(c, "rate", &s, NULL), OLLM_ERR_RATE_LIMITED);
 	ck_assert(fabs(e->retry_after - 2.5) < 1e-12);
 
+	ck_assert_int_eq(say(c, "fleet", &s, NULL), OLLM_ERR_FLEET_UNAVAILABLE);
+	ck_assert_int_eq(e->code, OLLM_ERR_FLEET_UNAVAILABLE);
+	ck_assert_str_eq(e->daemon_code, "fleet_unavailable");
+	ck_assert_str_eq(e->message, "the database is not reachable now");
+
 	ck_assert_int_eq(say(c, "upstream", &s, NULL), OLLM_ERR_UPSTREAM_ERROR);
 	ck_assert_int_eq(e->status, 502);
 	ck_assert_str_eq(e->message, "bad gateway");
@@ -1058,12 +1065,14 @@ START_TEST(test_error_names)
 {
 	int code;
 
-	for (code = OLLM_OK; code <= OLLM_ERR_UNTRUSTED; code++) {
+	for (code = OLLM_OK; code <= OLLM_ERR_FLEET_UNAVAILABLE; code++) {
 		ck_assert_str_ne(ollm_strerror(code), "unknown error");
 		ck_assert_str_ne(ollm_err_name(code), "unknown");
 	}
 	ck_assert_str_eq(ollm_err_name(OLLM_ERR_BUDGET_EXCEEDED), "budget_exceeded");
 	ck_assert_str_eq(ollm_err_name(OLLM_ERR_UPSTREAM_UNAVAILABLE), "upstream_unavailable");
+	ck_assert_str_eq(ollm_err_name(OLLM_ERR_FLEET_UNAVAILABLE), "fleet_unavailable");
+	ck_assert_str_eq(ollm_strerror(OLLM_ERR_FLEET_UNAVAILABLE), "fleet database unavailable");
 	ck_assert_str_eq(ollm_strerror(999), "unknown error");
 }
 END_TEST
