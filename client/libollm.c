@@ -1322,6 +1322,7 @@ ollm_logs_clear(struct ollm_logs *l)
 		free(l->rows[i].upstream);
 		free(l->rows[i].status);
 		free(l->rows[i].error);
+		free(l->rows[i].user);
 	}
 	free(l->rows);
 	memset(l, 0, sizeof *l);
@@ -1380,6 +1381,7 @@ ollm_logs(struct ollm *c, const struct ollm_logs_req *q, struct ollm_logs *out)
 		o->cost = w->cost;
 		o->latency_ms = w->latency_ms;
 		o->ttft_ms = w->ttft_ms;
+		o->user = ollm_take(&w->user);
 	}
 	out->n = l->n;
 	out->truncated = l->truncated;

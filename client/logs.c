@@ -43,6 +43,8 @@ logs_json(FILE *f, const struct ollm_logs *l)
 			break;
 		if (w->ttft_ms >= 0)
 			json_object_set_new(row, "ttft_ms", json_integer(w->ttft_ms));
+		if (w->user != NULL)
+			json_object_set_new(row, "user", json_string(w->user));
 		json_array_append_new(rows, row);
 	}
 	if ((o = json_pack("{s:o, s:b}", "rows", rows, "truncated", l->truncated)) == NULL)
@@ -92,7 +94,8 @@ logs_table(FILE *f, const struct ollm_logs *l)
 		    strftime(cells[i][0], LOGS_CELL, "%Y-%m-%d %H:%M:%S", &tm) == 0)
 			snprintf(cells[i][0], LOGS_CELL, "@%" PRId64, r->time_ms / 1000);
 		snprintf(uid, sizeof uid, "%" PRIu32, r->uid);
-		snprintf(cells[i][1], LOGS_CELL, "%s", render_user(user, sizeof user, uid));
+		snprintf(cells[i][1], LOGS_CELL, "%s", r->user != NULL ? r->user :
+		    render_user(user, sizeof user, uid));
 		snprintf(cells[i][2], LOGS_CELL, "%s", r->tag != NULL ? r->tag : "-");
 		snprintf(cells[i][3], LOGS_CELL, "%s", r->model);
 		snprintf(cells[i][4], LOGS_CELL, "%s", r->upstream);

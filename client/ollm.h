@@ -342,6 +342,8 @@ struct ollm_log_row {
 	double cost;
 	int64_t latency_ms;
 	int64_t ttft_ms;                /* -1 when not recorded */
+	char *user;                     /* a named user (an API key's, no system account; uid is
+	                                   then 4294967295); NULL: the uid's */
 };
 
 struct ollm_logs {

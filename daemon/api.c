@@ -635,16 +635,20 @@ api_key_find(const struct conf *conf, const char *token)
 	return found;
 }
 
-/* Who asks: a key's user, else the kernel's word for a local client; false after a 401. */
+/*
+ * Who asks: a key's user (*user its name when it is no system user, else
+ * NULL), else the kernel's word for a local client; false after a 401.
+ */
 static bool
 api_authenticate(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t *uid,
-    const char **tag)
+    const char **user, const char **tag)
 {
 	const struct conf *conf = api->server->conf;
 	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	char where[80];
 
 	*tag = NULL;
+	*user = NULL;
 	if (auth != NULL) {
 		const struct api_key_conf *k;
 		if (strncasecmp(auth, "Bearer ", 7) != 0) {
@@ -663,6 +667,7 @@ api_authenticate(struct api *api, struct evhttp_request *req, struct api_conn *a
 			return false;
 		}
 		*uid = k->uid;
+		*user = k->named ? k->user : NULL;
 		*tag = k->tag;
 		return true;
 	}
@@ -941,7 +946,7 @@ api_tag(struct evhttp_request *req, const char *key_tag, const char **tag)
 /* POST /v1/chat/completions */
 static void
 api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
-    const char *key_tag)
+    const char *user, const char *key_tag)
 {
 	struct api_req *ar;
 	struct request *rq;
@@ -990,7 +995,7 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 	snprintf(ar->id, sizeof ar->id, "chatcmpl-ollm%llx%06llx",
 	    (unsigned long long)(api->server->started_ms & 0xffffffff), (unsigned long long)rq->id);
 	ar->model = strdup(rq->u.chat.model != NULL ? rq->u.chat.model : "");
-	if (ar->model == NULL || (c = chat_new(api->server, &api_chat_front, ar, uid, rq)) == NULL) {
+	if (ar->model == NULL || (c = chat_new(api->server, &api_chat_front, ar, uid, user, rq)) == NULL) {
 		free(ar->model);
 		free(ar);
 		message_request_free(rq);
@@ -1034,7 +1039,7 @@ api_prompt(json_t *v, struct evbuffer *text, int64_t *ids)
 /* POST /v1/completions and /v1/embeddings: passed through, admitted and accounted like a chat. */
 static void
 api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
-    const char *key_tag, bool embeddings)
+    const char *user, const char *key_tag, bool embeddings)
 {
 	const char *field = embeddings ? "input" : "prompt";
 	struct chat_passthrough pass;
@@ -1121,7 +1126,7 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 	ar->req = req;
 	ar->conn = ac;
 	ar->created = now_ms() / 1000;
-	if ((c = chat_new_passthrough(api->server, &api_chat_front, ar, uid, rq, &pass)) == NULL) {
+	if ((c = chat_new_passthrough(api->server, &api_chat_front, ar, uid, user, rq, &pass)) == NULL) {
 		free(ar->model);
 		free(ar);
 		message_request_free(rq);
@@ -1197,7 +1202,7 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	struct api_conn *ac;
-	const char *tag;
+	const char *tag, *user;
 	uint32_t uid;
 	char msg[300];
 
@@ -1238,19 +1243,19 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		api_send_error(req, "method_not_allowed", msg, NULL, NAN, -1, NULL);
 		return;
 	}
-	if (!api_authenticate(api, req, ac, &uid, &tag))
+	if (!api_authenticate(api, req, ac, &uid, &user, &tag))
 		return;
-	if (metrics && strcmp(srv->conf->stats_visibility, "own") == 0 && uid != 0 &&
-	    uid != (uint32_t)srv->own_uid) {
+	if (metrics && strcmp(srv->conf->stats_visibility, "own") == 0 &&
+	    (user != NULL || (uid != 0 && uid != (uint32_t)srv->own_uid))) {
 		/* everyone's usage by user and tag: as ollmctl stats shows it only to the admin */
 		api_send_error(req, "forbidden", "/metrics shows every user's usage: only root and "
 		    "the daemon's user may read it (stats_visibility is own)", NULL, NAN, -1, NULL);
 		return;
 	}
 	if (completions || embeddings)
-		api_passthrough(api, req, ac, uid, tag, embeddings);
+		api_passthrough(api, req, ac, uid, user, tag, embeddings);
 	else if (chat)
-		api_chat(api, req, ac, uid, tag);
+		api_chat(api, req, ac, uid, user, tag);
 	else if (models)
 		api_models(api, req);
 	else

@@ -38,6 +38,7 @@ logs_collect_cb(const struct ledger_record *rec, void *arg)
 	w->time_ms = rec->time_ms;
 	w->uid = rec->uid;
 	w->tag = rec->tag != NULL ? strdup(rec->tag) : NULL;
+	w->user = rec->user != NULL ? strdup(rec->user) : NULL;
 	w->model = strdup(rec->model);
 	w->upstream = strdup(rec->upstream);
 	w->status = strdup(ledger_status_name(rec->status));
@@ -50,7 +51,8 @@ logs_collect_cb(const struct ledger_record *rec, void *arg)
 	w->ttft_ms = rec->has_ttft ? rec->ttft_ms : -1;
 	lc->n++;
 	if (w->model == NULL || w->upstream == NULL || w->status == NULL ||
-	    (rec->tag != NULL && w->tag == NULL) || (rec->error_code != NULL && w->error == NULL)) {
+	    (rec->tag != NULL && w->tag == NULL) || (rec->error_code != NULL && w->error == NULL) ||
+	    (rec->user != NULL && w->user == NULL)) {
 		lc->oom = true;
 		return 1;
 	}
@@ -67,6 +69,7 @@ logs_rows_free(struct log_row *rows, size_t n)
 		free(rows[i].upstream);
 		free(rows[i].status);
 		free(rows[i].error);
+		free(rows[i].user);
 	}
 	free(rows);
 }

@@ -82,7 +82,8 @@ struct chat {
 	struct server *server;
 	const struct chat_front *front;
 	void *owner;                /* the front's object, passed to its callbacks */
-	uint32_t uid;               /* who is billed */
+	uint32_t uid;               /* who is billed (LEDGER_UID_NAMED for a named user) */
+	char *user;                 /* the named user billed (an API key's); NULL: uid */
 	struct request *req;        /* owns the decoded request */
 	uint64_t id;
 	struct upstream *upstream;
@@ -238,9 +239,9 @@ void top_answer(struct session *, struct request *);
 /* chat.c */
 int64_t chat_streamed(const struct chat *);
 struct chat *chat_new(struct server *, const struct chat_front *, void *owner, uint32_t uid,
-    struct request *);
+    const char *user, struct request *);
 struct chat *chat_new_passthrough(struct server *, const struct chat_front *, void *owner,
-    uint32_t uid, struct request *, struct chat_passthrough *);
+    uint32_t uid, const char *user, struct request *, struct chat_passthrough *);
 void chat_start(struct chat *);
 void chat_cancel(struct chat *, const char *code, const char *message);
 void chat_resume(struct chat *);

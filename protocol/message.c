@@ -770,6 +770,7 @@ logs_result_free(struct logs_result *l)
 		free(l->rows[i].upstream);
 		free(l->rows[i].status);
 		free(l->rows[i].error);
+		free(l->rows[i].user);
 	}
 	free(l->rows);
 }
@@ -1602,13 +1603,14 @@ decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
     struct message_error *err)
 {
 	enum { TIME, UID, TAG, MODEL, UPSTREAM, STATUS, ERROR, PROMPT, COMPLETION,
-	    ESTIMATED, COST, LATENCY, TTFT, NF };
+	    ESTIMATED, COST, LATENCY, TTFT, USER, NF };
 	struct field f[NF] = {
 		{ "time_ms", NULL, 0 }, { "uid", NULL, 0 }, { "tag", NULL, 0 },
 		{ "model", NULL, 0 }, { "upstream", NULL, 0 }, { "status", NULL, 0 },
 		{ "error", NULL, 0 }, { "prompt_tokens", NULL, 0 },
 		{ "completion_tokens", NULL, 0 }, { "estimated", NULL, 0 },
-		{ "cost", NULL, 0 }, { "latency_ms", NULL, 0 }, { "ttft_ms", NULL, 0 }
+		{ "cost", NULL, 0 }, { "latency_ms", NULL, 0 }, { "ttft_ms", NULL, 0 },
+		{ "user", NULL, 0 }
 	};
 	uint64_t uid;
 
@@ -1626,7 +1628,8 @@ decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
 	    field_bool(&f[ESTIMATED], pre, F_REQ, &w->estimated, err) != 0 ||
 	    field_double(&f[COST], pre, F_REQ, 0, HUGE_VAL, &w->cost, err) != 0 ||
 	    field_int(&f[LATENCY], pre, F_REQ, 0, &w->latency_ms, err) != 0 ||
-	    field_int(&f[TTFT], pre, 0, 0, &w->ttft_ms, err) != 0)
+	    field_int(&f[TTFT], pre, 0, 0, &w->ttft_ms, err) != 0 ||
+	    field_str(&f[USER], pre, 0, &w->user, err) != 0)
 		return -1;
 	w->uid = (uint32_t)uid;
 	return 0;
@@ -2300,7 +2303,8 @@ enc_logs(struct enc *e, const struct logs_result *l)
 	enc_array(e, l->n);
 	for (i = 0; i < l->n && !e->failed; i++) {
 		w = &l->rows[i];
-		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0));
+		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0) +
+		    (w->user != NULL));
 		enc_kint(e, "time_ms", w->time_ms);
 		enc_kuint(e, "uid", w->uid);
 		if (w->tag != NULL)
@@ -2317,6 +2321,8 @@ enc_logs(struct enc *e, const struct logs_result *l)
 		enc_kint(e, "latency_ms", w->latency_ms);
 		if (w->ttft_ms >= 0)
 			enc_kint(e, "ttft_ms", w->ttft_ms);
+		if (w->user != NULL)
+			enc_kstr(e, "user", w->user);
 	}
 	enc_kbool(e, "truncated", l->truncated);
 }

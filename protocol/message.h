@@ -243,6 +243,7 @@ struct log_row {
 	double cost;
 	int64_t latency_ms;
 	int64_t ttft_ms;            /* -1: not recorded */
+	char *user;                 /* a named user (an API key's, not a system account); NULL: uid's */
 };
 
 struct logs_result {

@@ -1882,9 +1882,9 @@ START_TEST(logs_result_roundtrip)
 {
 	struct log_row rows[2] = {
 		{ 1714521600123, 1000, "ci", "qwen", "local", "done", NULL, 12, 34, false,
-		    0.25, 800, 120 },
-		{ 1714521500000, 0, NULL, "qwen", "local", "error", "upstream_unavailable", 9, 0,
-		    true, 0, 15, -1 },
+		    0.25, 800, 120, NULL },
+		{ 1714521500000, 4294967295u, NULL, "qwen", "local", "error", "upstream_unavailable",
+		    9, 0, true, 0, 15, -1, "alice" },
 	};
 	struct reply rp, *out;
 	struct logs_result *l;
@@ -1910,6 +1910,10 @@ START_TEST(logs_result_roundtrip)
 	ck_assert_str_eq(l->rows[1].error, "upstream_unavailable");
 	ck_assert(l->rows[1].estimated);
 	ck_assert_int_eq(l->rows[1].ttft_ms, -1);
+	/* a named user's row carries the name; a uid's none */
+	ck_assert_ptr_null(l->rows[0].user);
+	ck_assert_str_eq(l->rows[1].user, "alice");
+	ck_assert_uint_eq(l->rows[1].uid, 4294967295u);
 	message_reply_free(out);
 
 	message_reply_init(&rp, REPLY_RESULT, OP_LOGS);
