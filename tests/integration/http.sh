@@ -247,6 +247,74 @@ wait "$CURL_PID" || fail "the stream broke during the drain"
 tail -n 2 "$TEST_DIR/drain.txt" | grep -q '^data: \[DONE\]$' || fail "the stream did not end with [DONE] during the drain"
 wait "$DAEMON_PID" 2>/dev/null || true
 
+# --- a key whose user is no system user: billed, budgeted and shown by name ---
+rm -rf "$TEST_DIR/state"
+: > "$TEST_DIR/daemon.log"
+ALICE=$("$top_builddir/client/ollmctl" key new --user alice | head -n 1)
+ALICE_LINE=$("$top_builddir/client/ollmctl" key new --user alice | tail -n 1)
+case "$ALICE_LINE" in "api_keys = ( { sha256 = \""*"\"; user = \"alice\"; } );") ;;
+*) fail "ollmctl key new --user alice printed: $ALICE_LINE" ;; esac
+NAMED_KEYS="{ sha256 = \"$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)\"; user = \"alice\"; },
+  { sha256 = \"$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)\"; user = \"daemon\"; }"
+HTTP_LISTEN='"127.0.0.1:0"' start_daemon "api_keys = ( $NAMED_KEYS );" \
+	'budgets = ( { scope = "user"; who = "alice"; unit = "tokens"; period = "ever"; limit = 120; } );'
+PORT=$(http_port)
+BASE="http://127.0.0.1:$PORT/v1"
+SPEND='{"model":"fake-model","max_tokens":5,"messages":[{"role":"user","content":"spend spend spend spend spend spend spend spend spend spend"}]}'
+# the official client with alice's key
+OLLM_BASE_URL="$BASE" OLLM_KEY="$ALICE" node_check chat
+# alice spends until her budget refuses, naming it
+refused=""
+for n in 1 2 3 4 5 6; do
+	s=$(status -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" -d "$SPEND")
+	[ "$s" = 200 ] && continue
+	[ "$s" = 402 ] || fail "alice's request $n: $s $(cat "$TEST_DIR/body.json")"
+	"$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["code"]=="budget_exceeded" and "user:alice" in e["message"], e' \
+		"$TEST_DIR/body.json" || fail "alice's refusal: $(cat "$TEST_DIR/body.json")"
+	refused=$n
+	break
+done
+[ -n "$refused" ] && [ "$refused" -gt 1 ] || fail "alice's budget refused at request ${refused:-never}"
+grep -q "user alice model fake-model upstream fake: done" "$TEST_DIR/daemon.log" ||
+	fail "the daemon's log does not name alice"
+# a key whose user is a system user still bills the uid (daemon: 1), never alice
+s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d "$SPEND")
+[ "$s" = 200 ] || fail "the system user's key next to alice's budget: $s"
+"$top_builddir/client/ollmctl" stats --by user --json > "$TEST_DIR/named1.json" || fail "ollmctl stats --by user"
+"$PYTHON" - "$TEST_DIR/named1.json" "$refused" <<'PY' || { cat "$TEST_DIR/named1.json" >&2; fail "stats by user"; }
+import json, sys
+s = json.load(open(sys.argv[1]))
+u, n = s["by_user"], int(sys.argv[2])
+assert set(u) == {"1", "alice"}, u
+a = u["alice"]
+assert a["requests"] == n + 1 and a["errors"] == 1, a      # the SDK's chat, n - 1 spent, 1 refused
+assert a["total_tokens"] > 120 - 30, a     # refused once (nearly) spent
+assert u["1"]["requests"] == 1 and u["1"]["errors"] == 0, u["1"]
+PY
+"$top_builddir/client/ollmctl" stats --by user | grep -q "^alice " || fail "ollmctl stats --by user shows no alice"
+"$top_builddir/client/ollmctl" logs --json > "$TEST_DIR/logs.json" || fail "ollmctl logs"
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="alice"]; assert len(a)==int(sys.argv[2])+1 and all(x["uid"]==4294967295 for x in a), r' \
+	"$TEST_DIR/logs.json" "$refused" || fail "ollmctl logs: $(cat "$TEST_DIR/logs.json")"
+metrics() { curl -sf "http://127.0.0.1:$PORT/metrics"; }
+metrics | grep -q 'openllmd_requests_total{model="fake-model",user="alice",tag="",status="budget_exceeded"} 1' ||
+	{ metrics >&2; fail "/metrics does not label alice's refusal"; }
+metrics | grep -q 'openllmd_budget_remaining{scope="user:alice",unit="tokens",period="ever"}' ||
+	fail "/metrics lacks alice's budget"
+s=$(status -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$PORT/metrics")
+[ "$s" = 403 ] || fail "/metrics for a named user's key: $s"
+# after a restart: the same stats from the ledger, and alice's budget still spent
+stop_daemon TERM
+: > "$TEST_DIR/daemon.log"
+KEEP_CONFIG=1 start_daemon
+PORT=$(http_port)
+BASE="http://127.0.0.1:$PORT/v1"
+"$top_builddir/client/ollmctl" stats --by user --json > "$TEST_DIR/named2.json" || fail "ollmctl stats after the restart"
+"$PYTHON" -c 'import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a==b, (a,b)' \
+	"$TEST_DIR/named1.json" "$TEST_DIR/named2.json" || fail "stats changed across the restart"
+s=$(status -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" -d "$SPEND")
+grep -q '"code":"budget_exceeded"' "$TEST_DIR/body.json" || fail "alice's budget after the restart: $s $(cat "$TEST_DIR/body.json")"
+stop_daemon TERM
+
 # --- require_key and non-loopback clients -----------------------------------
 rm -rf "$TEST_DIR/state"
 ADDR=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -v '^127\.' | grep -v ':' | head -n 1 || true)
