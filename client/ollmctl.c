@@ -121,7 +121,8 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	{ "key", cmd_key, "key new --user NAME [--tag TAG]",
 	  "Make an API key for the HTTP front: prints the key (shown only this once)\n"
 	  "and the api_keys line for openllmd.conf, which holds only its SHA-256.\n"
-	  "      --user NAME      who the key bills: a user name or a uid\n"
+	  "      --user NAME      who the key bills: a system user name or a uid, or\n"
+	  "                       any other name (billed by that name)\n"
 	  "      --tag TAG        the accounting label of its requests\n" },
 };
 #define OLLMCTL_NCMDS (sizeof ollmctl_cmds / sizeof ollmctl_cmds[0])
