@@ -940,7 +940,7 @@ chat_new_passthrough(struct server *srv, const struct chat_front *front, void *o
 static char *
 chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
 {
-	json_t *j = json_loads(c->pass.body, 0, NULL), *so;
+	json_t *j = json_loads(c->pass.body, JSON_ALLOW_NUL, NULL), *so;
 	char *out = NULL;
 
 	if (!json_is_object(j)) {
@@ -995,7 +995,7 @@ chat_start(struct chat *c)
 	if (c->passthrough) {
 		if (srv->conf->calc_usage && up->tokenizer != NULL) {
 			const char *t = c->pass.prompt_text;
-			int64_t n = t != NULL ? tokenizer_count(up->tokenizer, t, strlen(t)) : 0;
+			int64_t n = t != NULL ? tokenizer_count(up->tokenizer, t, c->pass.prompt_len) : 0;
 			c->prompt_estimate = (n > 0 ? n : 0) + c->pass.prompt_ids;
 		}
 	} else if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, c->user, cr->tag, c->model))

@@ -72,6 +72,7 @@ struct chat_passthrough {
 	const char *path;           /* "/completions" or "/embeddings"; static */
 	char *body;                 /* the client's JSON object: owned by the chat once passed */
 	char *prompt_text;          /* what to count locally (owned likewise); NULL: nothing */
+	size_t prompt_len;          /* its bytes: it may hold NUL (U+0000), counted like any character */
 	int64_t prompt_ids;         /* prompt tokens the client sent as ids */
 	bool usage_wanted;          /* stream: pass the usage-only chunk on */
 	bool embeddings;            /* no completion tokens: none reserved */

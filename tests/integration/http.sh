@@ -151,6 +151,37 @@ text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1] 
 assert text.startswith("echo: raw"), text
 PY
 
+# U+0000 in a message's content is a character like any other, as on the msgpack
+# socket: accepted, sent on as \u0000, and counted the same way by both fronts.
+"$PYTHON" - "$BASE" "$KEY" <<'PY' || fail "NUL in content"
+import json, sys, urllib.request
+import olc
+base, key = sys.argv[1], sys.argv[2]
+def http(msgs):
+    body = json.dumps({"model": "fake-model", "messages": msgs}).encode()
+    assert b"\\u0000" in body
+    req = urllib.request.Request(base + "/chat/completions", data=body,
+                                 headers={"Authorization": "Bearer " + key})
+    return json.load(urllib.request.urlopen(req))["usage"]["prompt_tokens"]
+def msgpack(msgs):
+    c = olc.Conn()
+    _, end = c.until_end(c.request("chat", messages=msgs, stream=False, model="fake-model"))
+    assert end["type"] == "done", end
+    return end["usage"]
+for usage in ("0", "1"):        # counted locally, then by the server (bytes as sent)
+    last = {"role": "user", "content": "b [[usage=%s]]" % usage}   # the fake reads it as C
+    msgs = [{"role": "system", "content": "before\u0000after"},
+            {"role": "user", "content": [{"type": "text", "text": "x\u0000"},
+                                         {"type": "text", "text": "\u0000y"}]},
+            {"role": "assistant", "content": "ok"}, last]
+    m = msgpack([msgs[0], {"role": "user", "content": "x\u0000\u0000y"}, msgs[2], last])
+    assert m["estimated"] == (usage == "0"), m
+    h = http(msgs)
+    assert h == m["prompt_tokens"], (usage, h, m)
+    if usage == "1":            # every byte reached the server, the NULs included
+        assert h == len("before\0after") + len("x\0\0y") + len("ok") + len(last["content"]), h
+PY
+
 # A passed-through completions stream: the server's events, usage only when asked.
 curl -sSN -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: pass" "$BASE/completions" \
 	-d '{"model":"fake-model","stream":true,"prompt":"pass me through"}' > "$TEST_DIR/cmpl.txt" ||
