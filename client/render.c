@@ -164,11 +164,12 @@ render_user(char *buf, size_t len, const char *key)
 	char pwbuf[1024];
 	int64_t uid;
 
-	if (parse_int(key, 0, UINT32_MAX - 1, &uid) != 0) {
-		snprintf(buf, len, "%s", key);
+	if (*key == '\0' || strspn(key, "0123456789") != strlen(key)) {
+		snprintf(buf, len, "%s", key);     /* a named user's: never all digits */
 		return buf;
 	}
-	if (getpwuid_r((uid_t)uid, &pw, pwbuf, sizeof pwbuf, &res) == 0 && res != NULL) {
+	if (parse_int(key, 0, UINT32_MAX - 1, &uid) == 0 &&
+	    getpwuid_r((uid_t)uid, &pw, pwbuf, sizeof pwbuf, &res) == 0 && res != NULL) {
 		snprintf(buf, len, "%s", pw.pw_name);
 		return buf;
 	}
