@@ -498,9 +498,10 @@ budgets_add_usage(struct budgets *bs, uint32_t uid, const char *user, const char
 
 /*
  * Reserve tokens (prompt + max_tokens) and cost (their worst-case price)
- * against every budget that applies to uid (or the named user: user not NULL
- * nor ""), tag and model (tag and model may be NULL), all or none. Returns 0 with *out set (NULL when no budget
- * applies), or -1 with why filled: the first budget that could not take it.
+ * against every budget that applies to uid (or to the named user, when user
+ * is neither NULL nor ""), tag and model (tag and model may be NULL), all or
+ * none. Returns 0 with *out set (NULL when no budget applies), or -1 with
+ * why filled: the first budget that could not take it.
  */
 int
 budgets_reserve(struct budgets *bs, uint32_t uid, const char *user, const char *tag,

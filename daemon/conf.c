@@ -19,6 +19,7 @@
 #include "daemon/conf.h"
 #include "daemon/ledger.h"
 #include "daemon/tokenizer.h"
+#include "protocol/message.h"
 
 /* CONF_AUTO: an integer, or the string "auto" stored as 0. */
 enum conf_type { CONF_STRING, CONF_INT, CONF_AUTO, CONF_SIZE, CONF_DOUBLE, CONF_BOOL, CONF_MODE,
@@ -646,16 +647,9 @@ conf_user_name_invalid(const char *u)
 	for (size_t i = 0; i < len; i++)
 		if (p[i] < 0x20 || p[i] == 0x7f)
 			return "a name must not contain control characters";
-	for (size_t i = 0; i < len; ) {
-		size_t k = p[i] < 0x80 ? 1 : (p[i] & 0xe0) == 0xc0 ? 2 : (p[i] & 0xf0) == 0xe0 ? 3 :
-		    (p[i] & 0xf8) == 0xf0 ? 4 : 0;
-		if (k == 0 || i + k > len || (k == 2 && p[i] < 0xc2) || (k == 4 && p[i] > 0xf4))
-			return "a name must be UTF-8";
-		for (size_t j = 1; j < k; j++)
-			if ((p[i + j] & 0xc0) != 0x80)
-				return "a name must be UTF-8";
-		i += k;
-	}
+	/* strictly, as the ledger stores it: a name it would change could not be matched */
+	if (!message_utf8_valid(u, len))
+		return "a name must be UTF-8";
 	return NULL;
 }
 

@@ -348,6 +348,8 @@ START_TEST(test_http_errors)
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
 		  "  user = \"caf\\xe9\"; } );\n", "a name must be UTF-8" },
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"sur\\xed\\xa0\\x80\"; } );\n", "a name must be UTF-8" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
 		  "  user = \"alice\"; } );\n"
 		  "budgets = ( { scope = \"user\"; who = \"carol\"; unit = \"tokens\"; limit = 5; } );\n",
 		  ":3: budgets[0]: no user \"carol\" (a system user name, a uid, or the user of an api_keys entry)" },
