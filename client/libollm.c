@@ -1405,6 +1405,7 @@ ollm_top_clear(struct ollm_top *t)
 		free(t->chats[i].upstream);
 		free(t->chats[i].tag);
 		free(t->chats[i].state);
+		free(t->chats[i].user);
 	}
 	free(t->chats);
 	for (i = 0; i < t->n_models; i++)
@@ -1463,6 +1464,7 @@ ollm_top(struct ollm *c, struct ollm_top *out)
 		o->age_ms = tc->age_ms;
 		o->tokens = tc->tokens;
 		o->tokens_per_s = tc->tokens_per_s;
+		o->user = ollm_take(&tc->user);
 	}
 	out->n_chats = t->n_chats;
 	for (i = 0; i < t->n_models; i++) {

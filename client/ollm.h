@@ -370,6 +370,7 @@ struct ollm_top_chat {
 	int64_t age_ms;
 	int64_t tokens;                 /* streamed pieces so far (about a token each) */
 	double tokens_per_s;
+	char *user;                     /* a named user (an API key's, no system account); NULL */
 };
 
 struct ollm_top_model {

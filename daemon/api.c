@@ -1230,6 +1230,20 @@ api_open(struct server *srv, char *cause, size_t cause_len)
 	return 0;
 }
 
+/* Call cb for each chat in flight on an HTTP connection. */
+void
+api_foreach_chat(struct server *srv, void (*cb)(struct chat *, void *), void *arg)
+{
+	struct api *api = srv->api;
+	struct api_conn *ac;
+
+	if (api == NULL)
+		return;
+	TAILQ_FOREACH(ac, &api->conns, entry)
+		if (ac->active != NULL && ac->active->chat != NULL)
+			cb(ac->active->chat, arg);
+}
+
 /* Stop accepting HTTP connections (shutdown); requests in flight go on. */
 void
 api_stop(struct server *srv)

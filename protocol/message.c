@@ -788,6 +788,7 @@ top_result_free(struct top_result *t)
 			free(t->chats[i].upstream);
 			free(t->chats[i].tag);
 			free(t->chats[i].state);
+			free(t->chats[i].user);
 		}
 		free(t->chats);
 	}
@@ -1721,12 +1722,12 @@ decode_top_result(const msgpack_object *root, struct top_result *t,
 	    &t->n_chats, err)) < 0)
 		return -1;
 	for (i = 0; r > 0 && i < t->n_chats; i++) {
-		enum { ID, UID, MODEL, UPSTREAM, TAG, STATE, AGE, TOKENS, TPS, NC };
+		enum { ID, UID, MODEL, UPSTREAM, TAG, STATE, AGE, TOKENS, TPS, USER, NC };
 		struct field c[NC] = {
 			{ "id", NULL, 0 }, { "uid", NULL, 0 }, { "model", NULL, 0 },
 			{ "upstream", NULL, 0 }, { "tag", NULL, 0 }, { "state", NULL, 0 },
 			{ "age_ms", NULL, 0 }, { "tokens", NULL, 0 },
-			{ "tokens_per_s", NULL, 0 }
+			{ "tokens_per_s", NULL, 0 }, { "user", NULL, 0 }
 		};
 		struct top_chat *tc = &t->chats[i];
 
@@ -1741,7 +1742,8 @@ decode_top_result(const msgpack_object *root, struct top_result *t,
 		    field_int(&c[AGE], pre, F_REQ, 0, &tc->age_ms, err) != 0 ||
 		    field_int(&c[TOKENS], pre, F_REQ, 0, &tc->tokens, err) != 0 ||
 		    field_double(&c[TPS], pre, F_REQ, 0, HUGE_VAL, &tc->tokens_per_s,
-		    err) != 0)
+		    err) != 0 ||
+		    field_str(&c[USER], pre, 0, &tc->user, err) != 0)
 			return -1;
 		tc->uid = (uint32_t)u;
 	}
@@ -2351,7 +2353,7 @@ enc_top(struct enc *e, const struct top_result *t)
 	enc_array(e, t->n_chats);
 	for (i = 0; i < t->n_chats && !e->failed; i++) {
 		const struct top_chat *c = &t->chats[i];
-		enc_map(e, 8 + (c->tag != NULL));
+		enc_map(e, 8 + (c->tag != NULL) + (c->user != NULL));
 		enc_kuint(e, "id", c->id);
 		enc_kuint(e, "uid", c->uid);
 		enc_kstr(e, "model", c->model);
@@ -2362,6 +2364,8 @@ enc_top(struct enc *e, const struct top_result *t)
 		enc_kint(e, "age_ms", c->age_ms);
 		enc_kint(e, "tokens", c->tokens);
 		enc_kdouble(e, "tokens_per_s", c->tokens_per_s, 0);
+		if (c->user != NULL)
+			enc_kstr(e, "user", c->user);
 	}
 	enc_key(e, "models");
 	enc_array(e, t->n_models);

@@ -265,6 +265,7 @@ struct top_chat {
 	int64_t age_ms;
 	int64_t tokens;             /* streamed pieces so far (about one token each) */
 	double tokens_per_s;        /* since the first piece; 0 before it */
+	char *user;                 /* a named user (an API key's, not a system account); NULL: uid's */
 };
 
 struct top_model {

@@ -305,6 +305,15 @@ BASE="http://127.0.0.1:$PORT/v1"
 SPEND='{"model":"fake-model","max_tokens":5,"messages":[{"role":"user","content":"spend spend spend spend spend spend spend spend spend spend"}]}'
 # the official client with alice's key
 OLLM_BASE_URL="$BASE" OLLM_KEY="$ALICE" node_check chat
+# in flight, ollmctl top names her
+curl -s -o /dev/null -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" \
+	-d '{"model":"fake-model","max_tokens":3,"messages":[{"role":"user","content":"w [[chunks=3 delay_ms=700]]"}]}' &
+CURL_PID=$!
+i=0
+until "$top_builddir/client/ollmctl" top -b -n 1 | grep -q "^alice  *fake-model"; do
+	i=$((i + 1)); [ $i -lt 40 ] || fail "ollmctl top does not show alice's chat"; sleep 0.05
+done
+wait "$CURL_PID"
 # alice spends until her budget refuses, naming it
 refused=""
 for n in 1 2 3 4 5 6; do
@@ -329,13 +338,13 @@ s = json.load(open(sys.argv[1]))
 u, n = s["by_user"], int(sys.argv[2])
 assert set(u) == {"1", "alice"}, u
 a = u["alice"]
-assert a["requests"] == n + 1 and a["errors"] == 1, a      # the SDK's chat, n - 1 spent, 1 refused
+assert a["requests"] == n + 2 and a["errors"] == 1, a      # the SDK's chat, top's, n - 1 spent, 1 refused
 assert a["total_tokens"] > 120 - 30, a     # refused once (nearly) spent
 assert u["1"]["requests"] == 1 and u["1"]["errors"] == 0, u["1"]
 PY
 "$top_builddir/client/ollmctl" stats --by user | grep -q "^alice " || fail "ollmctl stats --by user shows no alice"
 "$top_builddir/client/ollmctl" logs --json > "$TEST_DIR/logs.json" || fail "ollmctl logs"
-"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="alice"]; assert len(a)==int(sys.argv[2])+1 and all(x["uid"]==4294967295 for x in a), r' \
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="alice"]; assert len(a)==int(sys.argv[2])+2 and all(x["uid"]==4294967295 for x in a), r' \
 	"$TEST_DIR/logs.json" "$refused" || fail "ollmctl logs: $(cat "$TEST_DIR/logs.json")"
 metrics() { curl -sf "http://127.0.0.1:$PORT/metrics"; }
 metrics | grep -q 'openllmd_requests_total{model="fake-model",user="alice",tag="",status="budget_exceeded"} 1' ||

@@ -1941,8 +1941,8 @@ END_TEST
 START_TEST(top_result_roundtrip)
 {
 	struct top_chat chats[2] = {
-		{ 5, 1000, "qwen", "local", "ci", "running", 2500, 40, 16.0 },
-		{ 6, 1001, "qwen", "local", NULL, "queued", 100, 0, 0 },
+		{ 5, 1000, "qwen", "local", "ci", "running", 2500, 40, 16.0, NULL },
+		{ 6, 4294967295u, "qwen", "local", NULL, "queued", 100, 0, 0, "alice" },
 	};
 	struct top_model models[1] = { { "qwen", 2, 16.0 } };
 	struct top_upstream ups[2] = { { "local", true, 1, 1 }, { "spare", false, 0, 0 } };
@@ -1977,6 +1977,8 @@ START_TEST(top_result_roundtrip)
 	ck_assert_double_eq(t->chats[0].tokens_per_s, 16.0);
 	ck_assert_ptr_null(t->chats[1].tag);
 	ck_assert_str_eq(t->chats[1].state, "queued");
+	ck_assert_ptr_null(t->chats[0].user);
+	ck_assert_str_eq(t->chats[1].user, "alice");
 	ck_assert_uint_eq(t->n_models, 1);
 	ck_assert_str_eq(t->models[0].model, "qwen");
 	ck_assert_int_eq(t->models[0].in_flight, 2);
