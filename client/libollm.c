@@ -1354,6 +1354,7 @@ ollm_logs(struct ollm *c, const struct ollm_logs_req *q, struct ollm_logs *out)
 	lr->since = q->since >= 0 ? q->since : -1;
 	lr->until = q->until >= 0 ? q->until : -1;
 	lr->user = q->user >= 0 && q->user <= UINT32_MAX ? q->user : -1;
+	lr->user_name = q->user_name != NULL && *q->user_name != '\0' ? (char *)q->user_name : NULL;
 	lr->tag = (char *)q->tag;
 	lr->model = q->model != NULL && *q->model != '\0' ? (char *)q->model : NULL;
 	lr->status = (char *)q->status;

@@ -186,9 +186,14 @@ cmd_logs(int argc, char **argv)
 				q.until = v;
 			break;
 		case 'U':
+			/* no system user: a named user (an API key's user with no account) */
 			if (logs_parse_user(optarg, &q.user) != 0) {
-				fprintf(stderr, "ollmctl logs: no such user \"%s\"\n%s", optarg, usage);
-				return EX_USAGE;
+				if (*optarg == '\0' || strspn(optarg, "0123456789") == strlen(optarg)) {
+					fprintf(stderr, "ollmctl logs: no such user \"%s\"\n%s", optarg,
+					    usage);
+					return EX_USAGE;
+				}
+				q.user_name = optarg;
 			}
 			break;
 		case 'g':

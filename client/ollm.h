@@ -327,6 +327,8 @@ struct ollm_logs_req {
 	const char *status;             /* "done", "error", "cancelled"; NULL: any */
 	int limit;                      /* rows at most; <= 0: 50 (the daemon caps it at 1000) */
 	int fleet;                      /* every node's rows, from the shared database */
+	const char *user_name;          /* a named user's rows (an API key's user with no
+	                                   account; root or the daemon's user only); NULL: user */
 };
 
 struct ollm_log_row {

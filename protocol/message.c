@@ -717,6 +717,7 @@ message_request_free(struct request *rq)
 		free(rq->u.stats.by);
 		break;
 	case OP_LOGS:
+		free(rq->u.logs.user_name);
 		free(rq->u.logs.tag);
 		free(rq->u.logs.model);
 		free(rq->u.logs.status);
@@ -1122,7 +1123,10 @@ decode_logs(const msgpack_object *root, struct logs_request *l,
 	    field_int(&f[LIMIT], "", 0, 1, &l->limit, err) != 0 ||
 	    field_bool(&f[FLEET], "", 0, &l->fleet, err) != 0)
 		return -1;
-	if (f[USER].o != NULL) {
+	if (f[USER].o != NULL && f[USER].o->type == MSGPACK_OBJECT_STR) {
+		if (field_str(&f[USER], "", F_NONEMPTY, &l->user_name, err) != 0)
+			return -1;
+	} else if (f[USER].o != NULL) {
 		if (field_uint(&f[USER], "", 0, 0, UINT32_MAX, &u, err) != 0)
 			return -1;
 		l->user = (int64_t)u;
@@ -2212,13 +2216,15 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 	case OP_LOGS:
 		l = &rq->u.logs;
 		enc_request_head(&e, rq, (l->since != -1) + (l->until != -1) +
-		    (l->user != -1) + (l->tag != NULL) + (l->model != NULL) +
+		    (l->user != -1 || l->user_name != NULL) + (l->tag != NULL) + (l->model != NULL) +
 		    (l->status != NULL) + (l->limit != -1) + l->fleet);
 		if (l->since != -1)
 			enc_kint(&e, "since", l->since);
 		if (l->until != -1)
 			enc_kint(&e, "until", l->until);
-		if (l->user != -1)
+		if (l->user_name != NULL)
+			enc_kstr(&e, "user", l->user_name);
+		else if (l->user != -1)
 			enc_kint(&e, "user", l->user);
 		if (l->tag != NULL)
 			enc_kstr(&e, "tag", l->tag);

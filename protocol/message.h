@@ -90,6 +90,7 @@ struct logs_request {
 	int64_t since;              /* -1 absent, else epoch seconds */
 	int64_t until;              /* -1 absent, else epoch seconds (exclusive) */
 	int64_t user;               /* -1 absent, else a uid */
+	char *user_name;            /* `user` as a string: a named user's rows; NULL otherwise */
 	char *tag;                  /* optional; "" matches untagged rows */
 	char *model;                /* optional */
 	char *status;               /* optional: done, error, cancelled */

@@ -299,7 +299,8 @@ case "$ALICE_LINE" in "api_keys = ( { sha256 = \""*"\"; user = \"alice\"; } );")
 NAMED_KEYS="{ sha256 = \"$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)\"; user = \"alice\"; },
   { sha256 = \"$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)\"; user = \"daemon\"; }"
 HTTP_LISTEN='"127.0.0.1:0"' start_daemon "api_keys = ( $NAMED_KEYS );" \
-	'budgets = ( { scope = "user"; who = "alice"; unit = "tokens"; period = "ever"; limit = 120; } );'
+	'budgets = ( { scope = "user"; who = "alice"; unit = "tokens"; period = "ever"; limit = 120; } );' \
+	'socket_mode = "0666";'
 PORT=$(http_port)
 BASE="http://127.0.0.1:$PORT/v1"
 SPEND='{"model":"fake-model","max_tokens":5,"messages":[{"role":"user","content":"spend spend spend spend spend spend spend spend spend spend"}]}'
@@ -346,6 +347,13 @@ PY
 "$top_builddir/client/ollmctl" logs --json > "$TEST_DIR/logs.json" || fail "ollmctl logs"
 "$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="alice"]; assert len(a)==int(sys.argv[2])+2 and all(x["uid"]==4294967295 for x in a), r' \
 	"$TEST_DIR/logs.json" "$refused" || fail "ollmctl logs: $(cat "$TEST_DIR/logs.json")"
+"$top_builddir/client/ollmctl" logs --user alice --json > "$TEST_DIR/logs_alice.json" || fail "ollmctl logs --user alice"
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; assert len(r)==int(sys.argv[2])+2 and all(x.get("user")=="alice" for x in r), r' \
+	"$TEST_DIR/logs_alice.json" "$refused" || fail "ollmctl logs --user alice: $(cat "$TEST_DIR/logs_alice.json")"
+"$top_builddir/client/ollmctl" logs --user alice | grep -q "^.*  alice  " || fail "ollmctl logs --user alice: no table row names alice"
+setpriv --reuid=65534 --regid=65534 --clear-groups "$top_builddir/client/ollmctl" logs --user alice > "$TEST_DIR/out" 2>&1 &&
+	fail "nobody read alice's rows"
+grep -q "forbidden\|only your own rows" "$TEST_DIR/out" || fail "nobody's logs --user alice: $(cat "$TEST_DIR/out")"
 metrics() { curl -sf "http://127.0.0.1:$PORT/metrics"; }
 metrics | grep -q 'openllmd_requests_total{model="fake-model",user="alice",tag="",status="budget_exceeded"} 1' ||
 	{ metrics >&2; fail "/metrics does not label alice's refusal"; }

@@ -1880,6 +1880,17 @@ START_TEST(logs_request_roundtrip)
 	    "user: must be <= 4294967295", 5);
 	expect_json_error("{'v':1,'id':5,'op':'logs','model':''}", "bad_request",
 	    "model: must not be empty", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','user':''}", "bad_request",
+	    "user: must not be empty", 5);
+
+	/* a named user's rows: user as a string */
+	message_request_init(&rq, OP_LOGS);
+	rq.id = 12;
+	rq.u.logs.user_name = "alice";
+	out = request_roundtrip(&rq);
+	ck_assert_int_eq(out->u.logs.user, -1);
+	ck_assert_str_eq(out->u.logs.user_name, "alice");
+	message_request_free(out);
 }
 END_TEST
 
