@@ -657,7 +657,7 @@ fleet_batch_usage(struct fleet_batch *b, const struct ledger_record *r, uint64_t
 
 	if (cl == NULL)
 		return;
-	n = budgets_claims(b->budgets, r->uid, r->tag, r->model,
+	n = budgets_claims(b->budgets, r->uid, r->user, r->tag, r->model,
 	    budget_tokens_add(r->prompt_tokens, r->completion_tokens), r->cost, r->time_ms,
 	    cl, b->max_claims);
 	for (size_t i = 0; i < n; i++) {
@@ -993,7 +993,7 @@ fleet_budgets_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char
 		const struct budget_claim *cl = &op->claims[i];
 		struct budget_status *out = &st->budgets[st->n_budgets++];
 		struct budget_def def = {
-			.scope = cl->scope, .uid = cl->uid, .name = cl->name[0] ? cl->name : NULL,
+			.scope = cl->scope, .uid = cl->uid, .named = cl->named, .name = cl->name[0] ? cl->name : NULL,
 			.unit = cl->unit, .period = cl->period, .limit = cl->limit_def,
 		};
 		int64_t used = strtoll(PQgetvalue(r, i, 1), NULL, 10);
