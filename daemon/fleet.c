@@ -68,7 +68,7 @@
 #define FLEET_BACKOFF_MAX_MS	15000
 #define FLEET_CONNECT_TIMEOUT_MS 10000
 #define FLEET_QUERY_TIMEOUT_MS	30000
-#define FLEET_COLS		14      /* per record, besides the node and the usage arrays */
+#define FLEET_COLS		15      /* per record, besides the node and the usage arrays */
 #define FLEET_SHIP_FIXED	5       /* $1 node, $2-$5 the usage arrays */
 
 enum fleet_state { FLEET_DOWN, FLEET_CONNECTING, FLEET_READY };
@@ -212,7 +212,9 @@ static const char fleet_schema_sql[] =
     "   JOIN ollm_budget x ON x.budget = t.b AND x.period_start = to_timestamp(t.s / 1000.0)"
     "   ORDER BY t.i;"
     " END $f$;"
-    "INSERT INTO ollm_schema_version (version) VALUES (1), (2) ON CONFLICT DO NOTHING;"
+    /* version 3: named users (an API key's user that is no system account) */
+    "ALTER TABLE ollm_usage ADD COLUMN IF NOT EXISTS user_name text NOT NULL DEFAULT '';"
+    "INSERT INTO ollm_schema_version (version) VALUES (1), (2), (3) ON CONFLICT DO NOTHING;"
     "COMMIT;";
 
 static const char fleet_position_sql[] =
@@ -719,6 +721,7 @@ fleet_batch_cb(const struct ledger_record *r, uint64_t rid, void *arg)
 	    fleet_fmt(b, "%s", r->error_code) : NULL;
 	p[12] = fleet_fmt(b, "%" PRId64, r->latency_ms);
 	p[13] = r->reservation != 0 ? fleet_fmt(b, "%" PRIu64, r->reservation) : NULL;
+	p[14] = fleet_fmt(b, "%s", r->user != NULL ? r->user : "");
 	fleet_batch_usage(b, r, rid);
 	b->n++;
 	b->top = rid;
@@ -750,7 +753,7 @@ fleet_ship_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *e
 static const char fleet_ship_head[] =
     "WITH ins AS (INSERT INTO ollm_usage (node, seq, time, uid, tag, model, "
     "upstream, prompt_tokens, completion_tokens, estimated, cost, status, error_code, "
-    "latency_ms, reservation) VALUES ";
+    "latency_ms, reservation, user_name) VALUES ";
 static const char fleet_ship_tail[] =
     " ON CONFLICT DO NOTHING RETURNING seq, reservation),"
     " del AS (DELETE FROM ollm_reservation x USING ins WHERE x.node = $1"
@@ -899,7 +902,9 @@ drop:
 
 /*
  * One row per (dimension, key) with the counters, the dimensions of one
- * query: "total", and model, user, tag, day, node (those asked for).
+ * query: "total", and model, user, tag, day, node (those asked for). Users
+ * are keyed as the local stats key them: by uid, a named user by name (its
+ * uid, LEDGER_UID_NAMED, sorts it after the uids).
  */
 static const char fleet_stats_sql[] =
     "WITH u AS (SELECT * FROM ollm_usage WHERE $1::bigint < 0 OR"
@@ -907,7 +912,8 @@ static const char fleet_stats_sql[] =
     " k AS ("
     "  SELECT 'total' AS dim, '' AS key, 0::bigint AS num, * FROM u"
     "  UNION ALL SELECT 'model', model, 0, * FROM u WHERE $2 IN ('', 'model')"
-    "  UNION ALL SELECT 'user', uid::text, uid, * FROM u WHERE $2 IN ('', 'user')"
+    "  UNION ALL SELECT 'user', CASE WHEN user_name <> '' THEN user_name ELSE uid::text END,"
+    "   uid, * FROM u WHERE $2 IN ('', 'user')"
     "  UNION ALL SELECT 'tag', tag, 0, * FROM u WHERE $2 IN ('', 'tag')"
     "  UNION ALL SELECT 'day', to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD'), 0, * FROM u"
     "   WHERE $2 = 'day'"
@@ -993,7 +999,8 @@ fleet_budgets_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char
 		const struct budget_claim *cl = &op->claims[i];
 		struct budget_status *out = &st->budgets[st->n_budgets++];
 		struct budget_def def = {
-			.scope = cl->scope, .uid = cl->uid, .named = cl->named, .name = cl->name[0] ? cl->name : NULL,
+			.scope = cl->scope, .uid = cl->uid, .named = cl->named,
+			.name = cl->name[0] ? cl->name : NULL,
 			.unit = cl->unit, .period = cl->period, .limit = cl->limit_def,
 		};
 		int64_t used = strtoll(PQgetvalue(r, i, 1), NULL, 10);
@@ -1175,7 +1182,8 @@ fleet_stats(struct fleet *f, struct session *s, const struct request *req)
 /* Rows newest first, filtered as the logs op asks; NULL parameters match anything. */
 static const char fleet_logs_sql[] =
     "SELECT node, floor(extract(epoch FROM time) * 1000)::bigint, uid, tag, model, upstream,"
-    " status, error_code, prompt_tokens, completion_tokens, estimated, cost, latency_ms"
+    " status, error_code, prompt_tokens, completion_tokens, estimated, cost, latency_ms,"
+    " user_name"
     " FROM ollm_usage"
     " WHERE ($1::bigint IS NULL OR time >= to_timestamp($1::bigint))"
     " AND ($2::bigint IS NULL OR time < to_timestamp($2::bigint))"
@@ -1183,6 +1191,7 @@ static const char fleet_logs_sql[] =
     " AND ($4::text IS NULL OR tag = $4::text)"
     " AND ($5::text IS NULL OR model = $5::text)"
     " AND ($6::text IS NULL OR status = $6::text)"
+    " AND ($8::text IS NULL OR user_name = $8::text)"
     " ORDER BY time DESC, node COLLATE \"C\", seq DESC LIMIT $7::bigint";
 
 /* The logs statement finished: answer the session that asked, if it is still there. */
@@ -1211,7 +1220,7 @@ fleet_logs_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *e
 		goto oom;
 	for (int i = 0; i < n; i++) {
 		struct log_row *w = &l->rows[i];
-		const char *tag = PQgetvalue(r, i, 3);
+		const char *tag = PQgetvalue(r, i, 3), *user = PQgetvalue(r, i, 13);
 
 		l->n++;
 		w->node = strdup(PQgetvalue(r, i, 0));
@@ -1228,8 +1237,10 @@ fleet_logs_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *e
 		w->cost = strtod(PQgetvalue(r, i, 11), NULL);
 		w->latency_ms = strtoll(PQgetvalue(r, i, 12), NULL, 10);
 		w->ttft_ms = -1;        /* not shipped */
+		w->user = *user != '\0' ? strdup(user) : NULL;
 		if (w->node == NULL || w->model == NULL || w->upstream == NULL ||
 		    w->status == NULL || (*tag != '\0' && w->tag == NULL) ||
+		    (*user != '\0' && w->user == NULL) ||
 		    (!PQgetisnull(r, i, 7) && w->error == NULL))
 			goto oom;
 	}
@@ -1259,7 +1270,7 @@ fleet_logs(struct fleet *f, struct session *s, const struct request *req, int64_
 		    "fleet logs: the database is not reachable now");
 		return;
 	}
-	if ((op = calloc(1, sizeof *op)) == NULL || (op->params = calloc(7, sizeof *op->params)) ==
+	if ((op = calloc(1, sizeof *op)) == NULL || (op->params = calloc(8, sizeof *op->params)) ==
 	    NULL || (op->sql = strdup(fleet_logs_sql)) == NULL) {
 		if (op != NULL) {
 			free(op->params);
@@ -1268,7 +1279,7 @@ fleet_logs(struct fleet *f, struct session *s, const struct request *req, int64_
 		session_send_error(s, req->id, "internal", "fleet logs: out of memory");
 		return;
 	}
-	op->n_params = 7;
+	op->n_params = 8;
 	if (q->since >= 0)
 		oom |= asprintf(&op->params[0], "%" PRId64, q->since) == -1;
 	if (q->until >= 0)
@@ -1281,6 +1292,8 @@ fleet_logs(struct fleet *f, struct session *s, const struct request *req, int64_
 		oom |= (op->params[4] = strdup(q->model)) == NULL;
 	if (q->status != NULL)
 		oom |= (op->params[5] = strdup(q->status)) == NULL;
+	if (q->user_name != NULL)
+		oom |= (op->params[7] = strdup(q->user_name)) == NULL;
 	oom |= asprintf(&op->params[6], "%" PRId64,
 	    q->limit > 0 ? q->limit : (int64_t)LOGS_LIMIT_DEFAULT) == -1;
 	if (oom) {

@@ -12,7 +12,7 @@ struct session;
 struct request;
 
 /* The schema version this daemon creates and understands. */
-#define FLEET_SCHEMA_VERSION	2
+#define FLEET_SCHEMA_VERSION	3
 /* Records per INSERT. */
 #define FLEET_BATCH_MAX		500
 
@@ -29,7 +29,10 @@ void fleet_tick(struct fleet *, int64_t now_ms);
 /* Answer a stats request with fleet: true from the database, later; takes ownership of nothing. */
 void fleet_stats(struct fleet *, struct session *, const struct request *);
 
-/* Answer a logs request with fleet: true from the database, later; uid -1: every user's rows. */
+/*
+ * Answer a logs request with fleet: true from the database, later; uid -1:
+ * every user's rows; the request's user_name: that named user's only.
+ */
 void fleet_logs(struct fleet *, struct session *, const struct request *, int64_t uid);
 
 /* A session is going away: drop its pending answers. */

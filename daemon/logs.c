@@ -101,11 +101,6 @@ logs_answer(struct session *s, struct request *req)
 			    "own rows (you are uid %u)", q->user_name, (unsigned)s->uid);
 			return;
 		}
-		if (q->fleet) {
-			session_send_error(s, req->id, "bad_request", "user %s: fleet rows carry no "
-			    "named users", q->user_name);
-			return;
-		}
 		lc.uid = LEDGER_UID_NAMED;
 		lc.user = q->user_name;
 	}

@@ -64,6 +64,19 @@ print("%s: all %d records in the table once" % (node, n))
 PY
 }
 
+# 0. a database left at schema version 2, with a record: moved on to version
+#    3 (user_name) when the nodes connect, the record kept as a uid's
+psql "CREATE TABLE ollm_schema_version (version integer PRIMARY KEY,
+    applied timestamptz NOT NULL DEFAULT now());
+  INSERT INTO ollm_schema_version (version) VALUES (1), (2);
+  CREATE TABLE ollm_usage (node text NOT NULL, seq bigint NOT NULL, time timestamptz NOT NULL,
+    uid bigint NOT NULL, tag text NOT NULL, model text NOT NULL, upstream text NOT NULL,
+    prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL, estimated boolean NOT NULL,
+    cost double precision NOT NULL, status text NOT NULL, error_code text,
+    latency_ms bigint NOT NULL, reservation bigint, PRIMARY KEY (node, seq));
+  INSERT INTO ollm_usage VALUES ('old', 1, now(), 1000, '', 'm', 'u', 1, 2, false, 0, 'done',
+    NULL, 5, NULL);"
+
 # 1. two nodes: the records of both appear once each
 start_node alpha
 start_node beta
@@ -72,7 +85,10 @@ chats beta 12
 wait $! || fail "chats on alpha failed"
 shipped alpha
 shipped beta
-[ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 2 ] || fail "schema version"
+[ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 3 ] || fail "schema version"
+[ "$(psql "SELECT uid, user_name = '' FROM ollm_usage WHERE node = 'old'")" = "1000|t" ] ||
+	fail "the version 2 record after the move: $(psql "SELECT * FROM ollm_usage WHERE node = 'old'")"
+psql "DELETE FROM ollm_usage WHERE node = 'old'"
 
 # 2. kill -9 of alpha in the middle of a run, then a restart: the rest is shipped once
 chats alpha 200 "delay_ms=10" >/dev/null 2>&1 &   # 40 ms each: about 8 s in all
