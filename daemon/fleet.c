@@ -1110,7 +1110,7 @@ fleet_stats_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *
 	ledger_stats_clear(st);
 }
 
-/* The claims of every budget this node has, in the current periods: the budgets fleet stats show. */
+/* The claims of every budget this node has, in the current periods: what fleet stats show. */
 static int
 fleet_stats_claims(struct fleet *f, struct fleet_op *op)
 {
