@@ -62,6 +62,10 @@
  *   or so) the fleet holds its reservation, its worst case: it over-counts.
  * - Fleet stats show this node's budgets as ollm_budget has them in the
  *   current period: used, and left net of the open reservations.
+ *
+ * Named users (schema version 3): ollm_usage.user_name holds an API key's
+ * user with no system account ('' for a uid's record, whose uid is then
+ * LEDGER_UID_NAMED); their budgets are keyed by the name.
  */
 
 #define FLEET_BACKOFF_MIN_MS	1000
