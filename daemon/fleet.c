@@ -64,8 +64,8 @@
  *   current period: used, and left net of the open reservations.
  *
  * Named users (schema version 3): ollm_usage.user_name holds an API key's
- * user with no system account ('' for a uid's record, whose uid is then
- * LEDGER_UID_NAMED); their budgets are keyed by the name.
+ * user with no system account, whose records have uid LEDGER_UID_NAMED; ''
+ * for a uid's record. Their budgets are keyed by the name.
  */
 
 #define FLEET_BACKOFF_MIN_MS	1000
