@@ -1131,6 +1131,19 @@ fleet_stats_claims(struct fleet *f, struct fleet_op *op)
 	return 0;
 }
 
+/* Whether the database can be asked now; if not, the session is told why. */
+static bool
+fleet_can_ask(struct fleet *f, struct session *s, uint64_t req_id, const char *what)
+{
+	if (f == NULL)
+		session_send_error(s, req_id, "fleet_unavailable",
+		    "fleet %s: this daemon has no fleet (fleet_postgres is unset)", what);
+	else if (f->state != FLEET_READY)
+		session_send_error(s, req_id, "fleet_unavailable",
+		    "fleet %s: the database is not reachable now", what);
+	return f != NULL && f->state == FLEET_READY;
+}
+
 /* Ask the database; the answer goes to the session later. */
 void
 fleet_stats(struct fleet *f, struct session *s, const struct request *req)
@@ -1145,16 +1158,8 @@ fleet_stats(struct fleet *f, struct session *s, const struct request *req)
 		    "by must be model, user, tag or day, not \"%s\"", by);
 		return;
 	}
-	if (f == NULL) {
-		session_send_error(s, req->id, "fleet_unavailable",
-		    "fleet stats: this daemon has no fleet (fleet_postgres is unset)");
+	if (!fleet_can_ask(f, s, req->id, "stats"))
 		return;
-	}
-	if (f->state != FLEET_READY) {
-		session_send_error(s, req->id, "fleet_unavailable",
-		    "fleet stats: the database is not reachable now");
-		return;
-	}
 	if ((op = calloc(1, sizeof *op)) == NULL || (op->sql = strdup(fleet_stats_sql)) == NULL ||
 	    (op->params = calloc(2, sizeof *op->params)) == NULL ||
 	    (op->params[1] = strdup(by)) == NULL ||
@@ -1264,16 +1269,8 @@ fleet_logs(struct fleet *f, struct session *s, const struct request *req, int64_
 	struct fleet_op *op;
 	bool oom = false;
 
-	if (f == NULL) {
-		session_send_error(s, req->id, "fleet_unavailable",
-		    "fleet logs: this daemon has no fleet (fleet_postgres is unset)");
+	if (!fleet_can_ask(f, s, req->id, "logs"))
 		return;
-	}
-	if (f->state != FLEET_READY) {
-		session_send_error(s, req->id, "fleet_unavailable",
-		    "fleet logs: the database is not reachable now");
-		return;
-	}
 	if ((op = calloc(1, sizeof *op)) == NULL || (op->params = calloc(8, sizeof *op->params)) ==
 	    NULL || (op->sql = strdup(fleet_logs_sql)) == NULL) {
 		if (op != NULL) {
