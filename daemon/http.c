@@ -39,6 +39,7 @@ struct http {
 	struct event *timer;
 	size_t active;
 	struct http_transfer *pool; /* idle transfers, their easy handles ready */
+	bool in_curl;               /* inside curl_multi_socket_action */
 	size_t n_pool;
 };
 
@@ -59,7 +60,9 @@ http_event_cb(evutil_socket_t fd, short what, void *arg)
 	    ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 	int running;
 
+	h->in_curl = true;
 	curl_multi_socket_action(h->multi, fd, action, &running);
+	h->in_curl = false;
 	http_check_done(h);
 }
 
@@ -72,7 +75,9 @@ http_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	h->in_curl = true;
 	curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	h->in_curl = false;
 	http_check_done(h);
 }
 
@@ -86,6 +91,16 @@ http_multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
 	(void)multi;
 	if (timeout_ms < 0) {
 		evtimer_del(h->timer);
+		return 0;
+	}
+	if (timeout_ms == 0 && !h->in_curl) {
+		/*
+		 * A transfer was added or resumed: run in this loop pass, not after
+		 * another epoll_wait. From inside curl the timer waits for the
+		 * next pass, so that curl cannot keep the loop from polling.
+		 */
+		evtimer_del(h->timer);
+		event_active(h->timer, EV_TIMEOUT, 1);
 		return 0;
 	}
 	tv.tv_sec = timeout_ms / 1000;

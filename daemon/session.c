@@ -1,6 +1,7 @@
 /* One client connection: frames in, replies out, output watermarks, the msgpack front. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,7 +56,8 @@ session_new(struct server *srv, int fd, uid_t uid, pid_t pid)
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SESSION_LOW_WATERMARK, 0);
 	evbuffer_add_cb(bufferevent_get_output(s->bev), session_output_cb, s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* replies are written by session_flush; the bufferevent writes only what the socket refused */
+	bufferevent_enable(s->bev, EV_READ);
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	srv->n_sessions++;
 	log_debug("client pid %d uid %u connected", (int)pid, (unsigned)uid);
@@ -101,6 +103,10 @@ session_close(struct session *s)
 	s->dead = true;
 	s->doomed = true;
 	event_del(s->close_ev);
+	if (s->flush_pending) {
+		TAILQ_REMOVE(&s->server->flush_list, s, flush_entry);
+		s->flush_pending = false;
+	}
 	while ((c = TAILQ_FIRST(&s->chats)) != NULL)
 		chat_cancel(c, "cancelled", "client disconnected");
 	fleet_forget(s->server->fleet, s);
@@ -145,7 +151,21 @@ session_close_all(struct server *srv)
 		session_close(s);
 }
 
-/* Append one encoded reply to the client's output; a client too far behind is dropped soon. */
+/* Have the output written before the loop sleeps, unless the bufferevent is already at it. */
+static void
+session_flush_soon(struct session *s)
+{
+	if (s->flush_pending || s->write_armed)
+		return;
+	s->flush_pending = true;
+	TAILQ_INSERT_TAIL(&s->server->flush_list, s, flush_entry);
+	server_flush_soon(s->server);
+}
+
+/*
+ * Append one encoded reply to the client's output, to be written at the end
+ * of the loop pass; a client too far behind is dropped soon.
+ */
 void
 session_send(struct session *s, const struct reply *r)
 {
@@ -156,9 +176,10 @@ session_send(struct session *s, const struct reply *r)
 	if (s->dead || s->doomed)
 		return;
 	sb.size = 0;
-	if (message_reply_encode(&sb, r) == 0)
+	if (message_reply_encode(&sb, r) == 0) {
 		bufferevent_write(s->bev, sb.data, sb.size);
-	else
+		session_flush_soon(s);
+	} else
 		log_error("cannot encode a reply for id %llu", (unsigned long long)r->id);
 	if (sb.alloc > SESSION_LOW_WATERMARK) {
 		/* a large non-stream reply: do not keep its buffer */
@@ -345,15 +366,14 @@ session_read_cb(struct bufferevent *bev, void *arg)
 
 /* Output drained below the low watermark: resume paused transfers, or finish closing. */
 static void
-session_write_cb(struct bufferevent *bev, void *arg)
+session_drained(struct session *s)
 {
-	struct session *s = arg;
 	struct chat *c, *next;
 
 	if (s->doomed)
 		return;
 	if (s->closing) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
 			session_close_soon(s);
 		return;
 	}
@@ -365,6 +385,71 @@ session_write_cb(struct bufferevent *bev, void *arg)
 		chat_resume(c);
 		if (s->doomed || s->over_watermark)
 			break;
+	}
+}
+
+/*
+ * The bufferevent wrote what the socket had refused (down to the low
+ * watermark). Once all is out, writing goes back to session_flush, so a
+ * reply costs no epoll_ctl and no extra loop pass.
+ */
+static void
+session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->write_armed && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		bufferevent_disable(bev, EV_WRITE);
+		s->write_armed = false;
+	}
+	session_drained(s);
+}
+
+/*
+ * Write a session's output now, straight to the socket, as the loop is
+ * about to sleep; what the socket refuses is left to the bufferevent, which
+ * arms the write event (Redis's beforeSleep and handleClientsWithPendingWrites).
+ */
+static void
+session_flush(struct session *s)
+{
+	struct evbuffer *out;
+	int n, err;
+
+	if (s->dead || s->doomed || s->write_armed)
+		return;
+	out = bufferevent_get_output(s->bev);
+	if (evbuffer_get_length(out) > 0) {
+		/* the bufferevent keeps the front of its output frozen between its own writes */
+		evbuffer_unfreeze(out, 1);
+		n = evbuffer_write(out, bufferevent_getfd(s->bev));
+		err = errno;
+		evbuffer_freeze(out, 1);
+		if (n == -1 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+			log_debug("client pid %d uid %u: write: %s", (int)s->pid, (unsigned)s->uid,
+			    strerror(err));
+			session_close_soon(s);
+			return;
+		}
+		if (evbuffer_get_length(out) > 0) {
+			s->write_armed = true;
+			bufferevent_enable(s->bev, EV_WRITE);
+			return;
+		}
+	}
+	session_drained(s);
+}
+
+/* Write the output of every session that has some (server_flush). */
+void
+session_flush_all(struct server *srv)
+{
+	struct session *s;
+
+	while ((s = TAILQ_FIRST(&srv->flush_list)) != NULL) {
+		TAILQ_REMOVE(&srv->flush_list, s, flush_entry);
+		s->flush_pending = false;
+		session_flush(s);
 	}
 }
 
