@@ -34,6 +34,7 @@
 #include "daemon/openai.h"
 #include "daemon/openllmd.h"
 #include "daemon/peer.h"
+#include "daemon/pretok.h"
 
 #define API_HIGH_WATERMARK (1024 * 1024)    /* pause the transfer above this much unsent output */
 #define API_TAG_MAX 256                     /* longest X-Ollm-Tag */
@@ -294,14 +295,85 @@ api_usage_json(const struct usage *u)
 	    "total_tokens", (json_int_t)u->total_tokens);
 }
 
+/* Append s as a JSON string (quoted, escaped); -1, nothing appended, unless it is valid UTF-8. */
+static int
+api_json_string(struct evbuffer *out, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t len = strlen(s), i, start = 0;
+	char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+
+	if (pretok_utf8_valid(s, len) != len)
+		return -1;
+	evbuffer_add(out, "\"", 1);
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		evbuffer_add(out, s + start, i - start);
+		start = i + 1;
+		switch (ch) {
+		case '"': evbuffer_add(out, "\\\"", 2); break;
+		case '\\': evbuffer_add(out, "\\\\", 2); break;
+		case '\n': evbuffer_add(out, "\\n", 2); break;
+		case '\r': evbuffer_add(out, "\\r", 2); break;
+		case '\t': evbuffer_add(out, "\\t", 2); break;
+		default:
+			esc[4] = hex[ch >> 4];
+			esc[5] = hex[ch & 15];
+			evbuffer_add(out, esc, 6);
+		}
+	}
+	evbuffer_add(out, s + start, len - start);
+	evbuffer_add(out, "\"", 1);
+	return 0;
+}
+
+/*
+ * The usual delta, content alone, written straight as its SSE event: the
+ * same chunk api_chunk builds, without a JSON document per delta. -1 when
+ * the delta is not that kind (the caller builds it with jansson).
+ */
+static int
+api_delta_fast(struct api_req *ar, const struct delta_reply *d, struct evbuffer *out)
+{
+	static const char mid[] = ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,"
+	    "\"delta\":{\"content\":";
+	static const char end[] = "},\"finish_reason\":null,\"logprobs\":null}]}\n\n";
+
+	if (d->content == NULL || d->reasoning != NULL || d->tool_calls.data != NULL)
+		return -1;
+	evbuffer_add_printf(out, "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\","
+	    "\"created\":%lld,\"model\":", ar->id, (long long)ar->created);
+	if (api_json_string(out, ar->model) == -1)
+		goto slow;
+	evbuffer_add(out, mid, sizeof mid - 1);
+	if (api_json_string(out, d->content) == -1)
+		goto slow;
+	evbuffer_add(out, end, sizeof end - 1);
+	return 0;
+slow:
+	evbuffer_drain(out, evbuffer_get_length(out));
+	return -1;
+}
+
 /* A delta of the stream. */
 static void
 api_reply_delta(struct api_req *ar, const struct delta_reply *d)
 {
-	json_t *delta = json_object();
+	/* one buffer for every delta: the chunk is moved out of it (single-threaded loop) */
+	static struct evbuffer *fast;
+	json_t *delta;
 	struct evbuffer *out;
 
 	api_stream_start(ar);
+	if (fast == NULL)
+		fast = evbuffer_new();
+	if (fast != NULL && api_delta_fast(ar, d, fast) == 0) {
+		api_sse_send(ar, fast);
+		return;
+	}
+	delta = json_object();
 	if (d->content != NULL)
 		json_object_set_new(delta, "content", json_string(d->content));
 	if (d->reasoning != NULL)
