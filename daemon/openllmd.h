@@ -135,7 +135,8 @@ TAILQ_HEAD(chat_list, chat);
  */
 struct session {
 	struct server *server;
-	struct bufferevent *bev;
+	struct bufferevent *bev;    /* writes what the socket refused; never reads */
+	struct event *read_ev;      /* frames in; its timeout is frame_timeout */
 	struct event *close_ev;     /* closes the session from the loop */
 	uid_t uid;
 	pid_t pid;
