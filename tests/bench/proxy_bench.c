@@ -16,7 +16,8 @@
  * proxy_bench load TARGET CONNS SECONDS DELTAS
  *     CONNS connections, each sending its next request when the last one
  *     ended, for SECONDS; prints "requests=.. rps=.. deltas=.. deltas_s=..
- *     errors=..". PROXY_BENCH_PROMPT replaces the user message. Every reply is checked: an SSE body of the expected length,
+ *     errors=..". PROXY_BENCH_PROMPT replaces the user message (on every
+ *     path). Every reply is checked: an SSE body of the expected length,
  *     or DELTAS delta frames and then a done frame.
  */
 #include "config.h"
@@ -106,11 +107,17 @@ die(const char *fmt, ...)
 static const char *
 http_body(const char *model)
 {
-	static char body[512];
+	static char body[1024];
+	const char *prompt = getenv("PROXY_BENCH_PROMPT");
 
-	snprintf(body, sizeof body,
-	    "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"" BENCH_PROMPT "\"}],"
-	    "\"stream\":true,\"stream_options\":{\"include_usage\":true}}", model);
+	if (prompt == NULL)
+		prompt = BENCH_PROMPT;
+	if (strpbrk(prompt, "\"\\") != NULL)
+		die("PROXY_BENCH_PROMPT may hold no quote or backslash");
+	if ((size_t)snprintf(body, sizeof body,
+	    "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
+	    "\"stream\":true,\"stream_options\":{\"include_usage\":true}}", model, prompt) >= sizeof body)
+		die("PROXY_BENCH_PROMPT is too long");
 	return body;
 }
 
