@@ -1322,6 +1322,7 @@ ollm_logs_clear(struct ollm_logs *l)
 		free(l->rows[i].upstream);
 		free(l->rows[i].status);
 		free(l->rows[i].error);
+		free(l->rows[i].node);
 	}
 	free(l->rows);
 	memset(l, 0, sizeof *l);
@@ -1356,6 +1357,7 @@ ollm_logs(struct ollm *c, const struct ollm_logs_req *q, struct ollm_logs *out)
 	lr->model = q->model != NULL && *q->model != '\0' ? (char *)q->model : NULL;
 	lr->status = (char *)q->status;
 	lr->limit = q->limit > 0 ? q->limit : -1;
+	lr->fleet = q->fleet != 0;
 	if ((r = ollm_roundtrip(c, &rq, NULL, NULL, &rp)) != OLLM_OK)
 		return r;
 	l = &rp->u.result.u.logs;
@@ -1380,6 +1382,7 @@ ollm_logs(struct ollm *c, const struct ollm_logs_req *q, struct ollm_logs *out)
 		o->cost = w->cost;
 		o->latency_ms = w->latency_ms;
 		o->ttft_ms = w->ttft_ms;
+		o->node = ollm_take(&w->node);
 	}
 	out->n = l->n;
 	out->truncated = l->truncated;

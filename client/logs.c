@@ -16,7 +16,7 @@
 
 #include "client/ollmctl.h"
 
-#define LOGS_COLS 11
+#define LOGS_COLS 12
 #define LOGS_CELL 48
 
 /* The rows as the logs op's JSON: {"rows": [...], "truncated": bool}. */
@@ -43,6 +43,8 @@ logs_json(FILE *f, const struct ollm_logs *l)
 			break;
 		if (w->ttft_ms >= 0)
 			json_object_set_new(row, "ttft_ms", json_integer(w->ttft_ms));
+		if (w->node != NULL)
+			json_object_set_new(row, "node", json_string(w->node));
 		json_array_append_new(rows, row);
 	}
 	if ((o = json_pack("{s:o, s:b}", "rows", rows, "truncated", l->truncated)) == NULL)
@@ -65,12 +67,12 @@ logs_ms(char *buf, size_t len, int64_t ms)
 		snprintf(buf, len, "%.1fs", (double)ms / 1000);
 }
 
-/* The rows as a table; token counts counted locally are marked with ~. */
+/* The rows as a table; token counts counted locally are marked with ~; NODE for fleet rows. */
 static void
-logs_table(FILE *f, const struct ollm_logs *l)
+logs_table(FILE *f, const struct ollm_logs *l, int fleet)
 {
-	static const char *head[LOGS_COLS] = { "TIME", "USER", "TAG", "MODEL", "UPSTREAM",
-	    "STATUS", "PROMPT", "COMPL", "COST", "LATENCY", "TTFT" };
+	static const char *head[LOGS_COLS] = { "TIME", "NODE", "USER", "TAG", "MODEL",
+	    "UPSTREAM", "STATUS", "PROMPT", "COMPL", "COST", "LATENCY", "TTFT" };
 	char (*cells)[LOGS_COLS][LOGS_CELL];
 	size_t w[LOGS_COLS], i, k;
 	char user[64], uid[16], num[32];
@@ -91,30 +93,33 @@ logs_table(FILE *f, const struct ollm_logs *l)
 		if (localtime_r(&t, &tm) == NULL ||
 		    strftime(cells[i][0], LOGS_CELL, "%Y-%m-%d %H:%M:%S", &tm) == 0)
 			snprintf(cells[i][0], LOGS_CELL, "@%" PRId64, r->time_ms / 1000);
+		snprintf(cells[i][1], LOGS_CELL, "%s", r->node != NULL ? r->node : "-");
 		snprintf(uid, sizeof uid, "%" PRIu32, r->uid);
-		snprintf(cells[i][1], LOGS_CELL, "%s", render_user(user, sizeof user, uid));
-		snprintf(cells[i][2], LOGS_CELL, "%s", r->tag != NULL ? r->tag : "-");
-		snprintf(cells[i][3], LOGS_CELL, "%s", r->model);
-		snprintf(cells[i][4], LOGS_CELL, "%s", r->upstream);
-		snprintf(cells[i][5], LOGS_CELL, "%s", r->error != NULL ? r->error : r->status);
+		snprintf(cells[i][2], LOGS_CELL, "%s", render_user(user, sizeof user, uid));
+		snprintf(cells[i][3], LOGS_CELL, "%s", r->tag != NULL ? r->tag : "-");
+		snprintf(cells[i][4], LOGS_CELL, "%s", r->model);
+		snprintf(cells[i][5], LOGS_CELL, "%s", r->upstream);
+		snprintf(cells[i][6], LOGS_CELL, "%s", r->error != NULL ? r->error : r->status);
 		render_thousands(num, sizeof num, (uint64_t)r->prompt_tokens);
-		snprintf(cells[i][6], LOGS_CELL, "%s%s", r->estimated ? "~" : "", num);
-		render_thousands(num, sizeof num, (uint64_t)r->completion_tokens);
 		snprintf(cells[i][7], LOGS_CELL, "%s%s", r->estimated ? "~" : "", num);
-		render_money(cells[i][8], LOGS_CELL, r->cost);
-		logs_ms(cells[i][9], LOGS_CELL, r->latency_ms);
-		logs_ms(cells[i][10], LOGS_CELL, r->ttft_ms);
+		render_thousands(num, sizeof num, (uint64_t)r->completion_tokens);
+		snprintf(cells[i][8], LOGS_CELL, "%s%s", r->estimated ? "~" : "", num);
+		render_money(cells[i][9], LOGS_CELL, r->cost);
+		logs_ms(cells[i][10], LOGS_CELL, r->latency_ms);
+		logs_ms(cells[i][11], LOGS_CELL, r->ttft_ms);
 		for (k = 0; k < LOGS_COLS; k++)
 			if (strlen(cells[i][k]) > w[k])
 				w[k] = strlen(cells[i][k]);
 	}
 	for (k = 0; k < LOGS_COLS; k++)
-		fprintf(f, k < 6 ? "%-*s%s" : "%*s%s", (int)w[k], head[k],
-		    k + 1 < LOGS_COLS ? "  " : "\n");
+		if (k != 1 || fleet)
+			fprintf(f, k < 7 ? "%-*s%s" : "%*s%s", (int)w[k], head[k],
+			    k + 1 < LOGS_COLS ? "  " : "\n");
 	for (i = 0; i < l->n; i++)
 		for (k = 0; k < LOGS_COLS; k++)
-			fprintf(f, k < 6 ? "%-*s%s" : "%*s%s", (int)w[k], cells[i][k],
-			    k + 1 < LOGS_COLS ? "  " : "\n");
+			if (k != 1 || fleet)
+				fprintf(f, k < 7 ? "%-*s%s" : "%*s%s", (int)w[k], cells[i][k],
+				    k + 1 < LOGS_COLS ? "  " : "\n");
 	free(cells);
 	if (l->truncated)
 		fprintf(f, "(the daemon stopped reading its journal here: older requests may match; "
@@ -148,9 +153,10 @@ cmd_logs(int argc, char **argv)
 		{ "status", required_argument, NULL, 'S' },
 		{ "limit", required_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "fleet", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 }
 	};
-	static const char usage[] = "usage: ollmctl logs [--since DATE] [--until DATE] "
+	static const char usage[] = "usage: ollmctl logs [--fleet] [--since DATE] [--until DATE] "
 	    "[--user USER] [--tag TAG]\n"
 	    "                   [-m MODEL] [--status done|error|cancelled] [-n N] [--json]\n";
 	struct ollm_logs_req q;
@@ -208,6 +214,9 @@ cmd_logs(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 'f':
+			q.fleet = 1;
+			break;
 		default:
 			fputs(usage, stderr);
 			return EX_USAGE;
@@ -229,7 +238,7 @@ cmd_logs(int argc, char **argv)
 	if (json)
 		r = logs_json(stdout, &l);
 	else
-		logs_table(stdout, &l);
+		logs_table(stdout, &l, q.fleet);
 	ollm_logs_clear(&l);
 	if (r != 0) {
 		fprintf(stderr, "ollmctl: out of memory\n");

@@ -326,6 +326,7 @@ struct ollm_logs_req {
 	const char *model;              /* NULL: any */
 	const char *status;             /* "done", "error", "cancelled"; NULL: any */
 	int limit;                      /* rows at most; <= 0: 50 (the daemon caps it at 1000) */
+	int fleet;                      /* every node's rows, from the shared database */
 };
 
 struct ollm_log_row {
@@ -342,6 +343,7 @@ struct ollm_log_row {
 	double cost;
 	int64_t latency_ms;
 	int64_t ttft_ms;                /* -1 when not recorded */
+	char *node;                     /* fleet rows: the node that served it; else NULL */
 };
 
 struct ollm_logs {

@@ -78,12 +78,14 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	  "                       @EPOCH, today, yesterday (UTC unless an offset is\n"
 	  "                       given); a time in the future is refused\n" },
 	{ "logs", cmd_logs,
-	  "logs [--since DATE] [--until DATE] [--user USER] [--tag TAG]\n"
+	  "logs [--fleet] [--since DATE] [--until DATE] [--user USER] [--tag TAG]\n"
 	  "               [-m MODEL] [--status done|error|cancelled] [-n N] [--json]",
 	  "Finished requests from the daemon's journal, newest first: time, user, tag,\n"
 	  "model, upstream, status, tokens (~: counted locally), cost, latency and time\n"
 	  "to the first token. You see your own requests; root and the daemon's user\n"
 	  "see everyone's.\n"
+	  "      --fleet          every node's requests, from the shared database\n"
+	  "                       (fleet_postgres), with the node that served each\n"
 	  "      --since DATE     only requests that finished at or after DATE\n"
 	  "      --until DATE     only requests that finished before DATE (dates as\n"
 	  "                       for stats: YYYY-MM-DD, @EPOCH, today, 12h, ...)\n"

@@ -743,6 +743,130 @@ fleet_stats(struct fleet *f, struct session *s, const struct request *req)
 	fleet_enqueue(f, op);
 }
 
+/* --- logs ----------------------------------------------------------------- */
+
+/* Rows newest first, filtered as the logs op asks; NULL parameters match anything. */
+static const char fleet_logs_sql[] =
+    "SELECT node, floor(extract(epoch FROM time) * 1000)::bigint, uid, tag, model, upstream,"
+    " status, error_code, prompt_tokens, completion_tokens, estimated, cost, latency_ms"
+    " FROM ollm_usage"
+    " WHERE ($1::bigint IS NULL OR time >= to_timestamp($1::bigint))"
+    " AND ($2::bigint IS NULL OR time < to_timestamp($2::bigint))"
+    " AND ($3::bigint IS NULL OR uid = $3::bigint)"
+    " AND ($4::text IS NULL OR tag = $4::text)"
+    " AND ($5::text IS NULL OR model = $5::text)"
+    " AND ($6::text IS NULL OR status = $6::text)"
+    " ORDER BY time DESC, node COLLATE \"C\", seq DESC LIMIT $7::bigint";
+
+/* The logs statement finished: answer the session that asked, if it is still there. */
+static void
+fleet_logs_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	struct reply *rp;
+	struct logs_result *l;
+	int n;
+
+	(void)f;
+	if (op->session == NULL)
+		return;
+	if (err != NULL || r == NULL) {
+		session_send_error(op->session, op->req_id, "fleet_unavailable",
+		    "fleet logs: the database: %s", err ? err : "no answer");
+		return;
+	}
+	n = PQntuples(r);
+	if ((rp = malloc(sizeof *rp)) == NULL)
+		goto oom;
+	message_reply_init(rp, REPLY_RESULT, OP_LOGS);
+	rp->id = op->req_id;
+	l = &rp->u.result.u.logs;
+	if (n > 0 && (l->rows = calloc((size_t)n, sizeof *l->rows)) == NULL)
+		goto oom;
+	for (int i = 0; i < n; i++) {
+		struct log_row *w = &l->rows[i];
+		const char *tag = PQgetvalue(r, i, 3);
+
+		l->n++;
+		w->node = strdup(PQgetvalue(r, i, 0));
+		w->time_ms = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+		w->uid = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
+		w->tag = *tag != '\0' ? strdup(tag) : NULL;
+		w->model = strdup(PQgetvalue(r, i, 4));
+		w->upstream = strdup(PQgetvalue(r, i, 5));
+		w->status = strdup(PQgetvalue(r, i, 6));
+		w->error = PQgetisnull(r, i, 7) ? NULL : strdup(PQgetvalue(r, i, 7));
+		w->prompt_tokens = strtoll(PQgetvalue(r, i, 8), NULL, 10);
+		w->completion_tokens = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+		w->estimated = strcmp(PQgetvalue(r, i, 10), "t") == 0;
+		w->cost = strtod(PQgetvalue(r, i, 11), NULL);
+		w->latency_ms = strtoll(PQgetvalue(r, i, 12), NULL, 10);
+		w->ttft_ms = -1;        /* not shipped */
+		if (w->node == NULL || w->model == NULL || w->upstream == NULL ||
+		    w->status == NULL || (*tag != '\0' && w->tag == NULL) ||
+		    (!PQgetisnull(r, i, 7) && w->error == NULL))
+			goto oom;
+	}
+	session_send(op->session, rp);
+	message_reply_free(rp);
+	return;
+oom:
+	message_reply_free(rp);
+	session_send_error(op->session, op->req_id, "internal", "fleet logs: out of memory");
+}
+
+/* Ask the database for every node's rows; uid -1: everyone's. The answer goes to the session later. */
+void
+fleet_logs(struct fleet *f, struct session *s, const struct request *req, int64_t uid)
+{
+	const struct logs_request *q = &req->u.logs;
+	struct fleet_op *op;
+	bool oom = false;
+
+	if (f == NULL) {
+		session_send_error(s, req->id, "fleet_unavailable",
+		    "fleet logs: this daemon has no fleet (fleet_postgres is unset)");
+		return;
+	}
+	if (f->state != FLEET_READY) {
+		session_send_error(s, req->id, "fleet_unavailable",
+		    "fleet logs: the database is not reachable now");
+		return;
+	}
+	if ((op = calloc(1, sizeof *op)) == NULL || (op->params = calloc(7, sizeof *op->params)) ==
+	    NULL || (op->sql = strdup(fleet_logs_sql)) == NULL) {
+		if (op != NULL) {
+			free(op->params);
+			free(op);
+		}
+		session_send_error(s, req->id, "internal", "fleet logs: out of memory");
+		return;
+	}
+	op->n_params = 7;
+	if (q->since >= 0)
+		oom |= asprintf(&op->params[0], "%" PRId64, q->since) == -1;
+	if (q->until >= 0)
+		oom |= asprintf(&op->params[1], "%" PRId64, q->until) == -1;
+	if (uid >= 0)
+		oom |= asprintf(&op->params[2], "%" PRId64, uid) == -1;
+	if (q->tag != NULL)
+		oom |= (op->params[3] = strdup(q->tag)) == NULL;
+	if (q->model != NULL)
+		oom |= (op->params[4] = strdup(q->model)) == NULL;
+	if (q->status != NULL)
+		oom |= (op->params[5] = strdup(q->status)) == NULL;
+	oom |= asprintf(&op->params[6], "%" PRId64,
+	    q->limit > 0 ? q->limit : (int64_t)LOGS_LIMIT_DEFAULT) == -1;
+	if (oom) {
+		fleet_op_free(op);
+		session_send_error(s, req->id, "internal", "fleet logs: out of memory");
+		return;
+	}
+	op->done = fleet_logs_done;
+	op->session = s;
+	op->req_id = req->id;
+	fleet_enqueue(f, op);
+}
+
 /* Drop every reference to a session that is going away. */
 void
 fleet_forget(struct fleet *f, struct session *s)

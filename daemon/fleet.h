@@ -28,6 +28,9 @@ void fleet_tick(struct fleet *, int64_t now_ms);
 /* Answer a stats request with fleet: true from the database, later; takes ownership of nothing. */
 void fleet_stats(struct fleet *, struct session *, const struct request *);
 
+/* Answer a logs request with fleet: true from the database, later; uid -1: every user's rows. */
+void fleet_logs(struct fleet *, struct session *, const struct request *, int64_t uid);
+
 /* A session is going away: drop its pending answers. */
 void fleet_forget(struct fleet *, struct session *);
 

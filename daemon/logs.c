@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/fleet.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
 #include "daemon/openllmd.h"
@@ -95,6 +96,15 @@ logs_answer(struct session *s, struct request *req)
 			return;
 		}
 		lc.uid = s->uid;
+	}
+	if (q->fleet) {
+		/* a uid names different people on different hosts */
+		if (!privileged)
+			session_send_error(s, req->id, "forbidden", "fleet logs are for root and "
+			    "the daemon's user: a uid means different people on different hosts");
+		else
+			fleet_logs(srv->fleet, s, req, lc.uid);
+		return;
 	}
 	lc.limit = q->limit > 0 ? (size_t)q->limit : LOGS_LIMIT_DEFAULT;
 	if ((lc.rows = calloc(lc.limit, sizeof *lc.rows)) == NULL) {

@@ -770,6 +770,7 @@ logs_result_free(struct logs_result *l)
 		free(l->rows[i].upstream);
 		free(l->rows[i].status);
 		free(l->rows[i].error);
+		free(l->rows[i].node);
 	}
 	free(l->rows);
 }
@@ -1102,11 +1103,11 @@ static int
 decode_logs(const msgpack_object *root, struct logs_request *l,
     struct message_error *err)
 {
-	enum { SINCE, UNTIL, USER, TAG, MODEL, STATUS, LIMIT, NF };
+	enum { SINCE, UNTIL, USER, TAG, MODEL, STATUS, LIMIT, FLEET, NF };
 	struct field f[NF] = {
 		{ "since", NULL, 0 }, { "until", NULL, 0 }, { "user", NULL, 0 },
 		{ "tag", NULL, 0 }, { "model", NULL, 0 }, { "status", NULL, 0 },
-		{ "limit", NULL, 0 }
+		{ "limit", NULL, 0 }, { "fleet", NULL, 0 }
 	};
 	uint64_t u;
 
@@ -1116,7 +1117,8 @@ decode_logs(const msgpack_object *root, struct logs_request *l,
 	    field_str(&f[TAG], "", 0, &l->tag, err) != 0 ||
 	    field_str(&f[MODEL], "", F_NONEMPTY, &l->model, err) != 0 ||
 	    field_str(&f[STATUS], "", 0, &l->status, err) != 0 ||
-	    field_int(&f[LIMIT], "", 0, 1, &l->limit, err) != 0)
+	    field_int(&f[LIMIT], "", 0, 1, &l->limit, err) != 0 ||
+	    field_bool(&f[FLEET], "", 0, &l->fleet, err) != 0)
 		return -1;
 	if (f[USER].o != NULL) {
 		if (field_uint(&f[USER], "", 0, 0, UINT32_MAX, &u, err) != 0)
@@ -1602,13 +1604,14 @@ decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
     struct message_error *err)
 {
 	enum { TIME, UID, TAG, MODEL, UPSTREAM, STATUS, ERROR, PROMPT, COMPLETION,
-	    ESTIMATED, COST, LATENCY, TTFT, NF };
+	    ESTIMATED, COST, LATENCY, TTFT, NODE, NF };
 	struct field f[NF] = {
 		{ "time_ms", NULL, 0 }, { "uid", NULL, 0 }, { "tag", NULL, 0 },
 		{ "model", NULL, 0 }, { "upstream", NULL, 0 }, { "status", NULL, 0 },
 		{ "error", NULL, 0 }, { "prompt_tokens", NULL, 0 },
 		{ "completion_tokens", NULL, 0 }, { "estimated", NULL, 0 },
-		{ "cost", NULL, 0 }, { "latency_ms", NULL, 0 }, { "ttft_ms", NULL, 0 }
+		{ "cost", NULL, 0 }, { "latency_ms", NULL, 0 }, { "ttft_ms", NULL, 0 },
+		{ "node", NULL, 0 }
 	};
 	uint64_t uid;
 
@@ -1626,7 +1629,8 @@ decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
 	    field_bool(&f[ESTIMATED], pre, F_REQ, &w->estimated, err) != 0 ||
 	    field_double(&f[COST], pre, F_REQ, 0, HUGE_VAL, &w->cost, err) != 0 ||
 	    field_int(&f[LATENCY], pre, F_REQ, 0, &w->latency_ms, err) != 0 ||
-	    field_int(&f[TTFT], pre, 0, 0, &w->ttft_ms, err) != 0)
+	    field_int(&f[TTFT], pre, 0, 0, &w->ttft_ms, err) != 0 ||
+	    field_str(&f[NODE], pre, F_NONEMPTY, &w->node, err) != 0)
 		return -1;
 	w->uid = (uint32_t)uid;
 	return 0;
@@ -2205,7 +2209,7 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 		l = &rq->u.logs;
 		enc_request_head(&e, rq, (l->since != -1) + (l->until != -1) +
 		    (l->user != -1) + (l->tag != NULL) + (l->model != NULL) +
-		    (l->status != NULL) + (l->limit != -1));
+		    (l->status != NULL) + (l->limit != -1) + l->fleet);
 		if (l->since != -1)
 			enc_kint(&e, "since", l->since);
 		if (l->until != -1)
@@ -2220,6 +2224,8 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 			enc_kstr(&e, "status", l->status);
 		if (l->limit != -1)
 			enc_kint(&e, "limit", l->limit);
+		if (l->fleet)
+			enc_kbool(&e, "fleet", true);
 		break;
 	default:
 		enc_request_head(&e, rq, 0);
@@ -2300,7 +2306,8 @@ enc_logs(struct enc *e, const struct logs_result *l)
 	enc_array(e, l->n);
 	for (i = 0; i < l->n && !e->failed; i++) {
 		w = &l->rows[i];
-		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0));
+		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0) +
+		    (w->node != NULL));
 		enc_kint(e, "time_ms", w->time_ms);
 		enc_kuint(e, "uid", w->uid);
 		if (w->tag != NULL)
@@ -2317,6 +2324,8 @@ enc_logs(struct enc *e, const struct logs_result *l)
 		enc_kint(e, "latency_ms", w->latency_ms);
 		if (w->ttft_ms >= 0)
 			enc_kint(e, "ttft_ms", w->ttft_ms);
+		if (w->node != NULL)
+			enc_kstr(e, "node", w->node);
 	}
 	enc_kbool(e, "truncated", l->truncated);
 }

@@ -94,6 +94,7 @@ struct logs_request {
 	char *model;                /* optional */
 	char *status;               /* optional: done, error, cancelled */
 	int64_t limit;              /* -1 absent, else 1 .. LOGS_LIMIT_MAX */
+	bool fleet;                 /* every node's rows, from the shared database */
 };
 
 struct request {
@@ -243,6 +244,7 @@ struct log_row {
 	double cost;
 	int64_t latency_ms;
 	int64_t ttft_ms;            /* -1: not recorded */
+	char *node;                 /* fleet logs: the node that served it; NULL otherwise */
 };
 
 struct logs_result {

@@ -44,6 +44,7 @@ complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l fleet -d 'The usag
 complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l by -x -a 'model user tag day' -d 'Only one breakdown'
 complete -c ollmctl -n "__fish_seen_subcommand_from stats" -l since -x -d 'Only requests since then (30m, 1h, HH:MM, YYYY-MM-DD, ISO 8601)'
 
+complete -c ollmctl -n "__fish_seen_subcommand_from logs" -l fleet -d 'The requests of every node, from the shared database'
 complete -c ollmctl -n "__fish_seen_subcommand_from logs" -l since -x -d 'Only requests finished at or after then'
 complete -c ollmctl -n "__fish_seen_subcommand_from logs" -l until -x -d 'Only requests finished before then'
 complete -c ollmctl -n "__fish_seen_subcommand_from logs" -l user -x -a '(__fish_complete_users)' -d 'Only this user\'s requests'

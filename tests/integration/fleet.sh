@@ -197,6 +197,38 @@ OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" stats --fle
 grep -q "^ *alpha " "$TEST_DIR/fleet.txt" && grep -q "^ *beta " "$TEST_DIR/fleet.txt" ||
 	fail "no by-node table: $(cat "$TEST_DIR/fleet.txt")"
 
+# ... fleet logs: every node's rows, newest first, as the database has them
+total=$(psql "SELECT count(*) FROM ollm_usage")
+$PYTHON - "$TEST_DIR/alpha.sock" "$total" <<'PY'
+import sys
+from olc import Conn
+c = Conn(sys.argv[1])
+total = int(sys.argv[2])
+r = c.call("logs", fleet=True, limit=1000)
+assert r["type"] == "result", r
+rows = r["rows"]
+assert len(rows) == min(total, 1000), (len(rows), total)
+assert {w["node"] for w in rows} == {"alpha", "beta"}, {w["node"] for w in rows}
+assert all(rows[i]["time_ms"] >= rows[i + 1]["time_ms"] for i in range(len(rows) - 1)), "not newest first"
+local = Conn(sys.argv[1]).call("logs", limit=5)["rows"]
+assert all("node" not in w for w in local), local
+beta = c.call("logs", fleet=True, tag="beta", limit=1000)["rows"]
+assert beta and all(w["node"] == "beta" and w["tag"] == "beta" for w in beta), beta
+assert len(c.call("logs", fleet=True, limit=3)["rows"]) == 3
+done = c.call("logs", fleet=True, status="done", limit=1000)["rows"]
+assert all(w["status"] == "done" for w in done), done
+assert c.call("logs", fleet=True, since=2**31)["rows"] == []
+print("fleet logs: %d rows of %d" % (len(rows), total))
+PY
+OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" logs --fleet -n 1000 \
+    >"$TEST_DIR/flogs.txt" || fail "ollmctl logs --fleet"
+head -n 1 "$TEST_DIR/flogs.txt" | grep -q "^TIME  *NODE  *USER" || fail "no NODE column: $(head -n 2 "$TEST_DIR/flogs.txt")"
+grep -q " alpha " "$TEST_DIR/flogs.txt" && grep -q " beta " "$TEST_DIR/flogs.txt" ||
+	fail "ollmctl logs --fleet: $(head -n 5 "$TEST_DIR/flogs.txt")"
+OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" logs --fleet --json -n 5 |
+    $PYTHON -c 'import json, sys; r = json.load(sys.stdin)["rows"]; assert len(r) == 5 and all(w["node"] for w in r), r' ||
+	fail "ollmctl logs --fleet --json"
+
 # 5. a bad by is refused before the database is asked
 r=$(OPENLLMD_SOCKET="$TEST_DIR/beta.sock" $PYTHON -c '
 from olc import Conn
@@ -223,6 +255,8 @@ start_daemon
 $PYTHON - <<'PY'
 from olc import Conn
 r = Conn().call("stats", fleet=True)
+assert r["type"] == "error" and r["code"] == "fleet_unavailable" and "fleet_postgres" in r["message"], r
+r = Conn().call("logs", fleet=True)
 assert r["type"] == "error" and r["code"] == "fleet_unavailable" and "fleet_postgres" in r["message"], r
 assert Conn().call("stats")["type"] == "result"
 PY

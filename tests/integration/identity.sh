@@ -68,6 +68,11 @@ s = json.load(open(sys.argv[1]))
 assert list(s["by_user"]) == [sys.argv[2]], s["by_user"]
 assert s["total"]["requests"] == 2, s["total"]
 PY
+# fleet logs are for root and the daemon's user: a uid names different people on other hosts
+st=0
+setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups "$OLLMCTL" logs --fleet > "$TEST_DIR/out" 2>&1 || st=$?
+[ "$st" -ne 0 ] && grep -q "fleet logs are for root" "$TEST_DIR/out" ||
+	fail "ollmctl logs --fleet as nobody (status $st): $(cat "$TEST_DIR/out")"
 # the same from an exact instant (the day's part read from the journal)
 setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups "$OLLMCTL" stats --json --since "@$since" \
     > "$TEST_DIR/out" || fail "ollmctl stats --since @$since as nobody: $(cat "$TEST_DIR/out")"

@@ -1844,9 +1844,11 @@ START_TEST(logs_request_roundtrip)
 	ck_assert_int_eq(out->u.logs.user, -1);
 	ck_assert_int_eq(out->u.logs.limit, -1);
 	ck_assert_ptr_null(out->u.logs.tag);
+	ck_assert(!out->u.logs.fleet);
 	message_request_free(out);
 
 	rq.u.logs.since = 1700000000;
+	rq.u.logs.fleet = true;
 	rq.u.logs.until = 1800000000;
 	rq.u.logs.user = 1000;
 	rq.u.logs.tag = "";
@@ -1861,7 +1863,10 @@ START_TEST(logs_request_roundtrip)
 	ck_assert_str_eq(out->u.logs.model, "qwen");
 	ck_assert_str_eq(out->u.logs.status, "error");
 	ck_assert_int_eq(out->u.logs.limit, 1000);
+	ck_assert(out->u.logs.fleet);
 	message_request_free(out);
+	expect_json_error("{'v':1,'id':5,'op':'logs','fleet':1}", "bad_request",
+	    "fleet: expected bool", 5);
 
 	expect_json_error("{'v':1,'id':5,'op':'logs','limit':1001}", "bad_request",
 	    "limit: at most 1000", 5);
@@ -1882,9 +1887,9 @@ START_TEST(logs_result_roundtrip)
 {
 	struct log_row rows[2] = {
 		{ 1714521600123, 1000, "ci", "qwen", "local", "done", NULL, 12, 34, false,
-		    0.25, 800, 120 },
+		    0.25, 800, 120, NULL },
 		{ 1714521500000, 0, NULL, "qwen", "local", "error", "upstream_unavailable", 9, 0,
-		    true, 0, 15, -1 },
+		    true, 0, 15, -1, "node-b" },
 	};
 	struct reply rp, *out;
 	struct logs_result *l;
@@ -1906,6 +1911,8 @@ START_TEST(logs_result_roundtrip)
 	ck_assert_int_eq(l->rows[0].completion_tokens, 34);
 	ck_assert_double_eq(l->rows[0].cost, 0.25);
 	ck_assert_int_eq(l->rows[0].ttft_ms, 120);
+	ck_assert_ptr_null(l->rows[0].node);
+	ck_assert_str_eq(l->rows[1].node, "node-b");
 	ck_assert_ptr_null(l->rows[1].tag);
 	ck_assert_str_eq(l->rows[1].error, "upstream_unavailable");
 	ck_assert(l->rows[1].estimated);
