@@ -17,7 +17,9 @@
 # BENCH_LAT_N (requests per path per latency run, default 2000),
 # BENCH_STREAMS (concurrent streams, default 1000), BENCH_DELTAS (deltas per
 # stream in that test, default 200), BENCH_OPENLLMD (another openllmd binary
-# to measure, e.g. an older build), BENCH_PERF (a directory: the first
+# to measure, e.g. an older build), BENCH_BEFORE (a second openllmd binary,
+# run beside the first on its own socket: the latency test then alternates
+# between both, so the two builds are compared within one run), BENCH_PERF (a directory: the first
 # openllmd run of each load test is recorded there with perf record -g, as
 # TEST.data for the msgpack front and TEST-http.data for the HTTP front).
 . "$top_srcdir/tests/integration/lib.sh"
@@ -169,6 +171,16 @@ export OPENLLMD_SOCKET
 DAEMON_PID=$!
 TEST_PIDS="$TEST_PIDS $DAEMON_PID"
 $PYTHON -m olc wait 10
+before_target=""
+if [ -n "${BENCH_BEFORE:-}" ]; then
+	sed -e "s|openllmd.sock|before.sock|; s|/state\"|/state-before\"|; s|^http_listen.*|http_listen = ( );|" \
+	    "$CONF" > "$TEST_DIR/before.conf"
+	env -u OPENLLMD_SOCKET "$BENCH_BEFORE" -f -c "$TEST_DIR/before.conf" \
+	    >> "$TEST_DIR/before.log" 2>&1 &
+	TEST_PIDS="$TEST_PIDS $!"
+	OPENLLMD_SOCKET="$TEST_DIR/before.sock" $PYTHON -m olc wait 10
+	before_target="unix:$TEST_DIR/before.sock#bench-$small"
+fi
 
 direct="http://127.0.0.1:$STANDIN_PORT"
 proxy="http://127.0.0.1:$PROXY_PORT"
@@ -203,7 +215,7 @@ r=0
 while [ $r -lt "$repeat" ]; do
 	"$bench" latency "$lat_n" $small "$direct/s$small/v1/chat/completions" \
 	    "$proxy/s$small/v1/chat/completions" "$sock#bench-$small" "$ohttp#bench-$small" \
-	    >> "$TEST_DIR/lat"
+	    $before_target >> "$TEST_DIR/lat"
 	r=$((r + 1))
 done
 lat() {    # lat TARGET FIELD
@@ -240,11 +252,14 @@ load_all() {    # load_all TEST CONNS DELTAS
 			*) cpu_pid="" ;;
 			esac
 			[ -z "$cpu_pid" ] || t0=$(cpu_ticks "$cpu_pid")
+			# the peak RSS of this run alone (5 resets VmHWM)
+			[ -z "$cpu_pid" ] || echo 5 > "/proc/$cpu_pid/clear_refs" 2>/dev/null || true
 			out=$("$bench" load "$t" "$2" "$seconds" "$3") || { echo "$p: $out" >&2; exit 1; }
 			if [ -n "$cpu_pid" ]; then
 				t1=$(cpu_ticks "$cpu_pid")
 				out="$out cpu_ns_delta=$(awk -v t="$((t1 - t0))" -v hz="$hz" \
 				    -v d="$(field deltas "$out")" 'BEGIN { printf "%.0f", t / hz * 1e9 / d }')"
+				out="$out rss_kib=$(rss_kib "$cpu_pid")"
 			fi
 			if [ -n "$perf_pid" ]; then
 				kill -INT "$perf_pid"
@@ -257,6 +272,9 @@ load_all() {    # load_all TEST CONNS DELTAS
 }
 loadv() {    # loadv TEST PATH FIELD
 	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | median
+}
+loadmax() {    # loadmax TEST PATH FIELD: the largest over the runs
+	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | sort -g | tail -n 1
 }
 load_all c64 64 $small
 load_all streams "$streams" "$deltas"
@@ -271,7 +289,8 @@ dd=$(loadv streams direct deltas_s); nd=$(loadv streams nginx deltas_s); od=$(lo
 hd=$(loadv streams ohttp deltas_s)
 ncpu=$(loadv streams nginx cpu_ns_delta); ocpu=$(loadv streams openllmd cpu_ns_delta)
 hcpu=$(loadv streams ohttp cpu_ns_delta)
-nrss=$(rss_kib "$proxy_WORKER"); orss=$(rss_kib "$DAEMON_PID")
+nrss=$(loadmax streams nginx rss_kib); orss=$(loadmax streams openllmd rss_kib)
+hrss=$(loadmax streams ohttp rss_kib)
 
 # Columns: the three paths, the ratio of openllmd's msgpack front to nginx,
 # then openllmd's HTTP front and its ratio to nginx.
@@ -279,7 +298,7 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
     -v dc="$dc" -v nc="$nc" -v oc="$oc" -v ds="$ds" -v ns="$ns" -v os="$os" \
     -v dd="$dd" -v nd="$nd" -v od="$od" -v nrss="$nrss" -v orss="$orss" -v n="$streams" \
     -v k="$deltas" -v ncpu="$ncpu" -v ocpu="$ocpu" -v h50="$h50" -v h99="$h99" -v hc="$hc" \
-    -v hs="$hs" -v hd="$hd" -v hcpu="$hcpu" 'BEGIN {
+    -v hs="$hs" -v hd="$hd" -v hcpu="$hcpu" -v hrss="$hrss" 'BEGIN {
 	f = "%-36s %10s %11s %10s %8s %12s %8s\n"
 	printf f, "", "direct", "nginx proxy", "openllmd", "/nginx", "openllmd http", "/nginx"
 	printf f, "latency p50, 1 connection (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), "", sprintf("%.1f", h50), ""
@@ -290,5 +309,17 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
 	printf f, sprintf("%d streams of %d deltas (/s)", n, k), sprintf("%.0f", ds), sprintf("%.0f", ns), sprintf("%.0f", os), sprintf("%.2fx", os / ns), sprintf("%.0f", hs), sprintf("%.2fx", hs / ns)
 	printf f, "  deltas/s", sprintf("%.0f", dd), sprintf("%.0f", nd), sprintf("%.0f", od), sprintf("%.2fx", od / nd), sprintf("%.0f", hd), sprintf("%.2fx", hd / nd)
 	printf f, "  CPU of the proxy per delta (ns)", "", ncpu, ocpu, sprintf("%.2fx", ocpu / ncpu), hcpu, sprintf("%.2fx", hcpu / ncpu)
-	printf f, "peak RSS of the proxy (MiB)", "", sprintf("%.1f", nrss / 1024), sprintf("%.1f", orss / 1024), "", "", ""
+	printf f, "  peak RSS of the proxy (MiB)", "", sprintf("%.1f", nrss / 1024), sprintf("%.1f", orss / 1024), "", sprintf("%.1f", hrss / 1024), ""
 }'
+if [ -n "$before_target" ]; then
+	b50=$(lat 4 p50_us); b99=$(lat 4 p99_us)
+	awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v b50="$b50" -v d99="$d99" -v n99="$n99" \
+	    -v o99="$o99" -v b99="$b99" 'BEGIN {
+		printf "\nlatency in the same run, msgpack front: openllmd before (BENCH_BEFORE) and now\n"
+		f = "%-36s %10s %11s %10s %8s\n"
+		printf f, "", "nginx", "before", "now", "now/before"
+		printf f, "  added p50 (us)", sprintf("%.1f", n50 - d50), sprintf("%.1f", b50 - d50), sprintf("%.1f", o50 - d50), sprintf("%.2fx", (o50 - d50) / (b50 - d50))
+		printf f, "  ratio to nginx", "1.00x", sprintf("%.2fx", (b50 - d50) / (n50 - d50)), sprintf("%.2fx", (o50 - d50) / (n50 - d50)), ""
+		printf f, "  added p99 (us)", sprintf("%.1f", n99 - d99), sprintf("%.1f", b99 - d99), sprintf("%.1f", o99 - d99), sprintf("%.2fx", (o99 - d99) / (b99 - d99))
+	}'
+fi
