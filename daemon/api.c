@@ -52,6 +52,8 @@ struct api_req {
 	bool started;               /* stream: 200 and the role chunk are sent */
 	bool finished;              /* the last reply went out */
 	bool over_watermark;        /* blocked() said so; resume when the output drains */
+	struct evbuffer *pend;      /* events held while a chunk is written, then sent as one */
+	bool chunk_in_flight;       /* a chunk is being written: api_chunk_written_cb will come */
 	bool passthrough;           /* completions, embeddings: the server's bytes go back as they are */
 	struct event *watch;        /* the client's socket, to see it close while no byte goes out */
 	char id[64];
@@ -238,15 +240,48 @@ api_sse_json(struct evbuffer *out, json_t *obj)
 
 static void api_chunk_written_cb(struct evhttp_connection *, void *);
 
-/* Send what out holds as chunks of the stream; out is emptied. */
+/* Bytes not yet written to the client's connection. */
+static size_t
+api_unsent(const struct api_req *ar)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(ar->conn->evcon);
+
+	return evbuffer_get_length(bufferevent_get_output(bev)) +
+	    (ar->pend != NULL ? evbuffer_get_length(ar->pend) : 0);
+}
+
+/*
+ * Send what out holds as a chunk of the stream; out is emptied. While the
+ * last chunk is still being written, events are copied into pend and go out
+ * together once it is (api_chunk_written_cb): a client that is behind costs
+ * its bytes, not a buffer per event.
+ */
 static void
 api_sse_send(struct api_req *ar, struct evbuffer *out)
 {
+	size_t n = evbuffer_get_length(out);
+
 	if (ar->conn == NULL) {
-		evbuffer_drain(out, evbuffer_get_length(out));
+		evbuffer_drain(out, n);
 		return;
 	}
+	if (ar->chunk_in_flight && (ar->pend != NULL || (ar->pend = evbuffer_new()) != NULL)) {
+		evbuffer_add(ar->pend, evbuffer_pullup(out, -1), n);
+		evbuffer_drain(out, n);
+		return;
+	}
+	ar->chunk_in_flight = true;
 	evhttp_send_reply_chunk_with_cb(ar->req, out, api_chunk_written_cb, ar);
+}
+
+/* Send the events held back, before the stream's last chunk. */
+static void
+api_sse_send_pending(struct api_req *ar)
+{
+	if (ar->conn != NULL && ar->pend != NULL && evbuffer_get_length(ar->pend) > 0) {
+		ar->chunk_in_flight = true;
+		evhttp_send_reply_chunk_with_cb(ar->req, ar->pend, api_chunk_written_cb, ar);
+	}
 }
 
 /* A chat.completion.chunk with one choice (delta, finish_reason) or none. */
@@ -409,6 +444,7 @@ api_reply_done_stream(struct api_req *ar, const struct done_reply *d)
 		api_sse_json(out, last);
 	}
 	evbuffer_add_printf(out, "data: [DONE]\n\n");
+	api_sse_send_pending(ar);
 	evhttp_send_reply_chunk(ar->req, out);
 	evbuffer_free(out);
 	evhttp_send_reply_end(ar->req);
@@ -460,6 +496,7 @@ api_reply_error(struct api_req *ar, const struct error_reply *e)
 		return;
 	}
 	api_status(e->code, e->status, &type);
+	api_sse_send_pending(ar);
 	if ((out = evbuffer_new()) != NULL) {
 		api_sse_json(out, api_error_json(e->code, e->message, type, NULL, &e->detail));
 		evhttp_send_reply_chunk(ar->req, out);
@@ -494,6 +531,7 @@ api_reply_raw(struct api_req *ar, const struct reply *r)
 		api_sse_send(ar, out);
 	} else {
 		evbuffer_add_printf(out, "data: [DONE]\n\n");
+		api_sse_send_pending(ar);
 		evhttp_send_reply_chunk(ar->req, out);
 		evhttp_send_reply_end(ar->req);
 	}
@@ -548,12 +586,10 @@ static bool
 api_chat_blocked(void *owner)
 {
 	struct api_req *ar = owner;
-	struct bufferevent *bev;
 
 	if (ar->conn == NULL)
 		return true;
-	bev = evhttp_connection_get_bufferevent(ar->conn->evcon);
-	if (evbuffer_get_length(bufferevent_get_output(bev)) > API_HIGH_WATERMARK) {
+	if (api_unsent(ar) > API_HIGH_WATERMARK) {
 		ar->over_watermark = true;
 		return true;
 	}
@@ -570,8 +606,10 @@ api_chat_release(void *owner, struct chat *c)
 	ar->chat = NULL;
 	if (!ar->finished && ar->conn != NULL) {
 		ar->finished = true;
-		if (ar->started)
+		if (ar->started) {
+			api_sse_send_pending(ar);
 			evhttp_send_reply_end(ar->req);
+		}
 		else
 			api_send_error(ar->req, "internal", "the request ended without an answer", NULL,
 			    NAN, -1, NULL);
@@ -580,6 +618,8 @@ api_chat_release(void *owner, struct chat *c)
 		ar->conn->active = NULL;
 	if (ar->watch != NULL)
 		event_free(ar->watch);
+	if (ar->pend != NULL)
+		evbuffer_free(ar->pend);
 	free(ar->model);
 	free(ar);
 }
@@ -632,6 +672,8 @@ api_chunk_written_cb(struct evhttp_connection *evcon, void *arg)
 	struct api_req *ar = arg;
 
 	(void)evcon;
+	ar->chunk_in_flight = false;
+	api_sse_send_pending(ar);
 	if (ar->over_watermark && ar->chat != NULL) {
 		ar->over_watermark = false;
 		chat_resume(ar->chat);
