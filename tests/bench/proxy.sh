@@ -18,8 +18,9 @@
 # BENCH_STREAMS (concurrent streams, default 1000), BENCH_DELTAS (deltas per
 # stream in that test, default 200), BENCH_OPENLLMD (another openllmd binary
 # to measure, e.g. an older build), BENCH_BEFORE (a second openllmd binary,
-# run beside the first on its own socket: the latency test then alternates
-# between both, so the two builds are compared within one run), BENCH_PERF (a directory: the first
+# run beside the first on its own socket: the latency test alternates between
+# both and the load tests run it too, so the two builds are compared within
+# one run), BENCH_PERF (a directory: the first
 # openllmd run of each load test is recorded there with perf record -g, as
 # TEST.data for the msgpack front and TEST-http.data for the HTTP front).
 . "$top_srcdir/tests/integration/lib.sh"
@@ -172,12 +173,14 @@ DAEMON_PID=$!
 TEST_PIDS="$TEST_PIDS $DAEMON_PID"
 $PYTHON -m olc wait 10
 before_target=""
+BEFORE_PID=""
 if [ -n "${BENCH_BEFORE:-}" ]; then
 	sed -e "s|openllmd.sock|before.sock|; s|/state\"|/state-before\"|; s|^http_listen.*|http_listen = ( );|" \
 	    "$CONF" > "$TEST_DIR/before.conf"
 	env -u OPENLLMD_SOCKET "$BENCH_BEFORE" -f -c "$TEST_DIR/before.conf" \
 	    >> "$TEST_DIR/before.log" 2>&1 &
-	TEST_PIDS="$TEST_PIDS $!"
+	BEFORE_PID=$!
+	TEST_PIDS="$TEST_PIDS $BEFORE_PID"
 	OPENLLMD_SOCKET="$TEST_DIR/before.sock" $PYTHON -m olc wait 10
 	before_target="unix:$TEST_DIR/before.sock#bench-$small"
 fi
@@ -227,11 +230,12 @@ lat() {    # lat TARGET FIELD
 load_all() {    # load_all TEST CONNS DELTAS
 	r=0
 	while [ $r -lt "$repeat" ]; do
-		for p in direct nginx openllmd ohttp; do
+		for p in direct nginx openllmd ohttp ${BEFORE_PID:+before}; do
 			case $p in
 			direct) t="$direct/s$3/v1/chat/completions" ;;
 			nginx) t="$proxy/s$3/v1/chat/completions" ;;
 			openllmd) t="$sock#bench-$3" ;;
+			before) t="unix:$TEST_DIR/before.sock#bench-$3" ;;
 			ohttp) t="$ohttp#bench-$3" ;;
 			esac
 			perf_pid=""
@@ -249,6 +253,7 @@ load_all() {    # load_all TEST CONNS DELTAS
 			case $p in
 			nginx) cpu_pid=$proxy_WORKER ;;
 			openllmd | ohttp) cpu_pid=$DAEMON_PID ;;
+			before) cpu_pid=$BEFORE_PID ;;
 			*) cpu_pid="" ;;
 			esac
 			[ -z "$cpu_pid" ] || t0=$(cpu_ticks "$cpu_pid")
@@ -273,8 +278,11 @@ load_all() {    # load_all TEST CONNS DELTAS
 loadv() {    # loadv TEST PATH FIELD
 	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | median
 }
-loadmax() {    # loadmax TEST PATH FIELD: the largest over the runs
-	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | sort -g | tail -n 1
+# The peak RSS of a run is the high-water mark reset before it: memory the
+# daemon kept from earlier runs (of the other front) counts, so the smallest
+# over the runs is printed.
+loadmin() {    # loadmin TEST PATH FIELD
+	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | sort -g | head -n 1
 }
 load_all c64 64 $small
 load_all streams "$streams" "$deltas"
@@ -289,8 +297,8 @@ dd=$(loadv streams direct deltas_s); nd=$(loadv streams nginx deltas_s); od=$(lo
 hd=$(loadv streams ohttp deltas_s)
 ncpu=$(loadv streams nginx cpu_ns_delta); ocpu=$(loadv streams openllmd cpu_ns_delta)
 hcpu=$(loadv streams ohttp cpu_ns_delta)
-nrss=$(loadmax streams nginx rss_kib); orss=$(loadmax streams openllmd rss_kib)
-hrss=$(loadmax streams ohttp rss_kib)
+nrss=$(loadmin streams nginx rss_kib); orss=$(loadmin streams openllmd rss_kib)
+hrss=$(loadmin streams ohttp rss_kib)
 
 # Columns: the three paths, the ratio of openllmd's msgpack front to nginx,
 # then openllmd's HTTP front and its ratio to nginx.
@@ -313,13 +321,20 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
 }'
 if [ -n "$before_target" ]; then
 	b50=$(lat 4 p50_us); b99=$(lat 4 p99_us)
+	bc=$(loadv c64 before rps); bs=$(loadv streams before rps); bd=$(loadv streams before deltas_s)
+	bcpu=$(loadv streams before cpu_ns_delta); brss=$(loadmin streams before rss_kib)
 	awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v b50="$b50" -v d99="$d99" -v n99="$n99" \
-	    -v o99="$o99" -v b99="$b99" 'BEGIN {
-		printf "\nlatency in the same run, msgpack front: openllmd before (BENCH_BEFORE) and now\n"
-		f = "%-36s %10s %11s %10s %8s\n"
+	    -v o99="$o99" -v b99="$b99" -v nc="$nc" -v oc="$oc" -v bc="$bc" -v ns="$ns" -v os="$os" \
+	    -v bs="$bs" -v nd="$nd" -v od="$od" -v bd="$bd" -v ncpu="$ncpu" -v ocpu="$ocpu" \
+	    -v bcpu="$bcpu" -v nrss="$nrss" -v orss="$orss" -v brss="$brss" 'BEGIN {
+		printf "\nmsgpack front, the build of BENCH_BEFORE and this one in the same run (ratio to nginx)\n"
+		f = "%-36s %10s %16s %16s %10s\n"
 		printf f, "", "nginx", "before", "now", "now/before"
-		printf f, "  added p50 (us)", sprintf("%.1f", n50 - d50), sprintf("%.1f", b50 - d50), sprintf("%.1f", o50 - d50), sprintf("%.2fx", (o50 - d50) / (b50 - d50))
-		printf f, "  ratio to nginx", "1.00x", sprintf("%.2fx", (b50 - d50) / (n50 - d50)), sprintf("%.2fx", (o50 - d50) / (n50 - d50)), ""
-		printf f, "  added p99 (us)", sprintf("%.1f", n99 - d99), sprintf("%.1f", b99 - d99), sprintf("%.1f", o99 - d99), sprintf("%.2fx", (o99 - d99) / (b99 - d99))
+		printf f, "added latency p50 (us)", sprintf("%.1f", n50 - d50), sprintf("%.1f (%.2fx)", b50 - d50, (b50 - d50) / (n50 - d50)), sprintf("%.1f (%.2fx)", o50 - d50, (o50 - d50) / (n50 - d50)), sprintf("%.2fx", (o50 - d50) / (b50 - d50))
+		printf f, "added latency p99 (us)", sprintf("%.1f", n99 - d99), sprintf("%.1f (%.2fx)", b99 - d99, (b99 - d99) / (n99 - d99)), sprintf("%.1f (%.2fx)", o99 - d99, (o99 - d99) / (n99 - d99)), sprintf("%.2fx", (o99 - d99) / (b99 - d99))
+		printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", nc), sprintf("%.0f (%.2fx)", bc, bc / nc), sprintf("%.0f (%.2fx)", oc, oc / nc), sprintf("%.2fx", oc / bc)
+		printf f, "streams (/s)", sprintf("%.0f", ns), sprintf("%.0f (%.2fx)", bs, bs / ns), sprintf("%.0f (%.2fx)", os, os / ns), sprintf("%.2fx", os / bs)
+		printf f, "  CPU of the proxy per delta (ns)", ncpu, bcpu, ocpu, sprintf("%.2fx", ocpu / bcpu)
+		printf f, "  peak RSS (MiB)", sprintf("%.1f", nrss / 1024), sprintf("%.1f", brss / 1024), sprintf("%.1f", orss / 1024), ""
 	}'
 fi
