@@ -138,7 +138,7 @@ api_status(const char *code, int64_t upstream_status, const char **type)
 		return 502;
 	}
 	if (strcmp(code, "upstream_unavailable") == 0 || strcmp(code, "shutting_down") == 0 ||
-	    strcmp(code, "too_many_clients") == 0)
+	    strcmp(code, "too_many_clients") == 0 || strcmp(code, "fleet_unavailable") == 0)
 		return 503;
 	if (strcmp(code, "timeout") == 0)
 		return 504;

@@ -598,6 +598,232 @@ budgets_release(struct budget_reservation *r)
 	free(r);
 }
 
+/* Write the fleet key of budget b: "scope[:who] unit/period", a user by uid. */
+static void
+budget_key(const struct budget *b, char *buf, size_t len)
+{
+	const char *unit = budget_unit_names[b->unit], *period = budget_period_names[b->period];
+
+	switch (b->scope) {
+	case BUDGET_ALL:
+		snprintf(buf, len, "all %s/%s", unit, period);
+		break;
+	case BUDGET_USER:
+		snprintf(buf, len, "user:%u %s/%s", (unsigned)b->uid, unit, period);
+		break;
+	case BUDGET_TAG:
+	case BUDGET_MODEL:
+		snprintf(buf, len, "%s:%s %s/%s", budget_scope_names[b->scope], b->name, unit, period);
+		break;
+	}
+}
+
+/*
+ * Fill out (up to max) with a claim per budget that applies to uid, tag and
+ * model: tokens and cost as amounts, in the period holding when_ms. Returns
+ * how many. Pure: no budget's state changes.
+ */
+size_t
+budgets_claims(const struct budgets *bs, uint32_t uid, const char *tag, const char *model,
+    int64_t tokens, double cost, int64_t when_ms, struct budget_claim *out, size_t max)
+{
+	const struct budget *b;
+	struct budget_claim *cl;
+	size_t i, n = 0;
+
+	for (i = 0; i < bs->n && n < max; i++) {
+		b = bs->v[i];
+		if (!budget_applies(b, uid, tag, model))
+			continue;
+		cl = &out[n++];
+		memset(cl, 0, sizeof *cl);
+		cl->scope = b->scope;
+		cl->uid = b->uid;
+		cl->unit = b->unit;
+		cl->period = b->period;
+		cl->limit_def = b->limit_def;
+		if (b->name != NULL)
+			snprintf(cl->name, sizeof cl->name, "%s", b->name);
+		budget_key(b, cl->key, sizeof cl->key);
+		cl->period_start_ms = budget_period_start(b->period, when_ms);
+		cl->limit = b->limit;
+		cl->amount = budget_amount(b, tokens, cost);
+	}
+	return n;
+}
+
+/* An amount of a claim's unit as a number for people. */
+static double
+budget_claim_value(const struct budget_claim *cl, int64_t amount)
+{
+	return cl->unit == BUDGET_TOKENS ? (double)amount : (double)amount / BUDGET_MONEY_SCALE;
+}
+
+/*
+ * Fill why for a claim refused elsewhere (where: e.g. "across the fleet"),
+ * used and reserved being what the budget held there. why->budget.def.name
+ * points into the claim.
+ */
+void
+budget_claim_refusal(const struct budget_claim *cl, int64_t used, int64_t reserved,
+    const char *where, struct budget_refusal *why)
+{
+	int64_t left = cl->limit - used - reserved;
+	char who[BUDGET_NAME_MAX + 16];
+
+	memset(why, 0, sizeof *why);
+	if (left < 0)
+		left = 0;
+	why->index = 0;
+	why->budget.def.scope = cl->scope;
+	why->budget.def.uid = cl->uid;
+	why->budget.def.name = cl->name[0] != '\0' ? cl->name : NULL;
+	why->budget.def.unit = cl->unit;
+	why->budget.def.period = cl->period;
+	why->budget.def.limit = cl->limit_def;
+	why->budget.used = budget_claim_value(cl, used);
+	why->budget.reserved = budget_claim_value(cl, reserved);
+	why->budget.left = budget_claim_value(cl, left);
+	why->budget.period_start_ms = cl->period_start_ms;
+	why->needed = budget_claim_value(cl, cl->amount);
+	switch (cl->scope) {
+	case BUDGET_ALL:
+		snprintf(who, sizeof who, "all");
+		break;
+	case BUDGET_USER:
+		if (cl->name[0] != '\0')
+			snprintf(who, sizeof who, "user:%s", cl->name);
+		else
+			snprintf(who, sizeof who, "user:%u", (unsigned)cl->uid);
+		break;
+	default:
+		snprintf(who, sizeof who, "%s:%s", budget_scope_names[cl->scope], cl->name);
+		break;
+	}
+	if (cl->unit == BUDGET_TOKENS)
+		snprintf(why->message, sizeof why->message, "budget %s (tokens/%s) exceeded %s: %"
+		    PRId64 " left, %" PRId64 " needed", who, budget_period_names[cl->period], where,
+		    left, cl->amount);
+	else
+		snprintf(why->message, sizeof why->message, "budget %s (money/%s) exceeded %s: "
+		    "%.6g left, %.6g needed", who, budget_period_names[cl->period], where,
+		    why->budget.left, why->needed);
+}
+
+/* One budget's local share. */
+struct budget_share {
+	char key[BUDGET_KEY_MAX];
+	int64_t period_start_ms;
+	int64_t nodes;
+	int64_t share;              /* what this node may take in that period */
+	int64_t taken;
+};
+
+struct budget_shares {
+	struct budget_share *v;
+	size_t n;
+};
+
+/* An even share of left among nodes (at least one), rounded down. */
+int64_t
+budget_share_of(int64_t left, int64_t nodes)
+{
+	if (left <= 0)
+		return 0;
+	return left / (nodes > 1 ? nodes : 1);
+}
+
+struct budget_shares *
+budget_shares_new(void)
+{
+	return calloc(1, sizeof (struct budget_shares));
+}
+
+void
+budget_shares_free(struct budget_shares *sh)
+{
+	if (sh == NULL)
+		return;
+	free(sh->v);
+	free(sh);
+}
+
+/* The share of key, or NULL. */
+static struct budget_share *
+budget_shares_find(struct budget_shares *sh, const char *key)
+{
+	for (size_t i = 0; i < sh->n; i++)
+		if (strcmp(sh->v[i].key, key) == 0)
+			return &sh->v[i];
+	return NULL;
+}
+
+/*
+ * What the database said of a claim's budget (used and reserved in the
+ * claim's period, nodes seen lately): the share starts again from it.
+ */
+int
+budget_shares_learn(struct budget_shares *sh, const struct budget_claim *cl, int64_t used,
+    int64_t reserved, int64_t nodes)
+{
+	struct budget_share *s = budget_shares_find(sh, cl->key), *v;
+
+	if (s == NULL) {
+		if ((v = reallocarray(sh->v, sh->n + 1, sizeof *v)) == NULL)
+			return -1;
+		sh->v = v;
+		s = &sh->v[sh->n++];
+		memset(s, 0, sizeof *s);
+		snprintf(s->key, sizeof s->key, "%s", cl->key);
+	} else if (cl->period_start_ms < s->period_start_ms) {
+		return 0;               /* older news */
+	}
+	s->period_start_ms = cl->period_start_ms;
+	s->nodes = nodes > 1 ? nodes : 1;
+	s->share = budget_share_of(cl->limit - used - reserved, s->nodes);
+	s->taken = 0;
+	return 0;
+}
+
+/*
+ * Take n claims out of their shares, all or none. BUDGET_SHARE_UNKNOWN when
+ * some budget was never learnt (*refused: which); BUDGET_SHARE_REFUSED with
+ * *refused and *left (what its share has left) when one does not fit. A
+ * claim of nothing always fits a known share.
+ */
+enum budget_share_result
+budget_shares_take(struct budget_shares *sh, const struct budget_claim *cl, size_t n,
+    size_t *refused, int64_t *left)
+{
+	struct budget_share *s;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if ((s = budget_shares_find(sh, cl[i].key)) == NULL) {
+			*refused = i;
+			*left = 0;
+			return BUDGET_SHARE_UNKNOWN;
+		}
+		if (cl[i].period_start_ms > s->period_start_ms) {
+			/* a new period began while away: everyone's share of a fresh budget */
+			s->period_start_ms = cl[i].period_start_ms;
+			s->share = budget_share_of(cl[i].limit, s->nodes);
+			s->taken = 0;
+		}
+		if (cl[i].amount > 0 && cl[i].amount > s->share - s->taken) {
+			*refused = i;
+			*left = s->share - s->taken > 0 ? s->share - s->taken : 0;
+			return BUDGET_SHARE_REFUSED;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		s = budget_shares_find(sh, cl[i].key);
+		if (cl[i].period_start_ms == s->period_start_ms)
+			s->taken = budget_sat_add(s->taken, cl[i].amount);
+	}
+	return BUDGET_SHARE_OK;
+}
+
 /* Look s up in a table of n names. */
 static int
 budget_lookup(const char *const *names, int n, const char *s)

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "daemon/budget.h"
+#include "daemon/fleet.h"
 #include "daemon/http.h"
 #include "daemon/ledger.h"
 #include "daemon/log.h"
@@ -51,6 +52,7 @@ struct chat_parse {
 static void chat_attempt(struct chat *);
 static void chat_retry(struct chat *);
 static void chat_budget_detail(struct chat *, const struct budget_refusal *);
+static void chat_admit(struct chat *);
 static void chat_finish(struct chat *, const char *code, const char *message, long status,
     double retry_after);
 
@@ -117,6 +119,8 @@ chat_free(struct chat *c)
 	bool served = c->upstream != NULL;  /* refused before routing: not a request served */
 
 	c->front->release(c->owner, c);
+	if (c->fleet_wait)
+		fleet_reserve_forget(srv->fleet, c);
 	if (c->transfer != NULL)
 		http_transfer_cancel(c->transfer);
 	if (c->timer != NULL)
@@ -735,6 +739,11 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		http_transfer_cancel(c->transfer);
 		c->transfer = NULL;
 	}
+	if (c->fleet_wait) {
+		/* no verdict may reach a chat that has ended */
+		fleet_reserve_forget(srv->fleet, c);
+		c->fleet_wait = false;
+	}
 	evtimer_del(c->timer);
 	/* A request that never reached the model server costs nothing. */
 	if (sent)
@@ -777,6 +786,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	rec.latency_ms = end - c->started_ms;
 	rec.has_ttft = c->first_delta_ms >= 0;
 	rec.ttft_ms = c->first_delta_ms - c->started_ms;
+	rec.reservation = c->fleet_rsv;
 	if (ledger_stage(srv->ledger, &rec, cause, sizeof cause) == -1) {
 		log_error("usage ledger: %s", cause);
 		c->fin.cause = strdup(cause);
@@ -1011,6 +1021,108 @@ chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
 	return out;
 }
 
+/*
+ * What the fleet's database said of the chat's reservation, or that it could
+ * not say: go on to the limiter, or end with budget_exceeded or
+ * fleet_unavailable. While the database is away, fleet_offline says
+ * whether to refuse or to admit against this node's local share.
+ */
+static void
+chat_fleet_decide(struct chat *c, const struct fleet_verdict *v)
+{
+	struct server *srv = c->server;
+	struct budget_refusal why;
+	char msg[768];
+	size_t bad;
+	int64_t left;
+
+	switch (v->kind) {
+	case FLEET_RESERVED:
+		chat_admit(c);
+		return;
+	case FLEET_REFUSED:
+		budget_claim_refusal(&v->claims[v->refused], v->used, v->reserved,
+		    "across the fleet", &why);
+		chat_budget_detail(c, &why);
+		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
+		return;
+	case FLEET_UNREACHABLE:
+		break;
+	}
+	if (strcmp(srv->conf->fleet_offline, "local") != 0) {
+		snprintf(msg, sizeof msg, "the fleet database cannot be reached (%.*s); requests under a "
+		    "budget are refused until it can (fleet_offline is refuse)",
+		    (int)strcspn(v->why, "\n"), v->why);
+		chat_finish(c, "fleet_unavailable", msg, -1, NAN);
+		return;
+	}
+	switch (fleet_offline_take(srv->fleet, v->claims, v->n, &bad, &left)) {
+	case BUDGET_SHARE_OK:
+		log_debug("chat %llu: the fleet database cannot be reached; admitted within this "
+		    "node's share", (unsigned long long)c->id);
+		chat_admit(c);
+		return;
+	case BUDGET_SHARE_REFUSED:
+		budget_claim_refusal(&v->claims[bad], v->claims[bad].limit - left, 0,
+		    "in this node's share while the fleet database cannot be reached", &why);
+		chat_budget_detail(c, &why);
+		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
+		return;
+	default:
+		snprintf(msg, sizeof msg, "the fleet database cannot be reached (%.*s) and this node "
+		    "has not learnt its share of budget %s from it yet (fleet_offline is local)",
+		    (int)strcspn(v->why, "\n"), v->why, v->claims[bad].key);
+		chat_finish(c, "fleet_unavailable", msg, -1, NAN);
+		return;
+	}
+}
+
+/* The fleet's database answered (or gave up on) the chat's reservation. */
+static void
+chat_fleet_cb(void *arg, const struct fleet_verdict *v)
+{
+	struct chat *c = arg;
+
+	c->fleet_wait = false;
+	chat_fleet_decide(c, v);
+}
+
+/*
+ * Reserve the chat's worst case in the fleet's shared budgets too (the local
+ * reservation is held as well); admission goes on when the database answers.
+ */
+static void
+chat_fleet_reserve(struct chat *c, double worst)
+{
+	struct server *srv = c->server;
+	struct budget_claim *cl;
+	struct fleet_verdict v = { .kind = FLEET_UNREACHABLE, .why = "not connected" };
+	size_t n;
+
+	size_t max = budgets_count(srv->budgets);
+
+	if ((cl = calloc(max > 0 ? max : 1, sizeof *cl)) == NULL) {
+		chat_finish(c, "internal", "out of memory", -1, NAN);
+		return;
+	}
+	n = budgets_claims(srv->budgets, c->uid, c->req->u.chat.tag, c->model, c->reserved_tokens,
+	    worst, now_ms(), cl, max);
+	if (n == 0) {
+		free(cl);
+		chat_admit(c);
+		return;
+	}
+	if (fleet_reserve(srv->fleet, cl, n, chat_fleet_cb, c, &c->fleet_rsv) == 0) {
+		c->fleet_wait = true;
+		free(cl);
+		return;
+	}
+	v.claims = cl;
+	v.n = n;
+	chat_fleet_decide(c, &v);
+	free(cl);
+}
+
 /* Admit a chat: route it, count its prompt, build the body, reserve, start or queue it. */
 void
 chat_start(struct chat *c)
@@ -1070,6 +1182,10 @@ chat_start(struct chat *c)
 		return;
 	}
 	c->waiter.data = c;
+	if (srv->fleet != NULL && c->reservation != NULL) {
+		chat_fleet_reserve(c, worst);
+		return;
+	}
 	chat_admit(c);
 }
 

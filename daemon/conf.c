@@ -60,6 +60,7 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("http_timeout", CONF_DOUBLE, http_timeout, 0.1, 86400, NULL),
 	TOP("fleet_postgres", CONF_STRING, fleet_postgres, 0, 0, NULL),
 	TOP("fleet_node", CONF_STRING, fleet_node, 0, 0, NULL),
+	TOP("fleet_offline", CONF_STRING, fleet_offline, 0, 0, "refuse|local"),
 };
 
 static const struct conf_setting conf_upstream_settings[] = {
@@ -240,6 +241,7 @@ conf_defaults(void)
 	c->max_clients = 0;             /* auto */
 	c->max_clients_per_uid = 0;     /* auto */
 	c->stats_visibility = strdup("own");
+	c->fleet_offline = strdup("refuse");
 	c->shutdown_grace = 30;
 	c->frame_timeout = 30;
 	c->stall_timeout = 120;
@@ -885,6 +887,7 @@ conf_free(struct conf *c)
 	free(c->on_ledger_error);
 	free(c->fleet_postgres);
 	free(c->fleet_node);
+	free(c->fleet_offline);
 	free(c->stats_visibility);
 	free(c);
 }

@@ -80,6 +80,7 @@ struct conf {
 	size_t n_api_keys;
 	char *fleet_postgres;       /* libpq conninfo; NULL: no fleet */
 	char *fleet_node;           /* this host's name in the fleet; NULL: the host name */
+	char *fleet_offline;        /* "refuse" or "local": budgeted requests while the database is away */
 	struct upstream_conf *upstreams;
 	size_t n_upstreams;
 	struct budget_conf *budgets;

@@ -1,4 +1,4 @@
-/* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats from it. */
+/* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats and budgets. */
 #include "config.h"
 
 #include <errno.h>
@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
+#include "daemon/budget.h"
 #include "daemon/conf.h"
 #include "daemon/fleet.h"
 #include "daemon/ledger.h"
@@ -30,13 +31,43 @@
  * INSERT of consecutive records, atomic, keyed by (node, seq) with ON
  * CONFLICT DO NOTHING, so a batch sent twice (the answer lost with the
  * connection, a kill -9 before the answer) is stored once.
+ *
+ * Fleet budgets (schema version 2). ollm_budget holds, per budget key and
+ * period, the fleet's used and reserved amounts (tokens, or billionths of
+ * money); ollm_reservation the open reservations, per (node, id, budget).
+ * The protocol:
+ *
+ * - Reserve: one call of ollm_reserve(), one transaction. It locks the rows
+ *   of every budget the request claims, in key order (no deadlock between
+ *   nodes), and either adds every claim to reserved and inserts the
+ *   reservation rows, or, when a claim does not fit used + reserved + amount
+ *   <= limit, changes nothing and names it. The limit checked is the
+ *   reserving node's own (nodes that disagree each enforce theirs).
+ * - Settle: the request's ledger record carries the reservation id. The
+ *   statement that ships a batch inserts the records and, for exactly the
+ *   records it inserted (not those already there), deletes their
+ *   reservation rows, takes them off reserved, and adds the records' usage
+ *   to used: shipping is exactly once, so settling is too. Usage counts in
+ *   the period the reservation was made in; a record without one (admitted
+ *   while the database was away) in the period of its time. The budgets
+ *   that apply to a record are this node's, as configured when it ships.
+ * - Crash: a kill -9 leaves reservation rows that over-count, never
+ *   under-count. Ids are this run's start time in microseconds plus a
+ *   counter, so a restart never reuses one (the clock is assumed not to step
+ *   back past the last run). Once a restarted node has shipped every record
+ *   of its earlier runs (each settling its own reservation), it drops its
+ *   remaining older reservations (id below this run's first): those requests
+ *   died with no record.
+ * - Between the end of a request and the shipping of its record (a second
+ *   or so) the fleet holds its reservation, its worst case: it over-counts.
  */
 
 #define FLEET_BACKOFF_MIN_MS	1000
 #define FLEET_BACKOFF_MAX_MS	15000
 #define FLEET_CONNECT_TIMEOUT_MS 10000
 #define FLEET_QUERY_TIMEOUT_MS	30000
-#define FLEET_COLS		13      /* per record, besides the node */
+#define FLEET_COLS		14      /* per record, besides the node and the usage arrays */
+#define FLEET_SHIP_FIXED	5       /* $1 node, $2-$5 the usage arrays */
 
 enum fleet_state { FLEET_DOWN, FLEET_CONNECTING, FLEET_READY };
 
@@ -53,6 +84,11 @@ struct fleet_op {
 	uint64_t req_id;
 	char *by;
 	uint64_t top;               /* ship: the highest seq in the batch */
+	struct budget_claim *claims;  /* reserve: what was asked */
+	size_t n_claims;
+	fleet_reserve_cb cb;        /* reserve: who waits (NULL once answered or gone) */
+	void *arg;
+	int64_t asked_ms;           /* monotonic */
 	TAILQ_ENTRY(fleet_op) entry;
 };
 TAILQ_HEAD(fleet_op_list, fleet_op);
@@ -79,6 +115,13 @@ struct fleet {
 	uint64_t shipped;           /* every record up to this seq is in the database */
 	uint64_t from_seq;          /* journal file to read from */
 	uint64_t idle_at;           /* last rid when a read found nothing to ship */
+	uint64_t rsv_base;          /* this run's first reservation id */
+	uint64_t rsv_next;
+	uint64_t boot_rid;          /* the last record of earlier runs */
+	bool stale_dropped;         /* older runs' leftover reservations are gone */
+	bool stale_pending;
+	struct budget_shares *shares;  /* learnt at each contact, for fleet_offline "local" */
+	struct event *pump_ev;      /* sends a queued reservation from the loop */
 };
 
 static void fleet_pump(struct fleet *);
@@ -108,7 +151,64 @@ static const char fleet_schema_sql[] =
     " latency_ms bigint NOT NULL,"
     " PRIMARY KEY (node, seq));"
     "CREATE INDEX IF NOT EXISTS ollm_usage_time ON ollm_usage (time);"
-    "INSERT INTO ollm_schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;"
+    /* version 2: fleet budgets */
+    "CREATE TABLE IF NOT EXISTS ollm_budget ("
+    " budget text NOT NULL,"
+    " period_start timestamptz NOT NULL,"
+    " used bigint NOT NULL DEFAULT 0,"
+    " reserved bigint NOT NULL DEFAULT 0,"
+    " budget_limit bigint,"
+    " PRIMARY KEY (budget, period_start));"
+    "CREATE TABLE IF NOT EXISTS ollm_reservation ("
+    " node text NOT NULL,"
+    " id bigint NOT NULL,"
+    " budget text NOT NULL,"
+    " period_start timestamptz NOT NULL,"
+    " amount bigint NOT NULL,"
+    " created timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (node, id, budget));"
+    "CREATE TABLE IF NOT EXISTS ollm_node ("
+    " node text PRIMARY KEY,"
+    " seen timestamptz NOT NULL);"
+    "ALTER TABLE ollm_usage ADD COLUMN IF NOT EXISTS reservation bigint;"
+    "CREATE OR REPLACE FUNCTION ollm_reserve(p_node text, p_id bigint, p_keys text[],"
+    " p_starts bigint[], p_limits bigint[], p_amounts bigint[])"
+    " RETURNS TABLE (k integer, b_used bigint, b_reserved bigint, b_nodes bigint,"
+    " b_refused boolean) LANGUAGE plpgsql AS $f$"
+    " #variable_conflict use_column\n"
+    " DECLARE n integer := coalesce(array_length(p_keys, 1), 0); i integer;"
+    " bad integer := 0; u bigint; r bigint; cnt bigint;"
+    " BEGIN"
+    "  INSERT INTO ollm_node (node, seen) VALUES (p_node, now())"
+    "   ON CONFLICT (node) DO UPDATE SET seen = now();"
+    "  SELECT count(*) INTO cnt FROM ollm_node WHERE seen > now() - interval '1 hour';"
+    "  INSERT INTO ollm_budget (budget, period_start, budget_limit)"
+    "   SELECT t.b, to_timestamp(t.s / 1000.0), t.l FROM unnest(p_keys, p_starts, p_limits)"
+    "   AS t(b, s, l) ORDER BY 1, 2 ON CONFLICT DO NOTHING;"
+    "  PERFORM 1 FROM ollm_budget x, unnest(p_keys, p_starts) AS t(b, s)"
+    "   WHERE x.budget = t.b AND x.period_start = to_timestamp(t.s / 1000.0)"
+    "   ORDER BY x.budget, x.period_start FOR UPDATE OF x;"
+    "  FOR i IN 1 .. n LOOP"
+    "   SELECT x.used, x.reserved INTO u, r FROM ollm_budget x WHERE x.budget = p_keys[i]"
+    "    AND x.period_start = to_timestamp(p_starts[i] / 1000.0);"
+    "   IF bad = 0 AND p_amounts[i] > 0 AND"
+    "    u::numeric + r + p_amounts[i] > p_limits[i] THEN bad := i; END IF;"
+    "  END LOOP;"
+    "  IF bad = 0 THEN"
+    "   UPDATE ollm_budget x SET reserved = least(x.reserved::numeric + t.a,"
+    "    4611686018427387904)::bigint, budget_limit = t.l"
+    "    FROM unnest(p_keys, p_starts, p_limits, p_amounts) AS t(b, s, l, a)"
+    "    WHERE x.budget = t.b AND x.period_start = to_timestamp(t.s / 1000.0);"
+    "   INSERT INTO ollm_reservation (node, id, budget, period_start, amount)"
+    "    SELECT p_node, p_id, t.b, to_timestamp(t.s / 1000.0), t.a"
+    "    FROM unnest(p_keys, p_starts, p_amounts) AS t(b, s, a);"
+    "  END IF;"
+    "  RETURN QUERY SELECT t.i::integer, x.used, x.reserved, cnt, t.i = bad"
+    "   FROM unnest(p_keys, p_starts) WITH ORDINALITY AS t(b, s, i)"
+    "   JOIN ollm_budget x ON x.budget = t.b AND x.period_start = to_timestamp(t.s / 1000.0)"
+    "   ORDER BY t.i;"
+    " END $f$;"
+    "INSERT INTO ollm_schema_version (version) VALUES (1), (2) ON CONFLICT DO NOTHING;"
     "COMMIT;";
 
 static const char fleet_position_sql[] =
@@ -126,6 +226,7 @@ fleet_op_free(struct fleet_op *op)
 	free(op->params);
 	free(op->sql);
 	free(op->by);
+	free(op->claims);
 	free(op);
 }
 
@@ -432,9 +533,9 @@ fleet_position_done(struct fleet *f, struct fleet_op *op, PGresult *r, const cha
 	fleet_ship(f);
 }
 
-/* Queue a statement with no parameters but the node. */
+/* Queue a statement with no parameters but the node, ahead of the queue (reservations may wait there). */
 static int
-fleet_enqueue_simple(struct fleet *f, const char *sql, fleet_done_cb done, bool with_node)
+fleet_enqueue_first(struct fleet *f, const char *sql, fleet_done_cb done, bool with_node)
 {
 	struct fleet_op *op = calloc(1, sizeof *op);
 
@@ -447,7 +548,7 @@ fleet_enqueue_simple(struct fleet *f, const char *sql, fleet_done_cb done, bool 
 			goto fail;
 		op->n_params = 1;
 	}
-	fleet_enqueue(f, op);
+	TAILQ_INSERT_HEAD(&f->queue, op, entry);
 	return 0;
 fail:
 	if (op != NULL)
@@ -458,10 +559,19 @@ fail:
 static void
 fleet_setup(struct fleet *f)
 {
-	if (fleet_enqueue_simple(f, fleet_schema_sql, fleet_schema_done, false) == -1 ||
-	    fleet_enqueue_simple(f, fleet_position_sql, fleet_position_done, true) == -1)
+	/* the position goes first in the queue, then the schema before it */
+	if (fleet_enqueue_first(f, fleet_position_sql, fleet_position_done, true) == -1 ||
+	    fleet_enqueue_first(f, fleet_schema_sql, fleet_schema_done, false) == -1)
 		fleet_fail(f, "setting up", "out of memory");
+	else
+		fleet_pump(f);
 }
+
+/* A growing PostgreSQL array literal, "{...}". */
+struct fleet_array {
+	char *p;
+	size_t len, cap;
+};
 
 /* A batch being built from the journal. */
 struct fleet_batch {
@@ -469,7 +579,94 @@ struct fleet_batch {
 	int n;                      /* records */
 	uint64_t top;
 	bool oom;
+	struct budgets *budgets;
+	struct budget_claim *claims;  /* room for one record's, budgets_count of them */
+	size_t max_claims;
+	struct fleet_array seqs, keys, starts, amounts;  /* the records' usage, per budget */
 };
+
+/* Append len bytes to an array literal. */
+static bool
+fleet_array_put(struct fleet_array *a, const char *s, size_t len)
+{
+	if (a->len + len + 2 > a->cap) {
+		size_t cap = a->cap ? a->cap : 256;
+		while (cap < a->len + len + 2)
+			cap *= 2;
+		char *grown = realloc(a->p, cap);
+		if (grown == NULL)
+			return false;
+		a->p = grown;
+		a->cap = cap;
+	}
+	memcpy(a->p + a->len, s, len);
+	a->len += len;
+	a->p[a->len] = '\0';
+	return true;
+}
+
+/* Add one element (quoted for text) to an array literal. */
+static bool
+fleet_array_add(struct fleet_array *a, const char *elem, bool text)
+{
+	if (!fleet_array_put(a, a->len == 0 ? "{" : ",", 1))
+		return false;
+	if (!text)
+		return fleet_array_put(a, elem, strlen(elem));
+	if (!fleet_array_put(a, "\"", 1))
+		return false;
+	for (const char *c = elem; *c != '\0'; c++) {
+		if ((*c == '"' || *c == '\\') && !fleet_array_put(a, "\\", 1))
+			return false;
+		if (!fleet_array_put(a, c, 1))
+			return false;
+	}
+	return fleet_array_put(a, "\"", 1);
+}
+
+/* The finished literal, owned by the caller ("{}" when empty); NULL when out of memory. */
+static char *
+fleet_array_end(struct fleet_array *a)
+{
+	char *s;
+
+	if (a->len == 0)
+		return strdup("{}");
+	if (!fleet_array_put(a, "}", 1))
+		return NULL;
+	s = a->p;
+	memset(a, 0, sizeof *a);
+	return s;
+}
+
+/* Add the budgets one record counts against to the batch's usage arrays. */
+static void
+fleet_batch_usage(struct fleet_batch *b, const struct ledger_record *r, uint64_t rid)
+{
+	struct budget_claim *cl = b->claims;
+	size_t n;
+	char num[32];
+
+	if (cl == NULL)
+		return;
+	n = budgets_claims(b->budgets, r->uid, r->tag, r->model,
+	    budget_tokens_add(r->prompt_tokens, r->completion_tokens), r->cost, r->time_ms,
+	    cl, b->max_claims);
+	for (size_t i = 0; i < n; i++) {
+		if (cl[i].amount == 0)
+			continue;
+		snprintf(num, sizeof num, "%" PRIu64, rid);
+		if (!fleet_array_add(&b->seqs, num, false) ||
+		    !fleet_array_add(&b->keys, cl[i].key, true))
+			b->oom = true;
+		snprintf(num, sizeof num, "%" PRId64, cl[i].period_start_ms);
+		if (!fleet_array_add(&b->starts, num, false))
+			b->oom = true;
+		snprintf(num, sizeof num, "%" PRId64, cl[i].amount);
+		if (!fleet_array_add(&b->amounts, num, false))
+			b->oom = true;
+	}
+}
 
 /* Format a value as a parameter string. */
 static char *
@@ -492,7 +689,7 @@ static int
 fleet_batch_cb(const struct ledger_record *r, uint64_t rid, void *arg)
 {
 	struct fleet_batch *b = arg;
-	char **p = b->params + 1 + (size_t)b->n * FLEET_COLS;
+	char **p = b->params + FLEET_SHIP_FIXED + (size_t)b->n * FLEET_COLS;
 	time_t secs = (time_t)(r->time_ms / 1000);
 	struct tm tm;
 	char when[64];
@@ -513,6 +710,8 @@ fleet_batch_cb(const struct ledger_record *r, uint64_t rid, void *arg)
 	p[11] = r->error_code != NULL && *r->error_code != '\0' ?
 	    fleet_fmt(b, "%s", r->error_code) : NULL;
 	p[12] = fleet_fmt(b, "%" PRId64, r->latency_ms);
+	p[13] = r->reservation != 0 ? fleet_fmt(b, "%" PRIu64, r->reservation) : NULL;
+	fleet_batch_usage(b, r, rid);
 	b->n++;
 	b->top = rid;
 	return b->n >= FLEET_BATCH_MAX || b->oom;
@@ -533,6 +732,83 @@ fleet_ship_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *e
 	fleet_ship(f);
 }
 
+/*
+ * Insert the records, and settle in the same statement (see the top of the
+ * file): for the records inserted now, their reservations are deleted and
+ * taken off reserved, and their usage ($2-$5: seq, budget key, period start
+ * in ms, amount) added to used, in the reservation's period when there was
+ * one. Budget rows are updated in key order, as ollm_reserve locks them.
+ */
+static const char fleet_ship_head[] =
+    "WITH ins AS (INSERT INTO ollm_usage (node, seq, time, uid, tag, model, "
+    "upstream, prompt_tokens, completion_tokens, estimated, cost, status, error_code, "
+    "latency_ms, reservation) VALUES ";
+static const char fleet_ship_tail[] =
+    " ON CONFLICT DO NOTHING RETURNING seq, reservation),"
+    " del AS (DELETE FROM ollm_reservation x USING ins WHERE x.node = $1"
+    "  AND x.id = ins.reservation RETURNING ins.seq, x.budget, x.period_start, x.amount),"
+    " u AS (SELECT t.b AS budget, coalesce(d.period_start, to_timestamp(t.s / 1000.0))"
+    "  AS period_start, t.a AS amount"
+    "  FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS t(seq, b, s, a)"
+    "  JOIN ins ON ins.seq = t.seq LEFT JOIN del d ON d.seq = t.seq AND d.budget = t.b),"
+    " c AS (SELECT budget, period_start, amount AS used, 0::bigint AS freed FROM u"
+    "  UNION ALL SELECT budget, period_start, 0, amount FROM del)"
+    " INSERT INTO ollm_budget AS x (budget, period_start, used, reserved)"
+    " SELECT budget, period_start, least(sum(used), 4611686018427387904)::bigint,"
+    "  -least(sum(freed), 4611686018427387904)::bigint FROM c GROUP BY 1, 2 ORDER BY 1, 2"
+    " ON CONFLICT (budget, period_start) DO UPDATE SET"
+    " used = least(x.used::numeric + excluded.used, 4611686018427387904)::bigint,"
+    " reserved = greatest(0, x.reserved + excluded.reserved)";
+
+/* Drop this node's reservations of earlier runs, and take them off reserved. */
+static const char fleet_stale_sql[] =
+    "WITH del AS (DELETE FROM ollm_reservation WHERE node = $1 AND id < $2::bigint"
+    "  RETURNING budget, period_start, amount),"
+    " s AS (SELECT budget, period_start, sum(amount) AS a FROM del GROUP BY 1, 2)"
+    " UPDATE ollm_budget x SET reserved = greatest(0, x.reserved - s.a)::bigint FROM s"
+    " WHERE x.budget = s.budget AND x.period_start = s.period_start";
+
+/* The stale reservations are gone (or not: tried again at the next connect). */
+static void
+fleet_stale_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	(void)op;
+	(void)r;
+	f->stale_pending = false;
+	if (err != NULL) {
+		log_warn("fleet: dropping the reservations of this node's earlier runs: %s", err);
+		return;
+	}
+	f->stale_dropped = true;
+	log_debug("fleet: reservations of node \"%s\" before this run dropped", f->node);
+}
+
+/* Once every record of earlier runs is shipped: drop their leftover reservations. */
+static void
+fleet_drop_stale(struct fleet *f)
+{
+	struct fleet_op *op;
+
+	if (f->stale_dropped || f->stale_pending || !f->positioned || f->shipped < f->boot_rid)
+		return;
+	if ((op = calloc(1, sizeof *op)) == NULL || (op->sql = strdup(fleet_stale_sql)) == NULL ||
+	    (op->params = calloc(2, sizeof *op->params)) == NULL ||
+	    (op->params[0] = strdup(f->node)) == NULL ||
+	    asprintf(&op->params[1], "%" PRIu64, f->rsv_base) == -1) {
+		if (op != NULL) {
+			if (op->params != NULL)
+				op->params[1] = NULL;
+			op->n_params = op->params != NULL ? 2 : 0;
+			fleet_op_free(op);
+		}
+		return;
+	}
+	op->n_params = 2;
+	op->done = fleet_stale_done;
+	f->stale_pending = true;
+	fleet_enqueue(f, op);
+}
+
 /* Send the next batch of records the database does not have yet. */
 static void
 fleet_ship(struct fleet *f)
@@ -541,15 +817,24 @@ fleet_ship(struct fleet *f)
 	struct fleet_op *op;
 	uint64_t from = f->from_seq;
 	char cause[PATH_MAX + 128];
-	size_t cap, len;
+	size_t cap, len, nparams;
 	char *sql;
 
-	if (f->state != FLEET_READY || !f->positioned || f->shipping || f->incompatible ||
-	    ledger_last_rid(f->srv->ledger) <= f->shipped ||
+	if (f->state != FLEET_READY || !f->positioned || f->shipping || f->incompatible)
+		return;
+	fleet_drop_stale(f);
+	if (ledger_last_rid(f->srv->ledger) <= f->shipped ||
 	    ledger_last_rid(f->srv->ledger) == f->idle_at)
 		return;
-	if ((b.params = calloc(1 + (size_t)FLEET_BATCH_MAX * FLEET_COLS, sizeof *b.params)) == NULL)
+	nparams = FLEET_SHIP_FIXED + (size_t)FLEET_BATCH_MAX * FLEET_COLS;
+	if ((b.params = calloc(nparams, sizeof *b.params)) == NULL)
 		return;
+	b.budgets = f->srv->budgets;
+	b.max_claims = budgets_count(b.budgets);
+	if (b.max_claims > 0 && (b.claims = calloc(b.max_claims, sizeof *b.claims)) == NULL) {
+		free(b.params);
+		return;
+	}
 	if (ledger_foreach_after(f->srv->ledger, f->shipped, &from, fleet_batch_cb, &b,
 	    cause, sizeof cause) == -1)
 		log_warn("fleet: reading the journal: %s", cause);
@@ -559,39 +844,47 @@ fleet_ship(struct fleet *f)
 		f->idle_at = ledger_last_rid(f->srv->ledger);  /* gone before shipping: reset, retention */
 	if (b.oom || b.n == 0)
 		goto drop;
-	/* INSERT ... VALUES ($1, $2, ... $14), ($1, $15, ...) ... ON CONFLICT DO NOTHING */
-	cap = 256 + (size_t)b.n * FLEET_COLS * 12;
+	/* WITH ins AS (INSERT ... VALUES ($1, $6, ... $19), ($1, $20, ...) ...) ... */
+	cap = sizeof fleet_ship_head + sizeof fleet_ship_tail + (size_t)b.n * FLEET_COLS * 12;
 	if ((sql = malloc(cap)) == NULL)
 		goto drop;
-	len = (size_t)snprintf(sql, cap, "INSERT INTO ollm_usage (node, seq, time, uid, tag, model, "
-	    "upstream, prompt_tokens, completion_tokens, estimated, cost, status, error_code, "
-	    "latency_ms) VALUES ");
+	len = (size_t)snprintf(sql, cap, "%s", fleet_ship_head);
 	for (int i = 0; i < b.n; i++) {
-		int base = 2 + i * FLEET_COLS;
+		int base = FLEET_SHIP_FIXED + 1 + i * FLEET_COLS;
 		len += (size_t)snprintf(sql + len, cap - len, "%s($1", i ? "," : "");
 		for (int k = 0; k < FLEET_COLS; k++)
 			len += (size_t)snprintf(sql + len, cap - len, ",$%d", base + k);
 		len += (size_t)snprintf(sql + len, cap - len, ")");
 	}
-	snprintf(sql + len, cap - len, " ON CONFLICT DO NOTHING");
-	if ((op = calloc(1, sizeof *op)) == NULL || (b.params[0] = strdup(f->node)) == NULL) {
+	snprintf(sql + len, cap - len, "%s", fleet_ship_tail);
+	if ((op = calloc(1, sizeof *op)) == NULL || (b.params[0] = strdup(f->node)) == NULL ||
+	    (b.params[1] = fleet_array_end(&b.seqs)) == NULL ||
+	    (b.params[2] = fleet_array_end(&b.keys)) == NULL ||
+	    (b.params[3] = fleet_array_end(&b.starts)) == NULL ||
+	    (b.params[4] = fleet_array_end(&b.amounts)) == NULL) {
 		free(op);
 		free(sql);
 		goto drop;
 	}
 	op->sql = sql;
 	op->params = b.params;
-	op->n_params = 1 + b.n * FLEET_COLS;
+	op->n_params = FLEET_SHIP_FIXED + b.n * FLEET_COLS;
 	op->done = fleet_ship_done;
 	op->top = b.top;
 	f->from_seq = from;
 	f->shipping = true;
+	free(b.claims);
 	fleet_enqueue(f, op);
 	return;
 drop:
-	for (size_t i = 0; i < 1 + (size_t)b.n * FLEET_COLS; i++)
+	free(b.claims);
+	for (size_t i = 0; i < nparams; i++)
 		free(b.params[i]);
 	free(b.params);
+	free(b.seqs.p);
+	free(b.keys.p);
+	free(b.starts.p);
+	free(b.amounts.p);
 }
 
 /* --- stats ---------------------------------------------------------------- */
@@ -882,6 +1175,171 @@ fleet_forget(struct fleet *f, struct session *s)
 			op->session = NULL;
 }
 
+/* --- budgets -------------------------------------------------------------- */
+
+/* Tell the waiting request, once. */
+static void
+fleet_verdict_send(struct fleet_op *op, struct fleet_verdict *v)
+{
+	fleet_reserve_cb cb = op->cb;
+
+	if (cb == NULL)
+		return;
+	op->cb = NULL;
+	v->claims = op->claims;
+	v->n = op->n_claims;
+	cb(op->arg, v);
+}
+
+/* The database answered a reservation: learn the shares, tell the request. */
+static void
+fleet_reserve_done(struct fleet *f, struct fleet_op *op, PGresult *r, const char *err)
+{
+	struct fleet_verdict v = { .kind = FLEET_UNREACHABLE };
+	int64_t used, reserved, nodes;
+	long k;
+
+	if (err != NULL || r == NULL || PQnfields(r) != 5 || PQntuples(r) != (int)op->n_claims) {
+		if (err != NULL && f->state == FLEET_READY)
+			log_warn("fleet: a reservation failed: %.*s", (int)strcspn(err, "\n"), err);
+		v.why = err != NULL ? err : "unexpected answer from the database";
+		fleet_verdict_send(op, &v);
+		return;
+	}
+	v.kind = FLEET_RESERVED;
+	for (int i = 0; i < PQntuples(r); i++) {
+		k = strtol(PQgetvalue(r, i, 0), NULL, 10) - 1;
+		if (k < 0 || (size_t)k >= op->n_claims)
+			continue;
+		used = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+		reserved = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+		nodes = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+		if (budget_shares_learn(f->shares, &op->claims[k], used, reserved, nodes) == -1)
+			log_warn("fleet: out of memory for the local shares of budgets");
+		if (strcmp(PQgetvalue(r, i, 4), "t") == 0) {
+			v.kind = FLEET_REFUSED;
+			v.refused = (size_t)k;
+			v.used = used;
+			v.reserved = reserved;
+		}
+	}
+	fleet_verdict_send(op, &v);
+}
+
+/* Format n claims' fields as the reservation's array parameters. */
+static int
+fleet_claim_params(const struct budget_claim *cl, size_t n, char **params)
+{
+	struct fleet_array keys = { 0 }, starts = { 0 }, limits = { 0 }, amounts = { 0 };
+	char num[32];
+	bool ok = true;
+
+	for (size_t i = 0; i < n && ok; i++) {
+		ok = fleet_array_add(&keys, cl[i].key, true);
+		snprintf(num, sizeof num, "%" PRId64, cl[i].period_start_ms);
+		ok = ok && fleet_array_add(&starts, num, false);
+		snprintf(num, sizeof num, "%" PRId64, cl[i].limit);
+		ok = ok && fleet_array_add(&limits, num, false);
+		snprintf(num, sizeof num, "%" PRId64, cl[i].amount);
+		ok = ok && fleet_array_add(&amounts, num, false);
+	}
+	if (ok && (params[0] = fleet_array_end(&keys)) != NULL &&
+	    (params[1] = fleet_array_end(&starts)) != NULL &&
+	    (params[2] = fleet_array_end(&limits)) != NULL &&
+	    (params[3] = fleet_array_end(&amounts)) != NULL)
+		return 0;
+	free(keys.p);
+	free(starts.p);
+	free(limits.p);
+	free(amounts.p);
+	return -1;
+}
+
+int
+fleet_reserve(struct fleet *f, const struct budget_claim *cl, size_t n, fleet_reserve_cb cb,
+    void *arg, uint64_t *id)
+{
+	struct fleet_op *op;
+	char num[32];
+
+	*id = 0;
+	if (f == NULL || n == 0 || f->incompatible ||
+	    (f->state != FLEET_READY && f->state != FLEET_CONNECTING))
+		return -1;
+	if ((op = calloc(1, sizeof *op)) == NULL ||
+	    (op->sql = strdup("SELECT * FROM ollm_reserve($1, $2::bigint, $3::text[], "
+	    "$4::bigint[], $5::bigint[], $6::bigint[])")) == NULL ||
+	    (op->params = calloc(6, sizeof *op->params)) == NULL ||
+	    (op->claims = calloc(n, sizeof *op->claims)) == NULL)
+		goto fail;
+	op->n_params = 6;
+	memcpy(op->claims, cl, n * sizeof *cl);
+	op->n_claims = n;
+	snprintf(num, sizeof num, "%" PRIu64, f->rsv_next);
+	if ((op->params[0] = strdup(f->node)) == NULL || (op->params[1] = strdup(num)) == NULL ||
+	    fleet_claim_params(cl, n, op->params + 2) == -1)
+		goto fail;
+	op->done = fleet_reserve_done;
+	op->cb = cb;
+	op->arg = arg;
+	op->asked_ms = now_mono_ms();
+	*id = f->rsv_next++;
+	/* sent from the loop, so that cb is never called before this returns */
+	TAILQ_INSERT_TAIL(&f->queue, op, entry);
+	event_active(f->pump_ev, EV_TIMEOUT, 0);
+	return 0;
+fail:
+	if (op != NULL)
+		fleet_op_free(op);
+	return -1;
+}
+
+/* Send what is queued, from the loop. */
+static void
+fleet_pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	fleet_pump(arg);
+}
+
+/* Forget arg in every queued reservation. */
+void
+fleet_reserve_forget(struct fleet *f, void *arg)
+{
+	struct fleet_op *op;
+
+	if (f == NULL)
+		return;
+	if (f->cur != NULL && f->cur->arg == arg)
+		f->cur->cb = NULL;
+	TAILQ_FOREACH(op, &f->queue, entry)
+		if (op->arg == arg)
+			op->cb = NULL;
+}
+
+int
+fleet_offline_take(struct fleet *f, const struct budget_claim *cl, size_t n, size_t *refused,
+    int64_t *left)
+{
+	return (int)budget_shares_take(f->shares, cl, n, refused, left);
+}
+
+/* Reservations that waited too long: answered as unreachable, sent or not. */
+static void
+fleet_reserve_expire(struct fleet *f)
+{
+	struct fleet_verdict v = { .kind = FLEET_UNREACHABLE, .why = "no answer in time" };
+	struct fleet_op *op;
+	int64_t now = now_mono_ms();
+
+	if (f->cur != NULL && f->cur->cb != NULL && now - f->cur->asked_ms >= FLEET_RESERVE_WAIT_MS)
+		fleet_verdict_send(f->cur, &v);
+	TAILQ_FOREACH(op, &f->queue, entry)
+		if (op->cb != NULL && now - op->asked_ms >= FLEET_RESERVE_WAIT_MS)
+			fleet_verdict_send(op, &v);
+}
+
 /* --- life cycle ----------------------------------------------------------- */
 
 struct fleet *
@@ -896,6 +1354,9 @@ fleet_start(struct server *srv, char *cause, size_t cause_len)
 	}
 	f->srv = srv;
 	TAILQ_INIT(&f->queue);
+	f->rsv_base = (uint64_t)now_ms() * 1000;
+	f->rsv_next = f->rsv_base;
+	f->boot_rid = ledger_last_rid(srv->ledger);
 	f->backoff_ms = FLEET_BACKOFF_MIN_MS;
 	if (srv->conf->fleet_node != NULL) {
 		f->node = strdup(srv->conf->fleet_node);
@@ -908,8 +1369,12 @@ fleet_start(struct server *srv, char *cause, size_t cause_len)
 		free(f);
 		return NULL;
 	}
-	if (f->node == NULL || (f->conninfo = strdup(srv->conf->fleet_postgres)) == NULL) {
+	if (f->node == NULL || (f->conninfo = strdup(srv->conf->fleet_postgres)) == NULL ||
+	    (f->shares = budget_shares_new()) == NULL ||
+	    (f->pump_ev = evtimer_new(srv->base, fleet_pump_cb, f)) == NULL) {
 		snprintf(cause, cause_len, "out of memory");
+		budget_shares_free(f->shares);
+		free(f->conninfo);
 		free(f->node);
 		free(f);
 		return NULL;
@@ -924,6 +1389,7 @@ fleet_tick(struct fleet *f, int64_t now)
 	(void)now;
 	if (f == NULL)
 		return;
+	fleet_reserve_expire(f);
 	switch (f->state) {
 	case FLEET_DOWN:
 		if (now_mono_ms() >= f->retry_ms)
@@ -945,10 +1411,18 @@ fleet_tick(struct fleet *f, int64_t now)
 void
 fleet_free(struct fleet *f)
 {
+	struct fleet_op *op;
+
 	if (f == NULL)
 		return;
 	f->outage_logged = true;        /* shutting down is not an outage to report */
+	if (f->cur != NULL)
+		f->cur->cb = NULL;      /* the chats waiting are cancelled after */
+	TAILQ_FOREACH(op, &f->queue, entry)
+		op->cb = NULL;
 	fleet_fail(f, "shutting down", "closed");
+	budget_shares_free(f->shares);
+	event_free(f->pump_ev);
 	free(f->node);
 	free(f->conninfo);
 	free(f);

@@ -29,7 +29,8 @@
  *   completion_tokens, estimated (bool), cost (float64), status ("done",
  *   "error", "cancelled"), error (str or nil), latency_ms, rid, and
  *   ttft_ms when it was measured (records written before it was added have
- *   none).
+ *   none), and rsv, the fleet reservation the record settles (fleet.c), when
+ *   there was one.
  * rid numbers records from 1 up, never reused (records of older versions
  * have none, 0 here). A record may be in the journal twice: after a failed
  * fdatasync the file is abandoned and the records it held that were not
@@ -470,6 +471,7 @@ ledger_sanitize(const struct ledger_record *rec, struct ledger_decoded *d)
 	d->r.latency_ms = rec->latency_ms < 0 ? 0 : rec->latency_ms;
 	d->r.has_ttft = rec->has_ttft;
 	d->r.ttft_ms = rec->ttft_ms < 0 ? 0 : rec->ttft_ms;
+	d->r.reservation = rec->reservation;
 	return 0;
 }
 
@@ -485,7 +487,7 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r, uint64_t rid)
 	b->oom = false;
 	ledger_buf_add(b, zero, sizeof zero);
 	msgpack_packer_init(&pk, b, ledger_buf_write_cb);
-	msgpack_pack_map(&pk, 14 + (r->has_ttft ? 1 : 0));
+	msgpack_pack_map(&pk, 14 + (r->has_ttft ? 1 : 0) + (r->reservation != 0 ? 1 : 0));
 	ledger_pack_str(&pk, "v");
 	msgpack_pack_uint32(&pk, LEDGER_VERSION);
 	ledger_pack_str(&pk, "time");
@@ -526,6 +528,10 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r, uint64_t rid)
 	if (r->has_ttft) {
 		ledger_pack_str(&pk, "ttft_ms");
 		msgpack_pack_int64(&pk, r->ttft_ms);
+	}
+	if (r->reservation != 0) {
+		ledger_pack_str(&pk, "rsv");
+		msgpack_pack_uint64(&pk, r->reservation);
 	}
 	if (b->oom)
 		return -1;
@@ -886,6 +892,11 @@ ledger_decode(const uint8_t *body, size_t len, struct ledger_decoded *d)
 			if (mpr_int(&r, &d->r.ttft_ms) == -1 || d->r.ttft_ms < 0)
 				return -1;
 			d->r.has_ttft = true;
+		} else if (mpr_key_is(k, klen, "rsv")) {
+			int64_t rsv;
+			if (mpr_int(&r, &rsv) == -1 || rsv < 1)
+				return -1;
+			d->r.reservation = (uint64_t)rsv;
 		} else if (mpr_key_is(k, klen, "rid")) {
 			int64_t rid;
 			if (mpr_int(&r, &rid) == -1 || rid < 1)

@@ -85,6 +85,7 @@ struct ledger_record {
 	int64_t latency_ms;
 	bool has_ttft;              /* ttft_ms was measured (records before it have none) */
 	int64_t ttft_ms;            /* ms from the request to the first token */
+	uint64_t reservation;       /* the fleet reservation it settles; 0: none */
 };
 
 /* A usage filter: NULL strings and uid -1 match anything; tag "" matches untagged rows. */

@@ -101,6 +101,8 @@ struct chat {
 	bool admitted;              /* holds a limiter slot until it ends */
 	int64_t reserved_tokens;    /* prompt + max_tokens, held against tpm and budgets */
 	struct budget_reservation *reservation;
+	uint64_t fleet_rsv;         /* the fleet reservation asked for, 0: none; the record carries it */
+	bool fleet_wait;            /* waiting for the fleet database's answer */
 	struct limiter_waiter waiter;
 	struct message_raw error_detail;  /* detail map of the error reply, if any */
 	bool passthrough;

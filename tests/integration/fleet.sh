@@ -5,46 +5,7 @@
 # database stopped the daemons serve on and ship the backlog when it is
 # back; fleet stats equal the sum of what each node's local stats say.
 . "$top_srcdir/tests/integration/lib.sh"
-
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
-	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-		echo "installing postgresql with apt-get"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		    postgresql >"$TEST_DIR/apt.log" 2>&1 || true
-	fi
-	pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-	if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
-		echo "SKIP: PostgreSQL is not installed and could not be (apt-get install postgresql" \
-		    "needs root and a reachable Debian mirror)"
-		exit 77
-	fi
-fi
-
-# PostgreSQL refuses to run as root: run it as the postgres user then.
-pg_dir="$TEST_DIR/pg"
-mkdir "$pg_dir"
-if [ "$(id -u)" -eq 0 ]; then
-	id postgres >/dev/null 2>&1 || { echo "SKIP: running as root with no postgres user"; exit 77; }
-	chmod 711 "$TEST_DIR"
-	chown postgres "$pg_dir"
-	as_pg() { runuser -u postgres -- "$@"; }
-else
-	as_pg() { "$@"; }
-fi
-as_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U ollm --no-sync >"$TEST_DIR/initdb.log" 2>&1 ||
-	fail "initdb: $(tail -n 5 "$TEST_DIR/initdb.log")"
-pg_start() {
-	as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 30 \
-	    -o "-c listen_addresses='' -c unix_socket_directories='$pg_dir' -c fsync=off" \
-	    start >/dev/null || fail "PostgreSQL did not start: $(tail -n 5 "$pg_dir/server.log")"
-}
-pg_stop() {
-	as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1
-}
-trap 'st=$?; pg_stop; [ "$st" -eq 0 ] || grep -h fleet "$TEST_DIR"/alpha.log "$TEST_DIR"/beta.log | tail -n 30; (exit $st); test_cleanup' EXIT
-pg_start
-psql() { "$pg_bin/psql" -h "$pg_dir" -U ollm -d postgres -Atq -v ON_ERROR_STOP=1 -c "$1"; }
+. "$top_srcdir/tests/integration/pg.sh"
 
 start_fake_upstream -q -m fake-model
 
@@ -57,6 +18,7 @@ log_level = "debug";
 fsync = "no";
 fleet_postgres = "host=$pg_dir dbname=postgres user=ollm";
 fleet_node = "$1";
+max_budget = 0;
 upstreams = ( { name = "fake"; base_url = "$FAKE_URL"; model = "fake-model";
   rpm = 0; max_concurrency = 0; retries = 2; prompt_price = 0.5; completion_price = 1.5; } );
 EOF
@@ -110,7 +72,7 @@ chats beta 12
 wait $! || fail "chats on alpha failed"
 shipped alpha
 shipped beta
-[ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 1 ] || fail "schema version"
+[ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 2 ] || fail "schema version"
 
 # 2. kill -9 of alpha in the middle of a run, then a restart: the rest is shipped once
 chats alpha 200 "delay_ms=10" >/dev/null 2>&1 &   # 40 ms each: about 8 s in all

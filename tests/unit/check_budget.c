@@ -499,6 +499,123 @@ START_TEST(test_parse_names)
 }
 END_TEST
 
+/* Fleet claims: one per budget that applies, keyed the same on every node, in the period of when. */
+START_TEST(test_claims)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_claim cl[8];
+	size_t n;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10.0);
+	add(bs, BUDGET_USER, 1000, "alice", BUDGET_TOKENS, BUDGET_DAY, 500);
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_MONTH, 900);
+	add(bs, BUDGET_MODEL, 0, "m", BUDGET_MONEY, BUDGET_DAY, 2.5);
+	n = budgets_claims(bs, 1000, "batch", "other", 120, 0.25, T_2024_03_15 + NOON, cl, 8);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(cl[0].key, "all money/ever");
+	ck_assert_int_eq(cl[0].period_start_ms, 0);
+	ck_assert_int_eq(cl[0].limit, INT64_C(10000000000));
+	ck_assert_int_eq(cl[0].amount, INT64_C(250000000));
+	ck_assert_str_eq(cl[1].key, "user:1000 tokens/day");    /* by uid, not by label */
+	ck_assert_int_eq(cl[1].period_start_ms, T_2024_03_15);
+	ck_assert_int_eq(cl[1].amount, 120);
+	ck_assert_str_eq(cl[2].key, "tag:batch tokens/month");
+	ck_assert_int_eq(cl[2].period_start_ms, T_2024_03_01);
+	ck_assert_int_eq(cl[2].limit, 900);
+	/* claims change nothing */
+	struct budget_state st;
+	ck_assert_int_eq(budgets_get(bs, 1, T_2024_03_15, &st), 0);
+	ck_assert(st.used == 0 && st.reserved == 0);
+	/* max bounds the count */
+	ck_assert_uint_eq(budgets_claims(bs, 1000, "batch", "m", 1, 1, T_2024_03_15, cl, 2), 2);
+	ck_assert_uint_eq(budgets_claims(bs, 7, NULL, "x", 1, 1, T_2024_03_15, cl, 8), 1);
+	budgets_free(bs);
+}
+END_TEST
+
+/* A refusal from the fleet reads like a local one, with what is left fleet-wide. */
+START_TEST(test_claim_refusal)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_claim cl[2];
+	struct budget_refusal why;
+
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_DAY, 1000);
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10.0);
+	ck_assert_uint_eq(budgets_claims(bs, 1, "batch", "m", 500, 3.0, T_2024_01_01, cl, 2), 2);
+	budget_claim_refusal(&cl[0], 700, 260, "across the fleet", &why);
+	ck_assert_str_eq(why.message,
+	    "budget tag:batch (tokens/day) exceeded across the fleet: 40 left, 500 needed");
+	ck_assert(why.budget.left == 40 && why.needed == 500 && why.budget.used == 700);
+	ck_assert_str_eq(why.budget.def.name, "batch");
+	ck_assert_int_eq(why.budget.def.scope, BUDGET_TAG);
+	ck_assert(why.index != BUDGET_INDEX_NONE);
+	/* over the limit already: nothing left, never negative */
+	budget_claim_refusal(&cl[1], INT64_C(9500000000), INT64_C(900000000), "across the fleet", &why);
+	ck_assert(why.budget.left == 0);
+	ck_assert(fabs(why.needed - 3.0) < 1e-12);
+	ck_assert_ptr_null(why.budget.def.name);
+	ck_assert_msg(strstr(why.message, "budget all (money/ever) exceeded") != NULL, "%s", why.message);
+	budgets_free(bs);
+}
+END_TEST
+
+/* Local shares: left / nodes at the last contact, worst cases taken all or none, never given back. */
+START_TEST(test_shares)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_shares *sh = budget_shares_new();
+	struct budget_claim cl[2], other[2];
+	size_t bad = 99;
+	int64_t left = -1;
+
+	ck_assert_int_eq(budget_share_of(1000, 3), 333);
+	ck_assert_int_eq(budget_share_of(1000, 0), 1000);
+	ck_assert_int_eq(budget_share_of(-5, 2), 0);
+	add(bs, BUDGET_TAG, 0, "t", BUDGET_TOKENS, BUDGET_DAY, 1000);
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_TOKENS, BUDGET_EVER, 100000);
+	ck_assert_uint_eq(budgets_claims(bs, 1, "t", "m", 100, 0, T_2024_01_01, cl, 2), 2);
+	/* nothing learnt: unknown, whatever the amount */
+	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_UNKNOWN);
+	ck_assert_uint_eq(bad, 0);
+	/* 1000 - 300 used - 100 reserved = 600 left, 2 nodes: 300 each */
+	ck_assert_int_eq(budget_shares_learn(sh, &cl[0], 300, 100, 2), 0);
+	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_UNKNOWN);
+	ck_assert_uint_eq(bad, 1);
+	ck_assert_int_eq(budget_shares_learn(sh, &cl[1], 0, 0, 2), 0);
+	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_OK);
+	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_OK);
+	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_OK);
+	/* 300 taken: the fourth does not fit, and takes nothing from the other budget */
+	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_REFUSED);
+	ck_assert_uint_eq(bad, 0);
+	ck_assert_int_eq(left, 0);
+	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "m", 49600, 0, T_2024_01_01, other, 2), 1);
+	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
+	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
+	ck_assert_int_eq(left, 50000 - 300 - 49600);
+	/* a claim of nothing fits a known share */
+	ck_assert_uint_eq(budgets_claims(bs, 1, "t", "m", 0, 0, T_2024_01_01, other, 2), 2);
+	ck_assert_int_eq(budget_shares_take(sh, other, 2, &bad, &left), BUDGET_SHARE_OK);
+	/* a new contact starts the share again */
+	ck_assert_int_eq(budget_shares_learn(sh, &cl[0], 500, 0, 5), 0);
+	ck_assert_int_eq(budget_shares_take(sh, cl, 1, &bad, &left), BUDGET_SHARE_OK);
+	ck_assert_int_eq(budget_shares_take(sh, cl, 1, &bad, &left), BUDGET_SHARE_REFUSED);
+	ck_assert_int_eq(left, 0);
+	/* a new day while away: limit / nodes of the fresh period */
+	ck_assert_uint_eq(budgets_claims(bs, 1, "t", "m", 100, 0, T_2024_01_01 + DAY_MS, other, 2), 2);
+	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
+	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
+	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
+	ck_assert_int_eq(left, 0);
+	/* older news (a claim of the day before) does not replace it */
+	ck_assert_int_eq(budget_shares_learn(sh, &cl[0], 0, 0, 1), 0);
+	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
+	budget_shares_free(sh);
+	budgets_free(bs);
+}
+END_TEST
+
 static Suite *
 budget_suite(void)
 {
@@ -517,6 +634,9 @@ budget_suite(void)
 	tcase_add_test(tc, test_add_validation);
 	tcase_add_test(tc, test_carry_over_reload);
 	tcase_add_test(tc, test_parse_names);
+	tcase_add_test(tc, test_claims);
+	tcase_add_test(tc, test_claim_refusal);
+	tcase_add_test(tc, test_shares);
 	suite_add_tcase(s, tc);
 	return s;
 }

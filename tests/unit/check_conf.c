@@ -59,6 +59,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->socket_mode, 0660);
 	ck_assert_ptr_null(c->fleet_postgres);     /* no fleet unless asked */
 	ck_assert_ptr_null(c->fleet_node);
+	ck_assert_str_eq(c->fleet_offline, "refuse");   /* budgets never go unchecked unless asked */
 	conf_free(c);
 }
 END_TEST
@@ -186,10 +187,11 @@ START_TEST(test_fleet)
 	struct conf *c;
 
 	c = conf_load(write_conf("fleet_postgres = \"host=/run/pg dbname=ollm\";\n"
-	    "fleet_node = \"gpu1\";\n"), &errors);
+	    "fleet_node = \"gpu1\";\nfleet_offline = \"local\";\n"), &errors);
 	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
 	ck_assert_str_eq(c->fleet_postgres, "host=/run/pg dbname=ollm");
 	ck_assert_str_eq(c->fleet_node, "gpu1");
+	ck_assert_str_eq(c->fleet_offline, "local");
 	conf_free(c);
 	teardown();
 	memset(node, 'n', sizeof node);
@@ -200,6 +202,8 @@ START_TEST(test_fleet)
 		expect_error(text, "2: fleet_node is at most 255 bytes long");
 	}
 	expect_error("fleet_postgres = \"\";\n", "1: fleet_postgres must not be empty");
+	expect_error("\nfleet_offline = \"serve\";\n",
+	    "2: fleet_offline must be one of refuse|local, not \"serve\"");
 	expect_error("fleet_postgres = 5;\n", "1: fleet_postgres must be a string");
 	expect_error("\n\nfleet_postgres = \"host=x bogus=1\";\n",
 	    "3: fleet_postgres is not a PostgreSQL connection string: invalid connection option \"bogus\"");

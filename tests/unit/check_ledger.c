@@ -1688,6 +1688,43 @@ START_TEST(test_foreach_after)
 }
 END_TEST
 
+/* Checks that record rid carries the fleet reservation rid * 1000 + 7 when rid is odd. */
+static int
+reservation_cb(const struct ledger_record *r, uint64_t rid, void *arg)
+{
+	int *n = arg;
+
+	ck_assert_uint_eq(r->reservation, rid % 2 ? rid * 1000 + 7 : 0);
+	(*n)++;
+	return 0;
+}
+
+/* A record's fleet reservation survives the journal and a restart. */
+START_TEST(test_reservation_kept)
+{
+	struct ledger *l = open_ok(sdir, NULL);
+	struct ledger_record r;
+	uint64_t from = 0;
+	char cause[512] = "";
+	int n = 0;
+
+	for (int i = 0; i < 10; i++) {
+		rec_make(&r, i);
+		r.reservation = (i + 1) % 2 ? (uint64_t)(i + 1) * 1000 + 7 : 0;
+		ck_assert_msg(ledger_append(l, &r, cause, sizeof cause) == 0, "%s", cause);
+	}
+	ck_assert_int_eq(ledger_foreach_after(l, 0, &from, reservation_cb, &n, cause, sizeof cause), 0);
+	ck_assert_int_eq(n, 10);
+	ledger_close(l);
+	l = open_ok(sdir, NULL);
+	from = 0;
+	n = 0;
+	ck_assert_int_eq(ledger_foreach_after(l, 0, &from, reservation_cb, &n, cause, sizeof cause), 0);
+	ck_assert_int_eq(n, 10);
+	ledger_close(l);
+}
+END_TEST
+
 /* Records newest first, with the time to the first token where it was measured. */
 struct newest {
 	int n;
@@ -2077,6 +2114,7 @@ ledger_suite(void)
 	tcase_add_test(tc, test_stats_dimensions);
 	tcase_add_test(tc, test_history);
 	tcase_add_test(tc, test_foreach_after);
+	tcase_add_test(tc, test_reservation_kept);
 	tcase_add_test(tc, test_history_newest);
 	tcase_add_test(tc, test_history_newest_pending);
 	tcase_add_test(tc, test_retention);
