@@ -1323,6 +1323,7 @@ ollm_logs_clear(struct ollm_logs *l)
 		free(l->rows[i].status);
 		free(l->rows[i].error);
 		free(l->rows[i].node);
+		free(l->rows[i].user);
 	}
 	free(l->rows);
 	memset(l, 0, sizeof *l);
@@ -1353,6 +1354,7 @@ ollm_logs(struct ollm *c, const struct ollm_logs_req *q, struct ollm_logs *out)
 	lr->since = q->since >= 0 ? q->since : -1;
 	lr->until = q->until >= 0 ? q->until : -1;
 	lr->user = q->user >= 0 && q->user <= UINT32_MAX ? q->user : -1;
+	lr->user_name = q->user_name != NULL && *q->user_name != '\0' ? (char *)q->user_name : NULL;
 	lr->tag = (char *)q->tag;
 	lr->model = q->model != NULL && *q->model != '\0' ? (char *)q->model : NULL;
 	lr->status = (char *)q->status;
@@ -1383,6 +1385,7 @@ ollm_logs(struct ollm *c, const struct ollm_logs_req *q, struct ollm_logs *out)
 		o->latency_ms = w->latency_ms;
 		o->ttft_ms = w->ttft_ms;
 		o->node = ollm_take(&w->node);
+		o->user = ollm_take(&w->user);
 	}
 	out->n = l->n;
 	out->truncated = l->truncated;
@@ -1403,6 +1406,7 @@ ollm_top_clear(struct ollm_top *t)
 		free(t->chats[i].upstream);
 		free(t->chats[i].tag);
 		free(t->chats[i].state);
+		free(t->chats[i].user);
 	}
 	free(t->chats);
 	for (i = 0; i < t->n_models; i++)
@@ -1461,6 +1465,7 @@ ollm_top(struct ollm *c, struct ollm_top *out)
 		o->age_ms = tc->age_ms;
 		o->tokens = tc->tokens;
 		o->tokens_per_s = tc->tokens_per_s;
+		o->user = ollm_take(&tc->user);
 	}
 	out->n_chats = t->n_chats;
 	for (i = 0; i < t->n_models; i++) {

@@ -45,6 +45,8 @@ logs_json(FILE *f, const struct ollm_logs *l)
 			json_object_set_new(row, "ttft_ms", json_integer(w->ttft_ms));
 		if (w->node != NULL)
 			json_object_set_new(row, "node", json_string(w->node));
+		if (w->user != NULL)
+			json_object_set_new(row, "user", json_string(w->user));
 		json_array_append_new(rows, row);
 	}
 	if ((o = json_pack("{s:o, s:b}", "rows", rows, "truncated", l->truncated)) == NULL)
@@ -95,7 +97,8 @@ logs_table(FILE *f, const struct ollm_logs *l, int fleet)
 			snprintf(cells[i][0], LOGS_CELL, "@%" PRId64, r->time_ms / 1000);
 		snprintf(cells[i][1], LOGS_CELL, "%s", r->node != NULL ? r->node : "-");
 		snprintf(uid, sizeof uid, "%" PRIu32, r->uid);
-		snprintf(cells[i][2], LOGS_CELL, "%s", render_user(user, sizeof user, uid));
+		snprintf(cells[i][2], LOGS_CELL, "%s", r->user != NULL ? r->user :
+		    render_user(user, sizeof user, uid));
 		snprintf(cells[i][3], LOGS_CELL, "%s", r->tag != NULL ? r->tag : "-");
 		snprintf(cells[i][4], LOGS_CELL, "%s", r->model);
 		snprintf(cells[i][5], LOGS_CELL, "%s", r->upstream);
@@ -183,9 +186,14 @@ cmd_logs(int argc, char **argv)
 				q.until = v;
 			break;
 		case 'U':
+			/* no system user: a named user (an API key's user with no account) */
 			if (logs_parse_user(optarg, &q.user) != 0) {
-				fprintf(stderr, "ollmctl logs: no such user \"%s\"\n%s", optarg, usage);
-				return EX_USAGE;
+				if (*optarg == '\0' || strspn(optarg, "0123456789") == strlen(optarg)) {
+					fprintf(stderr, "ollmctl logs: no such user \"%s\"\n%s", optarg,
+					    usage);
+					return EX_USAGE;
+				}
+				q.user_name = optarg;
 			}
 			break;
 		case 'g':

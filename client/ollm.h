@@ -327,6 +327,8 @@ struct ollm_logs_req {
 	const char *status;             /* "done", "error", "cancelled"; NULL: any */
 	int limit;                      /* rows at most; <= 0: 50 (the daemon caps it at 1000) */
 	int fleet;                      /* every node's rows, from the shared database */
+	const char *user_name;          /* a named user's rows (an API key's user with no
+	                                   account; root or the daemon's user only); NULL: user */
 };
 
 struct ollm_log_row {
@@ -344,6 +346,8 @@ struct ollm_log_row {
 	int64_t latency_ms;
 	int64_t ttft_ms;                /* -1 when not recorded */
 	char *node;                     /* fleet rows: the node that served it; else NULL */
+	char *user;                     /* a named user (an API key's, no system account; uid is
+	                                   then 4294967295); NULL: the uid's */
 };
 
 struct ollm_logs {
@@ -368,6 +372,7 @@ struct ollm_top_chat {
 	int64_t age_ms;
 	int64_t tokens;                 /* streamed pieces so far (about a token each) */
 	double tokens_per_s;
+	char *user;                     /* a named user (an API key's, no system account); NULL */
 };
 
 struct ollm_top_model {

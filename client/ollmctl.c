@@ -89,7 +89,8 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	  "      --since DATE     only requests that finished at or after DATE\n"
 	  "      --until DATE     only requests that finished before DATE (dates as\n"
 	  "                       for stats: YYYY-MM-DD, @EPOCH, today, 12h, ...)\n"
-	  "      --user USER      only this user's requests (a name or a uid)\n"
+	  "      --user USER      only this user's requests (a name or a uid; a name\n"
+	  "                       that is no system user is an API key's named user)\n"
 	  "      --tag TAG        only requests with this tag (\"\" for untagged)\n"
 	  "  -m, --model MODEL    only requests for this model\n"
 	  "      --status STATUS  only done, error or cancelled requests\n"
@@ -123,7 +124,8 @@ static const struct ollmctl_cmd ollmctl_cmds[] = {
 	{ "key", cmd_key, "key new --user NAME [--tag TAG]",
 	  "Make an API key for the HTTP front: prints the key (shown only this once)\n"
 	  "and the api_keys line for openllmd.conf, which holds only its SHA-256.\n"
-	  "      --user NAME      who the key bills: a user name or a uid\n"
+	  "      --user NAME      who the key bills: a system user name or a uid, or\n"
+	  "                       any other name (billed by that name)\n"
 	  "      --tag TAG        the accounting label of its requests\n" },
 };
 #define OLLMCTL_NCMDS (sizeof ollmctl_cmds / sizeof ollmctl_cmds[0])

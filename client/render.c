@@ -156,7 +156,7 @@ render_usage(char *buf, size_t len, const struct ollm_done *d)
 	    d->durable ? "" : "; not yet recorded by the daemon's ledger");
 }
 
-/* A user's name from a decimal uid key; the key itself when unknown. */
+/* A user's name from a decimal uid key; "uid N" when unknown; a named user's key as it is. */
 const char *
 render_user(char *buf, size_t len, const char *key)
 {
@@ -164,6 +164,10 @@ render_user(char *buf, size_t len, const char *key)
 	char pwbuf[1024];
 	int64_t uid;
 
+	if (*key == '\0' || strspn(key, "0123456789") != strlen(key)) {
+		snprintf(buf, len, "%s", key);     /* a named user's: never all digits */
+		return buf;
+	}
 	if (parse_int(key, 0, UINT32_MAX - 1, &uid) == 0 &&
 	    getpwuid_r((uid_t)uid, &pw, pwbuf, sizeof pwbuf, &res) == 0 && res != NULL) {
 		snprintf(buf, len, "%s", pw.pw_name);

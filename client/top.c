@@ -170,7 +170,10 @@ top_draw(struct top_screen *sc, const char *version, const struct ollm_top *t)
 		char age[32];
 
 		snprintf(uid, sizeof uid, "%" PRIu32, c->uid);
-		render_user(user, sizeof user, uid);
+		if (c->user != NULL)
+			snprintf(user, sizeof user, "%s", c->user);
+		else
+			render_user(user, sizeof user, uid);
 		snprintf(age, sizeof age, "%.1fs", (double)c->age_ms / 1000);
 		snprintf(tag, sizeof tag, "%s", c->tag != NULL ? c->tag : "-");
 		top_line(sc, "%-12s %-20s %-12s %-8s %7s %7" PRId64 " %8.1f  %s", user, c->model,

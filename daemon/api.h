@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct chat;
 struct server;
 
 /* Listen on http_listen (or the sockets systemd passed after the first); -1 with cause. */
@@ -14,5 +15,7 @@ void api_stop(struct server *);
 /* Whether no HTTP answer is left to write. */
 bool api_flushed(struct server *);
 void api_free(struct server *);
+/* Call cb for each chat in flight on an HTTP connection (cb must not end it). */
+void api_foreach_chat(struct server *, void (*cb)(struct chat *, void *), void *arg);
 
 #endif

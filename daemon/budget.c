@@ -23,6 +23,7 @@ struct budget {
 	unsigned int refs;
 	enum budget_scope scope;
 	uint32_t uid;
+	bool named;                 /* BUDGET_USER: name is a named user, not uid */
 	char *name;
 	enum budget_unit unit;
 	enum budget_period period;
@@ -196,16 +197,20 @@ budget_unref(struct budget *b)
 	free(b);
 }
 
-/* Whether budget b counts a request of uid, tag and model. */
+/* Whether budget b counts a request of uid or named user, tag and model. */
 static int
-budget_applies(const struct budget *b, uint32_t uid, const char *tag,
+budget_applies(const struct budget *b, uint32_t uid, const char *user, const char *tag,
     const char *model)
 {
+	bool named = user != NULL && *user != '\0';
+
 	switch (b->scope) {
 	case BUDGET_ALL:
 		return 1;
 	case BUDGET_USER:
-		return b->uid == uid;
+		if (b->named)
+			return named && strcmp(b->name, user) == 0;
+		return !named && b->uid == uid;
 	case BUDGET_TAG:
 		return tag != NULL && strcmp(b->name, tag) == 0;
 	case BUDGET_MODEL:
@@ -214,15 +219,15 @@ budget_applies(const struct budget *b, uint32_t uid, const char *tag,
 	return 0;
 }
 
-/* Whether any budget counts a request of uid, tag and model. */
+/* Whether any budget counts a request of uid or named user, tag and model. */
 bool
-budgets_apply(const struct budgets *bs, uint32_t uid, const char *tag,
+budgets_apply(const struct budgets *bs, uint32_t uid, const char *user, const char *tag,
     const char *model)
 {
 	size_t i;
 
 	for (i = 0; i < bs->n; i++)
-		if (budget_applies(bs->v[i], uid, tag, model))
+		if (budget_applies(bs->v[i], uid, user, tag, model))
 			return true;
 	return false;
 }
@@ -237,6 +242,8 @@ budget_same(const struct budget *a, const struct budget *b)
 	case BUDGET_ALL:
 		return 1;
 	case BUDGET_USER:
+		if (a->named || b->named)
+			return a->named && b->named && strcmp(a->name, b->name) == 0;
 		return a->uid == b->uid;
 	case BUDGET_TAG:
 	case BUDGET_MODEL:
@@ -255,6 +262,7 @@ budget_status_fill(struct budget *b, int64_t now_ms, struct budget_state *st)
 	memset(st, 0, sizeof *st);
 	st->def.scope = b->scope;
 	st->def.uid = b->uid;
+	st->def.named = b->named;
 	st->def.name = b->name;
 	st->def.unit = b->unit;
 	st->def.period = b->period;
@@ -334,7 +342,8 @@ budgets_add(struct budgets *bs, const struct budget_def *def, char *cause,
 	}
 	if (def->name != NULL)
 		len = strlen(def->name);
-	if ((def->scope == BUDGET_TAG || def->scope == BUDGET_MODEL) && len == 0) {
+	if ((def->scope == BUDGET_TAG || def->scope == BUDGET_MODEL ||
+	    (def->scope == BUDGET_USER && def->named)) && len == 0) {
 		snprintf(cause, cause_len, "a %s budget needs a name",
 		    budget_scope_names[def->scope]);
 		return -1;
@@ -364,7 +373,8 @@ budgets_add(struct budgets *bs, const struct budget_def *def, char *cause,
 		goto nomem;
 	b->refs = 1;
 	b->scope = def->scope;
-	b->uid = def->scope == BUDGET_USER ? def->uid : 0;
+	b->uid = def->scope == BUDGET_USER && !def->named ? def->uid : 0;
+	b->named = def->scope == BUDGET_USER && def->named;
 	if (def->scope != BUDGET_ALL && len > 0 &&
 	    (b->name = strdup(def->name)) == NULL) {
 		free(b);
@@ -468,7 +478,7 @@ budgets_set_used(struct budgets *bs, size_t index, double used, int64_t now_ms)
  * to whose current period at now_ms holds when_ms: the replay at start.
  */
 void
-budgets_add_usage(struct budgets *bs, uint32_t uid, const char *tag,
+budgets_add_usage(struct budgets *bs, uint32_t uid, const char *user, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t when_ms,
     int64_t now_ms)
 {
@@ -477,7 +487,7 @@ budgets_add_usage(struct budgets *bs, uint32_t uid, const char *tag,
 
 	for (i = 0; i < bs->n; i++) {
 		b = bs->v[i];
-		if (!budget_applies(b, uid, tag, model))
+		if (!budget_applies(b, uid, user, tag, model))
 			continue;
 		budget_roll(b, now_ms);
 		if (budget_period_start(b->period, when_ms) != b->period_start)
@@ -488,12 +498,13 @@ budgets_add_usage(struct budgets *bs, uint32_t uid, const char *tag,
 
 /*
  * Reserve tokens (prompt + max_tokens) and cost (their worst-case price)
- * against every budget that applies to uid, tag and model (tag and model may
- * be NULL), all or none. Returns 0 with *out set (NULL when no budget
- * applies), or -1 with why filled: the first budget that could not take it.
+ * against every budget that applies to uid (or to the named user, when user
+ * is neither NULL nor ""), tag and model (tag and model may be NULL), all or
+ * none. Returns 0 with *out set (NULL when no budget applies), or -1 with
+ * why filled: the first budget that could not take it.
  */
 int
-budgets_reserve(struct budgets *bs, uint32_t uid, const char *tag,
+budgets_reserve(struct budgets *bs, uint32_t uid, const char *user, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t now_ms,
     struct budget_reservation **out, struct budget_refusal *why)
 {
@@ -507,7 +518,7 @@ budgets_reserve(struct budgets *bs, uint32_t uid, const char *tag,
 	memset(why, 0, sizeof *why);
 	for (i = 0; i < bs->n; i++) {
 		b = bs->v[i];
-		if (!budget_applies(b, uid, tag, model))
+		if (!budget_applies(b, uid, user, tag, model))
 			continue;
 		budget_roll(b, now_ms);
 		amount = budget_amount(b, tokens, cost);
@@ -545,7 +556,7 @@ budgets_reserve(struct budgets *bs, uint32_t uid, const char *tag,
 	r->n = 0;
 	for (i = 0; i < bs->n; i++) {
 		b = bs->v[i];
-		if (!budget_applies(b, uid, tag, model))
+		if (!budget_applies(b, uid, user, tag, model))
 			continue;
 		amount = budget_amount(b, tokens, cost);
 		b->reserved += amount;
@@ -609,7 +620,10 @@ budget_key(const struct budget *b, char *buf, size_t len)
 		snprintf(buf, len, "all %s/%s", unit, period);
 		break;
 	case BUDGET_USER:
-		snprintf(buf, len, "user:%u %s/%s", (unsigned)b->uid, unit, period);
+		if (b->named)
+			snprintf(buf, len, "user:%s %s/%s", b->name, unit, period);
+		else
+			snprintf(buf, len, "user:%u %s/%s", (unsigned)b->uid, unit, period);
 		break;
 	case BUDGET_TAG:
 	case BUDGET_MODEL:
@@ -619,13 +633,14 @@ budget_key(const struct budget *b, char *buf, size_t len)
 }
 
 /*
- * Fill out (up to max) with a claim per budget that applies to uid, tag and
- * model: tokens and cost as amounts, in the period holding when_ms. Returns
+ * Fill out (up to max) with a claim per budget that applies to uid (or the
+ * named user, when user is neither NULL nor ""), tag and model: tokens and cost as amounts, in the period holding when_ms. Returns
  * how many. Pure: no budget's state changes.
  */
 size_t
-budgets_claims(const struct budgets *bs, uint32_t uid, const char *tag, const char *model,
-    int64_t tokens, double cost, int64_t when_ms, struct budget_claim *out, size_t max)
+budgets_claims(const struct budgets *bs, uint32_t uid, const char *user, const char *tag,
+    const char *model, int64_t tokens, double cost, int64_t when_ms, struct budget_claim *out,
+    size_t max)
 {
 	const struct budget *b;
 	struct budget_claim *cl;
@@ -633,12 +648,13 @@ budgets_claims(const struct budgets *bs, uint32_t uid, const char *tag, const ch
 
 	for (i = 0; i < bs->n && n < max; i++) {
 		b = bs->v[i];
-		if (!budget_applies(b, uid, tag, model))
+		if (!budget_applies(b, uid, user, tag, model))
 			continue;
 		cl = &out[n++];
 		memset(cl, 0, sizeof *cl);
 		cl->scope = b->scope;
 		cl->uid = b->uid;
+		cl->named = b->named;
 		cl->unit = b->unit;
 		cl->period = b->period;
 		cl->limit_def = b->limit_def;
@@ -677,6 +693,7 @@ budget_claim_refusal(const struct budget_claim *cl, int64_t used, int64_t reserv
 	why->index = 0;
 	why->budget.def.scope = cl->scope;
 	why->budget.def.uid = cl->uid;
+	why->budget.def.named = cl->named;
 	why->budget.def.name = cl->name[0] != '\0' ? cl->name : NULL;
 	why->budget.def.unit = cl->unit;
 	why->budget.def.period = cl->period;

@@ -7,8 +7,8 @@
 #include <stdint.h>
 
 /*
- * A budget caps the usage of everything (max_budget), of one uid, one tag or
- * one model, in money or in tokens, over the current UTC day, UTC month, or
+ * A budget caps the usage of everything (max_budget), of one uid, one named
+ * user (an API key's user that is no system account), one tag or one model, in money or in tokens, over the current UTC day, UTC month, or
  * ever. Pure: no I/O; every call takes now_ms, wall-clock milliseconds since
  * the epoch (a clock stepped back never reopens a finished period).
  *
@@ -37,8 +37,9 @@ enum budget_period { BUDGET_DAY, BUDGET_MONTH, BUDGET_EVER };
 
 struct budget_def {
 	enum budget_scope scope;
-	uint32_t uid;               /* BUDGET_USER */
-	const char *name;           /* the tag or model; for a user, an optional label */
+	uint32_t uid;               /* BUDGET_USER, not named */
+	bool named;                 /* BUDGET_USER: name is a named user (an API key's), not a uid */
+	const char *name;           /* the tag, model or named user; for a uid, an optional label */
 	enum budget_unit unit;
 	enum budget_period period;
 	double limit;               /* money, or a whole number of tokens */
@@ -76,12 +77,13 @@ int budgets_get(struct budgets *, size_t index, int64_t now_ms,
     struct budget_state *);
 int budgets_set_used(struct budgets *, size_t index, double used,
     int64_t now_ms);
-void budgets_add_usage(struct budgets *, uint32_t uid, const char *tag,
+/* user: a named user (NULL or "": the request is uid's); a uid budget never counts it. */
+void budgets_add_usage(struct budgets *, uint32_t uid, const char *user, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t when_ms,
     int64_t now_ms);
-bool budgets_apply(const struct budgets *, uint32_t uid, const char *tag,
+bool budgets_apply(const struct budgets *, uint32_t uid, const char *user, const char *tag,
     const char *model);
-int budgets_reserve(struct budgets *, uint32_t uid, const char *tag,
+int budgets_reserve(struct budgets *, uint32_t uid, const char *user, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t now_ms,
     struct budget_reservation **, struct budget_refusal *);
 void budgets_settle(struct budget_reservation *, int64_t tokens, double cost,
@@ -92,7 +94,8 @@ void budgets_release(struct budget_reservation *);
  * Fleet budgets (fleet.c): each budget that applies to a request is one
  * claim, named by a key that is the same on every node that configures the
  * budget ("tag:batch tokens/day", "user:1000 money/month", "all money/ever";
- * a user by uid), in the period holding the time given. Amounts are the
+ * a user by uid, a named user by name: "user:alice tokens/day"), in the
+ * period holding the time given. Amounts are the
  * budget's: tokens, or billionths of money.
  */
 #define BUDGET_KEY_MAX (BUDGET_NAME_MAX + 48)
@@ -100,6 +103,7 @@ void budgets_release(struct budget_reservation *);
 struct budget_claim {
 	enum budget_scope scope;
 	uint32_t uid;
+	bool named;                 /* BUDGET_USER: name is a named user */
 	enum budget_unit unit;
 	enum budget_period period;
 	double limit_def;           /* as configured */
@@ -110,7 +114,7 @@ struct budget_claim {
 	int64_t amount;
 };
 
-size_t budgets_claims(const struct budgets *, uint32_t uid, const char *tag,
+size_t budgets_claims(const struct budgets *, uint32_t uid, const char *user, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t when_ms,
     struct budget_claim *out, size_t max);
 void budget_claim_refusal(const struct budget_claim *, int64_t used, int64_t reserved,

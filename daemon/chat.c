@@ -130,6 +130,7 @@ chat_free(struct chat *c)
 	message_request_free(c->req);
 	free(c->body);
 	free(c->model);
+	free(c->user);
 	free(c->error_detail.data);
 	free(c->pass.body);
 	free(c->pass.prompt_text);
@@ -773,6 +774,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	memset(&rec, 0, sizeof rec);
 	rec.time_ms = now_ms();
 	rec.uid = c->uid;
+	rec.user = c->user;
 	rec.tag = c->req->u.chat.tag;
 	rec.model = c->model != NULL ? c->model : c->upstream->conf.model;
 	rec.upstream = c->upstream->conf.name;
@@ -829,11 +831,17 @@ chat_answer(struct chat *c)
 	}
 	struct metrics_event me = { model, c->uid, c->req->u.chat.tag, code != NULL ? code : "ok",
 		us.prompt_tokens, us.completion_tokens, cost,
-		c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1, end - c->started_ms };
+		c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1, end - c->started_ms,
+		c->user };
 	metrics_record(&me);
-	log_info("chat %llu uid %u model %s upstream %s: %s | prompt_tokens: %lld, "
+	char who[80];
+	if (c->user != NULL)
+		snprintf(who, sizeof who, "user %s", c->user);
+	else
+		snprintf(who, sizeof who, "uid %u", (unsigned)c->uid);
+	log_info("chat %llu %s model %s upstream %s: %s | prompt_tokens: %lld, "
 	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
-	    (unsigned long long)c->id, (unsigned)c->uid, model,
+	    (unsigned long long)c->id, who, model,
 	    c->upstream->conf.name, code ? code : "done", (long long)us.prompt_tokens,
 	    (long long)us.completion_tokens, us.estimated ? " (estimated)" : "", cost,
 	    srv->total_cost, srv->conf->max_budget);
@@ -939,25 +947,35 @@ chat_refuse(struct chat *c, const char *code, const char *message)
 	r.u.error.retry_after = NAN;
 	r.u.error.status = -1;
 	struct metrics_event me = { c->req->u.chat.model, c->uid, c->req->u.chat.tag, code,
-		0, 0, 0, -1, -1 };
+		0, 0, 0, -1, -1, c->user };
 	metrics_record(&me);
 	chat_reply(c, &r);
 	chat_free(c);
 }
 
 /*
- * A chat for req (owned from now on) on behalf of uid, reporting to front;
- * NULL when memory runs out. The front links it, then calls chat_start.
+ * A chat for req (owned from now on) on behalf of uid or, when user is
+ * neither NULL nor "", of that named user (copied; billed with uid
+ * LEDGER_UID_NAMED), reporting to front; NULL when memory runs out. The
+ * front links it, then calls chat_start.
  */
 struct chat *
 chat_new(struct server *srv, const struct chat_front *front, void *owner, uint32_t uid,
-    struct request *req)
+    const char *user, struct request *req)
 {
 	struct chat *c;
 
 	if ((c = calloc(1, sizeof *c)) == NULL)
 		return NULL;
+	if (user != NULL && *user != '\0') {
+		if ((c->user = strdup(user)) == NULL) {
+			free(c);
+			return NULL;
+		}
+		uid = LEDGER_UID_NAMED;
+	}
 	if ((c->timer = evtimer_new(srv->base, chat_timer_cb, c)) == NULL) {
+		free(c->user);
 		free(c);
 		return NULL;
 	}
@@ -981,9 +999,9 @@ chat_new(struct server *srv, const struct chat_front *front, void *owner, uint32
  */
 struct chat *
 chat_new_passthrough(struct server *srv, const struct chat_front *front, void *owner,
-    uint32_t uid, struct request *req, struct chat_passthrough *pass)
+    uint32_t uid, const char *user, struct request *req, struct chat_passthrough *pass)
 {
-	struct chat *c = chat_new(srv, front, owner, uid, req);
+	struct chat *c = chat_new(srv, front, owner, uid, user, req);
 
 	if (c == NULL) {
 		free(pass->body);
@@ -999,7 +1017,7 @@ chat_new_passthrough(struct server *srv, const struct chat_front *front, void *o
 static char *
 chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
 {
-	json_t *j = json_loads(c->pass.body, 0, NULL), *so;
+	json_t *j = json_loads(c->pass.body, JSON_ALLOW_NUL, NULL), *so;
 	char *out = NULL;
 
 	if (!json_is_object(j)) {
@@ -1105,8 +1123,8 @@ chat_fleet_reserve(struct chat *c, double worst)
 		chat_finish(c, "internal", "out of memory", -1, NAN);
 		return;
 	}
-	n = budgets_claims(srv->budgets, c->uid, c->req->u.chat.tag, c->model, c->reserved_tokens,
-	    worst, now_ms(), cl, max);
+	n = budgets_claims(srv->budgets, c->uid, c->user, c->req->u.chat.tag, c->model,
+	    c->reserved_tokens, worst, now_ms(), cl, max);
 	if (n == 0) {
 		free(cl);
 		chat_admit(c);
@@ -1156,10 +1174,10 @@ chat_start(struct chat *c)
 	if (c->passthrough) {
 		if (srv->conf->calc_usage && up->tokenizer != NULL) {
 			const char *t = c->pass.prompt_text;
-			int64_t n = t != NULL ? tokenizer_count(up->tokenizer, t, strlen(t)) : 0;
+			int64_t n = t != NULL ? tokenizer_count(up->tokenizer, t, c->pass.prompt_len) : 0;
 			c->prompt_estimate = (n > 0 ? n : 0) + c->pass.prompt_ids;
 		}
-	} else if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, cr->tag, c->model))
+	} else if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, c->user, cr->tag, c->model))
 		chat_count_prompt(c);
 	c->body = c->passthrough ? chat_passthrough_body(c, cause, sizeof cause) :
 	    openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
@@ -1175,7 +1193,7 @@ chat_start(struct chat *c)
 	    (double)most * up->conf.completion_price) / 1000.0;
 	struct budget_refusal why;
 	c->reserved_tokens = budget_tokens_add(prompt, most);
-	if (budgets_reserve(srv->budgets, c->uid, cr->tag, c->model,
+	if (budgets_reserve(srv->budgets, c->uid, c->user, cr->tag, c->model,
 	    c->reserved_tokens, worst, now_ms(), &c->reservation, &why) == -1) {
 		chat_budget_detail(c, &why);
 		chat_finish(c, "budget_exceeded", why.message, -1, NAN);

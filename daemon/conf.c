@@ -17,7 +17,9 @@
 #include "daemon/budget.h"
 
 #include "daemon/conf.h"
+#include "daemon/ledger.h"
 #include "daemon/tokenizer.h"
+#include "protocol/message.h"
 
 /* CONF_AUTO: an integer, or the string "auto" stored as 0. */
 enum conf_type { CONF_STRING, CONF_INT, CONF_AUTO, CONF_SIZE, CONF_DOUBLE, CONF_BOOL, CONF_MODE,
@@ -517,8 +519,13 @@ conf_read_budgets(struct conf_errors *e, struct conf *c, config_setting_t *list)
 			continue;
 		}
 		if (scope == BUDGET_USER && conf_resolve_user(who, &b->uid) == -1) {
-			conf_error(e, line, "budgets[%d]: no user \"%s\"", i, who);
-			continue;
+			for (size_t j = 0; j < c->n_api_keys && !b->named; j++)
+				b->named = c->api_keys[j].named && strcmp(c->api_keys[j].user, who) == 0;
+			if (!b->named) {
+				conf_error(e, line, "budgets[%d]: no user \"%s\" (a system user name, a uid, "
+				    "or the user of an api_keys entry)", i, who);
+				continue;
+			}
 		}
 		lim = config_setting_get_member(g, "limit");
 		if (lim == NULL || (config_setting_type(lim) != CONFIG_TYPE_INT &&
@@ -542,21 +549,21 @@ conf_read_budgets(struct conf_errors *e, struct conf *c, config_setting_t *list)
 	}
 }
 
-/* Resolve a user name or uid; -1 when neither. */
+/* Resolve a system user name or uid; -1 when neither ((uid_t)-1 is no uid: see ledger.h). */
 static int
 conf_resolve_user(const char *who, uint32_t *uid)
 {
 	struct passwd *pw = getpwnam(who);
 	char *end;
-	unsigned long n;
+	unsigned long long n;
 
-	if (pw != NULL) {
+	if (pw != NULL && pw->pw_uid != (uid_t)LEDGER_UID_NAMED) {
 		*uid = (uint32_t)pw->pw_uid;
 		return 0;
 	}
 	errno = 0;
-	n = strtoul(who, &end, 10);
-	if (*who == '\0' || *end != '\0' || errno != 0 || n > UINT32_MAX)
+	n = strtoull(who, &end, 10);
+	if (*who < '0' || *who > '9' || *end != '\0' || errno != 0 || n >= LEDGER_UID_NAMED)
 		return -1;
 	*uid = (uint32_t)n;
 	return 0;
@@ -624,6 +631,30 @@ conf_read_listen(struct conf_errors *e, struct conf *c, config_setting_t *s)
 	}
 }
 
+/*
+ * Why an api_keys user that is no system user cannot be billed by name, or
+ * NULL when it can: 1 to 64 bytes of UTF-8 without control characters, and
+ * not all digits (that would be a uid, which must be below 4294967295).
+ */
+static const char *
+conf_user_name_invalid(const char *u)
+{
+	size_t len = strlen(u);
+	const unsigned char *p = (const unsigned char *)u;
+
+	if (len == 0 || len > 64)
+		return "a name must be 1 to 64 bytes";
+	if (strspn(u, "0123456789") == len)
+		return "a uid must be below 4294967295";
+	for (size_t i = 0; i < len; i++)
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			return "a name must not contain control characters";
+	/* strictly, as the ledger stores it: a name it would change could not be matched */
+	if (!message_utf8_valid(u, len))
+		return "a name must be UTF-8";
+	return NULL;
+}
+
 /* Read api_keys: ( { sha256 = "HEX"; user = "NAME"; tag = "TAG"; }, ... ). */
 static void
 conf_read_keys(struct conf_errors *e, struct conf *c, config_setting_t *list)
@@ -679,10 +710,15 @@ conf_read_keys(struct conf_errors *e, struct conf *c, config_setting_t *list)
 			conf_error(e, line, "api_keys[%d]: user is required", i);
 			continue;
 		}
+		k->named = false;
 		if (conf_resolve_user(user, &k->uid) == -1) {
-			conf_error(e, line, "api_keys[%d]: no user \"%s\" (a system user name or a uid)",
-			    i, user);
-			continue;
+			const char *why = conf_user_name_invalid(user);
+			if (why != NULL) {
+				conf_error(e, line, "api_keys[%d]: user \"%.64s\": %s", i, user, why);
+				continue;
+			}
+			k->uid = LEDGER_UID_NAMED;
+			k->named = true;
 		}
 		for (size_t j = 0; j < 64; j++)
 			k->sha256[j] = (char)(hex[j] >= 'A' && hex[j] <= 'F' ? hex[j] - 'A' + 'a' : hex[j]);
@@ -834,12 +870,13 @@ conf_load(const char *path, char **errors)
 		}
 	} else
 		conf_single_upstream(&e, c, have_cfg ? &cfg : NULL);
+	/* api_keys first: a user budget may name one of their named users */
+	if (have_cfg && (list = config_lookup(&cfg, "api_keys")) != NULL)
+		conf_read_keys(&e, c, list);
 	if (have_cfg && (list = config_lookup(&cfg, "budgets")) != NULL)
 		conf_read_budgets(&e, c, list);
 	if (have_cfg && (list = config_lookup(&cfg, "http_listen")) != NULL)
 		conf_read_listen(&e, c, list);
-	if (have_cfg && (list = config_lookup(&cfg, "api_keys")) != NULL)
-		conf_read_keys(&e, c, list);
 	if ((env = getenv("OPENLLMD_SOCKET")) != NULL && *env != '\0') {
 		free(c->socket_path);
 		c->socket_path = strdup(env);

@@ -35,6 +35,7 @@ struct budget_conf {
 	char *scope;                /* all | user | tag | model */
 	char *who;                  /* user name or uid, tag, or model; NULL for all */
 	uint32_t uid;               /* resolved for scope user */
+	bool named;                 /* scope user: who is an api_keys named user, not a uid */
 	char *unit;                 /* money | tokens */
 	char *period;               /* day | month | ever */
 	double limit;
@@ -43,8 +44,9 @@ struct budget_conf {
 /* One entry of api_keys: a key known only by its SHA-256, and whom it bills. */
 struct api_key_conf {
 	char sha256[65];            /* lowercase hex */
-	char *user;                 /* a system user name or a uid */
-	uint32_t uid;               /* resolved from user */
+	char *user;                 /* a system user name, a uid, or any other name */
+	uint32_t uid;               /* resolved from user; LEDGER_UID_NAMED when named */
+	bool named;                 /* user is no system user: requests are billed to the name */
 	char *tag;                  /* NULL: none */
 };
 

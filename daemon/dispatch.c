@@ -186,7 +186,9 @@ dispatch_budget_label(const struct budget_def *def, char *buf, size_t len)
 		snprintf(buf, len, "all");
 		break;
 	case BUDGET_USER:
-		if ((pw = getpwuid(def->uid)) != NULL)
+		if (def->named)
+			snprintf(buf, len, "user:%s", def->name ? def->name : "");
+		else if ((pw = getpwuid(def->uid)) != NULL)
 			snprintf(buf, len, "user:%s", pw->pw_name);
 		else
 			snprintf(buf, len, "user:%u", (unsigned)def->uid);
@@ -222,7 +224,7 @@ dispatch_fill_budgets(struct server *srv, int64_t uid, struct budget_status **bu
 		struct budget_state b;
 		if (budgets_get(srv->budgets, i, now, &b) == -1)
 			continue;
-		if (uid >= 0 && b.def.scope == BUDGET_USER && (int64_t)b.def.uid != uid)
+		if (uid >= 0 && b.def.scope == BUDGET_USER && (b.def.named || (int64_t)b.def.uid != uid))
 			continue;
 		struct budget_status *out = &(*budgets)[(*n_budgets)++];
 		dispatch_budget_label(&b.def, label, sizeof label);

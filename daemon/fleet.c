@@ -649,7 +649,7 @@ fleet_batch_usage(struct fleet_batch *b, const struct ledger_record *r, uint64_t
 
 	if (cl == NULL)
 		return;
-	n = budgets_claims(b->budgets, r->uid, r->tag, r->model,
+	n = budgets_claims(b->budgets, r->uid, r->user, r->tag, r->model,
 	    budget_tokens_add(r->prompt_tokens, r->completion_tokens), r->cost, r->time_ms,
 	    cl, b->max_claims);
 	for (size_t i = 0; i < n; i++) {

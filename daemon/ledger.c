@@ -29,8 +29,10 @@
  *   completion_tokens, estimated (bool), cost (float64), status ("done",
  *   "error", "cancelled"), error (str or nil), latency_ms, rid, and
  *   ttft_ms when it was measured (records written before it was added have
- *   none), and rsv, the fleet reservation the record settles (fleet.c), when
- *   there was one.
+ *   none), rsv, the fleet reservation the record settles (fleet.c), when
+ *   there was one, and user (str) for a named user's record only (uid is
+ *   then LEDGER_UID_NAMED; records without it, older ones included, belong
+ *   to their uid).
  * rid numbers records from 1 up, never reused (records of older versions
  * have none, 0 here). A record may be in the journal twice: after a failed
  * fdatasync the file is abandoned and the records it held that were not
@@ -39,7 +41,9 @@
  * The snapshot body is a map {v: 1, since: s, upto: seq, rid: r, rows:
  * [row...]} where rid is the highest record number folded into the rows and
  * a row is [day, model, upstream, uid, tag, requests, errors,
- * prompt_tokens, completion_tokens, total_tokens, estimated, cost].
+ * prompt_tokens, completion_tokens, total_tokens, estimated, cost], followed
+ * by the user name for a named user's row (13 items); a system user's row
+ * keeps the 12 items older versions wrote and read.
  *
  * Records hold C strings, so no NUL byte can occur inside a string; a record
  * header always starts with a zero byte (lengths are < 2^24). A client's tag
@@ -61,7 +65,7 @@
 #define LEDGER_DAY_UNSET	INT64_MIN
 #define LEDGER_BATCH_DAYS	4	/* day changes one batch splits at; more join the last */
 
-/* One aggregate row: counters of one (day, model, upstream, uid, tag). */
+/* One aggregate row: counters of one (day, model, upstream, uid, user, tag). */
 struct ledger_row {
 	int64_t day;
 	uint32_t uid;
@@ -69,6 +73,7 @@ struct ledger_row {
 	char *model;
 	char *upstream;
 	char *tag;                  /* "" when untagged */
+	char *user;                 /* a named user; "" for a system user's row */
 	struct counters c;
 	struct ledger_row *next;    /* hash chain */
 	char strings[];
@@ -87,6 +92,7 @@ struct ledger_decoded {
 	struct ledger_record r;
 	uint64_t rid;               /* 0: none (an older version's record) */
 	char tag[LEDGER_STRING_MAX + 1];
+	char user[LEDGER_STRING_MAX + 1];
 	char model[LEDGER_STRING_MAX + 1];
 	char upstream[LEDGER_STRING_MAX + 1];
 	char error_code[LEDGER_STRING_MAX + 1];
@@ -456,6 +462,10 @@ ledger_sanitize(const struct ledger_record *rec, struct ledger_decoded *d)
 	    LEDGER_TIME_MAX : rec->time_ms;
 	d->r.uid = rec->uid;
 	ledger_clean_string(rec->tag, d->tag);
+	ledger_clean_string(rec->user, d->user);
+	d->r.user = d->user[0] != '\0' ? d->user : NULL;
+	if (d->r.user != NULL)
+		d->r.uid = LEDGER_UID_NAMED;
 	ledger_clean_string(rec->model, d->model);
 	ledger_clean_string(rec->upstream, d->upstream);
 	ledger_clean_string(rec->status == LEDGER_DONE ? NULL : rec->error_code, d->error_code);
@@ -487,7 +497,8 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r, uint64_t rid)
 	b->oom = false;
 	ledger_buf_add(b, zero, sizeof zero);
 	msgpack_packer_init(&pk, b, ledger_buf_write_cb);
-	msgpack_pack_map(&pk, 14 + (r->has_ttft ? 1 : 0) + (r->reservation != 0 ? 1 : 0));
+	msgpack_pack_map(&pk, 14 + (r->has_ttft ? 1 : 0) + (r->reservation != 0 ? 1 : 0) +
+	    (r->user != NULL ? 1 : 0));
 	ledger_pack_str(&pk, "v");
 	msgpack_pack_uint32(&pk, LEDGER_VERSION);
 	ledger_pack_str(&pk, "time");
@@ -532,6 +543,10 @@ ledger_encode(struct ledger_buf *b, const struct ledger_record *r, uint64_t rid)
 	if (r->reservation != 0) {
 		ledger_pack_str(&pk, "rsv");
 		msgpack_pack_uint64(&pk, r->reservation);
+	}
+	if (r->user != NULL) {
+		ledger_pack_str(&pk, "user");
+		ledger_pack_str(&pk, r->user);
 	}
 	if (b->oom)
 		return -1;
@@ -827,7 +842,7 @@ ledger_decode(const uint8_t *body, size_t len, struct ledger_decoded *d)
 
 	memset(&d->r, 0, sizeof d->r);
 	d->rid = 0;
-	d->tag[0] = d->model[0] = d->upstream[0] = d->error_code[0] = '\0';
+	d->tag[0] = d->user[0] = d->model[0] = d->upstream[0] = d->error_code[0] = '\0';
 	if (mpr_count(&r, 'm', &n) == -1)
 		return -1;
 	for (uint32_t i = 0; i < n; i++) {
@@ -848,6 +863,9 @@ ledger_decode(const uint8_t *body, size_t len, struct ledger_decoded *d)
 			d->r.uid = (uint32_t)uid;
 		} else if (mpr_key_is(k, klen, "tag")) {
 			if (!mpr_nil(&r) && mpr_cstr(&r, d->tag) == -1)
+				return -1;
+		} else if (mpr_key_is(k, klen, "user")) {
+			if (!mpr_nil(&r) && mpr_cstr(&r, d->user) == -1)
 				return -1;
 		} else if (mpr_key_is(k, klen, "model")) {
 			if (mpr_cstr(&r, d->model) == -1)
@@ -909,6 +927,9 @@ ledger_decode(const uint8_t *body, size_t len, struct ledger_decoded *d)
 	    !have_upstream || !have_status)
 		return -1;
 	d->r.tag = d->tag[0] != '\0' ? d->tag : NULL;
+	d->r.user = d->user[0] != '\0' ? d->user : NULL;
+	if (d->r.user != NULL)
+		d->r.uid = LEDGER_UID_NAMED;
 	d->r.model = d->model;
 	d->r.upstream = d->upstream;
 	d->r.error_code = d->r.status != LEDGER_DONE && d->error_code[0] != '\0' ?
@@ -1076,7 +1097,8 @@ ledger_hash_bytes(uint64_t h, const void *data, size_t len)
 
 /* Hash of a row key; strings include their terminating NUL so fields cannot run together. */
 static uint64_t
-ledger_row_hash(int64_t day, const char *model, const char *upstream, uint32_t uid, const char *tag)
+ledger_row_hash(int64_t day, const char *model, const char *upstream, uint32_t uid,
+    const char *user, const char *tag)
 {
 	uint64_t h = UINT64_C(0xcbf29ce484222325);
 
@@ -1085,6 +1107,7 @@ ledger_row_hash(int64_t day, const char *model, const char *upstream, uint32_t u
 	h = ledger_hash_bytes(h, model, strlen(model) + 1);
 	h = ledger_hash_bytes(h, upstream, strlen(upstream) + 1);
 	h = ledger_hash_bytes(h, tag, strlen(tag) + 1);
+	h = ledger_hash_bytes(h, user, strlen(user) + 1);
 	return h;
 }
 
@@ -1111,20 +1134,22 @@ ledger_rows_grow(struct ledger *l)
 /* Find or create the row for a key; NULL when out of memory. */
 static struct ledger_row *
 ledger_row_get(struct ledger *l, int64_t day, const char *model, const char *upstream,
-    uint32_t uid, const char *tag)
+    uint32_t uid, const char *user, const char *tag)
 {
 	uint64_t h;
 	struct ledger_row *row;
-	size_t lm, lu, lt;
+	size_t lm, lu, lt, ln;
 
 	if (tag == NULL)
 		tag = "";
-	h = ledger_row_hash(day, model, upstream, uid, tag);
+	if (user == NULL)
+		user = "";
+	h = ledger_row_hash(day, model, upstream, uid, user, tag);
 	if (l->n_buckets > 0) {
 		for (row = l->buckets[h & (l->n_buckets - 1)]; row != NULL; row = row->next) {
 			if (row->hash == h && row->day == day && row->uid == uid &&
 			    strcmp(row->model, model) == 0 && strcmp(row->upstream, upstream) == 0 &&
-			    strcmp(row->tag, tag) == 0)
+			    strcmp(row->tag, tag) == 0 && strcmp(row->user, user) == 0)
 				return row;
 		}
 	}
@@ -1141,7 +1166,8 @@ ledger_row_get(struct ledger *l, int64_t day, const char *model, const char *ups
 	lm = strlen(model) + 1;
 	lu = strlen(upstream) + 1;
 	lt = strlen(tag) + 1;
-	if ((row = calloc(1, sizeof *row + lm + lu + lt)) == NULL)
+	ln = strlen(user) + 1;
+	if ((row = calloc(1, sizeof *row + lm + lu + lt + ln)) == NULL)
 		return NULL;
 	row->day = day;
 	row->uid = uid;
@@ -1149,9 +1175,11 @@ ledger_row_get(struct ledger *l, int64_t day, const char *model, const char *ups
 	row->model = row->strings;
 	row->upstream = row->model + lm;
 	row->tag = row->upstream + lu;
+	row->user = row->tag + lt;
 	memcpy(row->model, model, lm);
 	memcpy(row->upstream, upstream, lu);
 	memcpy(row->tag, tag, lt);
+	memcpy(row->user, user, ln);
 	row->next = l->buckets[h & (l->n_buckets - 1)];
 	l->buckets[h & (l->n_buckets - 1)] = row;
 	l->rows[l->n_rows++] = row;
@@ -1185,7 +1213,7 @@ ledger_count(struct ledger *l, const struct ledger_record *r)
 	struct ledger_row *row;
 	struct counters c;
 
-	row = ledger_row_get(l, ledger_day(r->time_ms), r->model, r->upstream, r->uid, r->tag);
+	row = ledger_row_get(l, ledger_day(r->time_ms), r->model, r->upstream, r->uid, r->user, r->tag);
 	if (row == NULL)
 		return -1;
 	memset(&c, 0, sizeof c);
@@ -1706,7 +1734,7 @@ ledger_snapshot_encode(const struct ledger *l, uint64_t upto, struct ledger_buf 
 	msgpack_pack_array(&pk, l->n_rows);
 	for (size_t i = 0; i < l->n_rows; i++) {
 		const struct ledger_row *row = l->rows[i];
-		msgpack_pack_array(&pk, 12);
+		msgpack_pack_array(&pk, row->user[0] != '\0' ? 13 : 12);
 		msgpack_pack_int64(&pk, row->day);
 		ledger_pack_str(&pk, row->model);
 		ledger_pack_str(&pk, row->upstream);
@@ -1722,6 +1750,8 @@ ledger_snapshot_encode(const struct ledger *l, uint64_t upto, struct ledger_buf 
 		msgpack_pack_uint64(&pk, row->c.total_tokens);
 		msgpack_pack_uint64(&pk, row->c.estimated);
 		msgpack_pack_double(&pk, row->c.cost);
+		if (row->user[0] != '\0')
+			ledger_pack_str(&pk, row->user);
 	}
 	if (b->oom)
 		return -1;
@@ -1804,14 +1834,15 @@ fail:
 
 /* Decode one snapshot row and add it to the aggregates. */
 static int
-ledger_snapshot_row(struct ledger *l, struct mpr *r, char *model, char *upstream, char *tag)
+ledger_snapshot_row(struct ledger *l, struct mpr *r, char *model, char *upstream, char *tag,
+    char *user)
 {
 	uint32_t n;
 	int64_t day, uid, v[6];
 	struct counters c;
 	struct ledger_row *row;
 
-	if (mpr_count(r, 'a', &n) == -1 || n != 12 || mpr_int(r, &day) == -1 ||
+	if (mpr_count(r, 'a', &n) == -1 || (n != 12 && n != 13) || mpr_int(r, &day) == -1 ||
 	    day < 0 || day > ledger_day(LEDGER_TIME_MAX) ||
 	    mpr_cstr(r, model) == -1 || mpr_cstr(r, upstream) == -1 ||
 	    mpr_int(r, &uid) == -1 || uid < 0 || uid > UINT32_MAX)
@@ -1831,7 +1862,12 @@ ledger_snapshot_row(struct ledger *l, struct mpr *r, char *model, char *upstream
 	c.completion_tokens = (uint64_t)v[3];
 	c.total_tokens = (uint64_t)v[4];
 	c.estimated = (uint64_t)v[5];
-	if ((row = ledger_row_get(l, day, model, upstream, (uint32_t)uid, tag)) == NULL)
+	user[0] = '\0';
+	if (n == 13 && !mpr_nil(r) && mpr_cstr(r, user) == -1)
+		return -1;
+	if (user[0] != '\0')
+		uid = LEDGER_UID_NAMED;
+	if ((row = ledger_row_get(l, day, model, upstream, (uint32_t)uid, user, tag)) == NULL)
 		return -2;
 	ledger_counters_add(&row->c, &c);
 	return 0;
@@ -1850,7 +1886,7 @@ ledger_snapshot_parse(struct ledger *l, const uint8_t *body, size_t len, const c
 	char *s;
 	int rc;
 
-	if ((s = malloc(3 * (LEDGER_STRING_MAX + 1))) == NULL) {
+	if ((s = malloc(4 * (LEDGER_STRING_MAX + 1))) == NULL) {
 		ledger_cause(cause, cause_len, "%s: out of memory", path);
 		return -1;
 	}
@@ -1877,7 +1913,7 @@ ledger_snapshot_parse(struct ledger *l, const uint8_t *body, size_t len, const c
 			have_rows = true;
 			for (uint32_t j = 0; j < nrows; j++) {
 				rc = ledger_snapshot_row(l, &r, s, s + LEDGER_STRING_MAX + 1,
-				    s + 2 * (LEDGER_STRING_MAX + 1));
+				    s + 2 * (LEDGER_STRING_MAX + 1), s + 3 * (LEDGER_STRING_MAX + 1));
 				if (rc == -2) {
 					free(s);
 					ledger_cause(cause, cause_len, "%s: out of memory", path);
@@ -2600,9 +2636,11 @@ ledger_cmp_model(const void *a, const void *b)
 static int
 ledger_cmp_user(const void *a, const void *b)
 {
-	uint32_t x = (*(struct ledger_row *const *)a)->uid, y = (*(struct ledger_row *const *)b)->uid;
+	const struct ledger_row *ra = *(struct ledger_row *const *)a, *rb = *(struct ledger_row *const *)b;
 
-	return x < y ? -1 : x > y;
+	if (ra->uid != rb->uid)
+		return ra->uid < rb->uid ? -1 : 1;
+	return strcmp(ra->user, rb->user);
 }
 
 static int
@@ -2648,6 +2686,8 @@ ledger_row_key(const struct ledger_row *row, enum ledger_dim dim, char *buf, siz
 	case DIM_TAG:
 		return row->tag;
 	case DIM_USER:
+		if (row->user[0] != '\0')
+			return row->user;
 		snprintf(buf, len, "%u", (unsigned)row->uid);
 		return buf;
 	case DIM_DAY:
@@ -2802,7 +2842,8 @@ ledger_usage(const struct ledger *l, const struct ledger_scope *s, int64_t from_
 		if (s != NULL && ((s->model != NULL && strcmp(s->model, row->model) != 0) ||
 		    (s->upstream != NULL && strcmp(s->upstream, row->upstream) != 0) ||
 		    (s->tag != NULL && strcmp(s->tag, row->tag) != 0) ||
-		    (s->uid >= 0 && (uint64_t)s->uid != row->uid)))
+		    (s->uid >= 0 && (uint64_t)s->uid != row->uid) ||
+		    (s->user != NULL && strcmp(s->user, row->user) != 0)))
 			continue;
 		ledger_counters_add(out, &row->c);
 	}
@@ -2889,7 +2930,8 @@ ledger_partial_cb(const struct ledger_record *r, void *arg)
 	const char *model = r->model != NULL ? r->model : "";
 	const char *upstream = r->upstream != NULL ? r->upstream : "";
 	const char *tag = r->tag != NULL ? r->tag : "";
-	size_t lm = strlen(model), lu = strlen(upstream), lt = strlen(tag);
+	const char *user = r->user != NULL ? r->user : "";
+	size_t lm = strlen(model), lu = strlen(upstream), lt = strlen(tag), ln = strlen(user);
 	struct ledger_row *row, **grown;
 
 	if (ledger_day(r->time_ms) != p->day)
@@ -2904,7 +2946,7 @@ ledger_partial_cb(const struct ledger_record *r, void *arg)
 		p->rows = grown;
 		p->cap = cap;
 	}
-	if ((row = calloc(1, sizeof *row + lm + lu + lt + 3)) == NULL)
+	if ((row = calloc(1, sizeof *row + lm + lu + lt + ln + 4)) == NULL)
 		goto oom;
 	row->day = p->day;
 	row->uid = r->uid;
@@ -2914,6 +2956,8 @@ ledger_partial_cb(const struct ledger_record *r, void *arg)
 	memcpy(row->upstream, upstream, lu + 1);
 	row->tag = row->upstream + lu + 1;
 	memcpy(row->tag, tag, lt + 1);
+	row->user = row->tag + lt + 1;
+	memcpy(row->user, user, ln + 1);
 	row->c.requests = 1;
 	row->c.errors = r->status != LEDGER_DONE;
 	row->c.prompt_tokens = r->prompt_tokens > 0 ? (uint64_t)r->prompt_tokens : 0;

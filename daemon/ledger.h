@@ -64,15 +64,26 @@ struct ledger_options {
 };
 
 /*
+ * The uid of a named user's records: (uid_t)-1, which no account can have
+ * (setuid(2) reads it as "unchanged"; the configuration refuses it as a uid).
+ * Named users' rows are kept apart by name, and a query scoped to one local
+ * uid (stats_visibility "own", logs of one's own rows) never matches them.
+ */
+#define LEDGER_UID_NAMED	UINT32_MAX
+
+/*
  * One finished, failed or cancelled chat request. Strings are borrowed for
- * the call. NULL model or upstream is stored as "". A NULL or empty tag is
+ * the call. A non-empty user makes the record a named user's: it is stored
+ * with uid LEDGER_UID_NAMED whatever uid says, and counted under the name.
+ * NULL model or upstream is stored as "". A NULL or empty tag is
  * "no tag". error_code is kept only when status is not LEDGER_DONE. Negative
  * counts and a negative or non-finite cost are stored as 0; bytes that are not
  * UTF-8 become '?'.
  */
 struct ledger_record {
 	int64_t time_ms;            /* ms since the epoch, UTC */
-	uint32_t uid;
+	uint32_t uid;               /* LEDGER_UID_NAMED when user is set */
+	const char *user;           /* a named user (an API key's, not a system account); NULL or "": uid's */
 	const char *tag;
 	const char *model;
 	const char *upstream;
@@ -88,12 +99,16 @@ struct ledger_record {
 	uint64_t reservation;       /* the fleet reservation it settles; 0: none */
 };
 
-/* A usage filter: NULL strings and uid -1 match anything; tag "" matches untagged rows. */
+/*
+ * A usage filter: NULL strings and uid -1 match anything; tag "" matches
+ * untagged rows, user "" system users' rows.
+ */
 struct ledger_scope {
 	const char *model;
 	const char *upstream;
 	const char *tag;
 	int64_t uid;
+	const char *user;           /* a named user's rows only */
 };
 
 /* Called per record; return non-zero to stop. Strings live until the callback returns. */
@@ -166,10 +181,11 @@ int64_t ledger_since(const struct ledger *);
  * "day", only that map. since (epoch seconds, -1 none) has day granularity:
  * it selects whole UTC days from the one holding since. out->since is the
  * later of the ledger's start and the start of that day. Keys: the model
- * name; the uid in decimal; the tag, with untagged requests under ""; the
- * UTC date as YYYY-MM-DD. Entries are sorted by key (uids and days
- * numerically). max_budget and budget_left are NAN, budgets empty: budgets
- * are the caller's. -1 with errno EINVAL for an unknown by, ENOMEM.
+ * name; the uid in decimal, or a named user's name; the tag, with untagged
+ * requests under ""; the UTC date as YYYY-MM-DD. Entries are sorted by key
+ * (uids and days numerically, named users after the uids by name).
+ * max_budget and budget_left are NAN, budgets empty: budgets are the
+ * caller's. -1 with errno EINVAL for an unknown by, ENOMEM.
  */
 int ledger_stats(struct ledger *, const char *by, int64_t since, struct stats_result *out);
 

@@ -15,6 +15,7 @@
 struct logs_collect {
 	const struct logs_request *q;
 	int64_t uid;                /* -1: every user's rows */
+	const char *user;           /* a named user's rows only; NULL: by uid */
 	struct log_row *rows;
 	size_t n, limit;
 	bool oom;
@@ -30,6 +31,7 @@ logs_collect_cb(const struct ledger_record *rec, void *arg)
 	struct log_row *w;
 
 	if ((lc->uid >= 0 && (uint32_t)lc->uid != rec->uid) ||
+	    (lc->user != NULL && (rec->user == NULL || strcmp(lc->user, rec->user) != 0)) ||
 	    (q->model != NULL && strcmp(q->model, rec->model) != 0) ||
 	    (q->tag != NULL && strcmp(q->tag, tag) != 0) ||
 	    (q->status != NULL && strcmp(q->status, ledger_status_name(rec->status)) != 0))
@@ -39,6 +41,7 @@ logs_collect_cb(const struct ledger_record *rec, void *arg)
 	w->time_ms = rec->time_ms;
 	w->uid = rec->uid;
 	w->tag = rec->tag != NULL ? strdup(rec->tag) : NULL;
+	w->user = rec->user != NULL ? strdup(rec->user) : NULL;
 	w->model = strdup(rec->model);
 	w->upstream = strdup(rec->upstream);
 	w->status = strdup(ledger_status_name(rec->status));
@@ -51,7 +54,8 @@ logs_collect_cb(const struct ledger_record *rec, void *arg)
 	w->ttft_ms = rec->has_ttft ? rec->ttft_ms : -1;
 	lc->n++;
 	if (w->model == NULL || w->upstream == NULL || w->status == NULL ||
-	    (rec->tag != NULL && w->tag == NULL) || (rec->error_code != NULL && w->error == NULL)) {
+	    (rec->tag != NULL && w->tag == NULL) || (rec->error_code != NULL && w->error == NULL) ||
+	    (rec->user != NULL && w->user == NULL)) {
 		lc->oom = true;
 		return 1;
 	}
@@ -68,6 +72,7 @@ logs_rows_free(struct log_row *rows, size_t n)
 		free(rows[i].upstream);
 		free(rows[i].status);
 		free(rows[i].error);
+		free(rows[i].user);
 	}
 	free(rows);
 }
@@ -89,6 +94,21 @@ logs_answer(struct session *s, struct request *req)
 	memset(&lc, 0, sizeof lc);
 	lc.q = q;
 	lc.uid = q->user;
+	if (q->user_name != NULL) {
+		/* no local uid owns a named user's rows */
+		if (!privileged) {
+			session_send_error(s, req->id, "forbidden", "user %s: you may read only your "
+			    "own rows (you are uid %u)", q->user_name, (unsigned)s->uid);
+			return;
+		}
+		if (q->fleet) {
+			session_send_error(s, req->id, "bad_request", "user %s: fleet rows carry no "
+			    "named users", q->user_name);
+			return;
+		}
+		lc.uid = LEDGER_UID_NAMED;
+		lc.user = q->user_name;
+	}
 	if (!privileged) {
 		if (q->user >= 0 && (uid_t)q->user != s->uid) {
 			session_send_error(s, req->id, "forbidden", "user %lld: you may read only your "

@@ -297,6 +297,7 @@ server_budgets_load(struct server *s, const struct conf *c, char *cause, size_t 
 			goto fail;
 		}
 		def.uid = bc->uid;
+		def.named = bc->named;
 		def.name = bc->who;
 		def.limit = bc->limit;
 		if (budgets_add(b, &def, cause, cause_len) == -1)
@@ -304,11 +305,16 @@ server_budgets_load(struct server *s, const struct conf *c, char *cause, size_t 
 	}
 	for (size_t i = 0; i < budgets_count(b); i++) {
 		struct budget_state st;
-		struct ledger_scope scope = { NULL, NULL, NULL, -1 };
+		struct ledger_scope scope = { NULL, NULL, NULL, -1, NULL };
 		struct counters used;
 		budgets_get(b, i, now, &st);
-		if (st.def.scope == BUDGET_USER)
+		if (st.def.scope == BUDGET_USER && st.def.named) {
+			scope.uid = LEDGER_UID_NAMED;
+			scope.user = st.def.name;
+		} else if (st.def.scope == BUDGET_USER) {
 			scope.uid = st.def.uid;
+			scope.user = "";
+		}
 		else if (st.def.scope == BUDGET_TAG)
 			scope.tag = st.def.name;
 		else if (st.def.scope == BUDGET_MODEL)

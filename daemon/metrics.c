@@ -16,6 +16,7 @@
 struct metrics_series {
 	char *model;
 	uint32_t uid;
+	bool named;                 /* user is a named user's name, not uid's account name */
 	char *user;
 	char *tag;
 	char *status;
@@ -64,16 +65,22 @@ metrics_str_eq(const char *a, const char *b)
 
 /* The series of a label set, created when new; NULL when memory runs out. */
 static struct metrics_series *
-metrics_series_get(const char *model, uint32_t uid, const char *tag, const char *status)
+metrics_series_get(const char *model, uint32_t uid, const char *named, const char *tag,
+    const char *status)
 {
 	struct metrics_series *s;
+
+	if (named != NULL && *named == '\0')
+		named = NULL;
 
 	if (metrics_n >= METRICS_MAX_SERIES) {
 		model = "other";
 		tag = "other";
 	}
 	for (s = metrics_list; s != NULL; s = s->next)
-		if (s->uid == uid && metrics_str_eq(s->model, model) && metrics_str_eq(s->tag, tag) &&
+		if (s->uid == uid && s->named == (named != NULL) &&
+		    (named == NULL || strcmp(s->user, named) == 0) &&
+		    metrics_str_eq(s->model, model) && metrics_str_eq(s->tag, tag) &&
 		    strcmp(s->status, status) == 0)
 			return s;
 	if ((s = calloc(1, sizeof *s)) == NULL)
@@ -82,7 +89,8 @@ metrics_series_get(const char *model, uint32_t uid, const char *tag, const char 
 	s->tag = strdup(tag != NULL ? tag : "");
 	s->status = strdup(status);
 	s->uid = uid;
-	s->user = metrics_user_name(uid);
+	s->named = named != NULL;
+	s->user = named != NULL ? strdup(named) : metrics_user_name(uid);
 	if (s->model == NULL || s->tag == NULL || s->status == NULL || s->user == NULL) {
 		free(s->model);
 		free(s->tag);
@@ -112,7 +120,7 @@ metrics_observe(struct metrics_histogram *h, double seconds)
 void
 metrics_record(const struct metrics_event *e)
 {
-	struct metrics_series *s = metrics_series_get(e->model, e->uid, e->tag, e->status);
+	struct metrics_series *s = metrics_series_get(e->model, e->uid, e->user, e->tag, e->status);
 
 	if (s == NULL)
 		return;

@@ -18,6 +18,7 @@ struct metrics_event {
 	double cost;
 	int64_t ttft_ms;            /* -1: no token reached the client */
 	int64_t latency_ms;         /* -1: never admitted */
+	const char *user;           /* a named user (labelled by name); NULL: uid's */
 };
 
 void metrics_record(const struct metrics_event *);

@@ -72,6 +72,7 @@ struct chat_passthrough {
 	const char *path;           /* "/completions" or "/embeddings"; static */
 	char *body;                 /* the client's JSON object: owned by the chat once passed */
 	char *prompt_text;          /* what to count locally (owned likewise); NULL: nothing */
+	size_t prompt_len;          /* its bytes: it may hold NUL (U+0000), counted like any character */
 	int64_t prompt_ids;         /* prompt tokens the client sent as ids */
 	bool usage_wanted;          /* stream: pass the usage-only chunk on */
 	bool embeddings;            /* no completion tokens: none reserved */
@@ -82,7 +83,8 @@ struct chat {
 	struct server *server;
 	const struct chat_front *front;
 	void *owner;                /* the front's object, passed to its callbacks */
-	uint32_t uid;               /* who is billed */
+	uint32_t uid;               /* who is billed (LEDGER_UID_NAMED for a named user) */
+	char *user;                 /* the named user billed (an API key's); NULL: uid */
 	struct request *req;        /* owns the decoded request */
 	uint64_t id;
 	struct upstream *upstream;
@@ -276,9 +278,9 @@ void top_answer(struct session *, struct request *);
 /* chat.c */
 int64_t chat_streamed(const struct chat *);
 struct chat *chat_new(struct server *, const struct chat_front *, void *owner, uint32_t uid,
-    struct request *);
+    const char *user, struct request *);
 struct chat *chat_new_passthrough(struct server *, const struct chat_front *, void *owner,
-    uint32_t uid, struct request *, struct chat_passthrough *);
+    uint32_t uid, const char *user, struct request *, struct chat_passthrough *);
 void chat_start(struct chat *);
 void chat_cancel(struct chat *, const char *code, const char *message);
 void chat_resume(struct chat *);

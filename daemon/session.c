@@ -300,7 +300,7 @@ session_start_chat(struct session *s, struct request *req)
 	else if (session_find_chat(s, req->id) != NULL)
 		session_send_error(s, req->id, "bad_request",
 		    "id %llu is already in flight on this connection", (unsigned long long)req->id);
-	else if ((c = chat_new(s->server, &session_chat_front, s, (uint32_t)s->uid, req)) == NULL)
+	else if ((c = chat_new(s->server, &session_chat_front, s, (uint32_t)s->uid, NULL, req)) == NULL)
 		session_send_error(s, req->id, "internal", "out of memory");
 	else {
 		TAILQ_INSERT_TAIL(&s->chats, c, entry);

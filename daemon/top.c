@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/api.h"
 #include "daemon/openllmd.h"
 
 #define TOP_MAX_CHATS 500       /* chats listed at most; in_flight counts them all */
@@ -21,41 +22,57 @@ top_model_get(struct top_result *t, size_t cap, const char *model)
 	return &t->models[t->n_models++];
 }
 
-/* One row per chat in flight, from the oldest connection on. */
+/* What top_chat_cb fills. */
+struct top_fill {
+	struct top_result *t;
+	size_t cap;
+	int64_t now;
+};
+
+/* One row for chat c (and its model's rates), while there is room. */
+static void
+top_chat_cb(struct chat *c, void *arg)
+{
+	struct top_fill *f = arg;
+	struct top_result *t = f->t;
+	const char *model = c->model != NULL ? c->model : c->upstream->conf.model;
+	int64_t tokens = chat_streamed(c);
+	double secs = c->first_delta_ms >= 0 ? (double)(f->now - c->first_delta_ms) / 1000 : 0;
+	double tps = tokens > 0 ? (double)tokens / (secs > 1 ? secs : 1) : 0;
+	struct top_model *m = top_model_get(t, f->cap, model);
+
+	if (m != NULL) {
+		m->in_flight++;
+		m->tokens_per_s += tps;
+	}
+	if (t->n_chats == f->cap)
+		return;
+	struct top_chat *tc = &t->chats[t->n_chats++];
+	tc->id = c->id;
+	tc->uid = c->uid;
+	tc->model = (char *)model;
+	tc->upstream = c->upstream->conf.name;
+	tc->tag = c->req->u.chat.tag;
+	tc->user = c->user;
+	tc->state = c->queued ? "queued" : c->transfer == NULL && c->admitted ?
+	    "retrying" : "running";
+	tc->age_ms = f->now - c->started_ms;
+	tc->tokens = tokens;
+	tc->tokens_per_s = tps;
+}
+
+/* One row per chat in flight: the msgpack sessions' from the oldest on, then the HTTP front's. */
 static void
 top_fill_chats(struct server *srv, struct top_result *t, size_t cap)
 {
-	int64_t now = now_mono_ms();
+	struct top_fill f = { t, cap, now_mono_ms() };
 	struct session *s;
 	struct chat *c;
 
-	TAILQ_FOREACH(s, &srv->sessions, entry) {
-		TAILQ_FOREACH(c, &s->chats, entry) {
-			const char *model = c->model != NULL ? c->model : c->upstream->conf.model;
-			int64_t tokens = chat_streamed(c);
-			double secs = c->first_delta_ms >= 0 ? (double)(now - c->first_delta_ms) / 1000 : 0;
-			double tps = tokens > 0 ? (double)tokens / (secs > 1 ? secs : 1) : 0;
-			struct top_model *m = top_model_get(t, cap, model);
-
-			if (m != NULL) {
-				m->in_flight++;
-				m->tokens_per_s += tps;
-			}
-			if (t->n_chats == cap)
-				continue;
-			struct top_chat *tc = &t->chats[t->n_chats++];
-			tc->id = c->id;
-			tc->uid = c->uid;
-			tc->model = (char *)model;
-			tc->upstream = c->upstream->conf.name;
-			tc->tag = c->req->u.chat.tag;
-			tc->state = c->queued ? "queued" : c->transfer == NULL && c->admitted ?
-			    "retrying" : "running";
-			tc->age_ms = now - c->started_ms;
-			tc->tokens = tokens;
-			tc->tokens_per_s = tps;
-		}
-	}
+	TAILQ_FOREACH(s, &srv->sessions, entry)
+		TAILQ_FOREACH(c, &s->chats, entry)
+			top_chat_cb(c, &f);
+	api_foreach_chat(srv, top_chat_cb, &f);
 }
 
 /* Answer a top request; strings are borrowed from the live state while it is encoded. */

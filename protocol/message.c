@@ -717,6 +717,7 @@ message_request_free(struct request *rq)
 		free(rq->u.stats.by);
 		break;
 	case OP_LOGS:
+		free(rq->u.logs.user_name);
 		free(rq->u.logs.tag);
 		free(rq->u.logs.model);
 		free(rq->u.logs.status);
@@ -771,6 +772,7 @@ logs_result_free(struct logs_result *l)
 		free(l->rows[i].status);
 		free(l->rows[i].error);
 		free(l->rows[i].node);
+		free(l->rows[i].user);
 	}
 	free(l->rows);
 }
@@ -787,6 +789,7 @@ top_result_free(struct top_result *t)
 			free(t->chats[i].upstream);
 			free(t->chats[i].tag);
 			free(t->chats[i].state);
+			free(t->chats[i].user);
 		}
 		free(t->chats);
 	}
@@ -1120,7 +1123,10 @@ decode_logs(const msgpack_object *root, struct logs_request *l,
 	    field_int(&f[LIMIT], "", 0, 1, &l->limit, err) != 0 ||
 	    field_bool(&f[FLEET], "", 0, &l->fleet, err) != 0)
 		return -1;
-	if (f[USER].o != NULL) {
+	if (f[USER].o != NULL && f[USER].o->type == MSGPACK_OBJECT_STR) {
+		if (field_str(&f[USER], "", F_NONEMPTY, &l->user_name, err) != 0)
+			return -1;
+	} else if (f[USER].o != NULL) {
 		if (field_uint(&f[USER], "", 0, 0, UINT32_MAX, &u, err) != 0)
 			return -1;
 		l->user = (int64_t)u;
@@ -1604,14 +1610,14 @@ decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
     struct message_error *err)
 {
 	enum { TIME, UID, TAG, MODEL, UPSTREAM, STATUS, ERROR, PROMPT, COMPLETION,
-	    ESTIMATED, COST, LATENCY, TTFT, NODE, NF };
+	    ESTIMATED, COST, LATENCY, TTFT, NODE, USER, NF };
 	struct field f[NF] = {
 		{ "time_ms", NULL, 0 }, { "uid", NULL, 0 }, { "tag", NULL, 0 },
 		{ "model", NULL, 0 }, { "upstream", NULL, 0 }, { "status", NULL, 0 },
 		{ "error", NULL, 0 }, { "prompt_tokens", NULL, 0 },
 		{ "completion_tokens", NULL, 0 }, { "estimated", NULL, 0 },
 		{ "cost", NULL, 0 }, { "latency_ms", NULL, 0 }, { "ttft_ms", NULL, 0 },
-		{ "node", NULL, 0 }
+		{ "node", NULL, 0 }, { "user", NULL, 0 }
 	};
 	uint64_t uid;
 
@@ -1630,7 +1636,8 @@ decode_log_row(const msgpack_object *o, const char *pre, struct log_row *w,
 	    field_double(&f[COST], pre, F_REQ, 0, HUGE_VAL, &w->cost, err) != 0 ||
 	    field_int(&f[LATENCY], pre, F_REQ, 0, &w->latency_ms, err) != 0 ||
 	    field_int(&f[TTFT], pre, 0, 0, &w->ttft_ms, err) != 0 ||
-	    field_str(&f[NODE], pre, F_NONEMPTY, &w->node, err) != 0)
+	    field_str(&f[NODE], pre, F_NONEMPTY, &w->node, err) != 0 ||
+	    field_str(&f[USER], pre, 0, &w->user, err) != 0)
 		return -1;
 	w->uid = (uint32_t)uid;
 	return 0;
@@ -1719,12 +1726,12 @@ decode_top_result(const msgpack_object *root, struct top_result *t,
 	    &t->n_chats, err)) < 0)
 		return -1;
 	for (i = 0; r > 0 && i < t->n_chats; i++) {
-		enum { ID, UID, MODEL, UPSTREAM, TAG, STATE, AGE, TOKENS, TPS, NC };
+		enum { ID, UID, MODEL, UPSTREAM, TAG, STATE, AGE, TOKENS, TPS, USER, NC };
 		struct field c[NC] = {
 			{ "id", NULL, 0 }, { "uid", NULL, 0 }, { "model", NULL, 0 },
 			{ "upstream", NULL, 0 }, { "tag", NULL, 0 }, { "state", NULL, 0 },
 			{ "age_ms", NULL, 0 }, { "tokens", NULL, 0 },
-			{ "tokens_per_s", NULL, 0 }
+			{ "tokens_per_s", NULL, 0 }, { "user", NULL, 0 }
 		};
 		struct top_chat *tc = &t->chats[i];
 
@@ -1739,7 +1746,8 @@ decode_top_result(const msgpack_object *root, struct top_result *t,
 		    field_int(&c[AGE], pre, F_REQ, 0, &tc->age_ms, err) != 0 ||
 		    field_int(&c[TOKENS], pre, F_REQ, 0, &tc->tokens, err) != 0 ||
 		    field_double(&c[TPS], pre, F_REQ, 0, HUGE_VAL, &tc->tokens_per_s,
-		    err) != 0)
+		    err) != 0 ||
+		    field_str(&c[USER], pre, 0, &tc->user, err) != 0)
 			return -1;
 		tc->uid = (uint32_t)u;
 	}
@@ -2208,13 +2216,15 @@ message_request_encode(msgpack_sbuffer *sb, const struct request *rq)
 	case OP_LOGS:
 		l = &rq->u.logs;
 		enc_request_head(&e, rq, (l->since != -1) + (l->until != -1) +
-		    (l->user != -1) + (l->tag != NULL) + (l->model != NULL) +
+		    (l->user != -1 || l->user_name != NULL) + (l->tag != NULL) + (l->model != NULL) +
 		    (l->status != NULL) + (l->limit != -1) + l->fleet);
 		if (l->since != -1)
 			enc_kint(&e, "since", l->since);
 		if (l->until != -1)
 			enc_kint(&e, "until", l->until);
-		if (l->user != -1)
+		if (l->user_name != NULL)
+			enc_kstr(&e, "user", l->user_name);
+		else if (l->user != -1)
 			enc_kint(&e, "user", l->user);
 		if (l->tag != NULL)
 			enc_kstr(&e, "tag", l->tag);
@@ -2307,7 +2317,7 @@ enc_logs(struct enc *e, const struct logs_result *l)
 	for (i = 0; i < l->n && !e->failed; i++) {
 		w = &l->rows[i];
 		enc_map(e, 10 + (w->tag != NULL) + (w->error != NULL) + (w->ttft_ms >= 0) +
-		    (w->node != NULL));
+		    (w->node != NULL) + (w->user != NULL));
 		enc_kint(e, "time_ms", w->time_ms);
 		enc_kuint(e, "uid", w->uid);
 		if (w->tag != NULL)
@@ -2326,6 +2336,8 @@ enc_logs(struct enc *e, const struct logs_result *l)
 			enc_kint(e, "ttft_ms", w->ttft_ms);
 		if (w->node != NULL)
 			enc_kstr(e, "node", w->node);
+		if (w->user != NULL)
+			enc_kstr(e, "user", w->user);
 	}
 	enc_kbool(e, "truncated", l->truncated);
 }
@@ -2347,7 +2359,7 @@ enc_top(struct enc *e, const struct top_result *t)
 	enc_array(e, t->n_chats);
 	for (i = 0; i < t->n_chats && !e->failed; i++) {
 		const struct top_chat *c = &t->chats[i];
-		enc_map(e, 8 + (c->tag != NULL));
+		enc_map(e, 8 + (c->tag != NULL) + (c->user != NULL));
 		enc_kuint(e, "id", c->id);
 		enc_kuint(e, "uid", c->uid);
 		enc_kstr(e, "model", c->model);
@@ -2358,6 +2370,8 @@ enc_top(struct enc *e, const struct top_result *t)
 		enc_kint(e, "age_ms", c->age_ms);
 		enc_kint(e, "tokens", c->tokens);
 		enc_kdouble(e, "tokens_per_s", c->tokens_per_s, 0);
+		if (c->user != NULL)
+			enc_kstr(e, "user", c->user);
 	}
 	enc_key(e, "models");
 	enc_array(e, t->n_models);

@@ -90,6 +90,7 @@ struct logs_request {
 	int64_t since;              /* -1 absent, else epoch seconds */
 	int64_t until;              /* -1 absent, else epoch seconds (exclusive) */
 	int64_t user;               /* -1 absent, else a uid */
+	char *user_name;            /* `user` as a string: a named user's rows; NULL otherwise */
 	char *tag;                  /* optional; "" matches untagged rows */
 	char *model;                /* optional */
 	char *status;               /* optional: done, error, cancelled */
@@ -245,6 +246,7 @@ struct log_row {
 	int64_t latency_ms;
 	int64_t ttft_ms;            /* -1: not recorded */
 	char *node;                 /* fleet logs: the node that served it; NULL otherwise */
+	char *user;                 /* a named user (an API key's, not a system account); NULL: uid's */
 };
 
 struct logs_result {
@@ -264,6 +266,7 @@ struct top_chat {
 	int64_t age_ms;
 	int64_t tokens;             /* streamed pieces so far (about one token each) */
 	double tokens_per_s;        /* since the first piece; 0 before it */
+	char *user;                 /* a named user (an API key's, not a system account); NULL: uid's */
 };
 
 struct top_model {

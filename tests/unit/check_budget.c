@@ -55,17 +55,17 @@ START_TEST(test_apply)
 {
 	struct budgets *bs = budgets_new();
 
-	ck_assert(!budgets_apply(bs, 1, "t", "m"));
+	ck_assert(!budgets_apply(bs, 1, NULL, "t", "m"));
 	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_DAY, 100);
 	add(bs, BUDGET_MODEL, 0, "big", BUDGET_MONEY, BUDGET_MONTH, 5);
 	add(bs, BUDGET_USER, 7, NULL, BUDGET_MONEY, BUDGET_EVER, 5);
-	ck_assert(!budgets_apply(bs, 1, NULL, "m"));
-	ck_assert(!budgets_apply(bs, 1, "chat", NULL));
-	ck_assert(budgets_apply(bs, 1, "batch", "m"));
-	ck_assert(budgets_apply(bs, 1, NULL, "big"));
-	ck_assert(budgets_apply(bs, 7, NULL, "m"));
+	ck_assert(!budgets_apply(bs, 1, NULL, NULL, "m"));
+	ck_assert(!budgets_apply(bs, 1, NULL, "chat", NULL));
+	ck_assert(budgets_apply(bs, 1, NULL, "batch", "m"));
+	ck_assert(budgets_apply(bs, 1, NULL, NULL, "big"));
+	ck_assert(budgets_apply(bs, 7, NULL, NULL, "m"));
 	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10);
-	ck_assert(budgets_apply(bs, 1, NULL, NULL));
+	ck_assert(budgets_apply(bs, 1, NULL, NULL, NULL));
 	budgets_free(bs);
 }
 END_TEST
@@ -82,7 +82,7 @@ START_TEST(test_race_exactly_ten)
 	add(bs, BUDGET_USER, 7, NULL, BUDGET_MONEY, BUDGET_EVER, 1.0);
 	for (i = 0; i < 50; i++) {
 		r[i] = NULL;
-		if (budgets_reserve(bs, 7, NULL, "m", 100, 0.1, T_2024_03_15,
+		if (budgets_reserve(bs, 7, NULL, NULL, "m", 100, 0.1, T_2024_03_15,
 		    &r[i], &why) == 0) {
 			ck_assert_ptr_nonnull(r[i]);
 			ok++;
@@ -110,7 +110,7 @@ START_TEST(test_race_exactly_ten)
 	st = status(bs, 1, T_2024_03_15 + 1);
 	ck_assert(fabs(st.used - 0.4) < 1e-12 && st.reserved == 0);
 	for (ok = 0, i = 0; i < 50; i++) {
-		if (budgets_reserve(bs, 7, NULL, "m", 100, 0.1, T_2024_03_15 + 2,
+		if (budgets_reserve(bs, 7, NULL, NULL, "m", 100, 0.1, T_2024_03_15 + 2,
 		    &r[ok], &why) == 0)
 			ok++;
 	}
@@ -131,11 +131,11 @@ START_TEST(test_overshoot_by_one)
 
 	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_EVER, 1000);
 	add(bs, BUDGET_MODEL, 0, "gpt", BUDGET_MONEY, BUDGET_EVER, 0.5);
-	ck_assert_int_eq(budgets_reserve(bs, 1, "batch", NULL, 999, 0, 0, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "batch", NULL, 999, 0, 0, &a, &why), 0);
 	/* Exactly the limit is allowed. */
-	ck_assert_int_eq(budgets_reserve(bs, 1, "batch", NULL, 1, 0, 0, &b, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "batch", NULL, 1, 0, 0, &b, &why), 0);
 	/* One more token is not. */
-	ck_assert_int_eq(budgets_reserve(bs, 1, "batch", NULL, 1, 0, 0, &c, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "batch", NULL, 1, 0, 0, &c, &why), -1);
 	ck_assert_uint_eq(why.index, 0);
 	ck_assert(why.needed == 1 && why.budget.left == 0);
 	ck_assert_int_eq(why.budget.def.scope, BUDGET_TAG);
@@ -146,14 +146,14 @@ START_TEST(test_overshoot_by_one)
 	budgets_release(b);
 
 	/* Money: the exact limit fits, a billionth more does not. */
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 0.5, 0, &a, &why), 0);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 1e-9, 0, &b, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "gpt", 10, 0.5, 0, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "gpt", 10, 1e-9, 0, &b, &why), -1);
 	ck_assert_uint_eq(why.index, 1);
 	ck_assert_str_eq(why.message,
 	    "budget model:gpt (money/ever) exceeded: 0 left, 1e-09 needed");
 	budgets_settle(a, 10, 0.25, 0);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 0.25, 0, &b, &why), 0);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "gpt", 10, 1e-9, 0, &c, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "gpt", 10, 0.25, 0, &b, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "gpt", 10, 1e-9, 0, &c, &why), -1);
 	budgets_settle(b, 10, 0.25, 0);
 	ck_assert(status(bs, 1, 0).used == 0.5);
 	budgets_free(bs);
@@ -169,25 +169,25 @@ START_TEST(test_day_rollover)
 	int64_t last_ms = T_2024_03_16 - 1;
 
 	add(bs, BUDGET_USER, 1000, "alice", BUDGET_TOKENS, BUDGET_DAY, 100);
-	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 100, 0, T_2024_03_15, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, NULL, 100, 0, T_2024_03_15, &a, &why), 0);
 	budgets_settle(a, 100, 0, T_2024_03_15 + NOON);
-	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 1, 0, last_ms, &a, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, NULL, 1, 0, last_ms, &a, &why), -1);
 	ck_assert_str_eq(why.message,
 	    "budget user:alice (tokens/day) exceeded: 0 left, 1 needed");
 	/* Other uids are not counted. */
-	ck_assert_int_eq(budgets_reserve(bs, 1001, NULL, NULL, 1000, 0, last_ms, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1001, NULL, NULL, NULL, 1000, 0, last_ms, &a, &why), 0);
 	ck_assert_ptr_null(a);
 	/* UTC midnight: a new day with nothing used. */
-	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 60, 0, T_2024_03_16, &keep, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, NULL, 60, 0, T_2024_03_16, &keep, &why), 0);
 	st = status(bs, 0, T_2024_03_16);
 	ck_assert(st.used == 0 && st.reserved == 60);
 	ck_assert_int_eq(st.period_start_ms, T_2024_03_16);
 
 	/* Reserved before midnight, still reserved after; usage counts when settled. */
-	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 40, 0, T_2024_03_16 + DAY_MS - 1, &b, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, NULL, 40, 0, T_2024_03_16 + DAY_MS - 1, &b, &why), 0);
 	st = status(bs, 0, T_2024_03_16 + DAY_MS);
 	ck_assert(st.used == 0 && st.reserved == 100 && st.left == 0);
-	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 1, 0, T_2024_03_16 + DAY_MS, &a, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, NULL, 1, 0, T_2024_03_16 + DAY_MS, &a, &why), -1);
 	budgets_settle(b, 30, 0, T_2024_03_16 + DAY_MS + 5);
 	st = status(bs, 0, T_2024_03_16 + DAY_MS + 5);
 	ck_assert(st.used == 30 && st.reserved == 60 && st.left == 10);
@@ -210,11 +210,11 @@ START_TEST(test_month_rollover)
 
 	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_MONTH, 5.0);
 	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 100.0);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, 1, 5.0, T_2024_01_01, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, NULL, 1, 5.0, T_2024_01_01, &a, &why), 0);
 	budgets_settle(a, 1, 5.0, T_2024_01_31 + NOON);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, 1, 0.01, T_2024_02_01 - 1, &a, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, NULL, 1, 0.01, T_2024_02_01 - 1, &a, &why), -1);
 	ck_assert_uint_eq(why.index, 0);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, 1, 5.0, T_2024_02_01, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, NULL, 1, 5.0, T_2024_02_01, &a, &why), 0);
 	budgets_settle(a, 1, 5.0, T_2024_02_29 + NOON);
 	st = status(bs, 0, T_2024_02_29 + DAY_MS - 1);
 	ck_assert(st.used == 5.0);
@@ -251,13 +251,13 @@ START_TEST(test_all_or_nothing)
 	add(bs, BUDGET_TAG, 0, "batch", BUDGET_MONEY, BUDGET_MONTH, 1.0);
 	add(bs, BUDGET_MODEL, 0, "gpt", BUDGET_TOKENS, BUDGET_EVER, 300);
 
-	ck_assert_int_eq(budgets_reserve(bs, 1000, "batch", "gpt", 200, 0.2, t, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, "batch", "gpt", 200, 0.2, t, &a, &why), 0);
 	ck_assert(status(bs, 0, t).reserved == 0.2);
 	ck_assert(status(bs, 1, t).reserved == 200);
 	ck_assert(status(bs, 2, t).reserved == 0.2);
 	ck_assert(status(bs, 3, t).reserved == 200);
 	/* The model budget says no: none of the others is touched. */
-	ck_assert_int_eq(budgets_reserve(bs, 1000, "batch", "gpt", 200, 0.2, t, &b, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, "batch", "gpt", 200, 0.2, t, &b, &why), -1);
 	ck_assert_uint_eq(why.index, 3);
 	ck_assert(why.budget.left == 100 && why.needed == 200);
 	ck_assert_ptr_null(b);
@@ -266,12 +266,12 @@ START_TEST(test_all_or_nothing)
 	ck_assert(status(bs, 2, t).reserved == 0.2);
 	ck_assert(status(bs, 3, t).reserved == 200);
 	/* Another user, tag and model: only the global budget applies. */
-	ck_assert_int_eq(budgets_reserve(bs, 2000, "chat", "llama", 5000, 1.0, t, &c, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 2000, NULL, "chat", "llama", 5000, 1.0, t, &c, &why), 0);
 	ck_assert(status(bs, 0, t).reserved == 1.2);
 	ck_assert(status(bs, 1, t).reserved == 200);
 	ck_assert(status(bs, 3, t).reserved == 200);
 	/* The user budget refuses first when it is the one short. */
-	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, 301, 0, t, &b, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, NULL, 301, 0, t, &b, &why), -1);
 	ck_assert_uint_eq(why.index, 1);
 	ck_assert_str_eq(why.message,
 	    "budget user:1000 (tokens/day) exceeded: 300 left, 301 needed");
@@ -297,18 +297,18 @@ START_TEST(test_zero_price_exhausted)
 	st = status(bs, 0, 0);
 	ck_assert(st.used == 2.5 && st.left == 0);
 	/* A zero-priced model is never stopped by a money budget. */
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "free", 100000, 0.0, 0, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "free", 100000, 0.0, 0, &a, &why), 0);
 	ck_assert_ptr_nonnull(a);
 	budgets_settle(a, 90000, 0.0, 0);
 	/* A priced one is. */
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "paid", 1, 1e-6, 0, &a, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "paid", 1, 1e-6, 0, &a, &why), -1);
 	ck_assert_str_eq(why.message,
 	    "budget all (money/ever) exceeded: 0 left, 1e-06 needed");
 	ck_assert(status(bs, 0, 0).used == 2.5);
 	/* Negative or NaN costs count as nothing. */
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "x", 1, -5.0, 0, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "x", 1, -5.0, 0, &a, &why), 0);
 	budgets_release(a);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "x", 1, NAN, 0, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "x", 1, NAN, 0, &a, &why), 0);
 	budgets_release(a);
 	ck_assert_int_eq(budgets_set_used(bs, 1, 0, 0), -1);
 	budgets_free(bs);
@@ -326,26 +326,26 @@ START_TEST(test_tokens_and_replay)
 	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_MONTH, 1000000);
 	add(bs, BUDGET_TAG, 0, "batch", BUDGET_MONEY, BUDGET_EVER, 50);
 	/* Replaying the ledger: each record counts where its time falls. */
-	budgets_add_usage(bs, 1, "batch", "m", 1000, 1.0, T_2024_03_15 + 5, now);
-	budgets_add_usage(bs, 1, "batch", "m", 2000, 2.0, T_2024_03_01 + 5, now);
-	budgets_add_usage(bs, 1, "batch", "m", 4000, 4.0, T_2024_02_29, now);
-	budgets_add_usage(bs, 1, "chat", "m", 8000, 8.0, T_2024_03_15, now);
-	budgets_add_usage(bs, 1, NULL, "m", 8000, 8.0, T_2024_03_15, now);
+	budgets_add_usage(bs, 1, NULL, "batch", "m", 1000, 1.0, T_2024_03_15 + 5, now);
+	budgets_add_usage(bs, 1, NULL, "batch", "m", 2000, 2.0, T_2024_03_01 + 5, now);
+	budgets_add_usage(bs, 1, NULL, "batch", "m", 4000, 4.0, T_2024_02_29, now);
+	budgets_add_usage(bs, 1, NULL, "chat", "m", 8000, 8.0, T_2024_03_15, now);
+	budgets_add_usage(bs, 1, NULL, NULL, "m", 8000, 8.0, T_2024_03_15, now);
 	ck_assert(status(bs, 0, now).used == 1000);
 	ck_assert(status(bs, 1, now).used == 3000);
 	ck_assert(status(bs, 2, now).used == 7.0);
 	/* 199000 left today. */
-	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 199001, 0, now, &a, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 5, NULL, "batch", "m", 199001, 0, now, &a, &why), -1);
 	ck_assert_uint_eq(why.index, 0);
-	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 199000, 0, now, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 5, NULL, "batch", "m", 199000, 0, now, &a, &why), 0);
 	budgets_settle(a, 100, 0.5, now);
 	ck_assert(status(bs, 0, now).used == 1100);
 	ck_assert(status(bs, 1, now).used == 3100);
 	ck_assert(status(bs, 2, now).used == 7.5);
 	ck_assert_int_eq(budgets_set_used(bs, 1, 999999.0, now), 0);
-	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 2, 0, now, &a, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 5, NULL, "batch", "m", 2, 0, now, &a, &why), -1);
 	ck_assert_uint_eq(why.index, 1);
-	ck_assert_int_eq(budgets_reserve(bs, 5, "batch", "m", 1, 0, now, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(bs, 5, NULL, "batch", "m", 1, 0, now, &a, &why), 0);
 	budgets_release(a);
 	ck_assert_uint_eq(budgets_count(bs), 3);
 	budgets_free(bs);
@@ -375,7 +375,7 @@ START_TEST(test_tokens_add_saturates)
 	ck_assert_int_eq(budgets_set_used(bs, 0, 100, 0), 0);
 	sum = budget_tokens_add(12, INT64_MAX);
 	ck_assert_int_gt(sum, 0);
-	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, "m", sum, 0, 0, &a, &why), -1);
+	ck_assert_int_eq(budgets_reserve(bs, 1, NULL, NULL, "m", sum, 0, 0, &a, &why), -1);
 	ck_assert_uint_eq(why.index, 0);
 	budgets_free(bs);
 }
@@ -450,9 +450,9 @@ START_TEST(test_carry_over_reload)
 
 	add(old, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10.0);
 	add(old, BUDGET_TAG, 0, "gone", BUDGET_TOKENS, BUDGET_EVER, 100);
-	ck_assert_int_eq(budgets_reserve(old, 1, "gone", NULL, 50, 4.0, t, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(old, 1, NULL, "gone", NULL, 50, 4.0, t, &a, &why), 0);
 	budgets_settle(a, 50, 3.0, t);
-	ck_assert_int_eq(budgets_reserve(old, 1, "gone", NULL, 50, 4.0, t, &a, &why), 0);
+	ck_assert_int_eq(budgets_reserve(old, 1, NULL, "gone", NULL, 50, 4.0, t, &a, &why), 0);
 
 	/* The reload lowers the global limit and adds a user budget. */
 	add(new, BUDGET_USER, 1, NULL, BUDGET_TOKENS, BUDGET_DAY, 1000);
@@ -461,16 +461,98 @@ START_TEST(test_carry_over_reload)
 	budgets_free(old);
 	st = status(new, 1, t);
 	ck_assert(st.def.limit == 8.0 && st.used == 3.0 && st.reserved == 4.0 && st.left == 1.0);
-	ck_assert_int_eq(budgets_reserve(new, 1, NULL, NULL, 10, 1.5, t, &b, &why), -1);
+	ck_assert_int_eq(budgets_reserve(new, 1, NULL, NULL, NULL, 10, 1.5, t, &b, &why), -1);
 	ck_assert_uint_eq(why.index, 1);
 	/* Settling the reservation made before the reload frees room in the new set. */
 	budgets_settle(a, 10, 0.5, t);
 	st = status(new, 1, t);
 	ck_assert(st.used == 3.5 && st.reserved == 0);
-	ck_assert_int_eq(budgets_reserve(new, 1, NULL, NULL, 10, 1.5, t, &b, &why), 0);
+	ck_assert_int_eq(budgets_reserve(new, 1, NULL, NULL, NULL, 10, 1.5, t, &b, &why), 0);
 	ck_assert(status(new, 0, t).reserved == 10);
 	budgets_release(b);
 	budgets_free(new);
+}
+END_TEST
+
+/* A named user's budget counts that name's requests only; a uid's budget never counts a name's. */
+START_TEST(test_named_user)
+{
+	struct budgets *bs = budgets_new(), *re;
+	struct budget_reservation *a, *b;
+	struct budget_refusal why;
+	struct budget_def def;
+	char cause[256];
+
+	memset(&def, 0, sizeof def);
+	def.scope = BUDGET_USER;
+	def.named = true;
+	def.name = "alice";
+	def.unit = BUDGET_TOKENS;
+	def.period = BUDGET_EVER;
+	def.limit = 100;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), 0);
+	add(bs, BUDGET_USER, 1000, NULL, BUDGET_TOKENS, BUDGET_EVER, 10);
+	/* the same name twice is a duplicate; a named user needs a name */
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+	def.name = "";
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), -1);
+
+	ck_assert(budgets_apply(bs, 7, "alice", NULL, NULL));
+	ck_assert(!budgets_apply(bs, 7, "bob", NULL, NULL));
+	ck_assert(!budgets_apply(bs, 7, NULL, NULL, NULL));
+	ck_assert(budgets_apply(bs, 1000, NULL, NULL, NULL));
+	ck_assert(budgets_apply(bs, 1000, "", NULL, NULL));
+	/* a name billed under the uid of a system user is still only the name */
+	ck_assert(!budgets_apply(bs, 1000, "bob", NULL, NULL));
+
+	ck_assert_int_eq(budgets_reserve(bs, 1000, "alice", NULL, NULL, 60, 0, 0, &a, &why), 0);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_double_eq(status(bs, 0, 0).reserved, 60);
+	ck_assert_double_eq(status(bs, 1, 0).reserved, 0);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, "alice", NULL, NULL, 41, 0, 0, &b, &why), -1);
+	ck_assert_msg(strstr(why.message, "budget user:alice (tokens/ever) exceeded: 40 left, 41 needed")
+	    != NULL, "%s", why.message);
+	ck_assert_uint_eq(why.index, 0);
+	ck_assert(why.budget.def.named);
+	ck_assert_str_eq(why.budget.def.name, "alice");
+	budgets_settle(a, 90, 0, 0);
+	ck_assert_double_eq(status(bs, 0, 0).used, 90);
+	/* bob and uid 1000 are not held back by alice's budget */
+	ck_assert_int_eq(budgets_reserve(bs, 1000, "bob", NULL, NULL, 1000, 0, 0, &b, &why), 0);
+	ck_assert_ptr_null(b);
+	ck_assert_int_eq(budgets_reserve(bs, 1000, NULL, NULL, NULL, 10, 0, 0, &b, &why), 0);
+	budgets_release(b);
+	/* the replay counts a name's records into its budget */
+	budgets_add_usage(bs, UINT32_MAX, "alice", NULL, NULL, 5, 0, 0, 0);
+	ck_assert_double_eq(status(bs, 0, 0).used, 95);
+
+	/* a reload keeps the name's usage, and a uid budget is not the same as a name's */
+	re = budgets_new();
+	def.name = "alice";
+	def.limit = 200;
+	ck_assert_int_eq(budgets_add(re, &def, cause, sizeof cause), 0);
+	add(re, BUDGET_USER, 0, NULL, BUDGET_TOKENS, BUDGET_EVER, 10);
+	budgets_carry(re, bs);
+	budgets_free(bs);
+	ck_assert_double_eq(status(re, 0, 0).used, 95);
+	ck_assert_double_eq(status(re, 0, 0).left, 105);
+	ck_assert_double_eq(status(re, 1, 0).used, 0);
+	/* fleet claims name a named user by name, never as uid 0 */
+	{
+		struct budget_claim cl[4];
+		struct budget_refusal w;
+		ck_assert_uint_eq(budgets_claims(re, 7, "alice", NULL, NULL, 10, 0, 0, cl, 4), 1);
+		ck_assert_str_eq(cl[0].key, "user:alice tokens/ever");
+		ck_assert(cl[0].named);
+		budget_claim_refusal(&cl[0], 200, 0, "across the fleet", &w);
+		ck_assert(w.budget.def.named);
+		ck_assert_msg(strstr(w.message, "budget user:alice (tokens/ever) exceeded across the "
+		    "fleet") != NULL, "%s", w.message);
+		ck_assert_uint_eq(budgets_claims(re, 0, NULL, NULL, NULL, 10, 0, 0, cl, 4), 1);
+		ck_assert_str_eq(cl[0].key, "user:0 tokens/ever");
+		ck_assert(!cl[0].named);
+	}
+	budgets_free(re);
 }
 END_TEST
 
@@ -510,7 +592,7 @@ START_TEST(test_claims)
 	add(bs, BUDGET_USER, 1000, "alice", BUDGET_TOKENS, BUDGET_DAY, 500);
 	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_MONTH, 900);
 	add(bs, BUDGET_MODEL, 0, "m", BUDGET_MONEY, BUDGET_DAY, 2.5);
-	n = budgets_claims(bs, 1000, "batch", "other", 120, 0.25, T_2024_03_15 + NOON, cl, 8);
+	n = budgets_claims(bs, 1000, NULL, "batch", "other", 120, 0.25, T_2024_03_15 + NOON, cl, 8);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_str_eq(cl[0].key, "all money/ever");
 	ck_assert_int_eq(cl[0].period_start_ms, 0);
@@ -527,8 +609,8 @@ START_TEST(test_claims)
 	ck_assert_int_eq(budgets_get(bs, 1, T_2024_03_15, &st), 0);
 	ck_assert(st.used == 0 && st.reserved == 0);
 	/* max bounds the count */
-	ck_assert_uint_eq(budgets_claims(bs, 1000, "batch", "m", 1, 1, T_2024_03_15, cl, 2), 2);
-	ck_assert_uint_eq(budgets_claims(bs, 7, NULL, "x", 1, 1, T_2024_03_15, cl, 8), 1);
+	ck_assert_uint_eq(budgets_claims(bs, 1000, NULL, "batch", "m", 1, 1, T_2024_03_15, cl, 2), 2);
+	ck_assert_uint_eq(budgets_claims(bs, 7, NULL, NULL, "x", 1, 1, T_2024_03_15, cl, 8), 1);
 	budgets_free(bs);
 }
 END_TEST
@@ -542,7 +624,7 @@ START_TEST(test_claim_refusal)
 
 	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_DAY, 1000);
 	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 10.0);
-	ck_assert_uint_eq(budgets_claims(bs, 1, "batch", "m", 500, 3.0, T_2024_01_01, cl, 2), 2);
+	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "batch", "m", 500, 3.0, T_2024_01_01, cl, 2), 2);
 	budget_claim_refusal(&cl[0], 700, 260, "across the fleet", &why);
 	ck_assert_str_eq(why.message,
 	    "budget tag:batch (tokens/day) exceeded across the fleet: 40 left, 500 needed");
@@ -574,7 +656,7 @@ START_TEST(test_shares)
 	ck_assert_int_eq(budget_share_of(-5, 2), 0);
 	add(bs, BUDGET_TAG, 0, "t", BUDGET_TOKENS, BUDGET_DAY, 1000);
 	add(bs, BUDGET_ALL, 0, NULL, BUDGET_TOKENS, BUDGET_EVER, 100000);
-	ck_assert_uint_eq(budgets_claims(bs, 1, "t", "m", 100, 0, T_2024_01_01, cl, 2), 2);
+	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "t", "m", 100, 0, T_2024_01_01, cl, 2), 2);
 	/* nothing learnt: unknown, whatever the amount */
 	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_UNKNOWN);
 	ck_assert_uint_eq(bad, 0);
@@ -590,12 +672,12 @@ START_TEST(test_shares)
 	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_REFUSED);
 	ck_assert_uint_eq(bad, 0);
 	ck_assert_int_eq(left, 0);
-	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "m", 49600, 0, T_2024_01_01, other, 2), 1);
+	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, NULL, "m", 49600, 0, T_2024_01_01, other, 2), 1);
 	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
 	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
 	ck_assert_int_eq(left, 50000 - 300 - 49600);
 	/* a claim of nothing fits a known share */
-	ck_assert_uint_eq(budgets_claims(bs, 1, "t", "m", 0, 0, T_2024_01_01, other, 2), 2);
+	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "t", "m", 0, 0, T_2024_01_01, other, 2), 2);
 	ck_assert_int_eq(budget_shares_take(sh, other, 2, &bad, &left), BUDGET_SHARE_OK);
 	/* a new contact starts the share again */
 	ck_assert_int_eq(budget_shares_learn(sh, &cl[0], 500, 0, 5), 0);
@@ -603,7 +685,7 @@ START_TEST(test_shares)
 	ck_assert_int_eq(budget_shares_take(sh, cl, 1, &bad, &left), BUDGET_SHARE_REFUSED);
 	ck_assert_int_eq(left, 0);
 	/* a new day while away: limit / nodes of the fresh period */
-	ck_assert_uint_eq(budgets_claims(bs, 1, "t", "m", 100, 0, T_2024_01_01 + DAY_MS, other, 2), 2);
+	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "t", "m", 100, 0, T_2024_01_01 + DAY_MS, other, 2), 2);
 	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
 	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
 	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
@@ -634,6 +716,7 @@ budget_suite(void)
 	tcase_add_test(tc, test_add_validation);
 	tcase_add_test(tc, test_carry_over_reload);
 	tcase_add_test(tc, test_parse_names);
+	tcase_add_test(tc, test_named_user);
 	tcase_add_test(tc, test_claims);
 	tcase_add_test(tc, test_claim_refusal);
 	tcase_add_test(tc, test_shares);

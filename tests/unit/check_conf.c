@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "daemon/conf.h"
+#include "daemon/ledger.h"
 
 static char conf_path[256];
 
@@ -293,6 +294,32 @@ START_TEST(test_http_settings)
 	ck_assert_uint_eq(c->api_keys[1].uid, 0);
 	conf_free(c);
 
+	/* a key's user that is no system user is billed by name; a user budget may name it */
+	c = conf_load(write_conf(
+	    "api_keys = ( { sha256 = \"5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8\";\n"
+	    "  user = \"alice\"; },\n"
+	    "  { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; user = \"root\"; },\n"
+	    "  { sha256 = \"1111111111111111111111111111111111111111111111111111111111111111\";\n"
+	    "    user = \"Zo\\xc3\\xab's build bot\"; } );\n"
+	    "budgets = ( { scope = \"user\"; who = \"alice\"; unit = \"tokens\"; limit = 100; },\n"
+	    "  { scope = \"user\"; who = \"root\"; unit = \"tokens\"; limit = 100; } );\n"),
+	    &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_uint_eq(c->n_api_keys, 3);
+	ck_assert(c->api_keys[0].named);
+	ck_assert_str_eq(c->api_keys[0].user, "alice");
+	ck_assert_uint_eq(c->api_keys[0].uid, LEDGER_UID_NAMED);
+	ck_assert(!c->api_keys[1].named);
+	ck_assert_uint_eq(c->api_keys[1].uid, 0);
+	ck_assert(c->api_keys[2].named);
+	ck_assert_str_eq(c->api_keys[2].user, "Zo\xc3\xab's build bot");
+	ck_assert_uint_eq(c->n_budgets, 2);
+	ck_assert(c->budgets[0].named);
+	ck_assert_str_eq(c->budgets[0].who, "alice");
+	ck_assert(!c->budgets[1].named);
+	ck_assert_uint_eq(c->budgets[1].uid, 0);
+	conf_free(c);
+
 	c = conf_load(write_conf("http_listen = ( );\n"), &errors);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_uint_eq(c->n_http_listen, 0);
@@ -311,7 +338,25 @@ START_TEST(test_http_errors)
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; } );\n",
 		  ":1: api_keys[0]: user is required" },
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
-		  "  user = \"no-such-user-here\"; } );\n", ":1: api_keys[0]: no user \"no-such-user-here\"" },
+		  "  user = \"al\\nice\"; } );\n", ":1: api_keys[0]: user \"al\nice\": a name must not contain control" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"a\\x7f\"; } );\n", ":1: api_keys[0]: user \"a\x7f\": a name must not contain control" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"; } );\n",
+		  ":1: api_keys[0]: user \"aaaaaaaaaa" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"; } );\n",
+		  "a name must be 1 to 64 bytes" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"4294967295\"; } );\n", ":1: api_keys[0]: user \"4294967295\": a uid must be below" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"caf\\xe9\"; } );\n", "a name must be UTF-8" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"sur\\xed\\xa0\\x80\"; } );\n", "a name must be UTF-8" },
+		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
+		  "  user = \"alice\"; } );\n"
+		  "budgets = ( { scope = \"user\"; who = \"carol\"; unit = \"tokens\"; limit = 5; } );\n",
+		  ":3: budgets[0]: no user \"carol\" (a system user name, a uid, or the user of an api_keys entry)" },
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
 		  "  user = \"root\"; key = \"x\"; } );\n", ":2: unknown setting \"key\"" },
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; user = \"root\"; },\n"

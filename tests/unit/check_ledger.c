@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <msgpack.h>
+
 #include "daemon/ledger.h"
 #include "daemon/log.h"
 
@@ -950,7 +952,7 @@ START_TEST(test_stats_scoped_to_a_uid)
 	struct ledger *l = open_ok(sdir, NULL);
 	struct stats_result all, mine;
 	struct counters sum;
-	struct ledger_scope scope = { NULL, NULL, NULL, 1000 };
+	struct ledger_scope scope = { NULL, NULL, NULL, 1000, NULL };
 
 	for (int i = 0; i < 30; i++)
 		append_ok(l, i);
@@ -1467,7 +1469,7 @@ START_TEST(test_stats_dimensions)
 	ck_assert_int_eq(errno, EINVAL);
 
 	/* usage for budgets */
-	scope = (struct ledger_scope){ NULL, NULL, NULL, -1 };
+	scope = (struct ledger_scope){ NULL, NULL, NULL, -1, NULL };
 	ledger_usage(l, &scope, -1, &sum);
 	want = expect(0, n, -1);
 	counters_eq(&sum, &want);
@@ -1481,7 +1483,7 @@ START_TEST(test_stats_dimensions)
 	scope.model = "qwen";
 	ledger_usage(l, &scope, -1, &sum);
 	ck_assert_uint_eq(sum.requests, 0);
-	scope = (struct ledger_scope){ NULL, "remote", "", -1 };
+	scope = (struct ledger_scope){ NULL, "remote", "", -1, NULL };
 	ledger_usage(l, &scope, -1, &sum);
 	memset(&want, 0, sizeof want);
 	for (int i = 0; i < n; i++) {
@@ -1837,6 +1839,307 @@ START_TEST(test_history_newest_pending)
 }
 END_TEST
 
+/* A named record: the named user i % 2 ? "alice" : "bob", billed as uid 1000 by a careless caller. */
+static void
+named_make(struct ledger_record *r, int i)
+{
+	rec_make(r, i);
+	r->uid = 1000;
+	r->user = i % 2 ? "alice" : "bob";
+}
+
+struct named_seen {
+	int named;
+	int system;
+	bool uid_ok;
+};
+
+/* Count the records of history by kind; a named one must carry LEDGER_UID_NAMED. */
+static int
+named_seen_cb(const struct ledger_record *r, void *arg)
+{
+	struct named_seen *ns = arg;
+
+	if (r->user != NULL) {
+		ns->named++;
+		ns->uid_ok &= r->uid == LEDGER_UID_NAMED &&
+		    (strcmp(r->user, "alice") == 0 || strcmp(r->user, "bob") == 0);
+	} else
+		ns->system++;
+	return 0;
+}
+
+/*
+ * Named users (an API key's user with no system account) are rows of their
+ * own, apart from every uid: in stats, in usage scopes, in history, through a
+ * crash (journal replay) and through a snapshot.
+ */
+START_TEST(test_named_users)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_NO, 30, 0);
+	struct ledger *l;
+	struct stats_result s, again, mine;
+	struct ledger_record r;
+	struct counters alice, bob, uid1000, sum;
+	struct ledger_scope scope;
+	struct named_seen ns = { 0, 0, true };
+	char cause[512];
+	pid_t pid;
+	int status;
+
+	memset(&alice, 0, sizeof alice);
+	bob = uid1000 = alice;
+	/* records 0..19 by a child that dies without closing: the journal is all there is */
+	ck_assert_int_ne(pid = fork(), -1);
+	if (pid == 0) {
+		if ((l = ledger_open(sdir, &o, cause, sizeof cause)) == NULL)
+			_exit(2);
+		for (int i = 0; i < 20; i++) {
+			if (i % 3 == 0)
+				named_make(&r, i);
+			else
+				rec_make(&r, i);
+			if (ledger_append(l, &r, cause, sizeof cause) == -1)
+				_exit(3);
+		}
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	for (int i = 0; i < 20; i++) {
+		struct counters *c = i % 3 != 0 ? (i % 3 == 1 ? &uid1000 : NULL) : i % 2 ? &alice : &bob;
+		if (c == NULL)
+			continue;
+		rec_make(&r, i);
+		c->requests++;
+		c->errors += r.status != LEDGER_DONE;
+		c->prompt_tokens += (uint64_t)r.prompt_tokens;
+		c->completion_tokens += (uint64_t)r.completion_tokens;
+		c->total_tokens += (uint64_t)(r.prompt_tokens + r.completion_tokens);
+		c->estimated += r.estimated;
+		c->cost += r.cost;
+	}
+
+	l = open_ok(sdir, &o);
+	ck_assert_int_eq(ledger_stats(l, "user", -1, &s), 0);
+	/* uids numerically, then the names: 1000 (i % 3 == 1), 65534, alice, bob */
+	ck_assert_uint_eq(s.by_user.n, 4);
+	ck_assert_str_eq(s.by_user.entries[0].key, "1000");
+	ck_assert_str_eq(s.by_user.entries[1].key, "65534");
+	ck_assert_str_eq(s.by_user.entries[2].key, "alice");
+	ck_assert_str_eq(s.by_user.entries[3].key, "bob");
+	counters_eq(&s.by_user.entries[0].c, &uid1000);
+	counters_eq(&s.by_user.entries[2].c, &alice);
+	counters_eq(&s.by_user.entries[3].c, &bob);
+	total_is(l, 0, 20, -1);
+
+	/* budgets' scopes: a name's rows, a uid's rows without the names billed "as" it */
+	scope = (struct ledger_scope){ NULL, NULL, NULL, LEDGER_UID_NAMED, "alice" };
+	ledger_usage(l, &scope, -1, &sum);
+	counters_eq(&sum, &alice);
+	scope = (struct ledger_scope){ NULL, NULL, NULL, 1000, "" };
+	ledger_usage(l, &scope, -1, &sum);
+	counters_eq(&sum, &uid1000);
+	scope = (struct ledger_scope){ NULL, NULL, NULL, 1000, NULL };
+	ledger_usage(l, &scope, -1, &sum);
+	counters_eq(&sum, &uid1000);
+
+	/* stats_visibility own: uid 1000 sees its own rows only, never a name's */
+	ck_assert_int_eq(ledger_stats_scoped(l, NULL, -1, 1000, &mine), 0);
+	ck_assert_uint_eq(mine.by_user.n, 1);
+	ck_assert_str_eq(mine.by_user.entries[0].key, "1000");
+	ledger_stats_clear(&mine);
+	ck_assert_int_eq(ledger_stats_exact(l, "user", base_ms / 1000 + 1, 1000, &mine), 0);
+	ck_assert_uint_eq(mine.by_user.n, 1);
+	ck_assert_str_eq(mine.by_user.entries[0].key, "1000");
+	ledger_stats_clear(&mine);
+	/* an exact since counts a name's records of the partial day under the name */
+	ck_assert_int_eq(ledger_stats_exact(l, "user", base_ms / 1000 + 1, -1, &mine), 0);
+	ck_assert_ptr_nonnull(entry(&mine.by_user, "alice"));
+	ck_assert_ptr_nonnull(entry(&mine.by_user, "bob"));
+	ledger_stats_clear(&mine);
+
+	/* history carries the name */
+	ck_assert_int_eq(ledger_foreach_record(l, 0, named_seen_cb, &ns, cause, sizeof cause), 0);
+	ck_assert_int_eq(ns.named, 7);
+	ck_assert_int_eq(ns.system, 13);
+	ck_assert(ns.uid_ok);
+
+	/* through a snapshot: close folds the rows, a reopen reads them back the same */
+	ledger_close(l);
+	l = open_ok(sdir, &o);
+	ck_assert_int_eq(ledger_stats(l, NULL, -1, &again), 0);
+	maps_eq(&s.by_user, &again.by_user);
+	ledger_stats_clear(&again);
+	/* more of alice after the snapshot add to the same row */
+	named_make(&r, 21);
+	ck_assert_int_eq(ledger_append(l, &r, cause, sizeof cause), 0);
+	ledger_close(l);
+	l = open_ok(sdir, &o);
+	ck_assert_int_eq(ledger_stats(l, "user", -1, &again), 0);
+	ck_assert_uint_eq(again.by_user.n, 4);
+	ck_assert_uint_eq(entry(&again.by_user, "alice")->c.requests, alice.requests + 1);
+	ledger_stats_clear(&again);
+	ledger_stats_clear(&s);
+	ledger_close(l);
+}
+END_TEST
+
+/* Frame a msgpack body as a journal record: [u32 length][u32 CRC32C][body]. */
+static void
+frame_append(msgpack_sbuffer *out, const msgpack_sbuffer *body)
+{
+	uint8_t h[8];
+	uint32_t len = (uint32_t)body->size, crc = ledger_crc32c(0, body->data, body->size);
+
+	h[0] = len >> 24; h[1] = len >> 16; h[2] = len >> 8; h[3] = len;
+	h[4] = crc >> 24; h[5] = crc >> 16; h[6] = crc >> 8; h[7] = crc;
+	msgpack_sbuffer_write(out, (const char *)h, 8);
+	msgpack_sbuffer_write(out, body->data, body->size);
+}
+
+static void
+pack_cstr(msgpack_packer *pk, const char *s)
+{
+	msgpack_pack_str(pk, strlen(s));
+	msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/*
+ * A journal and snapshot as versions before named users wrote them (no user
+ * key in records, 12-item rows) still read: their rows are the uids', and
+ * named users' records added afterwards stay apart.
+ */
+START_TEST(test_old_format_reads)
+{
+	char path[PATH_MAX], cause[512];
+	msgpack_sbuffer body, file;
+	msgpack_packer pk;
+	struct ledger *l;
+	struct stats_result s;
+	struct ledger_record r;
+	struct named_seen ns = { 0, 0, true };
+	int64_t day = ledger_day(base_ms);
+	const struct counters_entry *e;
+
+	snprintf(path, sizeof path, "%s", sdir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/journal", sdir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+
+	/* the snapshot: one row of uid 1000, 3 requests, 30 tokens */
+	msgpack_sbuffer_init(&body);
+	msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 5);
+	pack_cstr(&pk, "v");
+	msgpack_pack_uint32(&pk, 1);
+	pack_cstr(&pk, "since");
+	msgpack_pack_int64(&pk, base_ms / 1000 - 86400);
+	pack_cstr(&pk, "upto");
+	msgpack_pack_uint64(&pk, 0);
+	pack_cstr(&pk, "rid");
+	msgpack_pack_uint64(&pk, 3);
+	pack_cstr(&pk, "rows");
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_array(&pk, 12);
+	msgpack_pack_int64(&pk, day);
+	pack_cstr(&pk, "qwen");
+	pack_cstr(&pk, "local");
+	msgpack_pack_uint32(&pk, 1000);
+	msgpack_pack_nil(&pk);
+	msgpack_pack_uint64(&pk, 3);        /* requests */
+	msgpack_pack_uint64(&pk, 0);        /* errors */
+	msgpack_pack_uint64(&pk, 20);       /* prompt */
+	msgpack_pack_uint64(&pk, 10);       /* completion */
+	msgpack_pack_uint64(&pk, 30);       /* total */
+	msgpack_pack_uint64(&pk, 0);        /* estimated */
+	msgpack_pack_double(&pk, 0.5);
+	msgpack_sbuffer_init(&file);
+	msgpack_sbuffer_write(&file, "OLLMSNAP\0\0\0\0\0\0\0\0", 16);
+	{
+		uint32_t len = (uint32_t)body.size, crc = ledger_crc32c(0, body.data, body.size);
+		uint8_t *h = (uint8_t *)file.data + 8;
+		h[0] = len >> 24; h[1] = len >> 16; h[2] = len >> 8; h[3] = len;
+		h[4] = crc >> 24; h[5] = crc >> 16; h[6] = crc >> 8; h[7] = crc;
+	}
+	msgpack_sbuffer_write(&file, body.data, body.size);
+	snprintf(path, sizeof path, "%s/snapshot.olm", sdir);
+	file_write(path, file.data, file.size, "wb");
+	msgpack_sbuffer_destroy(&file);
+
+	/* the journal: two records of uid 1000 in the old shape (14 keys, no user) */
+	msgpack_sbuffer_init(&file);
+	for (int i = 0; i < 2; i++) {
+		msgpack_sbuffer_clear(&body);
+		msgpack_pack_map(&pk, 14);
+		pack_cstr(&pk, "v");
+		msgpack_pack_uint32(&pk, 1);
+		pack_cstr(&pk, "time");
+		msgpack_pack_int64(&pk, base_ms + 1000 * i);
+		pack_cstr(&pk, "uid");
+		msgpack_pack_uint32(&pk, 1000);
+		pack_cstr(&pk, "tag");
+		msgpack_pack_nil(&pk);
+		pack_cstr(&pk, "model");
+		pack_cstr(&pk, "qwen");
+		pack_cstr(&pk, "upstream");
+		pack_cstr(&pk, "local");
+		pack_cstr(&pk, "prompt_tokens");
+		msgpack_pack_int64(&pk, 7);
+		pack_cstr(&pk, "completion_tokens");
+		msgpack_pack_int64(&pk, 3);
+		pack_cstr(&pk, "estimated");
+		msgpack_pack_false(&pk);
+		pack_cstr(&pk, "cost");
+		msgpack_pack_double(&pk, 0.25);
+		pack_cstr(&pk, "status");
+		pack_cstr(&pk, "done");
+		pack_cstr(&pk, "error");
+		msgpack_pack_nil(&pk);
+		pack_cstr(&pk, "latency_ms");
+		msgpack_pack_int64(&pk, 100);
+		pack_cstr(&pk, "rid");
+		msgpack_pack_uint64(&pk, (uint64_t)(4 + i));
+		frame_append(&file, &body);
+	}
+	journal_path(1, path, sizeof path);
+	file_write(path, file.data, file.size, "wb");
+	msgpack_sbuffer_destroy(&file);
+	msgpack_sbuffer_destroy(&body);
+
+	l = open_ok(sdir, NULL);
+	ck_assert_int_eq(ledger_stats(l, "user", -1, &s), 0);
+	ck_assert_uint_eq(s.by_user.n, 1);
+	ck_assert_str_eq(s.by_user.entries[0].key, "1000");
+	ck_assert_uint_eq(s.by_user.entries[0].c.requests, 5);
+	ck_assert_uint_eq(s.by_user.entries[0].c.total_tokens, 50);
+	ledger_stats_clear(&s);
+	ck_assert_int_eq(ledger_foreach_record(l, 0, named_seen_cb, &ns, cause, sizeof cause), 0);
+	ck_assert_int_eq(ns.system, 2);
+	ck_assert_int_eq(ns.named, 0);
+
+	/* a named user's record next to them, then a new snapshot with both kinds of rows */
+	rec_make(&r, 1);
+	r.time_ms = base_ms + 5000;
+	r.uid = 1000;
+	r.model = "qwen";
+	r.upstream = "local";
+	r.tag = NULL;
+	r.user = "alice";
+	ck_assert_int_eq(ledger_append(l, &r, cause, sizeof cause), 0);
+	ledger_close(l);
+	l = open_ok(sdir, NULL);
+	ck_assert_int_eq(ledger_stats(l, "user", -1, &s), 0);
+	ck_assert_uint_eq(s.by_user.n, 2);
+	ck_assert_ptr_nonnull(e = entry(&s.by_user, "1000"));
+	ck_assert_uint_eq(e->c.requests, 5);
+	ck_assert_ptr_nonnull(e = entry(&s.by_user, "alice"));
+	ck_assert_uint_eq(e->c.requests, 1);
+	ledger_stats_clear(&s);
+	ledger_close(l);
+}
+END_TEST
+
 START_TEST(test_retention)
 {
 	struct ledger_options o = opts(LEDGER_FSYNC_NO, 2, 1024);
@@ -2118,6 +2421,8 @@ ledger_suite(void)
 	tcase_add_test(tc, test_history_newest);
 	tcase_add_test(tc, test_history_newest_pending);
 	tcase_add_test(tc, test_retention);
+	tcase_add_test(tc, test_named_users);
+	tcase_add_test(tc, test_old_format_reads);
 	tcase_add_test(tc, test_sanitized_records);
 	tcase_add_test(tc, test_fuzz_open);
 	tcase_add_test(tc, test_fuzz_snapshot);

@@ -1308,7 +1308,9 @@ START_TEST(test_durations_times_users)
 	ck_assert_str_eq(b, "2024-05-01 00:00:00 UTC");
 	ck_assert_str_eq(render_user(b, sizeof b, "0"), "root");
 	ck_assert_str_eq(render_user(b, sizeof b, "4000000000"), "uid 4000000000");
-	ck_assert_str_eq(render_user(b, sizeof b, "x"), "uid x");
+	/* a key that is no uid is a named user's (an API key's user with no account) */
+	ck_assert_str_eq(render_user(b, sizeof b, "alice"), "alice");
+	ck_assert_str_eq(render_user(b, sizeof b, "4294967295"), "uid 4294967295");
 }
 END_TEST
 

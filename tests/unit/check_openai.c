@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon/api_body.h"
 #include "daemon/openai.h"
 #include "daemon/sse.h"
 
@@ -389,6 +390,55 @@ START_TEST(test_body_minimal)
 END_TEST
 
 /* --- free-form values ------------------------------------------------- */
+
+/* The HTTP front's chat bodies: NUL in content kept with its length, and errors that name the field. */
+START_TEST(test_api_body_chat)
+{
+	static const char nul[] = "{\"model\":\"m\",\"stream\":true,\"stream_options\":"
+	    "{\"include_usage\":true},\"messages\":[{\"role\":\"system\",\"content\":\"a\\u0000b\"},"
+	    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\\u0000\"},"
+	    "{\"type\":\"text\",\"text\":\"y\"}]}]}";
+	static const struct { const char *body, *param, *message; } bad[] = {
+		{ "{not json", "", "the body is not valid JSON" },
+		{ "[1]", "", "the body must be a JSON object" },
+		{ "{\"messages\":[]}", "messages", "messages must be a non-empty array" },
+		{ "{\"messages\":[{\"role\":\"us\\u0000er\",\"content\":\"x\"}]}", "messages",
+		  "messages[0] must be an object with a string role" },
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"name\":\"a\\u0000\"}]}", "messages",
+		  "messages[0].name must be a string" },
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\\u0000x\",\"text\":\"a\"}]}]}",
+		  "messages", "only parts of type \"text\"" },
+		{ "{\"model\":\"m\\u0000\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "model",
+		  "model must be a string" },
+		{ "{\"max_tokens\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "max_tokens",
+		  "max_tokens must be an integer >= 1" },
+		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"messages\":[]}", "",
+		  "duplicate" },
+	};
+	struct api_body_error err;
+	struct request *rq;
+	bool iu;
+
+	rq = api_body_chat(nul, sizeof nul - 1, &iu, &err);
+	ck_assert_msg(rq != NULL, "%s", err.message);
+	ck_assert(iu);
+	ck_assert(rq->u.chat.stream);
+	ck_assert_uint_eq(rq->u.chat.n_messages, 2);
+	ck_assert_uint_eq(rq->u.chat.messages[0].content_len, 3);
+	ck_assert_mem_eq(rq->u.chat.messages[0].content, "a\0b", 4);
+	ck_assert_uint_eq(rq->u.chat.messages[1].content_len, 3);
+	ck_assert_mem_eq(rq->u.chat.messages[1].content, "x\0y", 4);
+	message_request_free(rq);
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		rq = api_body_chat(bad[i].body, strlen(bad[i].body), &iu, &err);
+		ck_assert_msg(rq == NULL, "accepted %s", bad[i].body);
+		ck_assert_str_eq(err.param, bad[i].param);
+		ck_assert_msg(strstr(err.message, bad[i].message) != NULL, "%s: %s", bad[i].body,
+		    err.message);
+	}
+}
+END_TEST
 
 START_TEST(test_msgpack_round_trip)
 {
@@ -1664,6 +1714,7 @@ openai_suite(void)
 	tcase_add_test(tc, test_body_minimal);
 	tcase_add_test(tc, test_body_fast_same);
 	tcase_add_test(tc, test_body_nul);
+	tcase_add_test(tc, test_api_body_chat);
 	tcase_add_test(tc, test_msgpack_round_trip);
 	tcase_add_test(tc, test_msgpack_refused);
 	tcase_add_test(tc, test_json_to_msgpack_depth);

@@ -1880,6 +1880,17 @@ START_TEST(logs_request_roundtrip)
 	    "user: must be <= 4294967295", 5);
 	expect_json_error("{'v':1,'id':5,'op':'logs','model':''}", "bad_request",
 	    "model: must not be empty", 5);
+	expect_json_error("{'v':1,'id':5,'op':'logs','user':''}", "bad_request",
+	    "user: must not be empty", 5);
+
+	/* a named user's rows: user as a string */
+	message_request_init(&rq, OP_LOGS);
+	rq.id = 12;
+	rq.u.logs.user_name = "alice";
+	out = request_roundtrip(&rq);
+	ck_assert_int_eq(out->u.logs.user, -1);
+	ck_assert_str_eq(out->u.logs.user_name, "alice");
+	message_request_free(out);
 }
 END_TEST
 
@@ -1887,9 +1898,9 @@ START_TEST(logs_result_roundtrip)
 {
 	struct log_row rows[2] = {
 		{ 1714521600123, 1000, "ci", "qwen", "local", "done", NULL, 12, 34, false,
-		    0.25, 800, 120, NULL },
-		{ 1714521500000, 0, NULL, "qwen", "local", "error", "upstream_unavailable", 9, 0,
-		    true, 0, 15, -1, "node-b" },
+		    0.25, 800, 120, NULL, NULL },
+		{ 1714521500000, 4294967295u, NULL, "qwen", "local", "error", "upstream_unavailable",
+		    9, 0, true, 0, 15, -1, "node-b", "alice" },
 	};
 	struct reply rp, *out;
 	struct logs_result *l;
@@ -1917,6 +1928,10 @@ START_TEST(logs_result_roundtrip)
 	ck_assert_str_eq(l->rows[1].error, "upstream_unavailable");
 	ck_assert(l->rows[1].estimated);
 	ck_assert_int_eq(l->rows[1].ttft_ms, -1);
+	/* a named user's row carries the name; a uid's none */
+	ck_assert_ptr_null(l->rows[0].user);
+	ck_assert_str_eq(l->rows[1].user, "alice");
+	ck_assert_uint_eq(l->rows[1].uid, 4294967295u);
 	message_reply_free(out);
 
 	message_reply_init(&rp, REPLY_RESULT, OP_LOGS);
@@ -1937,8 +1952,8 @@ END_TEST
 START_TEST(top_result_roundtrip)
 {
 	struct top_chat chats[2] = {
-		{ 5, 1000, "qwen", "local", "ci", "running", 2500, 40, 16.0 },
-		{ 6, 1001, "qwen", "local", NULL, "queued", 100, 0, 0 },
+		{ 5, 1000, "qwen", "local", "ci", "running", 2500, 40, 16.0, NULL },
+		{ 6, 4294967295u, "qwen", "local", NULL, "queued", 100, 0, 0, "alice" },
 	};
 	struct top_model models[1] = { { "qwen", 2, 16.0 } };
 	struct top_upstream ups[2] = { { "local", true, 1, 1 }, { "spare", false, 0, 0 } };
@@ -1973,6 +1988,8 @@ START_TEST(top_result_roundtrip)
 	ck_assert_double_eq(t->chats[0].tokens_per_s, 16.0);
 	ck_assert_ptr_null(t->chats[1].tag);
 	ck_assert_str_eq(t->chats[1].state, "queued");
+	ck_assert_ptr_null(t->chats[0].user);
+	ck_assert_str_eq(t->chats[1].user, "alice");
 	ck_assert_uint_eq(t->n_models, 1);
 	ck_assert_str_eq(t->models[0].model, "qwen");
 	ck_assert_int_eq(t->models[0].in_flight, 2);

@@ -1,0 +1,36 @@
+/* api_body.c: the HTTP front's request bodies, parsed apart from any connection. */
+#ifndef OLLM_API_BODY_H
+#define OLLM_API_BODY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "protocol/message.h"
+
+/* Why a body was refused: a message for the client, and the field at fault. */
+struct api_body_error {
+	char message[300];
+	char param[64];             /* "" when no one field is at fault */
+};
+
+/*
+ * A body of len bytes (any bytes: untrusted) as a JSON object, strings
+ * allowed to hold U+0000; NULL with cause. The caller decrefs it.
+ */
+json_t *api_body_json(const char *body, size_t len, char *cause, size_t cause_len);
+
+/* A JSON string without NUL, copied; NULL when v is not one (or out of memory). */
+char *api_body_strdup(json_t *v);
+
+/*
+ * A POST /v1/chat/completions body as an OP_CHAT request (id 0, stream
+ * false unless asked, content with its length as the msgpack front keeps
+ * it; the caller frees it with message_request_free), *include_usage from
+ * stream_options. NULL with err filled when the body is not one.
+ */
+struct request *api_body_chat(const char *body, size_t len, bool *include_usage,
+    struct api_body_error *err);
+
+#endif
