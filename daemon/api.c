@@ -35,6 +35,7 @@
 #include "daemon/openai.h"
 #include "daemon/openllmd.h"
 #include "daemon/peer.h"
+#include "daemon/pretok.h"
 
 #define API_HIGH_WATERMARK (1024 * 1024)    /* pause the transfer above this much unsent output */
 #define API_TAG_MAX 256                     /* longest X-Ollm-Tag */
@@ -52,6 +53,8 @@ struct api_req {
 	bool started;               /* stream: 200 and the role chunk are sent */
 	bool finished;              /* the last reply went out */
 	bool over_watermark;        /* blocked() said so; resume when the output drains */
+	struct evbuffer *pend;      /* events held while a chunk is written, then sent as one */
+	bool chunk_in_flight;       /* a chunk is being written: api_chunk_written_cb will come */
 	bool passthrough;           /* completions, embeddings: the server's bytes go back as they are */
 	struct event *watch;        /* the client's socket, to see it close while no byte goes out */
 	char id[64];
@@ -239,15 +242,48 @@ api_sse_json(struct evbuffer *out, json_t *obj)
 
 static void api_chunk_written_cb(struct evhttp_connection *, void *);
 
-/* Send what out holds as chunks of the stream; out is emptied. */
+/* Bytes not yet written to the client's connection. */
+static size_t
+api_unsent(const struct api_req *ar)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(ar->conn->evcon);
+
+	return evbuffer_get_length(bufferevent_get_output(bev)) +
+	    (ar->pend != NULL ? evbuffer_get_length(ar->pend) : 0);
+}
+
+/*
+ * Send what out holds as a chunk of the stream; out is emptied. While the
+ * last chunk is still being written, events are copied into pend and go out
+ * together once it is (api_chunk_written_cb): a client that is behind costs
+ * its bytes, not a buffer per event.
+ */
 static void
 api_sse_send(struct api_req *ar, struct evbuffer *out)
 {
+	size_t n = evbuffer_get_length(out);
+
 	if (ar->conn == NULL) {
-		evbuffer_drain(out, evbuffer_get_length(out));
+		evbuffer_drain(out, n);
 		return;
 	}
+	if (ar->chunk_in_flight && (ar->pend != NULL || (ar->pend = evbuffer_new()) != NULL)) {
+		evbuffer_add(ar->pend, evbuffer_pullup(out, -1), n);
+		evbuffer_drain(out, n);
+		return;
+	}
+	ar->chunk_in_flight = true;
 	evhttp_send_reply_chunk_with_cb(ar->req, out, api_chunk_written_cb, ar);
+}
+
+/* Send the events held back, before the stream's last chunk. */
+static void
+api_sse_send_pending(struct api_req *ar)
+{
+	if (ar->conn != NULL && ar->pend != NULL && evbuffer_get_length(ar->pend) > 0) {
+		ar->chunk_in_flight = true;
+		evhttp_send_reply_chunk_with_cb(ar->req, ar->pend, api_chunk_written_cb, ar);
+	}
 }
 
 /* A chat.completion.chunk with one choice (delta, finish_reason) or none. */
@@ -296,14 +332,85 @@ api_usage_json(const struct usage *u)
 	    "total_tokens", (json_int_t)u->total_tokens);
 }
 
+/* Append s as a JSON string (quoted, escaped); -1, nothing appended, unless it is valid UTF-8. */
+static int
+api_json_string(struct evbuffer *out, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t len = strlen(s), i, start = 0;
+	char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+
+	if (pretok_utf8_valid(s, len) != len)
+		return -1;
+	evbuffer_add(out, "\"", 1);
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		evbuffer_add(out, s + start, i - start);
+		start = i + 1;
+		switch (ch) {
+		case '"': evbuffer_add(out, "\\\"", 2); break;
+		case '\\': evbuffer_add(out, "\\\\", 2); break;
+		case '\n': evbuffer_add(out, "\\n", 2); break;
+		case '\r': evbuffer_add(out, "\\r", 2); break;
+		case '\t': evbuffer_add(out, "\\t", 2); break;
+		default:
+			esc[4] = hex[ch >> 4];
+			esc[5] = hex[ch & 15];
+			evbuffer_add(out, esc, 6);
+		}
+	}
+	evbuffer_add(out, s + start, len - start);
+	evbuffer_add(out, "\"", 1);
+	return 0;
+}
+
+/*
+ * The usual delta, content alone, written straight as its SSE event: the
+ * same chunk api_chunk builds, without a JSON document per delta. -1 when
+ * the delta is not that kind (the caller builds it with jansson).
+ */
+static int
+api_delta_fast(struct api_req *ar, const struct delta_reply *d, struct evbuffer *out)
+{
+	static const char mid[] = ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,"
+	    "\"delta\":{\"content\":";
+	static const char end[] = "},\"finish_reason\":null,\"logprobs\":null}]}\n\n";
+
+	if (d->content == NULL || d->reasoning != NULL || d->tool_calls.data != NULL)
+		return -1;
+	evbuffer_add_printf(out, "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\","
+	    "\"created\":%lld,\"model\":", ar->id, (long long)ar->created);
+	if (api_json_string(out, ar->model) == -1)
+		goto slow;
+	evbuffer_add(out, mid, sizeof mid - 1);
+	if (api_json_string(out, d->content) == -1)
+		goto slow;
+	evbuffer_add(out, end, sizeof end - 1);
+	return 0;
+slow:
+	evbuffer_drain(out, evbuffer_get_length(out));
+	return -1;
+}
+
 /* A delta of the stream. */
 static void
 api_reply_delta(struct api_req *ar, const struct delta_reply *d)
 {
-	json_t *delta = json_object();
+	/* one buffer for every delta: the chunk is moved out of it (single-threaded loop) */
+	static struct evbuffer *fast;
+	json_t *delta;
 	struct evbuffer *out;
 
 	api_stream_start(ar);
+	if (fast == NULL)
+		fast = evbuffer_new();
+	if (fast != NULL && api_delta_fast(ar, d, fast) == 0) {
+		api_sse_send(ar, fast);
+		return;
+	}
+	delta = json_object();
 	if (d->content != NULL)
 		json_object_set_new(delta, "content", json_string(d->content));
 	if (d->reasoning != NULL)
@@ -339,6 +446,7 @@ api_reply_done_stream(struct api_req *ar, const struct done_reply *d)
 		api_sse_json(out, last);
 	}
 	evbuffer_add_printf(out, "data: [DONE]\n\n");
+	api_sse_send_pending(ar);
 	evhttp_send_reply_chunk(ar->req, out);
 	evbuffer_free(out);
 	evhttp_send_reply_end(ar->req);
@@ -390,6 +498,7 @@ api_reply_error(struct api_req *ar, const struct error_reply *e)
 		return;
 	}
 	api_status(e->code, e->status, &type);
+	api_sse_send_pending(ar);
 	if ((out = evbuffer_new()) != NULL) {
 		api_sse_json(out, api_error_json(e->code, e->message, type, NULL, &e->detail));
 		evhttp_send_reply_chunk(ar->req, out);
@@ -424,6 +533,7 @@ api_reply_raw(struct api_req *ar, const struct reply *r)
 		api_sse_send(ar, out);
 	} else {
 		evbuffer_add_printf(out, "data: [DONE]\n\n");
+		api_sse_send_pending(ar);
 		evhttp_send_reply_chunk(ar->req, out);
 		evhttp_send_reply_end(ar->req);
 	}
@@ -478,12 +588,10 @@ static bool
 api_chat_blocked(void *owner)
 {
 	struct api_req *ar = owner;
-	struct bufferevent *bev;
 
 	if (ar->conn == NULL)
 		return true;
-	bev = evhttp_connection_get_bufferevent(ar->conn->evcon);
-	if (evbuffer_get_length(bufferevent_get_output(bev)) > API_HIGH_WATERMARK) {
+	if (api_unsent(ar) > API_HIGH_WATERMARK) {
 		ar->over_watermark = true;
 		return true;
 	}
@@ -500,8 +608,10 @@ api_chat_release(void *owner, struct chat *c)
 	ar->chat = NULL;
 	if (!ar->finished && ar->conn != NULL) {
 		ar->finished = true;
-		if (ar->started)
+		if (ar->started) {
+			api_sse_send_pending(ar);
 			evhttp_send_reply_end(ar->req);
+		}
 		else
 			api_send_error(ar->req, "internal", "the request ended without an answer", NULL,
 			    NAN, -1, NULL);
@@ -510,6 +620,8 @@ api_chat_release(void *owner, struct chat *c)
 		ar->conn->active = NULL;
 	if (ar->watch != NULL)
 		event_free(ar->watch);
+	if (ar->pend != NULL)
+		evbuffer_free(ar->pend);
 	free(ar->model);
 	free(ar);
 }
@@ -562,6 +674,8 @@ api_chunk_written_cb(struct evhttp_connection *evcon, void *arg)
 	struct api_req *ar = arg;
 
 	(void)evcon;
+	ar->chunk_in_flight = false;
+	api_sse_send_pending(ar);
 	if (ar->over_watermark && ar->chat != NULL) {
 		ar->over_watermark = false;
 		chat_resume(ar->chat);

@@ -134,6 +134,8 @@ chat_free(struct chat *c)
 	free(c->error_detail.data);
 	free(c->pass.body);
 	free(c->pass.prompt_text);
+	free(c->fin.message);
+	free(c->fin.cause);
 	free(c);
 	srv->in_flight--;
 	if (served)
@@ -717,20 +719,33 @@ chat_cost(const struct upstream_conf *u, const struct usage *us)
 }
 
 /*
- * End a chat: append its ledger record, then send done or error, then free it.
- * code NULL means success. The record is written before the client hears.
+ * End a chat: settle its budget and limiter slot, stage its ledger record,
+ * and leave the answer (done or error) to chat_commit at the end of the loop
+ * pass, once the record is written. code NULL means success. The record is
+ * written before the client hears.
  */
 static void
 chat_finish(struct chat *c, const char *code, const char *message, long status, double retry_after)
 {
 	struct server *srv = c->server;
-	struct chat_parse *p = c->parse;
 	struct usage us;
 	struct ledger_record rec;
-	char cause[256], refused[512];
+	char cause[256];
 	int64_t end = now_mono_ms();
-	bool durable, sent = chat_was_sent(c);
+	bool sent = chat_was_sent(c);
 
+	if (c->fin.finishing)
+		return;
+	if (c->transfer != NULL) {
+		http_transfer_cancel(c->transfer);
+		c->transfer = NULL;
+	}
+	if (c->fleet_wait) {
+		/* no verdict may reach a chat that has ended */
+		fleet_reserve_forget(srv->fleet, c);
+		c->fleet_wait = false;
+	}
+	evtimer_del(c->timer);
 	/* A request that never reached the model server costs nothing. */
 	if (sent)
 		chat_usage(c, &us);
@@ -774,18 +789,47 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	rec.has_ttft = c->first_delta_ms >= 0;
 	rec.ttft_ms = c->first_delta_ms - c->started_ms;
 	rec.reservation = c->fleet_rsv;
-	durable = ledger_append(srv->ledger, &rec, cause, sizeof cause) == 0;
-	if (!durable)
+	if (ledger_stage(srv->ledger, &rec, cause, sizeof cause) == -1) {
 		log_error("usage ledger: %s", cause);
+		c->fin.cause = strdup(cause);
+		c->fin.committed = true;        /* nothing of it is in the batch */
+	}
+	c->fin.finishing = true;
+	c->fin.code = code;
+	c->fin.message = message != NULL ? strdup(message) : NULL;
+	c->fin.status = status;
+	c->fin.retry_after = retry_after;
+	c->fin.cost = cost;
+	c->fin.end_ms = end;
+	c->fin.usage = us;
+	srv->total_cost += cost;
+	TAILQ_INSERT_TAIL(&srv->finishing, c, fin.entry);
+	server_flush_soon(srv);
+}
+
+/* Send a finished chat's answer (its record's fate known), then free it. */
+static void
+chat_answer(struct chat *c)
+{
+	struct server *srv = c->server;
+	struct chat_parse *p = c->parse;
+	struct usage us = c->fin.usage;
+	const char *code = c->fin.code;
+	const char *message = c->fin.message;
+	const char *model = c->model != NULL ? c->model : c->upstream->conf.model;
+	char refused[512];
+	int64_t end = c->fin.end_ms;
+	double cost = c->fin.cost;
+	bool durable = c->fin.durable;
+
 	if (!durable && code == NULL && strcmp(srv->conf->on_ledger_error, "refuse") == 0) {
 		/* done means recorded: without a record, the client hears an error */
 		snprintf(refused, sizeof refused, "the usage ledger could not record this request "
-		    "(on_ledger_error is refuse): %s", cause);
+		    "(on_ledger_error is refuse): %s", c->fin.cause ? c->fin.cause : "out of memory");
 		code = "internal";
 		message = refused;
 	}
-	srv->total_cost += cost;
-	struct metrics_event me = { rec.model, c->uid, rec.tag, code != NULL ? code : "ok",
+	struct metrics_event me = { model, c->uid, c->req->u.chat.tag, code != NULL ? code : "ok",
 		us.prompt_tokens, us.completion_tokens, cost,
 		c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1, end - c->started_ms,
 		c->user };
@@ -797,7 +841,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		snprintf(who, sizeof who, "uid %u", (unsigned)c->uid);
 	log_info("chat %llu %s model %s upstream %s: %s | prompt_tokens: %lld, "
 	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
-	    (unsigned long long)c->id, who, rec.model,
+	    (unsigned long long)c->id, who, model,
 	    c->upstream->conf.name, code ? code : "done", (long long)us.prompt_tokens,
 	    (long long)us.completion_tokens, us.estimated ? " (estimated)" : "", cost,
 	    srv->total_cost, srv->conf->max_budget);
@@ -809,9 +853,9 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		r.type = REPLY_ERROR;
 		r.u.error.code = (char *)code;
 		r.u.error.message = (char *)(message ? message : code);
-		r.u.error.retry_after = retry_after;
-		r.u.error.status = code != NULL && strcmp(code, "upstream_error") == 0 && status > 0 ?
-		    status : -1;
+		r.u.error.retry_after = c->fin.retry_after;
+		r.u.error.status = strcmp(code, "upstream_error") == 0 && c->fin.status > 0 ?
+		    c->fin.status : -1;
 		r.u.error.detail = c->error_detail;
 		chat_reply(c, &r);
 	} else {
@@ -822,7 +866,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		r.u.done.finish_reason = p->finish_reason;
 		r.u.done.usage = us;
 		r.u.done.cost = cost;
-		r.u.done.model = p->model != NULL ? p->model : (char *)rec.model;
+		r.u.done.model = p->model != NULL ? p->model : (char *)model;
 		r.u.done.upstream = c->upstream->conf.name;
 		r.u.done.ttft_ms = c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1;
 		r.u.done.latency_ms = end - c->started_ms;
@@ -839,15 +883,43 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	chat_free(c);
 }
 
-/* Cancel: stop the transfer, record the tokens so far, answer with code. */
+/*
+ * Write the records of the chats that ended (one write(2) for all of them),
+ * then answer those chats in the order they ended. A chat that ends while
+ * the answers go out waits for the next commit.
+ */
+void
+chat_commit(struct server *srv)
+{
+	struct chat *c;
+	char cause[256];
+	bool ok = true;
+
+	if (ledger_staged(srv->ledger) > 0 || !TAILQ_EMPTY(&srv->finishing)) {
+		if ((ok = ledger_commit(srv->ledger, cause, sizeof cause) == 0) == false)
+			log_error("usage ledger: %s", cause);
+	}
+	TAILQ_FOREACH(c, &srv->finishing, fin.entry) {
+		if (c->fin.committed)
+			continue;       /* its record could not be staged: not durable */
+		c->fin.committed = true;
+		c->fin.durable = ok;
+		if (!ok)
+			c->fin.cause = strdup(cause);
+	}
+	while ((c = TAILQ_FIRST(&srv->finishing)) != NULL && c->fin.committed) {
+		TAILQ_REMOVE(&srv->finishing, c, fin.entry);
+		chat_answer(c);
+	}
+}
+
+/* Cancel: stop the transfer, record the tokens so far, answer with code, all before returning. */
 void
 chat_cancel(struct chat *c, const char *code, const char *message)
 {
-	if (c->transfer != NULL) {
-		http_transfer_cancel(c->transfer);
-		c->transfer = NULL;
-	}
-	chat_finish(c, code, message, -1, NAN);
+	if (!c->fin.finishing)
+		chat_finish(c, code, message, -1, NAN);
+	chat_commit(c->server);     /* the front expects it gone when this returns */
 }
 
 /* The client caught up: let the transfer deliver again. */

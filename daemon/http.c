@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -40,26 +41,66 @@ struct http {
 	size_t active;
 	struct http_transfer *pool; /* idle transfers, their easy handles ready */
 	size_t n_pool;
+	bool in_curl;               /* inside curl_multi_socket_action */
+	struct http_socket **socks; /* by descriptor: the sockets our opensocket callback made */
+	size_t n_socks;
 };
 
-/* One socket curl watches, attached with curl_multi_assign, freed on CURL_POLL_REMOVE. */
+/*
+ * One socket curl watches. Those of connections (made by http_open_cb) live
+ * until curl closes them (http_close_cb): between two transfers on a kept
+ * connection the read event stays in epoll, so a request costs no
+ * epoll_ctl to add it and none to remove it. Others (the resolver's) are
+ * freed when curl stops watching them.
+ */
 struct http_socket {
 	struct event *ev;
 	short kind;                 /* the events ev is set for */
+	bool added;                 /* ev is in the loop */
+	bool watched;               /* curl wants to hear of it (not CURL_POLL_REMOVE) */
+	bool kept;                  /* a connection's: kept until curl closes it */
 };
 
 static void http_check_done(struct http *);
+
+/* Our record of a connection socket, or NULL. */
+static struct http_socket *
+http_socket_find(const struct http *h, curl_socket_t fd)
+{
+	return fd >= 0 && (size_t)fd < h->n_socks ? h->socks[fd] : NULL;
+}
+
+/* Stop watching a socket and forget it (the descriptor stays open). */
+static void
+http_socket_free(struct http *h, curl_socket_t fd, struct http_socket *s)
+{
+	if (s->kept && (size_t)fd < h->n_socks)
+		h->socks[fd] = NULL;
+	else
+		curl_multi_assign(h->multi, fd, NULL);
+	event_free(s->ev);
+	free(s);
+}
 
 /* Tell curl that a socket is ready, then collect finished transfers. */
 static void
 http_event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct http *h = arg;
+	struct http_socket *s = http_socket_find(h, fd);
 	int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
 	    ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 	int running;
 
+	if (s != NULL && !s->watched) {
+		/* a kept connection between transfers: the server closed it, or spoke out of turn */
+		event_del(s->ev);
+		s->added = false;
+		return;
+	}
+	h->in_curl = true;
 	curl_multi_socket_action(h->multi, fd, action, &running);
+	h->in_curl = false;
 	http_check_done(h);
 }
 
@@ -72,7 +113,9 @@ http_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	h->in_curl = true;
 	curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	h->in_curl = false;
 	http_check_done(h);
 }
 
@@ -88,6 +131,16 @@ http_multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
 		evtimer_del(h->timer);
 		return 0;
 	}
+	if (timeout_ms == 0 && !h->in_curl) {
+		/*
+		 * A transfer was added or resumed: run in this loop pass, not after
+		 * another epoll_wait. From inside curl the timer waits for the
+		 * next pass, so that curl cannot keep the loop from polling.
+		 */
+		evtimer_del(h->timer);
+		event_active(h->timer, EV_TIMEOUT, 1);
+		return 0;
+	}
 	tv.tv_sec = timeout_ms / 1000;
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	evtimer_add(h->timer, &tv);
@@ -99,15 +152,24 @@ static int
 http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
 {
 	struct http *h = arg;
-	struct http_socket *s = socketp;
+	struct http_socket *s = socketp, *kept = http_socket_find(h, fd);
 	short kind;
 
 	(void)easy;
+	if (kept != NULL)
+		s = kept;
 	if (what == CURL_POLL_REMOVE) {
-		if (s != NULL) {
-			event_free(s->ev);
-			free(s);
-			curl_multi_assign(h->multi, fd, NULL);
+		if (s == NULL)
+			return 0;
+		if (!s->kept) {
+			http_socket_free(h, fd, s);
+			return 0;
+		}
+		/* kept for the next transfer; a write event would fire at once */
+		s->watched = false;
+		if (s->added && (s->kind & EV_WRITE)) {
+			event_del(s->ev);
+			s->added = false;
 		}
 		return 0;
 	}
@@ -121,15 +183,65 @@ http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
 			return -1;
 		}
 		curl_multi_assign(h->multi, fd, s);
-	} else if (s->kind == kind)
+	} else if (s->kind == kind && s->added) {
+		s->watched = true;
 		return 0;       /* already watched for these events */
-	else {
-		event_del(s->ev);
+	} else {
+		if (s->added)
+			event_del(s->ev);
 		event_assign(s->ev, h->base, fd, kind, http_event_cb, h);
 	}
 	s->kind = kind;
-	event_add(s->ev, NULL);
+	s->watched = true;
+	s->added = event_add(s->ev, NULL) == 0;
 	return 0;
+}
+
+/* curl opens a connection's socket: it is kept in the loop until http_close_cb. */
+static curl_socket_t
+http_open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	struct http *h = arg;
+	struct http_socket *s;
+	curl_socket_t fd;
+
+	(void)purpose;
+	fd = socket(addr->family, addr->socktype, addr->protocol);
+	if (fd == CURL_SOCKET_BAD)
+		return fd;
+	if ((size_t)fd >= h->n_socks) {
+		size_t n = h->n_socks ? h->n_socks : 64;
+		struct http_socket **grown;
+		while (n <= (size_t)fd)
+			n *= 2;
+		if ((grown = realloc(h->socks, n * sizeof *grown)) == NULL)
+			return fd;      /* watched the ordinary way */
+		memset(grown + h->n_socks, 0, (n - h->n_socks) * sizeof *grown);
+		h->socks = grown;
+		h->n_socks = n;
+	}
+	if ((s = calloc(1, sizeof *s)) == NULL)
+		return fd;
+	if ((s->ev = event_new(h->base, fd, EV_PERSIST, http_event_cb, h)) == NULL) {
+		free(s);
+		return fd;
+	}
+	s->kept = true;
+	s->kind = EV_PERSIST;
+	h->socks[fd] = s;
+	return fd;
+}
+
+/* curl closes a connection: its event leaves the loop before the descriptor is closed. */
+static int
+http_close_cb(void *arg, curl_socket_t fd)
+{
+	struct http *h = arg;
+	struct http_socket *s = http_socket_find(h, fd);
+
+	if (s != NULL)
+		http_socket_free(h, fd, s);
+	return close(fd);
 }
 
 /* Body bytes from curl: hand them to the owner, which may pause. */
@@ -274,7 +386,13 @@ http_free(struct http *h)
 		http_transfer_destroy(t);
 	}
 	if (h->multi != NULL)
-		curl_multi_cleanup(h->multi);
+		curl_multi_cleanup(h->multi);     /* closes the connections: http_close_cb */
+	for (size_t i = 0; i < h->n_socks; i++)
+		if (h->socks[i] != NULL) {
+			event_free(h->socks[i]->ev);
+			free(h->socks[i]);
+		}
+	free(h->socks);
 	if (h->timer != NULL)
 		event_free(h->timer);
 	free(h);
@@ -296,6 +414,10 @@ http_transfer_new(struct http *h)
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, http_write_cb);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, http_open_cb);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, h);
+	curl_easy_setopt(t->easy, CURLOPT_CLOSESOCKETFUNCTION, http_close_cb);
+	curl_easy_setopt(t->easy, CURLOPT_CLOSESOCKETDATA, h);
 	curl_easy_setopt(t->easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");

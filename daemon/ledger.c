@@ -63,6 +63,7 @@
 #define LEDGER_DEPTH_MAX	16
 #define LEDGER_MS_PER_DAY	INT64_C(86400000)
 #define LEDGER_DAY_UNSET	INT64_MIN
+#define LEDGER_BATCH_DAYS	4	/* day changes one batch splits at; more join the last */
 
 /* One aggregate row: counters of one (day, model, upstream, uid, user, tag). */
 struct ledger_row {
@@ -130,6 +131,18 @@ struct ledger {
 
 	struct ledger_buf rec;      /* encoding of the record being appended */
 	int64_t compact_retry_ms;
+
+	/*
+	 * Records staged since the last commit, framed, in order: written with
+	 * one write(2) by ledger_commit. They are counted already. seg splits
+	 * them where the UTC day changes, so each day's records go to its file.
+	 */
+	struct ledger_buf batch;
+	size_t batch_n;
+	struct { size_t end; int64_t day; } seg[LEDGER_BATCH_DAYS];
+	size_t n_seg;
+	bool batch_failed;          /* committed from inside (snapshot, close) and not written */
+	char batch_cause[256];
 };
 
 /* What a scan of one journal buffer found. */
@@ -142,6 +155,8 @@ struct ledger_scan {
 	int64_t first_time;
 	size_t at;                  /* offset of the record passed to the callback */
 };
+
+static void ledger_commit_inside(struct ledger *);
 
 typedef int (*ledger_scan_cb)(const struct ledger_decoded *, void *);
 
@@ -2154,6 +2169,7 @@ ledger_free(struct ledger *l)
 	ledger_buf_free(&l->pend);
 	ledger_buf_free(&l->unsynced);
 	ledger_buf_free(&l->rec);
+	ledger_buf_free(&l->batch);
 	free(l->dir);
 	free(l->jdir);
 	free(l);
@@ -2256,6 +2272,7 @@ ledger_close(struct ledger *l)
 
 	if (l == NULL)
 		return;
+	ledger_commit_inside(l);
 	if (l->pend_n > 0 && ledger_flush(l, cause, sizeof cause) == -1)
 		log_error("usage ledger: %s", cause);
 	if (ledger_compact(l, true, cause, sizeof cause) == -1) {
@@ -2272,9 +2289,26 @@ ledger_close(struct ledger *l)
 
 /* --- appending ------------------------------------------------------------ */
 
-/* Count a record, then write it (after any pending ones) with one write(2). */
+/* Keep every framed record of buf (whole records, in order) in the pending queue. */
+static void
+ledger_pend_push_all(struct ledger *l, const uint8_t *buf, size_t len)
+{
+	size_t k, rl;
+
+	for (k = 0; k + LEDGER_HEADER <= len; k += rl) {
+		rl = LEDGER_HEADER + ledger_get32(buf + k);
+		ledger_pend_push(l, buf + k, rl);
+	}
+}
+
+/*
+ * Count a record and add it to the batch the next ledger_commit writes. -1
+ * with cause when it cannot be encoded (it is then not counted), or when
+ * memory for the batch runs out (counted, and kept pending like a record
+ * whose write failed).
+ */
 int
-ledger_append(struct ledger *l, const struct ledger_record *rec, char *cause, size_t cause_len)
+ledger_stage(struct ledger *l, const struct ledger_record *rec, char *cause, size_t cause_len)
 {
 	struct ledger_decoded d;
 	int64_t day;
@@ -2293,21 +2327,65 @@ ledger_append(struct ledger *l, const struct ledger_record *rec, char *cause, si
 	if (ledger_count(l, &d.r) == -1)
 		log_error("usage ledger: out of memory counting a record; the totals are short "
 		    "until restart, the journal is not");
+	if (ledger_buf_add(&l->batch, l->rec.p, l->rec.len) == -1) {
+		ledger_pend_push(l, l->rec.p, l->rec.len);
+		ledger_cause(cause, cause_len, "out of memory keeping a record to write");
+		errno = ENOMEM;
+		return -1;
+	}
+	l->batch_n++;
 	day = ledger_day(d.r.time_ms);
-	if (l->cur_fd != -1 && l->cur_size > 0 &&
-	    ((size_t)l->cur_size + l->rec.len > l->opt.rotate_bytes ||
-	    (l->cur_day != LEDGER_DAY_UNSET && l->cur_day != day)))
-		ledger_journal_finish(l);
-	if (l->pend_n > 0 && ledger_flush(l, cause, cause_len) == -1) {
-		ledger_pend_push(l, l->rec.p, l->rec.len);
-		return -1;
+	if (l->n_seg > 0 && (l->seg[l->n_seg - 1].day == day || l->n_seg == LEDGER_BATCH_DAYS))
+		l->seg[l->n_seg - 1].end = l->batch.len;
+	else {
+		l->seg[l->n_seg].end = l->batch.len;
+		l->seg[l->n_seg].day = day;
+		l->n_seg++;
 	}
-	if (ledger_write(l, l->rec.p, l->rec.len, cause, cause_len) == -1) {
-		ledger_pend_push(l, l->rec.p, l->rec.len);
-		return -1;
+	return 0;
+}
+
+/* Records staged and not yet committed. */
+size_t
+ledger_staged(const struct ledger *l)
+{
+	return l->batch_n;
+}
+
+/* Write the batch: one write(2) per UTC day it spans (after any pending records). */
+static int
+ledger_commit_batch(struct ledger *l, char *cause, size_t cause_len)
+{
+	size_t off = 0, i;
+	int rc = 0;
+
+	for (i = 0; i < l->n_seg; i++) {
+		const uint8_t *p = l->batch.p + off;
+		size_t len = l->seg[i].end - off;
+		int64_t day = l->seg[i].day;
+
+		off = l->seg[i].end;
+		if (rc == 0) {
+			if (l->cur_fd != -1 && l->cur_size > 0 &&
+			    ((size_t)l->cur_size + len > l->opt.rotate_bytes ||
+			    (l->cur_day != LEDGER_DAY_UNSET && l->cur_day != day)))
+				ledger_journal_finish(l);
+			if ((l->pend_n > 0 && ledger_flush(l, cause, cause_len) == -1) ||
+			    ledger_write(l, p, len, cause, cause_len) == -1)
+				rc = -1;
+			else if (l->cur_day == LEDGER_DAY_UNSET)
+				l->cur_day = day;
+		}
+		if (rc == -1)
+			ledger_pend_push_all(l, p, len);
 	}
-	if (l->cur_day == LEDGER_DAY_UNSET)
-		l->cur_day = day;
+	l->batch.len = 0;
+	l->batch_n = 0;
+	l->n_seg = 0;
+	if (l->batch.cap > LEDGER_FLUSH_CHUNK)
+		ledger_buf_free(&l->batch);
+	if (rc == -1)
+		return -1;
 	if (l->opt.fsync != LEDGER_FSYNC_ALWAYS && !l->sync_failed)
 		return 0;
 	if (ledger_sync(l, cause, cause_len) == 0)
@@ -2323,6 +2401,52 @@ ledger_append(struct ledger *l, const struct ledger_record *rec, char *cause, si
 		log_error("usage ledger: %s", again);
 	}
 	return -1;
+}
+
+/*
+ * Commit the batch before the ledger does anything else with its files
+ * (snapshot, reset, close); a failure is kept for the next ledger_commit.
+ */
+static void
+ledger_commit_inside(struct ledger *l)
+{
+	char cause[sizeof l->batch_cause];
+
+	if (l->batch_n == 0)
+		return;
+	if (ledger_commit_batch(l, cause, sizeof cause) == -1 && !l->batch_failed) {
+		l->batch_failed = true;
+		snprintf(l->batch_cause, sizeof l->batch_cause, "%s", cause);
+	}
+}
+
+/*
+ * Write every staged record with one write(2) (one per UTC day the batch
+ * spans), after any pending ones; under "always" also fdatasync. 0 when all
+ * of them are in the journal, -1 with cause when not: they are then pending,
+ * as for ledger_append.
+ */
+int
+ledger_commit(struct ledger *l, char *cause, size_t cause_len)
+{
+	int rc = l->batch_n > 0 ? ledger_commit_batch(l, cause, cause_len) : 0;
+
+	if (l->batch_failed) {
+		if (rc == 0)
+			ledger_cause(cause, cause_len, "%s", l->batch_cause);
+		l->batch_failed = false;
+		rc = -1;
+	}
+	return rc;
+}
+
+/* Count a record, then write it (after any pending or staged ones) with one write(2). */
+int
+ledger_append(struct ledger *l, const struct ledger_record *rec, char *cause, size_t cause_len)
+{
+	if (ledger_stage(l, rec, cause, cause_len) == -1)
+		return -1;
+	return ledger_commit(l, cause, cause_len);
 }
 
 /*
@@ -2390,7 +2514,8 @@ ledger_tick(struct ledger *l, int64_t now_ms)
 	due = (l->last_seq > l->upto && (l->cur_fd == -1 || l->cur_seq > l->upto + 1)) ||
 	    (l->cur_fd != -1 && l->cur_size > 0 && l->cur_day != LEDGER_DAY_UNSET &&
 	    l->cur_day != ledger_day(now_ms));
-	if (!due || now_ms < l->compact_retry_ms)
+	/* staged records are counted and not yet written: compact once they are */
+	if (!due || now_ms < l->compact_retry_ms || l->batch_n > 0)
 		return;
 	if (ledger_compact(l, false, cause, sizeof cause) == -1) {
 		log_error("usage ledger: snapshot: %s (retrying in a minute)", cause);
@@ -2404,6 +2529,7 @@ ledger_snapshot(struct ledger *l, char *cause, size_t cause_len)
 {
 	char fc[PATH_MAX + 128];
 
+	ledger_commit_inside(l);
 	if (l->pend_n > 0 && ledger_flush(l, fc, sizeof fc) == -1)
 		log_warn("usage ledger: %s", fc);
 	return ledger_compact(l, true, cause, cause_len);

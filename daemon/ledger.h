@@ -142,6 +142,21 @@ void ledger_close(struct ledger *);
  */
 int ledger_append(struct ledger *, const struct ledger_record *, char *cause, size_t cause_len);
 
+/*
+ * The same in two steps, so that the records finished in one pass of the
+ * event loop are written with one write(2): ledger_stage counts a record
+ * and adds it to a batch (-1 with cause when it cannot be encoded, or memory
+ * for the batch runs out: it is then pending as after a failed write);
+ * ledger_commit writes the whole batch and answers for all of it as
+ * ledger_append does for one record (also for a batch that a snapshot,
+ * reset or close had to write first). Staged records are counted at once.
+ */
+int ledger_stage(struct ledger *, const struct ledger_record *, char *cause, size_t cause_len);
+int ledger_commit(struct ledger *, char *cause, size_t cause_len);
+
+/* Records staged and not yet committed. */
+size_t ledger_staged(const struct ledger *);
+
 /* Once a second: retry failed writes, fsync under everysec, compact when due. */
 void ledger_tick(struct ledger *, int64_t now_ms);
 

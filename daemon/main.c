@@ -205,6 +205,46 @@ server_check_drained(struct server *s)
 		event_base_loopexit(s->base, NULL);
 }
 
+/*
+ * What the loop does before it sleeps: write the ledger records of the chats
+ * that ended and answer them, then write every client's output. Answers can
+ * resume paused transfers and those can end chats, so it goes round until
+ * nothing is left.
+ */
+void
+server_flush(struct server *s)
+{
+	do {
+		chat_commit(s);
+		session_flush_all(s);
+	} while (!TAILQ_EMPTY(&s->finishing) || !TAILQ_EMPTY(&s->flush_list));
+}
+
+static void
+server_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)fd;
+	(void)what;
+	server_flush(s);
+	s->flush_armed = false;
+}
+
+/*
+ * Have server_flush run at the end of this loop pass: the event is made
+ * active, so it runs after the events already active, without a trip
+ * through epoll.
+ */
+void
+server_flush_soon(struct server *s)
+{
+	if (s->flush_armed || s->flush_ev == NULL)
+		return;
+	s->flush_armed = true;
+	event_active(s->flush_ev, EV_TIMEOUT, 1);
+}
+
 /* Start a graceful shutdown: stop accepting, let chats finish within the grace period. */
 static void
 server_drain(struct server *s)
@@ -614,8 +654,12 @@ main(int argc, char **argv)
 	TAILQ_INIT(&srv.retired);
 	TAILQ_INIT(&srv.dead_upstreams);
 	TAILQ_INIT(&srv.sessions);
+	TAILQ_INIT(&srv.finishing);
+	TAILQ_INIT(&srv.flush_list);
 	if ((srv.base = event_base_new()) == NULL)
 		fatal("event_base_new failed");
+	if ((srv.flush_ev = event_new(srv.base, -1, 0, server_flush_cb, &srv)) == NULL)
+		fatal("event_new failed");
 	if ((srv.reap_ev = event_new(srv.base, -1, 0, server_reap_cb, &srv)) == NULL)
 		fatal("event_new failed");
 	if ((srv.http = http_new(srv.base)) == NULL)
@@ -687,6 +731,7 @@ main(int argc, char **argv)
 	session_close_all(&srv);
 	listener_close(&srv);
 	api_free(&srv);
+	server_flush(&srv);
 	upstream_teardown(&srv);
 	budgets_free(srv.budgets);
 	ledger_close(srv.ledger);
@@ -695,6 +740,8 @@ main(int argc, char **argv)
 	event_free(sig_int);
 	event_free(srv.tick);
 	event_free(srv.reap_ev);
+	event_free(srv.flush_ev);
+	srv.flush_ev = NULL;
 	if (srv.drain_ev != NULL)
 		event_free(srv.drain_ev);
 	http_free(srv.http);

@@ -457,6 +457,184 @@ openai_merge_extra(json_t *root, const struct message_raw *extra,
 	return (0);
 }
 
+/* A growable text the fast body writer fills. */
+struct openai_out {
+	char	*p;
+	size_t	 len;
+	size_t	 cap;
+	int	 oom;
+};
+
+static size_t openai_utf8_len(const unsigned char *, size_t);
+
+static void
+openai_out_add(struct openai_out *o, const char *s, size_t n)
+{
+	if (o->oom)
+		return;
+	if (o->len + n + 1 > o->cap) {
+		size_t	 cap = o->cap ? o->cap : 512;
+		char	*p;
+
+		while (cap < o->len + n + 1)
+			cap *= 2;
+		if ((p = realloc(o->p, cap)) == NULL) {
+			o->oom = 1;
+			return;
+		}
+		o->p = p;
+		o->cap = cap;
+	}
+	memcpy(o->p + o->len, s, n);
+	o->len += n;
+	o->p[o->len] = '\0';
+}
+
+/*
+ * Append s as a JSON string exactly as json_dumps writes it (compact, no
+ * ASCII escaping); -1 when s is not valid UTF-8 (jansson then says why).
+ */
+static int
+openai_out_string(struct openai_out *o, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *u = (const unsigned char *)s;
+	size_t	 i = 0, start = 0, n;
+	char	 esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+
+	openai_out_add(o, "\"", 1);
+	while (i < len) {
+		if (u[i] >= 0x80) {
+			if ((n = openai_utf8_len(u + i, len - i)) == 0)
+				return (-1);
+			i += n;
+			continue;
+		}
+		if (u[i] >= 0x20 && u[i] != '"' && u[i] != '\\') {
+			i++;
+			continue;
+		}
+		openai_out_add(o, s + start, i - start);
+		switch (u[i]) {
+		case '"':	openai_out_add(o, "\\\"", 2); break;
+		case '\\':	openai_out_add(o, "\\\\", 2); break;
+		case '\b':	openai_out_add(o, "\\b", 2); break;
+		case '\f':	openai_out_add(o, "\\f", 2); break;
+		case '\n':	openai_out_add(o, "\\n", 2); break;
+		case '\r':	openai_out_add(o, "\\r", 2); break;
+		case '\t':	openai_out_add(o, "\\t", 2); break;
+		default:
+			esc[4] = hex[u[i] >> 4];
+			esc[5] = hex[u[i] & 15];
+			openai_out_add(o, esc, 6);
+		}
+		start = ++i;
+	}
+	openai_out_add(o, s + start, len - start);
+	openai_out_add(o, "\"", 1);
+	return (0);
+}
+
+static void
+openai_out_key(struct openai_out *o, const char *key)
+{
+	openai_out_add(o, ",\"", 2);
+	openai_out_add(o, key, strlen(key));
+	openai_out_add(o, "\":", 2);
+}
+
+/*
+ * The usual chat body written straight, byte for byte what the jansson
+ * document below dumps to: 1 with *out set (NULL when out of memory), 0 when
+ * the request has what only the document handles (tool calls, extra keys,
+ * reals, text that is not UTF-8, which it reports).
+ */
+static int
+openai_chat_body_fast(const struct chat_request *req, const char *model,
+    bool stream, char **out)
+{
+	struct openai_out o = { NULL, 0, 0, 0 };
+	char	 num[32];
+	size_t	 i;
+
+	if (req->extra.data != NULL || isfinite(req->temperature) ||
+	    isfinite(req->top_p))
+		return (0);
+	for (i = 0; i < req->n_messages; i++)
+		if (req->messages[i].tool_calls.data != NULL ||
+		    req->messages[i].role == NULL)
+			return (0);
+	openai_out_add(&o, "{", 1);
+	if (model != NULL) {
+		openai_out_add(&o, "\"model\":", 8);
+		if (openai_out_string(&o, model, strlen(model)) == -1)
+			goto slow;
+		openai_out_add(&o, ",", 1);
+	}
+	openai_out_add(&o, "\"messages\":[", 12);
+	for (i = 0; i < req->n_messages; i++) {
+		const struct chat_message *m = &req->messages[i];
+
+		openai_out_add(&o, i > 0 ? ",{\"role\":" : "{\"role\":", i > 0 ? 9 : 8);
+		if (openai_out_string(&o, m->role, strlen(m->role)) == -1)
+			goto slow;
+		openai_out_key(&o, "content");
+		if (openai_out_string(&o, m->content != NULL ? m->content : "",
+		    m->content == NULL ? 0 : m->content_len != 0 ? m->content_len :
+		    strlen(m->content)) == -1)
+			goto slow;
+		if (m->name != NULL) {
+			openai_out_key(&o, "name");
+			if (openai_out_string(&o, m->name, strlen(m->name)) == -1)
+				goto slow;
+		}
+		if (m->tool_call_id != NULL) {
+			openai_out_key(&o, "tool_call_id");
+			if (openai_out_string(&o, m->tool_call_id,
+			    strlen(m->tool_call_id)) == -1)
+				goto slow;
+		}
+		openai_out_add(&o, "}", 1);
+	}
+	openai_out_add(&o, "]", 1);
+	openai_out_key(&o, "stream");
+	openai_out_add(&o, stream ? "true" : "false", stream ? 4 : 5);
+	if (stream) {
+		openai_out_key(&o, "stream_options");
+		openai_out_add(&o, "{\"include_usage\":true}", 22);
+	}
+	if (req->max_tokens >= 1) {
+		openai_out_key(&o, "max_tokens");
+		snprintf(num, sizeof num, "%lld", (long long)req->max_tokens);
+		openai_out_add(&o, num, strlen(num));
+	}
+	if (req->n_stop > 0) {
+		openai_out_key(&o, "stop");
+		for (i = 0; i < req->n_stop; i++) {
+			openai_out_add(&o, i > 0 ? "," : "[", 1);
+			if (openai_out_string(&o, req->stop[i],
+			    strlen(req->stop[i])) == -1)
+				goto slow;
+		}
+		openai_out_add(&o, "]", 1);
+	}
+	if (req->has_seed) {
+		openai_out_key(&o, "seed");
+		snprintf(num, sizeof num, "%lld", (long long)req->seed);
+		openai_out_add(&o, num, strlen(num));
+	}
+	openai_out_add(&o, "}", 1);
+	if (o.oom) {
+		free(o.p);
+		o.p = NULL;
+	}
+	*out = o.p;
+	return (1);
+slow:
+	free(o.p);
+	return (0);
+}
+
 /* Build the JSON body of a chat completion request. */
 char *
 openai_chat_body(const struct chat_request *req, const char *model,
@@ -466,6 +644,13 @@ openai_chat_body(const struct chat_request *req, const char *model,
 	char	*body;
 	size_t	 i, flags;
 	int	 rc = 0;
+
+	if (openai_chat_body_fast(req, model != NULL ? model : req->model,
+	    stream, &body) == 1) {
+		if (body == NULL)
+			snprintf(cause, cause_len, "out of memory");
+		return (body);
+	}
 
 	if ((root = json_object()) == NULL || (msgs = json_array()) == NULL) {
 		json_decref(root);

@@ -110,6 +110,25 @@ struct chat {
 	bool passthrough;
 	struct chat_passthrough pass;
 	TAILQ_ENTRY(chat) entry;
+	/*
+	 * Ended: its record is staged in the ledger, the answer waits for the
+	 * commit at the end of the loop pass (server_flush); still linked by
+	 * its front until then.
+	 */
+	struct {
+		bool finishing;
+		bool committed;         /* the batch holding its record was written, or failed */
+		bool durable;           /* ... and its record is in the journal */
+		const char *code;       /* NULL: done; else a static error code */
+		char *message;
+		char *cause;            /* why the record is not durable */
+		long status;
+		double retry_after;
+		double cost;
+		int64_t end_ms;
+		struct usage usage;
+		TAILQ_ENTRY(chat) entry;
+	} fin;
 };
 TAILQ_HEAD(chat_list, chat);
 
@@ -120,7 +139,8 @@ TAILQ_HEAD(chat_list, chat);
  */
 struct session {
 	struct server *server;
-	struct bufferevent *bev;
+	struct bufferevent *bev;    /* writes what the socket refused; never reads */
+	struct event *read_ev;      /* frames in; its timeout is frame_timeout */
 	struct event *close_ev;     /* closes the session from the loop */
 	uid_t uid;
 	pid_t pid;
@@ -132,7 +152,10 @@ struct session {
 	bool closing;               /* close once the output is written */
 	bool over_watermark;        /* output above the high watermark: transfers paused */
 	bool frame_timer_armed;     /* a frame is half read: frame_timeout runs */
+	bool write_armed;           /* the socket was full: the bufferevent writes the rest */
+	bool flush_pending;         /* in the server's flush list */
 	TAILQ_ENTRY(session) entry;
+	TAILQ_ENTRY(session) flush_entry;
 };
 TAILQ_HEAD(session_list, session);
 
@@ -156,6 +179,16 @@ struct server {
 	struct event *reap_ev;
 	struct session_list sessions;
 	size_t n_sessions;
+	/*
+	 * Work done once per loop pass, before the loop sleeps again: the
+	 * ledger records of the chats that ended are written with one write(2),
+	 * then their answers sent, then every client output written
+	 * (server_flush, from flush_ev).
+	 */
+	struct event *flush_ev;
+	bool flush_armed;
+	struct chat_list finishing;     /* chats ended, waiting for their record's commit */
+	struct session_list flush_list; /* sessions with output to write */
 	size_t output_bytes;        /* bytes waiting in every session's output */
 	struct tokenizer_entry *tokenizers;
 	int listen_fd;
@@ -185,6 +218,8 @@ extern struct server *server;
 int64_t now_ms(void);
 int64_t now_mono_ms(void);
 void server_check_drained(struct server *);
+void server_flush_soon(struct server *);
+void server_flush(struct server *);
 void server_limits(struct server *, const struct conf *);
 int server_budgets_load(struct server *, const struct conf *, char *cause, size_t cause_len);
 
@@ -203,6 +238,7 @@ void session_close(struct session *);
 void session_close_soon(struct session *);
 void session_close_after_flush(struct session *);
 void session_close_all(struct server *);
+void session_flush_all(struct server *);
 void session_start_chat(struct session *, struct request *);
 struct chat *session_find_chat(struct session *, uint64_t id);
 
@@ -249,5 +285,6 @@ void chat_start(struct chat *);
 void chat_cancel(struct chat *, const char *code, const char *message);
 void chat_resume(struct chat *);
 void chat_admitted(struct chat *, int status, double retry_after);
+void chat_commit(struct server *);
 
 #endif

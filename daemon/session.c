@@ -1,6 +1,7 @@
 /* One client connection: frames in, replies out, output watermarks, the msgpack front. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@
 #define SESSION_LOW_WATERMARK (256 * 1024)          /* resume them below this */
 #define SESSION_MAX_CHATS 1024                      /* chats in flight on one connection */
 
-static void session_read_cb(struct bufferevent *, void *);
+static void session_read_cb(evutil_socket_t, short, void *);
 static void session_write_cb(struct bufferevent *, void *);
 static void session_event_cb(struct bufferevent *, short, void *);
 static void session_close_cb(evutil_socket_t, short, void *);
@@ -42,7 +43,10 @@ session_new(struct server *srv, int fd, uid_t uid, pid_t pid)
 	frame_reader_init(&s->reader, srv->conf->max_frame);
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->close_ev = event_new(srv->base, -1, 0, session_close_cb, s);
-	if (s->bev == NULL || s->close_ev == NULL) {
+	s->read_ev = event_new(srv->base, fd, EV_READ | EV_PERSIST, session_read_cb, s);
+	if (s->bev == NULL || s->close_ev == NULL || s->read_ev == NULL) {
+		if (s->read_ev != NULL)
+			event_free(s->read_ev);
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
 		else
@@ -52,10 +56,16 @@ session_new(struct server *srv, int fd, uid_t uid, pid_t pid)
 		free(s);
 		return;
 	}
-	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+	bufferevent_setcb(s->bev, NULL, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SESSION_LOW_WATERMARK, 0);
 	evbuffer_add_cb(bufferevent_get_output(s->bev), session_output_cb, s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/*
+	 * Frames are read by session_read_cb (one read(2) each time, no FIONREAD
+	 * first); replies are written by session_flush. The bufferevent writes
+	 * only what the socket refused (its write side is on by default).
+	 */
+	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	event_add(s->read_ev, NULL);
 	TAILQ_INSERT_TAIL(&srv->sessions, s, entry);
 	srv->n_sessions++;
 	log_debug("client pid %d uid %u connected", (int)pid, (unsigned)uid);
@@ -101,6 +111,10 @@ session_close(struct session *s)
 	s->dead = true;
 	s->doomed = true;
 	event_del(s->close_ev);
+	if (s->flush_pending) {
+		TAILQ_REMOVE(&s->server->flush_list, s, flush_entry);
+		s->flush_pending = false;
+	}
 	while ((c = TAILQ_FIRST(&s->chats)) != NULL)
 		chat_cancel(c, "cancelled", "client disconnected");
 	fleet_forget(s->server->fleet, s);
@@ -109,6 +123,8 @@ session_close(struct session *s)
 	out = bufferevent_get_output(s->bev);
 	s->server->output_bytes -= evbuffer_get_length(out);
 	evbuffer_remove_cb(out, session_output_cb, s);
+	event_free(s->read_ev);         /* before the descriptor is closed */
+	s->read_ev = NULL;
 	bufferevent_free(s->bev);
 	s->bev = NULL;
 	log_debug("client pid %d uid %u disconnected", (int)s->pid, (unsigned)s->uid);
@@ -132,7 +148,7 @@ session_close_soon(struct session *s)
 		return;
 	s->doomed = true;
 	s->over_watermark = true;   /* no transfer delivers to it any more */
-	bufferevent_disable(s->bev, EV_READ);
+	event_del(s->read_ev);
 	event_active(s->close_ev, EV_TIMEOUT, 1);
 }
 
@@ -145,7 +161,21 @@ session_close_all(struct server *srv)
 		session_close(s);
 }
 
-/* Append one encoded reply to the client's output; a client too far behind is dropped soon. */
+/* Have the output written before the loop sleeps, unless the bufferevent is already at it. */
+static void
+session_flush_soon(struct session *s)
+{
+	if (s->flush_pending || s->write_armed)
+		return;
+	s->flush_pending = true;
+	TAILQ_INSERT_TAIL(&s->server->flush_list, s, flush_entry);
+	server_flush_soon(s->server);
+}
+
+/*
+ * Append one encoded reply to the client's output, to be written at the end
+ * of the loop pass; a client too far behind is dropped soon.
+ */
 void
 session_send(struct session *s, const struct reply *r)
 {
@@ -156,9 +186,10 @@ session_send(struct session *s, const struct reply *r)
 	if (s->dead || s->doomed)
 		return;
 	sb.size = 0;
-	if (message_reply_encode(&sb, r) == 0)
+	if (message_reply_encode(&sb, r) == 0) {
 		bufferevent_write(s->bev, sb.data, sb.size);
-	else
+		session_flush_soon(s);
+	} else
 		log_error("cannot encode a reply for id %llu", (unsigned long long)r->id);
 	if (sb.alloc > SESSION_LOW_WATERMARK) {
 		/* a large non-stream reply: do not keep its buffer */
@@ -207,8 +238,7 @@ session_close_after_flush(struct session *s)
 {
 	if (s->dead || s->doomed)
 		return;
-	bufferevent_disable(s->bev, EV_READ);
-	bufferevent_set_timeouts(s->bev, NULL, NULL);
+	event_del(s->read_ev);      /* reading and the partial-frame timeout */
 	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 	s->over_watermark = true;
 	s->closing = true;
@@ -292,32 +322,59 @@ session_arm_frame_timeout(struct session *s)
 
 	if (partial && t > 0 && !s->frame_timer_armed) {
 		struct timeval tv = { (time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6) };
-		bufferevent_set_timeouts(s->bev, &tv, NULL);
+		event_add(s->read_ev, &tv);
 		s->frame_timer_armed = true;
 	} else if (!partial && s->frame_timer_armed) {
-		bufferevent_set_timeouts(s->bev, NULL, NULL);
+		event_add(s->read_ev, NULL);
 		s->frame_timer_armed = false;
 	}
 }
 
-/* Frames arrive: cut them out, decode, dispatch. */
+/* A frame was begun and nothing more came for frame_timeout. */
 static void
-session_read_cb(struct bufferevent *bev, void *arg)
+session_frame_timeout(struct session *s)
+{
+	log_warn("client pid %d uid %u sent part of a frame and nothing for %.0fs; closing it",
+	    (int)s->pid, (unsigned)s->uid, s->server->conf->frame_timeout);
+	session_send_error(s, 0, "timeout", "no byte of the rest of a frame for %.0fs "
+	    "(frame_timeout)", s->server->conf->frame_timeout);
+	session_close_after_flush(s);
+}
+
+/* Frames arrive: read what is there, cut it into frames, decode, dispatch. */
+static void
+session_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	/* one buffer for every session (the loop is single-threaded); frames are copied out */
+	static uint8_t buf[65536];
 	char cause[256];
+	ssize_t n;
+	size_t off = 0;
 
-	while (!s->dead && !s->doomed && !s->closing && evbuffer_get_length(in) > 0) {
-		struct evbuffer_iovec v;
+	if (what & EV_TIMEOUT) {
+		session_frame_timeout(s);
+		return;
+	}
+	do
+		n = read(fd, buf, sizeof buf);
+	while (n == -1 && errno == EINTR);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	if (n <= 0) {
+		if (n == -1)
+			log_debug("client pid %d uid %u: read: %s", (int)s->pid, (unsigned)s->uid,
+			    strerror(errno));
+		session_close(s);       /* from the loop: no chat or send is inside */
+		return;
+	}
+	while (!s->dead && !s->doomed && !s->closing && off < (size_t)n) {
 		const uint8_t *body;
 		size_t used, body_len;
 
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
-		enum frame_status st = frame_reader_feed(&s->reader, v.iov_base, v.iov_len, &used,
+		enum frame_status st = frame_reader_feed(&s->reader, buf + off, (size_t)n - off, &used,
 		    &body, &body_len, cause, sizeof cause);
-		evbuffer_drain(in, used);
+		off += used;
 		if (st == FRAME_ERROR) {
 			session_send_error(s, 0, s->reader.body_len > s->reader.max_frame ? "too_large" :
 			    "bad_frame", "%s", cause);
@@ -345,15 +402,14 @@ session_read_cb(struct bufferevent *bev, void *arg)
 
 /* Output drained below the low watermark: resume paused transfers, or finish closing. */
 static void
-session_write_cb(struct bufferevent *bev, void *arg)
+session_drained(struct session *s)
 {
-	struct session *s = arg;
 	struct chat *c, *next;
 
 	if (s->doomed)
 		return;
 	if (s->closing) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
 			session_close_soon(s);
 		return;
 	}
@@ -368,21 +424,78 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	}
 }
 
-/* EOF, error or the partial-frame timeout on the client socket. */
+/*
+ * The bufferevent wrote what the socket had refused (down to the low
+ * watermark). Once all is out, writing goes back to session_flush, so a
+ * reply costs no epoll_ctl and no extra loop pass.
+ */
+static void
+session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->write_armed && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		bufferevent_disable(bev, EV_WRITE);
+		s->write_armed = false;
+	}
+	session_drained(s);
+}
+
+/*
+ * Write a session's output now, straight to the socket, as the loop is
+ * about to sleep; what the socket refuses is left to the bufferevent, which
+ * arms the write event (Redis's beforeSleep and handleClientsWithPendingWrites).
+ */
+static void
+session_flush(struct session *s)
+{
+	struct evbuffer *out;
+	int n, err;
+
+	if (s->dead || s->doomed || s->write_armed)
+		return;
+	out = bufferevent_get_output(s->bev);
+	if (evbuffer_get_length(out) > 0) {
+		/* the bufferevent keeps the front of its output frozen between its own writes */
+		evbuffer_unfreeze(out, 1);
+		n = evbuffer_write(out, bufferevent_getfd(s->bev));
+		err = errno;
+		evbuffer_freeze(out, 1);
+		if (n == -1 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+			log_debug("client pid %d uid %u: write: %s", (int)s->pid, (unsigned)s->uid,
+			    strerror(err));
+			session_close_soon(s);
+			return;
+		}
+		if (evbuffer_get_length(out) > 0) {
+			s->write_armed = true;
+			bufferevent_enable(s->bev, EV_WRITE);
+			return;
+		}
+	}
+	session_drained(s);
+}
+
+/* Write the output of every session that has some (server_flush). */
+void
+session_flush_all(struct server *srv)
+{
+	struct session *s;
+
+	while ((s = TAILQ_FIRST(&srv->flush_list)) != NULL) {
+		TAILQ_REMOVE(&srv->flush_list, s, flush_entry);
+		s->flush_pending = false;
+		session_flush(s);
+	}
+}
+
+/* An error writing to the client socket. */
 static void
 session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session *s = arg;
 
 	(void)bev;
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
-		log_warn("client pid %d uid %u sent part of a frame and nothing for %.0fs; closing it",
-		    (int)s->pid, (unsigned)s->uid, s->server->conf->frame_timeout);
-		session_send_error(s, 0, "timeout", "no byte of the rest of a frame for %.0fs "
-		    "(frame_timeout)", s->server->conf->frame_timeout);
-		session_close_after_flush(s);
-		return;
-	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
 		session_close(s);
 }

@@ -9,15 +9,20 @@
 # is configured. openllmd runs with accounting on: ledger fsync everysec,
 # prices, a budget and local counting. The load generator (proxy_bench) sends
 # the same chat to each path: HTTP to the stand-in directly and through
-# nginx, msgpack frames through openllmd's socket.
+# nginx, msgpack frames through openllmd's socket, and HTTP to openllmd's
+# OpenAI-compatible front (http_listen), which streams its own SSE.
 #
 # Environment: BENCH_REPEAT (runs of each measure, medians are printed;
 # default 3), BENCH_SECONDS (length of a throughput run, default 3),
 # BENCH_LAT_N (requests per path per latency run, default 2000),
 # BENCH_STREAMS (concurrent streams, default 1000), BENCH_DELTAS (deltas per
 # stream in that test, default 200), BENCH_OPENLLMD (another openllmd binary
-# to measure, e.g. an older build), BENCH_PERF (a directory: the first
-# openllmd run of each load test is recorded there with perf record -g).
+# to measure, e.g. an older build), BENCH_BEFORE (a second openllmd binary,
+# run beside the first on its own socket: the latency test alternates between
+# both and the load tests run it too, so the two builds are compared within
+# one run), BENCH_PERF (a directory: the first
+# openllmd run of each load test is recorded there with perf record -g, as
+# TEST.data for the msgpack front and TEST-http.data for the HTTP front).
 . "$top_srcdir/tests/integration/lib.sh"
 
 repeat=${BENCH_REPEAT:-3}
@@ -50,6 +55,7 @@ free_port() {
 }
 STANDIN_PORT=$(free_port)
 PROXY_PORT=$(free_port)
+HTTP_PORT=$(free_port)
 
 # One SSE chunk carrying content, escaped for a quoted nginx string.
 chunk='data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token\"},\"finish_reason\":null}]}\n\n'
@@ -150,6 +156,7 @@ fsync = "everysec";
 calc_usage = true;
 max_budget = 1000000.0;
 max_clients = $((streams + 64));
+http_listen = ( "127.0.0.1:$HTTP_PORT" );
 upstreams = ( $(up $small), $(up "$deltas") );
 EOF
 export CONF
@@ -165,10 +172,23 @@ export OPENLLMD_SOCKET
 DAEMON_PID=$!
 TEST_PIDS="$TEST_PIDS $DAEMON_PID"
 $PYTHON -m olc wait 10
+before_target=""
+BEFORE_PID=""
+if [ -n "${BENCH_BEFORE:-}" ]; then
+	sed -e "s|openllmd.sock|before.sock|; s|/state\"|/state-before\"|; s|^http_listen.*|http_listen = ( );|" \
+	    "$CONF" > "$TEST_DIR/before.conf"
+	env -u OPENLLMD_SOCKET "$BENCH_BEFORE" -f -c "$TEST_DIR/before.conf" \
+	    >> "$TEST_DIR/before.log" 2>&1 &
+	BEFORE_PID=$!
+	TEST_PIDS="$TEST_PIDS $BEFORE_PID"
+	OPENLLMD_SOCKET="$TEST_DIR/before.sock" $PYTHON -m olc wait 10
+	before_target="unix:$TEST_DIR/before.sock#bench-$small"
+fi
 
 direct="http://127.0.0.1:$STANDIN_PORT"
 proxy="http://127.0.0.1:$PROXY_PORT"
 sock="unix:$OPENLLMD_SOCKET"
+ohttp="http://127.0.0.1:$HTTP_PORT/v1/chat/completions"
 
 # field NAME LINE: the value of NAME=value in LINE.
 field() {
@@ -197,7 +217,8 @@ echo "runs: $repeat of each (medians); latency $lat_n requests per path; c64 ${s
 r=0
 while [ $r -lt "$repeat" ]; do
 	"$bench" latency "$lat_n" $small "$direct/s$small/v1/chat/completions" \
-	    "$proxy/s$small/v1/chat/completions" "$sock#bench-$small" >> "$TEST_DIR/lat"
+	    "$proxy/s$small/v1/chat/completions" "$sock#bench-$small" "$ohttp#bench-$small" \
+	    $before_target >> "$TEST_DIR/lat"
 	r=$((r + 1))
 done
 lat() {    # lat TARGET FIELD
@@ -209,30 +230,41 @@ lat() {    # lat TARGET FIELD
 load_all() {    # load_all TEST CONNS DELTAS
 	r=0
 	while [ $r -lt "$repeat" ]; do
-		for p in direct nginx openllmd; do
+		for p in direct nginx openllmd ohttp ${BEFORE_PID:+before}; do
 			case $p in
 			direct) t="$direct/s$3/v1/chat/completions" ;;
 			nginx) t="$proxy/s$3/v1/chat/completions" ;;
 			openllmd) t="$sock#bench-$3" ;;
+			before) t="unix:$TEST_DIR/before.sock#bench-$3" ;;
+			ohttp) t="$ohttp#bench-$3" ;;
 			esac
 			perf_pid=""
-			if [ -n "${BENCH_PERF:-}" ] && [ $p = openllmd ] && [ $r -eq 0 ]; then
+			case $p in
+			openllmd) data=${BENCH_PERF:-}/$1.data ;;
+			ohttp) data=${BENCH_PERF:-}/$1-http.data ;;
+			*) data="" ;;
+			esac
+			if [ -n "${BENCH_PERF:-}" ] && [ -n "$data" ] && [ $r -eq 0 ]; then
 				mkdir -p "$BENCH_PERF"
-				perf record -q -F 1999 -g -p "$DAEMON_PID" -o "$BENCH_PERF/$1.data" \
+				perf record -q -F 1999 -g -p "$DAEMON_PID" -o "$data" \
 				    2>> "$TEST_DIR/perf.log" &
 				perf_pid=$!
 			fi
 			case $p in
 			nginx) cpu_pid=$proxy_WORKER ;;
-			openllmd) cpu_pid=$DAEMON_PID ;;
+			openllmd | ohttp) cpu_pid=$DAEMON_PID ;;
+			before) cpu_pid=$BEFORE_PID ;;
 			*) cpu_pid="" ;;
 			esac
 			[ -z "$cpu_pid" ] || t0=$(cpu_ticks "$cpu_pid")
+			# the peak RSS of this run alone (5 resets VmHWM)
+			[ -z "$cpu_pid" ] || echo 5 > "/proc/$cpu_pid/clear_refs" 2>/dev/null || true
 			out=$("$bench" load "$t" "$2" "$seconds" "$3") || { echo "$p: $out" >&2; exit 1; }
 			if [ -n "$cpu_pid" ]; then
 				t1=$(cpu_ticks "$cpu_pid")
 				out="$out cpu_ns_delta=$(awk -v t="$((t1 - t0))" -v hz="$hz" \
 				    -v d="$(field deltas "$out")" 'BEGIN { printf "%.0f", t / hz * 1e9 / d }')"
+				out="$out rss_kib=$(rss_kib "$cpu_pid")"
 			fi
 			if [ -n "$perf_pid" ]; then
 				kill -INT "$perf_pid"
@@ -246,30 +278,63 @@ load_all() {    # load_all TEST CONNS DELTAS
 loadv() {    # loadv TEST PATH FIELD
 	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | median
 }
+# The peak RSS of a run is the high-water mark reset before it: memory the
+# daemon kept from earlier runs (of the other front) counts, so the smallest
+# over the runs is printed.
+loadmin() {    # loadmin TEST PATH FIELD
+	grep "^$1 $2 " "$TEST_DIR/load" | while read -r line; do field "$3" "$line"; done | sort -g | head -n 1
+}
 load_all c64 64 $small
 load_all streams "$streams" "$deltas"
 
-d50=$(lat 0 p50_us); n50=$(lat 1 p50_us); o50=$(lat 2 p50_us)
-d99=$(lat 0 p99_us); n99=$(lat 1 p99_us); o99=$(lat 2 p99_us)
+d50=$(lat 0 p50_us); n50=$(lat 1 p50_us); o50=$(lat 2 p50_us); h50=$(lat 3 p50_us)
+d99=$(lat 0 p99_us); n99=$(lat 1 p99_us); o99=$(lat 2 p99_us); h99=$(lat 3 p99_us)
 dc=$(loadv c64 direct rps); nc=$(loadv c64 nginx rps); oc=$(loadv c64 openllmd rps)
+hc=$(loadv c64 ohttp rps)
 ds=$(loadv streams direct rps); ns=$(loadv streams nginx rps); os=$(loadv streams openllmd rps)
+hs=$(loadv streams ohttp rps)
 dd=$(loadv streams direct deltas_s); nd=$(loadv streams nginx deltas_s); od=$(loadv streams openllmd deltas_s)
+hd=$(loadv streams ohttp deltas_s)
 ncpu=$(loadv streams nginx cpu_ns_delta); ocpu=$(loadv streams openllmd cpu_ns_delta)
-nrss=$(rss_kib "$proxy_WORKER"); orss=$(rss_kib "$DAEMON_PID")
+hcpu=$(loadv streams ohttp cpu_ns_delta)
+nrss=$(loadmin streams nginx rss_kib); orss=$(loadmin streams openllmd rss_kib)
+hrss=$(loadmin streams ohttp rss_kib)
 
+# Columns: the three paths, the ratio of openllmd's msgpack front to nginx,
+# then openllmd's HTTP front and its ratio to nginx.
 awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99="$o99" \
     -v dc="$dc" -v nc="$nc" -v oc="$oc" -v ds="$ds" -v ns="$ns" -v os="$os" \
     -v dd="$dd" -v nd="$nd" -v od="$od" -v nrss="$nrss" -v orss="$orss" -v n="$streams" \
-    -v k="$deltas" -v ncpu="$ncpu" -v ocpu="$ocpu" 'BEGIN {
-	f = "%-38s %12s %12s %12s %10s\n"
-	printf f, "", "direct", "nginx proxy", "openllmd", "openllmd/nginx"
-	printf f, "latency p50, 1 connection (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), ""
-	printf f, "  added p50 (us)", "", sprintf("%.1f", n50 - d50), sprintf("%.1f", o50 - d50), sprintf("%.2fx", (o50 - d50) / (n50 - d50))
-	printf f, "latency p99, 1 connection (us)", sprintf("%.1f", d99), sprintf("%.1f", n99), sprintf("%.1f", o99), ""
-	printf f, "  added p99 (us)", "", sprintf("%.1f", n99 - d99), sprintf("%.1f", o99 - d99), sprintf("%.2fx", (o99 - d99) / (n99 - d99))
-	printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", dc), sprintf("%.0f", nc), sprintf("%.0f", oc), sprintf("%.2fx", oc / nc)
-	printf f, sprintf("%d streams of %d deltas (streams/s)", n, k), sprintf("%.0f", ds), sprintf("%.0f", ns), sprintf("%.0f", os), sprintf("%.2fx", os / ns)
-	printf f, "  deltas/s", sprintf("%.0f", dd), sprintf("%.0f", nd), sprintf("%.0f", od), sprintf("%.2fx", od / nd)
-	printf f, "  CPU of the proxy per delta (ns)", "", ncpu, ocpu, sprintf("%.2fx", ocpu / ncpu)
-	printf f, "peak RSS of the proxy (MiB)", "", sprintf("%.1f", nrss / 1024), sprintf("%.1f", orss / 1024), ""
+    -v k="$deltas" -v ncpu="$ncpu" -v ocpu="$ocpu" -v h50="$h50" -v h99="$h99" -v hc="$hc" \
+    -v hs="$hs" -v hd="$hd" -v hcpu="$hcpu" -v hrss="$hrss" 'BEGIN {
+	f = "%-36s %10s %11s %10s %8s %12s %8s\n"
+	printf f, "", "direct", "nginx proxy", "openllmd", "/nginx", "openllmd http", "/nginx"
+	printf f, "latency p50, 1 connection (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), "", sprintf("%.1f", h50), ""
+	printf f, "  added p50 (us)", "", sprintf("%.1f", n50 - d50), sprintf("%.1f", o50 - d50), sprintf("%.2fx", (o50 - d50) / (n50 - d50)), sprintf("%.1f", h50 - d50), sprintf("%.2fx", (h50 - d50) / (n50 - d50))
+	printf f, "latency p99, 1 connection (us)", sprintf("%.1f", d99), sprintf("%.1f", n99), sprintf("%.1f", o99), "", sprintf("%.1f", h99), ""
+	printf f, "  added p99 (us)", "", sprintf("%.1f", n99 - d99), sprintf("%.1f", o99 - d99), sprintf("%.2fx", (o99 - d99) / (n99 - d99)), sprintf("%.1f", h99 - d99), sprintf("%.2fx", (h99 - d99) / (n99 - d99))
+	printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", dc), sprintf("%.0f", nc), sprintf("%.0f", oc), sprintf("%.2fx", oc / nc), sprintf("%.0f", hc), sprintf("%.2fx", hc / nc)
+	printf f, sprintf("%d streams of %d deltas (/s)", n, k), sprintf("%.0f", ds), sprintf("%.0f", ns), sprintf("%.0f", os), sprintf("%.2fx", os / ns), sprintf("%.0f", hs), sprintf("%.2fx", hs / ns)
+	printf f, "  deltas/s", sprintf("%.0f", dd), sprintf("%.0f", nd), sprintf("%.0f", od), sprintf("%.2fx", od / nd), sprintf("%.0f", hd), sprintf("%.2fx", hd / nd)
+	printf f, "  CPU of the proxy per delta (ns)", "", ncpu, ocpu, sprintf("%.2fx", ocpu / ncpu), hcpu, sprintf("%.2fx", hcpu / ncpu)
+	printf f, "  peak RSS of the proxy (MiB)", "", sprintf("%.1f", nrss / 1024), sprintf("%.1f", orss / 1024), "", sprintf("%.1f", hrss / 1024), ""
 }'
+if [ -n "$before_target" ]; then
+	b50=$(lat 4 p50_us); b99=$(lat 4 p99_us)
+	bc=$(loadv c64 before rps); bs=$(loadv streams before rps); bd=$(loadv streams before deltas_s)
+	bcpu=$(loadv streams before cpu_ns_delta); brss=$(loadmin streams before rss_kib)
+	awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v b50="$b50" -v d99="$d99" -v n99="$n99" \
+	    -v o99="$o99" -v b99="$b99" -v nc="$nc" -v oc="$oc" -v bc="$bc" -v ns="$ns" -v os="$os" \
+	    -v bs="$bs" -v nd="$nd" -v od="$od" -v bd="$bd" -v ncpu="$ncpu" -v ocpu="$ocpu" \
+	    -v bcpu="$bcpu" -v nrss="$nrss" -v orss="$orss" -v brss="$brss" 'BEGIN {
+		printf "\nmsgpack front, the build of BENCH_BEFORE and this one in the same run (ratio to nginx)\n"
+		f = "%-36s %10s %16s %16s %10s\n"
+		printf f, "", "nginx", "before", "now", "now/before"
+		printf f, "added latency p50 (us)", sprintf("%.1f", n50 - d50), sprintf("%.1f (%.2fx)", b50 - d50, (b50 - d50) / (n50 - d50)), sprintf("%.1f (%.2fx)", o50 - d50, (o50 - d50) / (n50 - d50)), sprintf("%.2fx", (o50 - d50) / (b50 - d50))
+		printf f, "added latency p99 (us)", sprintf("%.1f", n99 - d99), sprintf("%.1f (%.2fx)", b99 - d99, (b99 - d99) / (n99 - d99)), sprintf("%.1f (%.2fx)", o99 - d99, (o99 - d99) / (n99 - d99)), sprintf("%.2fx", (o99 - d99) / (b99 - d99))
+		printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", nc), sprintf("%.0f (%.2fx)", bc, bc / nc), sprintf("%.0f (%.2fx)", oc, oc / nc), sprintf("%.2fx", oc / bc)
+		printf f, "streams (/s)", sprintf("%.0f", ns), sprintf("%.0f (%.2fx)", bs, bs / ns), sprintf("%.0f (%.2fx)", os, os / ns), sprintf("%.2fx", os / bs)
+		printf f, "  CPU of the proxy per delta (ns)", ncpu, bcpu, ocpu, sprintf("%.2fx", ocpu / bcpu)
+		printf f, "  peak RSS (MiB)", sprintf("%.1f", nrss / 1024), sprintf("%.1f", brss / 1024), sprintf("%.1f", orss / 1024), ""
+	}'
+fi

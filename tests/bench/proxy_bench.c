@@ -5,7 +5,9 @@
  * socket, from one thread with epoll, so that every path pays the same
  * client cost.
  *
- * A target is http://HOST:PORT/PATH or unix:SOCKET#MODEL.
+ * A target is http://HOST:PORT/PATH, http://HOST:PORT/PATH#MODEL (a server
+ * that streams its own SSE, openllmd's HTTP front: the request names MODEL
+ * and a reply is checked by its number of events) or unix:SOCKET#MODEL.
  *
  * proxy_bench latency N DELTAS TARGET...
  *     Sends N requests to each target in turn, one connection each, one
@@ -14,7 +16,8 @@
  * proxy_bench load TARGET CONNS SECONDS DELTAS
  *     CONNS connections, each sending its next request when the last one
  *     ended, for SECONDS; prints "requests=.. rps=.. deltas=.. deltas_s=..
- *     errors=..". PROXY_BENCH_PROMPT replaces the user message. Every reply is checked: an SSE body of the expected length,
+ *     errors=..". PROXY_BENCH_PROMPT replaces the user message (on every
+ *     path). Every reply is checked: an SSE body of the expected length,
  *     or DELTAS delta frames and then a done frame.
  */
 #include "config.h"
@@ -50,6 +53,8 @@ struct target {
 	char *request;              /* the bytes of one request */
 	size_t request_len;
 	size_t expect_body;         /* SSE body length, learned from the first reply */
+	bool count_events;          /* check the number of SSE events, not the length */
+	size_t expect_events;       /* learned from the first reply likewise */
 };
 
 /* One connection and the reply it is reading. */
@@ -67,6 +72,8 @@ struct conn {
 	int64_t body_left;          /* Content-Length left, or the current chunk's */
 	int chunk_state;            /* 0 size line, 1 data, 2 CRLF after data, 3 trailer */
 	size_t body_bytes;
+	size_t events;              /* blank lines ending SSE events in the body */
+	uint8_t last_byte;
 	/* msgpack */
 	uint64_t deltas;
 };
@@ -100,11 +107,17 @@ die(const char *fmt, ...)
 static const char *
 http_body(const char *model)
 {
-	static char body[512];
+	static char body[1024];
+	const char *prompt = getenv("PROXY_BENCH_PROMPT");
 
-	snprintf(body, sizeof body,
-	    "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"" BENCH_PROMPT "\"}],"
-	    "\"stream\":true,\"stream_options\":{\"include_usage\":true}}", model);
+	if (prompt == NULL)
+		prompt = BENCH_PROMPT;
+	if (strpbrk(prompt, "\"\\") != NULL)
+		die("PROXY_BENCH_PROMPT may hold no quote or backslash");
+	if ((size_t)snprintf(body, sizeof body,
+	    "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],"
+	    "\"stream\":true,\"stream_options\":{\"include_usage\":true}}", model, prompt) >= sizeof body)
+		die("PROXY_BENCH_PROMPT is too long");
 	return body;
 }
 
@@ -114,8 +127,9 @@ target_parse(struct target *t, const char *spec)
 {
 	memset(t, 0, sizeof *t);
 	if (strncmp(spec, "http://", 7) == 0) {
-		char host[64];
+		char host[64], path[512];
 		const char *slash = strchr(spec + 7, '/');
+		const char *hash = strchr(spec + 7, '#');
 		const char *colon = strchr(spec + 7, ':');
 		struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr;
 		if (slash == NULL || colon == NULL || colon > slash || colon - spec - 7 >= (long)sizeof host)
@@ -128,10 +142,16 @@ target_parse(struct target *t, const char *spec)
 			die("bad address %s", host);
 		t->addr_len = sizeof *sin;
 		t->kind = KIND_HTTP;
-		const char *body = http_body("bench-model");
+		size_t path_len = hash != NULL ? (size_t)(hash - slash) : strlen(slash);
+		if (path_len >= sizeof path)
+			die("bad target %s", spec);
+		memcpy(path, slash, path_len);
+		path[path_len] = '\0';
+		t->count_events = hash != NULL;
+		const char *body = http_body(hash != NULL ? hash + 1 : "bench-model");
 		if (asprintf(&t->request, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: proxy_bench\r\n"
 		    "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
-		    "Content-Length: %zu\r\n\r\n%s", slash, host, strlen(body), body) == -1)
+		    "Content-Length: %zu\r\n\r\n%s", path, host, strlen(body), body) == -1)
 			die("out of memory");
 		t->request_len = strlen(t->request);
 	} else if (strncmp(spec, "unix:", 5) == 0) {
@@ -199,6 +219,8 @@ conn_begin(struct conn *c)
 	c->body_left = -1;
 	c->chunk_state = 0;
 	c->body_bytes = 0;
+	c->events = 0;
+	c->last_byte = 0;
 	c->deltas = 0;
 }
 
@@ -262,6 +284,13 @@ http_feed(struct conn *c)
 		size_t avail = c->in_len - off;
 		if (!c->chunked || c->chunk_state == 1) {
 			size_t take = avail < (size_t)c->body_left ? avail : (size_t)c->body_left;
+			if (c->t->count_events) {
+				const uint8_t *b = c->in + off, *end = b + take;
+				for (; b < end; b++) {
+					c->events += *b == '\n' && c->last_byte == '\n';
+					c->last_byte = *b;
+				}
+			}
 			c->body_left -= (int64_t)take;
 			c->body_bytes += take;
 			off += take;
@@ -361,6 +390,22 @@ conn_check(struct conn *c)
 		if (c->deltas != (uint64_t)expect_deltas) {
 			fprintf(stderr, "proxy_bench: %llu deltas, expected %d\n",
 			    (unsigned long long)c->deltas, expect_deltas);
+			return false;
+		}
+		return true;
+	}
+	if (c->t->count_events) {
+		if (c->t->expect_events == 0) {
+			if (c->events < (size_t)expect_deltas + 1) {
+				fprintf(stderr, "proxy_bench: %zu SSE events for %d deltas\n", c->events,
+				    expect_deltas);
+				return false;
+			}
+			c->t->expect_events = c->events;
+		}
+		if (c->events != c->t->expect_events) {
+			fprintf(stderr, "proxy_bench: %zu SSE events, expected %zu\n", c->events,
+			    c->t->expect_events);
 			return false;
 		}
 		return true;

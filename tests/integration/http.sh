@@ -150,6 +150,30 @@ assert chunks[-1]["choices"] == [] and u["total_tokens"] == u["prompt_tokens"] +
 text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1] if c["choices"])
 assert text.startswith("echo: raw"), text
 PY
+# Deltas are written without a JSON document each: quotes, backslashes,
+# control characters and non-ASCII text still come out as the same JSON.
+"$PYTHON" -c '
+import json
+text = "q\" b\\ n\n t\t c\x01\x1f e\u00e9 x\u4e2d s\U0001f600 / <>"
+print(json.dumps({"model": "fake-model", "stream": True,
+                  "messages": [{"role": "user", "content": text + " [[chunks=40]]"}]}))
+' > "$TEST_DIR/esc.json"
+curl -sSN -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d @"$TEST_DIR/esc.json" \
+	> "$TEST_DIR/esc.txt" || fail "curl stream of escapes"
+"$PYTHON" - "$TEST_DIR/esc.txt" <<'PY' || fail "escaped deltas"
+import json, sys
+events = open(sys.argv[1], encoding="utf-8").read().split("\n\n")[:-1]
+assert events[-1] == "data: [DONE]", events[-1]
+chunks = [json.loads(e[6:]) for e in events[:-1]]
+deltas = [c for c in chunks[1:] if c["choices"] and "content" in c["choices"][0]["delta"]]
+assert len(deltas) > 10, chunks
+for c in deltas:
+    assert c["object"] == "chat.completion.chunk" and c["model"] == "fake-model", c
+    assert c["choices"][0]["finish_reason"] is None and c["choices"][0]["index"] == 0, c
+text = "".join(c["choices"][0]["delta"]["content"] for c in deltas)
+want = "echo: q\" b\\ n\n t\t c\x01\x1f e\u00e9 x\u4e2d s\U0001f600 / <>"
+assert text == want, (text, want)
+PY
 
 # U+0000 in a message's content is a character like any other, as on the msgpack
 # socket: accepted, sent on as \u0000, and counted the same way by both fronts.

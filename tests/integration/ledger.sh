@@ -146,6 +146,29 @@ PY
 grep -q "No space left on device" "$TEST_DIR/daemon.log" || fail "the write failure was not logged"
 rm -f "$flag"
 sleep 1.5
+# ... and chats ending together, whose records go out in one write, each get
+# that error when the write fails (the first alone finds the disk full: those
+# already in flight are not refused at their start)
+"$PYTHON" - "$TEST_DIR/state/journal/journal-" "$flag" <<'PY'
+import sys
+from olc import Conn
+c = Conn()
+ids = [c.request("chat", tag="full", messages=[{"role": "user",
+       "content": "together [[chunks=2 delay_ms=300]]"}]) for _ in range(6)]
+c.until_end(c.request("models"))   # all six are started
+open(sys.argv[2], "w").write("enospc")
+ends = {}
+while len(ends) < 6:
+    r = c.read()
+    if r["type"] in ("done", "error"):
+        ends[r["id"]] = r
+for i in ids:
+    e = ends[i]
+    assert e["type"] == "error" and e["code"] == "internal", e
+    assert sys.argv[1] in e["message"] and "No space left on device" in e["message"], e
+PY
+rm -f "$flag"
+sleep 1.5
 "$PYTHON" -c '
 from olc import Conn
 d, end = Conn().chat("works again", tag="full")
@@ -169,8 +192,8 @@ KEEP_CONFIG=1 start_daemon
 "$PYTHON" -c "
 from olc import Conn
 s = Conn().call('stats', by='tag')
-assert s['by_tag']['full']['requests'] == 3, s['by_tag']
-assert s['total']['requests'] == $before + 3, s['total']
+assert s['by_tag']['full']['requests'] == 9, s['by_tag']
+assert s['total']['requests'] == $before + 9, s['total']
 "
 
 # 4b. fdatasync fails on one journal file (fsync = "always"): it is not synced

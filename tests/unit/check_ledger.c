@@ -665,6 +665,179 @@ START_TEST(test_rotation_compaction)
 }
 END_TEST
 
+/* write(2)-like system calls this process has made (syscw of /proc/self/io). */
+static unsigned long long
+write_calls(void)
+{
+	unsigned long long n = 0;
+	char line[128];
+	FILE *f = fopen("/proc/self/io", "r");
+
+	if (f == NULL)      /* no ck_assert: Check reports each one with a write(2) */
+		abort();
+	while (fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "syscw: %llu", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+static void
+stage_ok(struct ledger *l, int i)
+{
+	struct ledger_record r;
+	char cause[512] = "";
+
+	rec_make(&r, i);
+	ck_assert_msg(ledger_stage(l, &r, cause, sizeof cause) == 0, "stage %d: %s", i, cause);
+}
+
+/* In a child: open, stage records a..b-1, commit them, then die without closing. */
+static void
+crash_after_batch(const struct ledger_options *o, int a, int b)
+{
+	pid_t pid = fork();
+	int status;
+
+	ck_assert_int_ne(pid, -1);
+	if (pid == 0) {
+		char cause[512];
+		struct ledger *l = ledger_open(sdir, o, cause, sizeof cause);
+		if (l == NULL)
+			_exit(2);
+		for (int i = a; i < b; i++) {
+			struct ledger_record r;
+			rec_make(&r, i);
+			if (ledger_stage(l, &r, cause, sizeof cause) == -1)
+				_exit(3);
+		}
+		_exit(ledger_commit(l, cause, sizeof cause) == 0 ? 0 : 4);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+}
+
+START_TEST(test_batch_one_write)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_EVERYSEC, 30, 64 << 20);
+	struct ledger *l = open_ok(sdir, &o);
+	char cause[512] = "";
+	unsigned long long w;
+	int rc;
+
+	append_ok(l, 0);                            /* the journal file exists */
+	for (int i = 1; i < 41; i++)
+		stage_ok(l, i);
+	ck_assert_uint_eq(ledger_staged(l), 40);
+	total_is(l, 0, 41, -1);                     /* counted at once */
+	/* (no assertion in between: Check reports each one through a pipe) */
+	w = write_calls();
+	rc = ledger_commit(l, cause, sizeof cause);
+	w = write_calls() - w;
+	ck_assert_msg(rc == 0, "commit: %s", cause);
+	ck_assert_uint_eq(w, 1);                    /* forty records, one write(2) */
+	ck_assert_uint_eq(ledger_staged(l), 0);
+	w = write_calls();
+	rc = ledger_commit(l, cause, sizeof cause);
+	w = write_calls() - w;
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(w, 0);                    /* nothing staged, nothing written */
+	ledger_close(l);
+
+	/* committed means in the journal: a crash right after loses nothing */
+	crash_after_batch(&o, 41, 60);
+	l = open_ok(sdir, &o);
+	total_is(l, 0, 60, -1);
+	ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_batch_day_split)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_NO, 30, 64 << 20);
+	struct ledger *l = open_ok(sdir, &o);
+	char cause[512] = "";
+	unsigned long long w;
+	int rc;
+
+	for (int i = 0; i < 200; i++)     /* 200 * 7 min: day 0 ends at record 205 */
+		append_ok(l, i);
+	ck_assert_uint_eq(journal_count(), 1);
+	for (int i = 200; i < 210; i++)
+		stage_ok(l, i);
+	w = write_calls();
+	rc = ledger_commit(l, cause, sizeof cause);
+	w = write_calls() - w;
+	ck_assert_msg(rc == 0, "commit: %s", cause);
+	ck_assert_uint_eq(w, 2);                    /* one write per day */
+	ck_assert_uint_eq(journal_count(), 2);      /* the new day's records in a new file */
+	ledger_close(l);
+	l = open_ok(sdir, &o);
+	total_is(l, 0, 210, -1);
+	ledger_close(l);
+}
+END_TEST
+
+START_TEST(test_batch_write_fails)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_EVERYSEC, 30, 64 << 20);
+	struct ledger *l = open_ok(sdir, &o);
+	char cause[512] = "";
+
+	append_ok(l, 0);
+	fail_writes("enospc");
+	for (int i = 1; i < 6; i++)
+		stage_ok(l, i);
+	ck_assert_int_eq(ledger_commit(l, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "No space left on device") != NULL && strstr(cause, sdir) != NULL,
+	    "cause: %s", cause);
+	ck_assert_uint_eq(ledger_staged(l), 0);
+	ck_assert_uint_eq(ledger_pending(l), 5);   /* every record of the batch kept, in order */
+	ck_assert(!ledger_healthy(l));
+	total_is(l, 0, 6, -1);
+	fail_writes("");
+	ck_assert_int_eq(ledger_probe(l, cause, sizeof cause), 0);
+	ck_assert_uint_eq(ledger_pending(l), 0);
+	ck_assert(ledger_healthy(l));
+	ledger_close(l);
+	crash_after_batch(&o, 6, 8);
+	l = open_ok(sdir, &o);
+	total_is(l, 0, 8, -1);
+	ledger_close(l);
+}
+END_TEST
+
+/* A snapshot writes the staged records first; a failure there is answered by the next commit. */
+START_TEST(test_batch_before_snapshot)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_EVERYSEC, 30, 64 << 20);
+	struct ledger *l = open_ok(sdir, &o);
+	char cause[512] = "";
+
+	append_ok(l, 0);
+	stage_ok(l, 1);
+	stage_ok(l, 2);
+	ck_assert_msg(ledger_snapshot(l, cause, sizeof cause) == 0, "snapshot: %s", cause);
+	ck_assert_uint_eq(ledger_staged(l), 0);
+	ck_assert_int_eq(ledger_commit(l, cause, sizeof cause), 0);
+
+	stage_ok(l, 3);
+	fail_writes("enospc");
+	ck_assert_int_eq(ledger_snapshot(l, cause, sizeof cause), -1);
+	ck_assert_uint_eq(ledger_staged(l), 0);
+	cause[0] = '\0';
+	ck_assert_int_eq(ledger_commit(l, cause, sizeof cause), -1);
+	ck_assert_msg(strstr(cause, "No space left on device") != NULL, "cause: %s", cause);
+	ck_assert_int_eq(ledger_commit(l, cause, sizeof cause), 0);   /* told once */
+	fail_writes("");
+	ck_assert_int_eq(ledger_probe(l, cause, sizeof cause), 0);
+	ledger_close(l);
+	l = open_ok(sdir, &o);
+	total_is(l, 0, 4, -1);
+	ledger_close(l);
+}
+END_TEST
+
 START_TEST(test_day_rotation)
 {
 	struct ledger_options o = opts(LEDGER_FSYNC_NO, 30, 0);
@@ -2223,6 +2396,10 @@ ledger_suite(void)
 	tcase_add_test(tc, test_undecodable_records);
 	tcase_add_test(tc, test_rotation_compaction);
 	tcase_add_test(tc, test_day_rotation);
+	tcase_add_test(tc, test_batch_one_write);
+	tcase_add_test(tc, test_batch_day_split);
+	tcase_add_test(tc, test_batch_write_fails);
+	tcase_add_test(tc, test_batch_before_snapshot);
 	tcase_add_test(tc, test_crash_between_snapshot_and_delete);
 	tcase_add_test(tc, test_folded_files_not_recounted);
 	tcase_add_test(tc, test_lock);

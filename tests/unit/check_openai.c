@@ -200,6 +200,100 @@ START_TEST(test_body_nul)
 }
 END_TEST
 
+/*
+ * The usual body is written without a jansson document: byte for byte what
+ * the document gives (here forced by an empty `extra`) for text with every
+ * kind of character, and the same refusal of text that is not UTF-8.
+ */
+START_TEST(test_body_fast_same)
+{
+	static const char *texts[] = {
+		"", "plain", "q\" b\\ s/", "\b\f\n\r\t", "\x01\x1f\x7f",
+		"\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80", "\xe2\x80\xa8 line sep",
+		"<script>", "a\"\\\"\\",
+	};
+	static const char *bad[] = { "\xc3", "\xed\xa0\x80", "\xff", "ok\xc0\xaf" };
+	struct chat_message	 msgs[3];
+	struct chat_request	 req;
+	char			*stop[2], *fast, *slow, cause[256];
+	size_t			 i, j, n = sizeof texts / sizeof texts[0];
+
+	for (i = 0; i < n; i++) {
+		for (int shape = 0; shape < 4; shape++) {
+			memset(msgs, 0, sizeof msgs);
+			msgs[0].role = "system";
+			msgs[0].content = (char *)texts[i];
+			msgs[1].role = (char *)texts[(i + 1) % n];
+			msgs[1].content = shape == 1 ? NULL : (char *)texts[(i + 2) % n];
+			msgs[1].name = shape == 2 ? (char *)texts[(i + 3) % n] : NULL;
+			msgs[2].role = "tool";
+			msgs[2].content = (char *)texts[(i + 4) % n];
+			msgs[2].tool_call_id = shape == 3 ? (char *)texts[(i + 5) % n] : NULL;
+			stop[0] = (char *)texts[(i + 6) % n];
+			stop[1] = (char *)texts[(i + 7) % n];
+			memset(&req, 0, sizeof req);
+			req.messages = msgs;
+			req.n_messages = 3;
+			req.model = shape == 0 ? NULL : (char *)texts[(i + 8) % n];
+			req.max_tokens = shape == 2 ? -1 : 4096;
+			req.temperature = NAN;
+			req.top_p = NAN;
+			req.stop = stop;
+			req.n_stop = (size_t)shape % 3;
+			req.seed = -7;
+			req.has_seed = shape == 3;
+			fast = openai_chat_body(&req, shape == 1 ? "up\"model" : NULL,
+			    shape != 2, cause, sizeof cause);
+			ck_assert_msg(fast != NULL, "%s", cause);
+			req.extra = raw_of("{}");
+			slow = openai_chat_body(&req, shape == 1 ? "up\"model" : NULL,
+			    shape != 2, cause, sizeof cause);
+			ck_assert_msg(slow != NULL, "%s", cause);
+			ck_assert_str_eq(fast, slow);
+			free(req.extra.data);
+			free(fast);
+			free(slow);
+		}
+	}
+	/* NUL inside a content with its length */
+	memset(msgs, 0, sizeof msgs);
+	msgs[0].role = "user";
+	msgs[0].content = "a\0b";
+	msgs[0].content_len = 3;
+	memset(&req, 0, sizeof req);
+	req.messages = msgs;
+	req.n_messages = 1;
+	req.max_tokens = -1;
+	req.temperature = req.top_p = NAN;
+	fast = openai_chat_body(&req, "m", true, cause, sizeof cause);
+	req.extra = raw_of("{}");
+	slow = openai_chat_body(&req, "m", true, cause, sizeof cause);
+	ck_assert(fast != NULL && slow != NULL);
+	ck_assert_str_eq(fast, slow);
+	ck_assert(strstr(fast, "a\\u0000b") != NULL);
+	free(req.extra.data);
+	free(fast);
+	free(slow);
+
+	for (j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+		for (int where = 0; where < 3; where++) {
+			memset(msgs, 0, sizeof msgs);
+			msgs[0].role = where == 0 ? (char *)bad[j] : "user";
+			msgs[0].content = where == 1 ? (char *)bad[j] : "hi";
+			stop[0] = (char *)bad[j];
+			memset(&req, 0, sizeof req);
+			req.messages = msgs;
+			req.n_messages = 1;
+			req.max_tokens = -1;
+			req.temperature = req.top_p = NAN;
+			req.stop = stop;
+			req.n_stop = where == 2;
+			ck_assert(openai_chat_body(&req, "m", true, cause, sizeof cause) == NULL);
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_body_minimal)
 {
 	struct chat_message	 msg;
@@ -1618,6 +1712,7 @@ openai_suite(void)
 	tc = tcase_create("body");
 	tcase_add_test(tc, test_body_full);
 	tcase_add_test(tc, test_body_minimal);
+	tcase_add_test(tc, test_body_fast_same);
 	tcase_add_test(tc, test_body_nul);
 	tcase_add_test(tc, test_api_body_chat);
 	tcase_add_test(tc, test_msgpack_round_trip);
