@@ -39,6 +39,7 @@ struct http {
 	CURLM *multi;
 	struct event *timer;
 	size_t active;
+	size_t peak;                /* most transfers under way at once so far */
 	struct http_transfer *pool; /* idle transfers, their easy handles ready */
 	size_t n_pool;
 	bool in_curl;               /* inside curl_multi_socket_action */
@@ -367,10 +368,10 @@ http_new(struct event_base *base)
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_multi_timer_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
 	/*
-	 * CURLMOPT_MAXCONNECTS stays curl's default, four times the transfers
-	 * under way: every finished transfer keeps its connection while the
-	 * load lasts, instead of reconnecting once more than a fixed number
-	 * run at once.
+	 * CURLMOPT_MAXCONNECTS follows the most transfers under way at once
+	 * (http_transfer_start): curl's default, four times the transfers in
+	 * the multi handle now, closed a connection each time one ended while
+	 * few others ran, so the next burst had to connect again.
 	 */
 	return h;
 }
@@ -516,6 +517,11 @@ http_transfer_start(struct http *h, const struct http_request *req,
 		return NULL;
 	}
 	h->active++;
+	if (h->active > h->peak) {
+		/* keep a connection for every transfer that ran at once, and room */
+		h->peak = h->active;
+		curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)(4 * h->peak));
+	}
 	return t;
 }
 

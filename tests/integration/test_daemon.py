@@ -249,6 +249,37 @@ def multiplexed_requests_on_one_connection():
         check(("m%d-x" % n) in texts[i], (i, texts[i]))
 
 
+def upstream_connections(pid, port):
+    """The daemon's established TCP connections to the model server's port."""
+    n = 0
+    with open("/proc/%d/net/tcp" % pid) as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if int(fields[2].split(":")[1], 16) == port and fields[3] == "01":
+                n += 1
+    return n
+
+
+@test("basic")
+def connections_outlive_a_burst():
+    # 40 chats under way at once, ending one by one: each keeps its
+    # connection to the model server for the next burst, however few
+    # transfers still run when it ends
+    c = Conn()
+    ids = [c.request("chat", messages=[{"role": "user", "content": "b%d %s" % (i, d(chunks=2, delay_ms=10 + 5 * i))}])
+           for i in range(40)]
+    ends = {}
+    while len(ends) < len(ids):
+        r = c.read()
+        check(r is not None, "EOF")
+        if r["type"] != "delta":
+            ends[r["id"]] = r
+    check(all(e["type"] == "done" for e in ends.values()), list(ends.values())[:3])
+    n = upstream_connections(int(os.environ["DAEMON_PID"]), int(os.environ["FAKE_PORT"]))
+    check(n >= 40, "%d connections to the model server kept after 40 at once" % n)
+
+
 @test("basic")
 def hundreds_of_connections():
     errors = []
