@@ -1070,12 +1070,13 @@ openai_choice(json_t *choices)
  * The usual chunk is therefore read here in place, in one pass that checks
  * all of it as strict JSON (structure, numbers, escapes, UTF-8) and copies
  * out only what is kept. Anything it does not read exactly as openai_fill
- * would (errors, usage, timings, tool calls, content parts, the "message"
- * form, several choices, a repeated key, an escaped key, a number jansson
- * might refuse as too large, \u0000, nesting past OPENAI_FAST_DEPTH) makes
- * it give up, and jansson parses the chunk: every malformed chunk is still
- * refused by jansson, with its message. check_openai compares both on a
- * corpus and on every one-byte damage of it.
+ * would (errors, usage whose counts are not plain integers, timings, tool
+ * calls, content parts, the "message" form, several choices, a repeated
+ * key, an escaped key, a number jansson might refuse as too large, \u0000,
+ * nesting past OPENAI_FAST_DEPTH) makes it give up, and jansson parses the
+ * chunk: every malformed chunk is still refused by jansson, with its
+ * message. check_openai compares both on a corpus and on every one-byte
+ * damage of it.
  */
 #define OPENAI_FAST_DEPTH 32
 
@@ -1420,7 +1421,8 @@ enum {
 	FAST_CHOICES = 1 << 0, FAST_MODEL = 1 << 1, FAST_USAGE = 1 << 2,
 	FAST_OBJECT = 1 << 3, FAST_INDEX = 1 << 4, FAST_DELTA = 1 << 5,
 	FAST_FINISH = 1 << 6, FAST_CONTENT = 1 << 7, FAST_RC = 1 << 8,
-	FAST_R = 1 << 9, FAST_TOOLS = 1 << 10
+	FAST_R = 1 << 9, FAST_TOOLS = 1 << 10, FAST_UP = 1 << 11,
+	FAST_UC = 1 << 12, FAST_UT = 1 << 13
 };
 
 /* Whether key (len klen) is name. */
@@ -1505,6 +1507,69 @@ openai_fast_choice_cb(struct openai_fast *f, const char *key, size_t klen,
 	return (openai_fast_skip(f, 2));
 }
 
+/* A token count as jansson reads it: a plain integer from 0 to OPENAI_USAGE_MAX. */
+static bool
+openai_fast_count(struct openai_fast *f, int64_t *out)
+{
+	const char	*p = f->p;
+	int64_t		 v = 0;
+
+	if (p >= f->end || !isdigit((unsigned char)*p))
+		return (false);     /* negative, real, null, a string: jansson decides */
+	if (*p == '0' && p + 1 < f->end && isdigit((unsigned char)p[1]))
+		return (false);     /* a leading zero is not JSON */
+	while (p < f->end && isdigit((unsigned char)*p)) {
+		v = v * 10 + (*p++ - '0');
+		if (v > OPENAI_USAGE_MAX)
+			return (false);
+	}
+	if (p < f->end && (*p == '.' || *p == 'e' || *p == 'E'))
+		return (false);     /* jansson makes a real of it */
+	*out = v;
+	f->p = p;
+	return (true);
+}
+
+static bool
+openai_fast_usage_cb(struct openai_fast *f, const char *key, size_t klen,
+    void *arg)
+{
+	struct openai_fast_chunk	*fc = arg;
+	struct usage			*u = &fc->c->usage;
+
+	if (openai_fast_is(key, klen, "prompt_tokens"))
+		return (openai_fast_once(fc, FAST_UP) &&
+		    openai_fast_count(f, &u->prompt_tokens));
+	if (openai_fast_is(key, klen, "completion_tokens"))
+		return (openai_fast_once(fc, FAST_UC) &&
+		    openai_fast_count(f, &u->completion_tokens));
+	if (openai_fast_is(key, klen, "total_tokens"))
+		return (openai_fast_once(fc, FAST_UT) &&
+		    openai_fast_count(f, &u->total_tokens));
+	return (openai_fast_skip(f, 2));
+}
+
+/*
+ * A usage object whose counts are plain integers, as openai_usage reads it;
+ * anything else (a count missing, real, negative or too large, which leaves
+ * the timings to decide) goes to jansson.
+ */
+static bool
+openai_fast_usage(struct openai_fast *f, struct openai_fast_chunk *fc)
+{
+	struct usage	*u = &fc->c->usage;
+
+	if (!openai_fast_object(f, openai_fast_usage_cb, fc) ||
+	    (fc->seen & (FAST_UP | FAST_UC)) != (FAST_UP | FAST_UC))
+		return (false);
+	if (!(fc->seen & FAST_UT) ||
+	    u->total_tokens < u->prompt_tokens + u->completion_tokens)
+		u->total_tokens = u->prompt_tokens + u->completion_tokens;
+	u->estimated = false;
+	fc->c->has_usage = true;
+	return (true);
+}
+
 static bool
 openai_fast_root_cb(struct openai_fast *f, const char *key, size_t klen,
     void *arg)
@@ -1528,9 +1593,13 @@ openai_fast_root_cb(struct openai_fast *f, const char *key, size_t klen,
 	if (openai_fast_is(key, klen, "model"))
 		return (openai_fast_once(fc, FAST_MODEL) &&
 		    openai_fast_text(f, &fc->c->model));
-	if (openai_fast_is(key, klen, "usage"))
-		return (openai_fast_once(fc, FAST_USAGE) &&
-		    openai_fast_word(f, "null"));
+	if (openai_fast_is(key, klen, "usage")) {
+		if (!openai_fast_once(fc, FAST_USAGE))
+			return (false);
+		if (openai_fast_word(f, "null"))
+			return (true);
+		return (openai_fast_usage(f, fc));
+	}
 	if (openai_fast_is(key, klen, "object")) {
 		if (!openai_fast_once(fc, FAST_OBJECT))
 			return (false);

@@ -924,6 +924,23 @@ START_TEST(test_chunk_fast_path)
 		"{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}",
 		"{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}",
 		"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think\",\"content\":null}}]}",
+		"{\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":4,"
+		    "\"total_tokens\":18,\"prompt_tokens_details\":{\"cached_tokens\":0},"
+		    "\"completion_tokens_details\":null}}",
+		"{\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":10},\"choices\":[]}",
+		"{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":1}}",
+		"{\"usage\":{\"prompt_tokens\":3.0,\"completion_tokens\":2,\"total_tokens\":5.5}}",
+		"{\"usage\":{\"prompt_tokens\":1e3,\"completion_tokens\":-0,\"total_tokens\":null}}",
+		"{\"usage\":{\"prompt_tokens\":\"3\",\"completion_tokens\":2},\"timings\":{\"cache_n\":0,"
+		    "\"prompt_n\":4,\"predicted_n\":5}}",
+		"{\"usage\":{\"prompt_tokens\":1000000000,\"completion_tokens\":1000000001}}",
+		"{\"usage\":{\"prompt_tokens\":99999999999999999999,\"completion_tokens\":0}}",
+		"{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens\":2,\"completion_tokens\":3}}",
+		"{\"usage\":{},\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}",
+		"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+		    "\"usage\":{ \"prompt_tokens\" : 0 , \"completion_tokens\" : 0 , \"total_tokens\" : 0 }}",
+		"{\"usage\":[1,2],\"choices\":[]}",
+		"{\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3},\"usage\":null}",
 		"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"\",\"reasoning\":\"r\"}}]}",
 		"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"r\",\"reasoning_content\":\"rc\"}}]}",
 		"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"t\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}",
