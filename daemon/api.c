@@ -286,20 +286,35 @@ api_sse_send_pending(struct api_req *ar)
 	}
 }
 
-/* A chat.completion.chunk with one choice (delta, finish_reason) or none. */
+/* A chat.completion.chunk with one choice (delta, finish_reason) or none, as a document. */
 static json_t *
 api_chunk(struct api_req *ar, json_t *delta, const char *finish_reason)
 {
-	json_t *choices = json_array();
+	return openai_stream_chunk_json(ar->id, ar->created, ar->model, delta, finish_reason, NULL);
+}
 
-	if (delta != NULL) {
-		json_array_append_new(choices, json_pack("{s:i, s:o, s:o, s:n}", "index", 0,
-		    "delta", delta, "finish_reason",
-		    finish_reason != NULL ? json_string(finish_reason) : json_null(), "logprobs"));
+/*
+ * Append a chunk without a delta's content (the role, the finish, the
+ * usage) as its SSE event: written straight, or through a document when a
+ * string is not valid UTF-8. delta is a JSON object's text or NULL.
+ */
+static void
+api_sse_chunk(struct api_req *ar, struct evbuffer *out, const char *delta,
+    const char *finish_reason, const struct usage *usage)
+{
+	size_t len;
+	char *text = openai_stream_chunk(ar->id, ar->created, ar->model, delta, finish_reason,
+	    usage, &len);
+	json_t *d;
+
+	if (text != NULL) {
+		evbuffer_add(out, text, len);
+		free(text);
+		return;
 	}
-	return json_pack("{s:s, s:s, s:I, s:s, s:n, s:o}", "id", ar->id, "object",
-	    "chat.completion.chunk", "created", (json_int_t)ar->created, "model", ar->model,
-	    "system_fingerprint", "choices", choices);
+	d = delta != NULL ? json_loads(delta, 0, NULL) : NULL;
+	api_sse_json(out, openai_stream_chunk_json(ar->id, ar->created, ar->model, d,
+	    finish_reason, usage));
 }
 
 /* Stream: the status line, headers and (for a chat) the first chunk carrying the role. */
@@ -318,8 +333,7 @@ api_stream_start(struct api_req *ar)
 	evhttp_send_reply_start(ar->req, 200, "OK");
 	if (ar->passthrough || (out = evbuffer_new()) == NULL)
 		return;
-	api_sse_json(out, api_chunk(ar, json_pack("{s:s, s:s}", "role", "assistant", "content", ""),
-	    NULL));
+	api_sse_chunk(ar, out, "{\"role\":\"assistant\",\"content\":\"\"}", NULL, NULL);
 	api_sse_send(ar, out);
 	evbuffer_free(out);
 }
@@ -438,13 +452,9 @@ api_reply_done_stream(struct api_req *ar, const struct done_reply *d)
 	api_stream_start(ar);
 	if (ar->conn == NULL || (out = evbuffer_new()) == NULL)
 		return;
-	api_sse_json(out, api_chunk(ar, json_object(),
-	    d->finish_reason != NULL ? d->finish_reason : "stop"));
-	if (ar->include_usage) {
-		json_t *last = api_chunk(ar, NULL, NULL);
-		json_object_set_new(last, "usage", api_usage_json(&d->usage));
-		api_sse_json(out, last);
-	}
+	api_sse_chunk(ar, out, "{}", d->finish_reason != NULL ? d->finish_reason : "stop", NULL);
+	if (ar->include_usage)
+		api_sse_chunk(ar, out, NULL, NULL, &d->usage);
 	evbuffer_add_printf(out, "data: [DONE]\n\n");
 	api_sse_send_pending(ar);
 	evhttp_send_reply_chunk(ar->req, out);

@@ -543,6 +543,77 @@ openai_out_key(struct openai_out *o, const char *key)
 	openai_out_add(o, "\":", 2);
 }
 
+#define OPENAI_OUT_LIT(o, lit) openai_out_add((o), (lit), sizeof(lit) - 1)
+
+char *
+openai_stream_chunk(const char *id, int64_t created, const char *model,
+    const char *delta, const char *finish_reason, const struct usage *usage, size_t *len)
+{
+	struct openai_out	 o = { NULL, 0, 0, 0 };
+	char			 num[80];
+	int			 n;
+
+	OPENAI_OUT_LIT(&o, "data: {\"id\":");
+	if (openai_out_string(&o, id, strlen(id)) == -1)
+		goto fail;
+	n = snprintf(num, sizeof num, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,"
+	    "\"model\":", (long long)created);
+	openai_out_add(&o, num, (size_t)n);
+	if (openai_out_string(&o, model, strlen(model)) == -1)
+		goto fail;
+	OPENAI_OUT_LIT(&o, ",\"system_fingerprint\":null,\"choices\":[");
+	if (delta != NULL) {
+		OPENAI_OUT_LIT(&o, "{\"index\":0,\"delta\":");
+		openai_out_add(&o, delta, strlen(delta));
+		OPENAI_OUT_LIT(&o, ",\"finish_reason\":");
+		if (finish_reason == NULL)
+			OPENAI_OUT_LIT(&o, "null");
+		else if (openai_out_string(&o, finish_reason, strlen(finish_reason)) == -1)
+			goto fail;
+		OPENAI_OUT_LIT(&o, ",\"logprobs\":null}");
+	}
+	OPENAI_OUT_LIT(&o, "]");
+	if (usage != NULL) {
+		n = snprintf(num, sizeof num, ",\"usage\":{\"prompt_tokens\":%lld,"
+		    "\"completion_tokens\":%lld,", (long long)usage->prompt_tokens,
+		    (long long)usage->completion_tokens);
+		openai_out_add(&o, num, (size_t)n);
+		n = snprintf(num, sizeof num, "\"total_tokens\":%lld}",
+		    (long long)usage->total_tokens);
+		openai_out_add(&o, num, (size_t)n);
+	}
+	OPENAI_OUT_LIT(&o, "}\n\n");
+	if (o.oom)
+		goto fail;
+	*len = o.len;
+	return (o.p);
+fail:
+	free(o.p);
+	return (NULL);
+}
+
+json_t *
+openai_stream_chunk_json(const char *id, int64_t created, const char *model,
+    json_t *delta, const char *finish_reason, const struct usage *usage)
+{
+	json_t	*choices = json_array(), *chunk;
+
+	if (delta != NULL)
+		json_array_append_new(choices, json_pack("{s:i, s:o, s:o, s:n}", "index", 0,
+		    "delta", delta, "finish_reason",
+		    finish_reason != NULL ? json_string(finish_reason) : json_null(),
+		    "logprobs"));
+	chunk = json_pack("{s:s, s:s, s:I, s:s, s:n, s:o}", "id", id, "object",
+	    "chat.completion.chunk", "created", (json_int_t)created, "model", model,
+	    "system_fingerprint", "choices", choices);
+	if (chunk != NULL && usage != NULL)
+		json_object_set_new(chunk, "usage", json_pack("{s:I, s:I, s:I}",
+		    "prompt_tokens", (json_int_t)usage->prompt_tokens,
+		    "completion_tokens", (json_int_t)usage->completion_tokens,
+		    "total_tokens", (json_int_t)usage->total_tokens));
+	return (chunk);
+}
+
 /*
  * The usual chat body written straight, byte for byte what the jansson
  * document below dumps to: 1 with *out set (NULL when out of memory), 0 when

@@ -72,6 +72,22 @@ char *openai_chat_body(const struct chat_request *, const char *model,
 int openai_parse_event(const char *event, const char *data, size_t len,
     struct openai_chunk *, char *cause, size_t cause_len);
 
+/*
+ * One chat.completion.chunk of a stream the HTTP front sends, as its SSE
+ * event ("data: {...}\n\n"): id, created, model, system_fingerprint null,
+ * then one choice whose delta is the JSON object text delta (written as it
+ * is) with finish_reason (NULL: null), or no choice when delta is NULL;
+ * then usage, when not NULL. Byte for byte what openai_stream_chunk_json's
+ * document dumps to. malloc'd, *len set; NULL when a string is not valid
+ * UTF-8 (the document then decides) or memory runs out.
+ */
+char *openai_stream_chunk(const char *id, int64_t created, const char *model,
+    const char *delta, const char *finish_reason, const struct usage *usage, size_t *len);
+
+/* The same chunk as a jansson document; delta (an object or NULL) is stolen. */
+json_t *openai_stream_chunk_json(const char *id, int64_t created, const char *model,
+    json_t *delta, const char *finish_reason, const struct usage *usage);
+
 /* Parse the data of one stream chunk (or "[DONE]"); as openai_parse_event. */
 int openai_parse_chunk(const char *json, size_t len, struct openai_chunk *,
     char *cause, size_t cause_len);

@@ -994,6 +994,70 @@ START_TEST(test_chunk_fast_path)
 }
 END_TEST
 
+/* Whether jansson takes s as a string (valid UTF-8). */
+static bool
+utf8_ok(const char *s)
+{
+	json_t *j = json_string(s);
+
+	json_decref(j);
+	return j != NULL;
+}
+
+/*
+ * The HTTP front's role, finish and usage chunks, written straight, are
+ * byte for byte what jansson dumps for the same document; a string that is
+ * not UTF-8 makes the straight writer refuse.
+ */
+START_TEST(test_stream_chunk_same)
+{
+	static const char *const strs[] = {
+		"chatcmpl-1", "", "m", "quote\" back\\ slash/", "nl\n cr\r tab\t bs\b ff\f",
+		"ctl \x01\x1f\x7f", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+		"bad \xff", "cut \xc3", "surrogate \xed\xa0\x80", "overlong \xc0\xaf",
+	};
+	static const char *const deltas[] = { NULL, "{}", "{\"role\":\"assistant\",\"content\":\"\"}" };
+	static const int64_t created[] = { 0, 1700000000, -1, INT64_MAX };
+	struct usage us[] = { { 0, 0, 0, false }, { 14, 4, 18, false },
+		{ INT64_MAX, 1000000000, 3, true } };
+	size_t n = sizeof strs / sizeof strs[0];
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < n; k++)
+			for (size_t dl = 0; dl < 3; dl++)
+				for (size_t u = 0; u < 4; u++) {
+					const char *fin = dl == 0 ? NULL : strs[(i + k) % n];
+					const struct usage *use = u < 3 ? &us[u] : NULL;
+					int64_t cr = created[(i + u) % 4];
+					size_t len = 0;
+					char *fast = openai_stream_chunk(strs[i], cr, strs[k], deltas[dl],
+					    fin, use, &len);
+					json_t *d = deltas[dl] != NULL ? json_loads(deltas[dl], 0, NULL) : NULL;
+					json_t *doc = openai_stream_chunk_json(strs[i], cr, strs[k], d,
+					    fin, use);
+					char *slow = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+
+					bool valid = utf8_ok(strs[i]) && utf8_ok(strs[k]) &&
+					    (fin == NULL || utf8_ok(fin));
+
+					/* not UTF-8: the caller falls back to the document */
+					ck_assert_msg((fast != NULL) == valid, "%s for id %zu model %zu",
+					    fast ? fast : "(null)", i, k);
+					if (fast != NULL) {
+						ck_assert(slow != NULL);
+						ck_assert_uint_eq(len, strlen(fast));
+						ck_assert(len == strlen(slow) + 8);
+						ck_assert(memcmp(fast, "data: ", 6) == 0);
+						ck_assert(memcmp(fast + 6, slow, strlen(slow)) == 0);
+						ck_assert(memcmp(fast + len - 2, "\n\n", 2) == 0);
+					}
+					free(fast);
+					free(slow);
+					json_decref(doc);
+				}
+}
+END_TEST
+
 START_TEST(test_chunk_edges)
 {
 	struct openai_chunk	 c = { 0 };
@@ -1746,6 +1810,7 @@ openai_suite(void)
 	tcase_add_test(tc, test_chunk_usage_sanity);
 	tcase_add_test(tc, test_chunk_edges);
 	tcase_add_test(tc, test_chunk_fast_path);
+	tcase_add_test(tc, test_stream_chunk_same);
 	tcase_add_test(tc, test_event);
 	tcase_add_test(tc, test_response);
 	suite_add_tcase(s, tc);
