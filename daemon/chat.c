@@ -47,8 +47,21 @@ struct chat_parse {
 	char *model;
 	char *error;
 	int64_t deltas;
+	struct chat_parse *next_free;   /* in chat_parse_pool */
 };
 
+#define CHAT_PARSE_POOL 128         /* parse states of ended attempts kept for the next ones */
+#define CHAT_PARSE_KEEP (16 * 1024) /* buffers larger than this are not kept */
+
+/*
+ * Parse states of ended attempts with their SSE and text buffers, ready for
+ * the next attempt (the loop is single-threaded): a request then allocates
+ * neither the state nor, usually, the buffers its events are read into.
+ */
+static struct chat_parse *chat_parse_pool;
+static size_t chat_parse_pooled;
+
+static int chat_sse_event_cb(void *, const char *, const char *, size_t);
 static void chat_attempt(struct chat *);
 static void chat_retry(struct chat *);
 static void chat_budget_detail(struct chat *, const struct budget_refusal *);
@@ -85,11 +98,10 @@ strbuf_clear(struct strbuf *b)
 	memset(b, 0, sizeof *b);
 }
 
+/* Free a parse state and its buffers for good. */
 static void
-chat_parse_free(struct chat_parse *p)
+chat_parse_destroy(struct chat_parse *p)
 {
-	if (p == NULL)
-		return;
 	sse_parser_clear(&p->sse);
 	strbuf_clear(&p->raw);
 	strbuf_clear(&p->text);
@@ -100,6 +112,83 @@ chat_parse_free(struct chat_parse *p)
 	free(p->model);
 	free(p->error);
 	free(p);
+}
+
+/*
+ * An attempt's parse state is done with: back to the pool, emptied, with
+ * its SSE buffers and its text buffer when they are not large; else freed.
+ */
+static void
+chat_parse_free(struct chat_parse *p)
+{
+	struct sse_parser sse;
+	struct strbuf text;
+
+	if (p == NULL)
+		return;
+	if (chat_parse_pooled >= CHAT_PARSE_POOL) {
+		chat_parse_destroy(p);
+		return;
+	}
+	sse = p->sse;
+	text = p->text;
+	p->sse.data = p->sse.event = NULL;
+	p->text.p = NULL;
+	if (sse.data_size > CHAT_PARSE_KEEP || sse.event_size > CHAT_PARSE_KEEP) {
+		sse_parser_clear(&sse);
+		sse_parser_init(&sse, CHAT_MAX_EVENT, NULL, NULL);
+	}
+	if (text.cap > CHAT_PARSE_KEEP)
+		strbuf_clear(&text);
+	strbuf_clear(&p->raw);
+	strbuf_clear(&p->content);
+	strbuf_clear(&p->reasoning);
+	free(p->tool_calls.data);
+	free(p->finish_reason);
+	free(p->model);
+	free(p->error);
+	memset(p, 0, sizeof *p);
+	sse_parser_reset(&sse);
+	p->sse = sse;
+	text.len = 0;
+	p->text = text;
+	p->next_free = chat_parse_pool;
+	chat_parse_pool = p;
+	chat_parse_pooled++;
+}
+
+/* A parse state for a new attempt of c: from the pool, else a new one. */
+static struct chat_parse *
+chat_parse_new(struct chat *c)
+{
+	struct chat_parse *p = chat_parse_pool;
+
+	if (p != NULL) {
+		chat_parse_pool = p->next_free;
+		chat_parse_pooled--;
+		p->next_free = NULL;
+		p->sse.max_event = CHAT_MAX_EVENT;
+		p->sse.cb = chat_sse_event_cb;
+		p->sse.arg = c;
+		return p;
+	}
+	if ((p = calloc(1, sizeof *p)) == NULL)
+		return NULL;
+	sse_parser_init(&p->sse, CHAT_MAX_EVENT, chat_sse_event_cb, c);
+	return p;
+}
+
+/* Free the parse states kept for reuse (at exit). */
+void
+chat_parse_pool_free(void)
+{
+	struct chat_parse *p;
+
+	while ((p = chat_parse_pool) != NULL) {
+		chat_parse_pool = p->next_free;
+		chat_parse_destroy(p);
+	}
+	chat_parse_pooled = 0;
 }
 
 /* Pieces streamed to the client so far (about one token each), for top. */
@@ -620,13 +709,12 @@ chat_attempt(struct chat *c)
 	char url[2048], cause[256];
 
 	c->attempt++;
-	c->parse = calloc(1, sizeof(struct chat_parse));
+	c->parse = chat_parse_new(c);
 	if (c->parse == NULL) {
 		c->unconnected++;
 		chat_finish(c, "internal", "out of memory", -1, NAN);
 		return;
 	}
-	sse_parser_init(&((struct chat_parse *)c->parse)->sse, CHAT_MAX_EVENT, chat_sse_event_cb, c);
 	snprintf(url, sizeof url, "%s%s", u->base_url,
 	    c->passthrough ? c->pass.path : "/chat/completions");
 	memset(&hr, 0, sizeof hr);

@@ -754,6 +754,7 @@ main(int argc, char **argv)
 	}
 	/* let deferred frees run */
 	event_base_loop(srv.base, EVLOOP_NONBLOCK);
+	chat_parse_pool_free();
 	event_base_free(srv.base);
 	conf_free(srv.conf);
 	curl_global_cleanup();

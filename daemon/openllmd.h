@@ -277,6 +277,7 @@ void top_answer(struct session *, struct request *);
 
 /* chat.c */
 int64_t chat_streamed(const struct chat *);
+void chat_parse_pool_free(void);
 struct chat *chat_new(struct server *, const struct chat_front *, void *owner, uint32_t uid,
     const char *user, struct request *);
 struct chat *chat_new_passthrough(struct server *, const struct chat_front *, void *owner,

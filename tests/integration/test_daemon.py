@@ -249,6 +249,27 @@ def multiplexed_requests_on_one_connection():
         check(("m%d-x" % n) in texts[i], (i, texts[i]))
 
 
+@test("basic")
+def each_attempt_reads_from_a_clean_state():
+    # the state a reply is read into is reused from one request to the next:
+    # nothing of the last one shows in the next (finish_reason, usage, text,
+    # an event cut in the middle, a large event)
+    c = Conn()
+    deltas, end = c.chat("long %s" % d(words=50, chunks=50), max_tokens=3)
+    check(end["type"] == "done" and end["finish_reason"] == "length", end)
+    check(end["usage"]["completion_tokens"] == 3, end)
+    deltas, end = c.chat("cut %s" % d(chunks=4, fault="cut_after:2"))
+    check(end["type"] == "error", end)
+    big = "x" * 40000
+    deltas, end = c.chat(big + " " + d(chunks=1))
+    check(end["type"] == "done" and text_of(deltas) == "echo: " + big, (end, len(text_of(deltas))))
+    for n in range(3):
+        deltas, end = c.chat("again%d %s" % (n, d(chunks=3)))
+        check(end["type"] == "done" and end["finish_reason"] == "stop", end)
+        check(text_of(deltas) == "echo: again%d" % n, text_of(deltas))
+        check(end["usage"]["completion_tokens"] == 3, end)
+
+
 def upstream_connections(pid, port):
     """The daemon's established TCP connections to the model server's port."""
     n = 0
