@@ -291,6 +291,9 @@ d50=$(lat 0 p50_us); n50=$(lat 1 p50_us); o50=$(lat 2 p50_us); h50=$(lat 3 p50_u
 d99=$(lat 0 p99_us); n99=$(lat 1 p99_us); o99=$(lat 2 p99_us); h99=$(lat 3 p99_us)
 dc=$(loadv c64 direct rps); nc=$(loadv c64 nginx rps); oc=$(loadv c64 openllmd rps)
 hc=$(loadv c64 ohttp rps)
+# CPU per request at 64 connections: per delta times the deltas of a request
+ncr=$(loadv c64 nginx cpu_ns_delta); ocr=$(loadv c64 openllmd cpu_ns_delta)
+hcr=$(loadv c64 ohttp cpu_ns_delta)
 ds=$(loadv streams direct rps); ns=$(loadv streams nginx rps); os=$(loadv streams openllmd rps)
 hs=$(loadv streams ohttp rps)
 dd=$(loadv streams direct deltas_s); nd=$(loadv streams nginx deltas_s); od=$(loadv streams openllmd deltas_s)
@@ -306,7 +309,8 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
     -v dc="$dc" -v nc="$nc" -v oc="$oc" -v ds="$ds" -v ns="$ns" -v os="$os" \
     -v dd="$dd" -v nd="$nd" -v od="$od" -v nrss="$nrss" -v orss="$orss" -v n="$streams" \
     -v k="$deltas" -v ncpu="$ncpu" -v ocpu="$ocpu" -v h50="$h50" -v h99="$h99" -v hc="$hc" \
-    -v hs="$hs" -v hd="$hd" -v hcpu="$hcpu" -v hrss="$hrss" 'BEGIN {
+    -v hs="$hs" -v hd="$hd" -v hcpu="$hcpu" -v hrss="$hrss" -v ncr="$ncr" -v ocr="$ocr" \
+    -v hcr="$hcr" -v small="$small" 'BEGIN {
 	f = "%-36s %10s %11s %10s %8s %12s %8s\n"
 	printf f, "", "direct", "nginx proxy", "openllmd", "/nginx", "openllmd http", "/nginx"
 	printf f, "latency p50, 1 connection (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), "", sprintf("%.1f", h50), ""
@@ -314,6 +318,7 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
 	printf f, "latency p99, 1 connection (us)", sprintf("%.1f", d99), sprintf("%.1f", n99), sprintf("%.1f", o99), "", sprintf("%.1f", h99), ""
 	printf f, "  added p99 (us)", "", sprintf("%.1f", n99 - d99), sprintf("%.1f", o99 - d99), sprintf("%.2fx", (o99 - d99) / (n99 - d99)), sprintf("%.1f", h99 - d99), sprintf("%.2fx", (h99 - d99) / (n99 - d99))
 	printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", dc), sprintf("%.0f", nc), sprintf("%.0f", oc), sprintf("%.2fx", oc / nc), sprintf("%.0f", hc), sprintf("%.2fx", hc / nc)
+	printf f, "  CPU of the proxy per request (ns)", "", ncr * small, ocr * small, sprintf("%.2fx", ocr / ncr), hcr * small, sprintf("%.2fx", hcr / ncr)
 	printf f, sprintf("%d streams of %d deltas (/s)", n, k), sprintf("%.0f", ds), sprintf("%.0f", ns), sprintf("%.0f", os), sprintf("%.2fx", os / ns), sprintf("%.0f", hs), sprintf("%.2fx", hs / ns)
 	printf f, "  deltas/s", sprintf("%.0f", dd), sprintf("%.0f", nd), sprintf("%.0f", od), sprintf("%.2fx", od / nd), sprintf("%.0f", hd), sprintf("%.2fx", hd / nd)
 	printf f, "  CPU of the proxy per delta (ns)", "", ncpu, ocpu, sprintf("%.2fx", ocpu / ncpu), hcpu, sprintf("%.2fx", hcpu / ncpu)
@@ -321,18 +326,20 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
 }'
 if [ -n "$before_target" ]; then
 	b50=$(lat 4 p50_us); b99=$(lat 4 p99_us)
-	bc=$(loadv c64 before rps); bs=$(loadv streams before rps); bd=$(loadv streams before deltas_s)
+	bc=$(loadv c64 before rps); bcr=$(loadv c64 before cpu_ns_delta); bs=$(loadv streams before rps); bd=$(loadv streams before deltas_s)
 	bcpu=$(loadv streams before cpu_ns_delta); brss=$(loadmin streams before rss_kib)
 	awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v b50="$b50" -v d99="$d99" -v n99="$n99" \
 	    -v o99="$o99" -v b99="$b99" -v nc="$nc" -v oc="$oc" -v bc="$bc" -v ns="$ns" -v os="$os" \
 	    -v bs="$bs" -v nd="$nd" -v od="$od" -v bd="$bd" -v ncpu="$ncpu" -v ocpu="$ocpu" \
-	    -v bcpu="$bcpu" -v nrss="$nrss" -v orss="$orss" -v brss="$brss" 'BEGIN {
+	    -v bcpu="$bcpu" -v nrss="$nrss" -v orss="$orss" -v brss="$brss" -v ncr="$ncr" \
+	    -v ocr="$ocr" -v bcr="$bcr" -v small="$small" 'BEGIN {
 		printf "\nmsgpack front, the build of BENCH_BEFORE and this one in the same run (ratio to nginx)\n"
 		f = "%-36s %10s %16s %16s %10s\n"
 		printf f, "", "nginx", "before", "now", "now/before"
 		printf f, "added latency p50 (us)", sprintf("%.1f", n50 - d50), sprintf("%.1f (%.2fx)", b50 - d50, (b50 - d50) / (n50 - d50)), sprintf("%.1f (%.2fx)", o50 - d50, (o50 - d50) / (n50 - d50)), sprintf("%.2fx", (o50 - d50) / (b50 - d50))
 		printf f, "added latency p99 (us)", sprintf("%.1f", n99 - d99), sprintf("%.1f (%.2fx)", b99 - d99, (b99 - d99) / (n99 - d99)), sprintf("%.1f (%.2fx)", o99 - d99, (o99 - d99) / (n99 - d99)), sprintf("%.2fx", (o99 - d99) / (b99 - d99))
 		printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", nc), sprintf("%.0f (%.2fx)", bc, bc / nc), sprintf("%.0f (%.2fx)", oc, oc / nc), sprintf("%.2fx", oc / bc)
+		printf f, "  CPU of the proxy per request (ns)", ncr * small, bcr * small, ocr * small, sprintf("%.2fx", ocr / bcr)
 		printf f, "streams (/s)", sprintf("%.0f", ns), sprintf("%.0f (%.2fx)", bs, bs / ns), sprintf("%.0f (%.2fx)", os, os / ns), sprintf("%.2fx", os / bs)
 		printf f, "  CPU of the proxy per delta (ns)", ncpu, bcpu, ocpu, sprintf("%.2fx", ocpu / bcpu)
 		printf f, "  peak RSS (MiB)", sprintf("%.1f", nrss / 1024), sprintf("%.1f", brss / 1024), sprintf("%.1f", orss / 1024), ""
