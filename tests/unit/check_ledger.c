@@ -386,6 +386,38 @@ history(struct ledger *l, int64_t since_ms)
 
 /* --- tests --------------------------------------------------------------------- */
 
+/* The CRC32C one byte at a time, as the journal format defines it. */
+static uint32_t
+crc32c_bytewise(const uint8_t *p, size_t len)
+{
+	uint32_t crc = ~0u;
+
+	while (len-- > 0) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc & 1) ? (crc >> 1) ^ 0x82f63b78u : crc >> 1;
+	}
+	return ~crc;
+}
+
+/* Eight bytes at a time gives the bytewise CRC at every length, alignment and split. */
+START_TEST(test_crc32c_sliced)
+{
+	uint8_t buf[300];
+
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = (uint8_t)(i * 131 + 7 + (i >> 3));
+	for (size_t off = 0; off < 9; off++)
+		for (size_t len = 0; len + off <= sizeof buf; len++) {
+			uint32_t want = crc32c_bytewise(buf + off, len);
+			size_t cut = len / 3;
+			ck_assert_uint_eq(ledger_crc32c(0, buf + off, len), want);
+			ck_assert_uint_eq(ledger_crc32c(ledger_crc32c(0, buf + off, cut), buf + off + cut,
+			    len - cut), want);
+		}
+}
+END_TEST
+
 START_TEST(test_basics)
 {
 	enum ledger_fsync f;
@@ -2384,6 +2416,7 @@ ledger_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_basics);
+	tcase_add_test(tc, test_crc32c_sliced);
 	tcase_add_test(tc, test_stats_exact_since);
 	tcase_add_test(tc, test_stats_exact_since_scoped);
 	tcase_add_test(tc, test_stats_exact_since_after_retention);
