@@ -70,6 +70,7 @@ struct api_conn {
 	bool identified;
 	char ident_error[160];
 	struct api_req *active;     /* evhttp answers one request of a connection at a time */
+	int fd;                     /* its index in api->by_fd, -1: not there */
 	TAILQ_ENTRY(api_conn) entry;
 };
 TAILQ_HEAD(api_conn_list, api_conn);
@@ -82,6 +83,8 @@ struct api {
 	size_t n_bound;
 	struct api_conn_list conns;
 	size_t n_conns;
+	struct api_conn **by_fd;    /* the connection of each descriptor, for a request's lookup */
+	size_t n_by_fd;
 	uint64_t next_id;
 	struct event *drain_timer;
 	size_t max_body;            /* max_frame when opened: larger bodies are refused */
@@ -700,9 +703,14 @@ api_conn_get(struct api *api, struct evhttp_request *req)
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct api_conn *ac;
 	char cause[128];
+	int fd;
 
 	if (evcon == NULL)
 		return NULL;
+	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+	if (fd >= 0 && (size_t)fd < api->n_by_fd && api->by_fd[fd] != NULL &&
+	    api->by_fd[fd]->evcon == evcon)
+		return api->by_fd[fd];
 	TAILQ_FOREACH(ac, &api->conns, entry)
 		if (ac->evcon == evcon)
 			return ac;
@@ -710,7 +718,7 @@ api_conn_get(struct api *api, struct evhttp_request *req)
 		return NULL;
 	ac->api = api;
 	ac->evcon = evcon;
-	int fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+	ac->fd = -1;
 	if (peer_identify(fd, &ac->peer, cause, sizeof cause) == -1) {
 		snprintf(ac->ident_error, sizeof ac->ident_error, "%s", cause);
 		log_warn("http client: cannot tell who it is: %s", cause);
@@ -719,6 +727,21 @@ api_conn_get(struct api *api, struct evhttp_request *req)
 	evhttp_connection_set_closecb(evcon, api_conn_close_cb, ac);
 	TAILQ_INSERT_TAIL(&api->conns, ac, entry);
 	api->n_conns++;
+	if (fd >= 0 && (size_t)fd >= api->n_by_fd) {
+		size_t n = api->n_by_fd ? api->n_by_fd : 64;
+		struct api_conn **grown;
+		while (n <= (size_t)fd)
+			n *= 2;
+		if ((grown = realloc(api->by_fd, n * sizeof *grown)) != NULL) {
+			memset(grown + api->n_by_fd, 0, (n - api->n_by_fd) * sizeof *grown);
+			api->by_fd = grown;
+			api->n_by_fd = n;
+		}
+	}
+	if (fd >= 0 && (size_t)fd < api->n_by_fd) {
+		api->by_fd[fd] = ac;    /* found by the list when the table could not grow */
+		ac->fd = fd;
+	}
 	return ac;
 }
 
@@ -733,6 +756,8 @@ api_conn_close_cb(struct evhttp_connection *evcon, void *arg)
 	(void)evcon;
 	TAILQ_REMOVE(&api->conns, ac, entry);
 	api->n_conns--;
+	if (ac->fd >= 0 && api->by_fd[ac->fd] == ac)
+		api->by_fd[ac->fd] = NULL;
 	if (ar != NULL) {
 		ar->conn = NULL;
 		ac->active = NULL;
@@ -1423,6 +1448,7 @@ api_free(struct server *srv)
 	evhttp_free(api->http);     /* closes connections: their close callbacks free them */
 	if (api->drain_timer != NULL)
 		event_free(api->drain_timer);
+	free(api->by_fd);
 	free(api);
 	srv->api = NULL;
 	metrics_free();
