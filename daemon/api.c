@@ -875,6 +875,23 @@ api_tag(struct evhttp_request *req, const char *key_tag, const char **tag)
 	return 0;
 }
 
+/* Start the chat made for ar on its connection; NULL c: out of memory, answered and freed. */
+static void
+api_launch(struct api_conn *ac, struct api_req *ar, struct chat *c, struct request *rq)
+{
+	if (c == NULL) {
+		api_send_error(ar->req, "internal", "out of memory", NULL, NAN, -1, NULL);
+		free(ar->model);
+		free(ar);
+		message_request_free(rq);
+		return;
+	}
+	ar->chat = c;
+	ac->active = ar;
+	api_watch(ar);
+	chat_start(c);
+}
+
 /* POST /v1/chat/completions */
 static void
 api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
@@ -924,17 +941,8 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 	snprintf(ar->id, sizeof ar->id, "chatcmpl-ollm%llx%06llx",
 	    (unsigned long long)(api->server->started_ms & 0xffffffff), (unsigned long long)rq->id);
 	ar->model = strdup(rq->u.chat.model != NULL ? rq->u.chat.model : "");
-	if (ar->model == NULL || (c = chat_new(api->server, &api_chat_front, ar, uid, user, rq)) == NULL) {
-		free(ar->model);
-		free(ar);
-		message_request_free(rq);
-		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
-		return;
-	}
-	ar->chat = c;
-	ac->active = ar;
-	api_watch(ar);
-	chat_start(c);
+	c = ar->model != NULL ? chat_new(api->server, &api_chat_front, ar, uid, user, rq) : NULL;
+	api_launch(ac, ar, c, rq);
 }
 
 /* Gather a prompt or input (a string, strings, token ids, arrays of ids) for counting; -1 if none of those. */
@@ -1057,17 +1065,8 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 	ar->req = req;
 	ar->conn = ac;
 	ar->created = now_ms() / 1000;
-	if ((c = chat_new_passthrough(api->server, &api_chat_front, ar, uid, user, rq, &pass)) == NULL) {
-		free(ar->model);
-		free(ar);
-		message_request_free(rq);
-		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
-		return;
-	}
-	ar->chat = c;
-	ac->active = ar;
-	api_watch(ar);
-	chat_start(c);
+	c = chat_new_passthrough(api->server, &api_chat_front, ar, uid, user, rq, &pass);
+	api_launch(ac, ar, c, rq);
 }
 
 /* GET /v1/models: every model an upstream serves, each once. */
