@@ -98,19 +98,26 @@ strbuf_clear(struct strbuf *b)
 	memset(b, 0, sizeof *b);
 }
 
-/* Free a parse state and its buffers for good. */
+/* Free what one attempt's reading left in a parse state, besides its SSE and text buffers. */
 static void
-chat_parse_destroy(struct chat_parse *p)
+chat_parse_drop_result(struct chat_parse *p)
 {
-	sse_parser_clear(&p->sse);
 	strbuf_clear(&p->raw);
-	strbuf_clear(&p->text);
 	strbuf_clear(&p->content);
 	strbuf_clear(&p->reasoning);
 	free(p->tool_calls.data);
 	free(p->finish_reason);
 	free(p->model);
 	free(p->error);
+}
+
+/* Free a parse state and its buffers for good. */
+static void
+chat_parse_destroy(struct chat_parse *p)
+{
+	sse_parser_clear(&p->sse);
+	strbuf_clear(&p->text);
+	chat_parse_drop_result(p);
 	free(p);
 }
 
@@ -140,13 +147,7 @@ chat_parse_free(struct chat_parse *p)
 	}
 	if (text.cap > CHAT_PARSE_KEEP)
 		strbuf_clear(&text);
-	strbuf_clear(&p->raw);
-	strbuf_clear(&p->content);
-	strbuf_clear(&p->reasoning);
-	free(p->tool_calls.data);
-	free(p->finish_reason);
-	free(p->model);
-	free(p->error);
+	chat_parse_drop_result(p);
 	memset(p, 0, sizeof *p);
 	sse_parser_reset(&sse);
 	p->sse = sse;
