@@ -22,7 +22,9 @@
 # both and the load tests run it too, so the two builds are compared within
 # one run), BENCH_PERF (a directory: the first
 # openllmd run of each load test is recorded there with perf record -g, as
-# TEST.data for the msgpack front and TEST-http.data for the HTTP front).
+# TEST.data for the msgpack front and TEST-http.data for the HTTP front),
+# BENCH_CALLGRIND (a directory: also count the instructions per request of
+# each front with valgrind's callgrind, kept there).
 . "$top_srcdir/tests/integration/lib.sh"
 
 repeat=${BENCH_REPEAT:-3}
@@ -213,16 +215,32 @@ echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/c
 echo "runs: $repeat of each (medians); latency $lat_n requests per path; c64 ${seconds}s;" \
     "$streams streams of $deltas deltas ${seconds}s"
 
-: > "$TEST_DIR/lat"
-r=0
-while [ $r -lt "$repeat" ]; do
-	"$bench" latency "$lat_n" $small "$direct/s$small/v1/chat/completions" \
-	    "$proxy/s$small/v1/chat/completions" "$sock#bench-$small" "$ohttp#bench-$small" \
-	    $before_target >> "$TEST_DIR/lat"
-	r=$((r + 1))
+# Latency runs twice: every process on one core, then as the scheduler places
+# them. On a hypervisor a wakeup on the other core costs 20 to 45 us, and
+# where each process lands moved the direct path alone from 17 to 66 us from
+# one run to the next; on one core a request costs the work of every hop and
+# same-core switches, the same for every path.
+cpus=$(taskset -pc $$ | sed 's/.*: //')
+one=$(echo "$cpus" | sed 's/[-,].*//')
+pin() {    # pin CPUS: the servers under test
+	for p in $standin_WORKER $proxy_WORKER $DAEMON_PID $BEFORE_PID; do
+		taskset -pc "$1" "$p" > /dev/null
+	done
+}
+: > "$TEST_DIR/lat1"
+: > "$TEST_DIR/lat2"
+for where in 1 2; do
+	if [ $where = 1 ]; then pin "$one"; run="taskset -c $one"; else pin "$cpus"; run=""; fi
+	r=0
+	while [ $r -lt "$repeat" ]; do
+		$run "$bench" latency "$lat_n" $small "$direct/s$small/v1/chat/completions" \
+		    "$proxy/s$small/v1/chat/completions" "$sock#bench-$small" "$ohttp#bench-$small" \
+		    $before_target >> "$TEST_DIR/lat$where"
+		r=$((r + 1))
+	done
 done
-lat() {    # lat TARGET FIELD
-	grep "^target=$1 " "$TEST_DIR/lat" | while read -r line; do field "$2" "$line"; done | median
+lat() {    # lat TARGET FIELD [FILE]: one core (1) or as scheduled (2)
+	grep "^target=$1 " "$TEST_DIR/lat${3:-1}" | while read -r line; do field "$2" "$line"; done | median
 }
 
 # load NAME TARGET CONNS DELTAS: median requests/s and deltas/s over the runs.
@@ -287,8 +305,56 @@ loadmin() {    # loadmin TEST PATH FIELD
 load_all c64 64 $small
 load_all streams "$streams" "$deltas"
 
+# Instructions per request, counted by callgrind: a measure the machine's
+# other load does not move. A third daemon of the same build runs under
+# valgrind on its own socket and port; each front gets 16 connections.
+cg_msgpack=""
+cg_http=""
+if [ -n "${BENCH_CALLGRIND:-}" ]; then
+	if ! command -v valgrind > /dev/null; then
+		echo "proxy bench: installing valgrind (BENCH_CALLGRIND)"
+		SUDO=""
+		[ "$(id -u)" -eq 0 ] || SUDO=sudo
+		DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+		    valgrind > /dev/null || { echo "proxy bench: cannot install valgrind" >&2; exit 1; }
+	fi
+	mkdir -p "$BENCH_CALLGRIND"
+	CG_PORT=$(free_port)
+	sed -e "s|openllmd.sock|cg.sock|; s|/state\"|/state-cg\"|; s|^http_listen.*|http_listen = ( \"127.0.0.1:$CG_PORT\" );|" \
+	    "$CONF" > "$TEST_DIR/cg.conf"
+	env -u OPENLLMD_SOCKET valgrind -q --tool=callgrind \
+	    --callgrind-out-file="$BENCH_CALLGRIND/openllmd.out" \
+	    "$top_builddir_daemon/daemon/openllmd" -f -c "$TEST_DIR/cg.conf" >> "$TEST_DIR/cg.log" 2>&1 &
+	CG_PID=$!
+	TEST_PIDS="$TEST_PIDS $CG_PID"
+	OPENLLMD_SOCKET="$TEST_DIR/cg.sock" $PYTHON -m olc wait 60
+	part=0
+	for front in msgpack http; do
+		case $front in
+		msgpack) t="unix:$TEST_DIR/cg.sock#bench-$small" ;;
+		http) t="http://127.0.0.1:$CG_PORT/v1/chat/completions#bench-$small" ;;
+		esac
+		"$bench" load "$t" 16 1 $small > /dev/null      # warm up: pools, connections
+		callgrind_control -z "$CG_PID" > /dev/null
+		out=$("$bench" load "$t" 16 3 $small)
+		callgrind_control -d "$CG_PID" > /dev/null
+		part=$((part + 1))
+		f=$BENCH_CALLGRIND/openllmd.out.$part
+		i=0
+		until grep -q '^totals:' "$f" 2>/dev/null; do
+			i=$((i + 1)); [ $i -le 100 ] || { echo "proxy bench: no callgrind dump $f" >&2; exit 1; }
+			sleep 0.1
+		done
+		n=$(awk '/^totals:/ { print $2 }' "$f")
+		eval "cg_$front=\$(awk -v n=\"\$n\" -v r=\"\$(field requests \"\$out\")\" 'BEGIN { printf \"%.0f\", n / r }')"
+	done
+	kill "$CG_PID" 2>/dev/null || true
+fi
+
 d50=$(lat 0 p50_us); n50=$(lat 1 p50_us); o50=$(lat 2 p50_us); h50=$(lat 3 p50_us)
 d99=$(lat 0 p99_us); n99=$(lat 1 p99_us); o99=$(lat 2 p99_us); h99=$(lat 3 p99_us)
+sd50=$(lat 0 p50_us 2); sn50=$(lat 1 p50_us 2); so50=$(lat 2 p50_us 2); sh50=$(lat 3 p50_us 2)
+sd99=$(lat 0 p99_us 2); sn99=$(lat 1 p99_us 2); so99=$(lat 2 p99_us 2); sh99=$(lat 3 p99_us 2)
 dc=$(loadv c64 direct rps); nc=$(loadv c64 nginx rps); oc=$(loadv c64 openllmd rps)
 hc=$(loadv c64 ohttp rps)
 # CPU per request at 64 connections: per delta times the deltas of a request
@@ -310,13 +376,19 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
     -v dd="$dd" -v nd="$nd" -v od="$od" -v nrss="$nrss" -v orss="$orss" -v n="$streams" \
     -v k="$deltas" -v ncpu="$ncpu" -v ocpu="$ocpu" -v h50="$h50" -v h99="$h99" -v hc="$hc" \
     -v hs="$hs" -v hd="$hd" -v hcpu="$hcpu" -v hrss="$hrss" -v ncr="$ncr" -v ocr="$ocr" \
-    -v hcr="$hcr" -v small="$small" 'BEGIN {
-	f = "%-36s %10s %11s %10s %8s %12s %8s\n"
-	printf f, "", "direct", "nginx proxy", "openllmd", "/nginx", "openllmd http", "/nginx"
-	printf f, "latency p50, 1 connection (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), "", sprintf("%.1f", h50), ""
+    -v hcr="$hcr" -v small="$small" -v sd50="$sd50" -v sn50="$sn50" -v so50="$so50" \
+    -v sh50="$sh50" -v sd99="$sd99" -v sn99="$sn99" -v so99="$so99" -v sh99="$sh99" '
+function latrows(what, d50, n50, o50, h50, d99, n99, o99, h99) {
+	printf f, "latency p50, 1 connection, " what " (us)", sprintf("%.1f", d50), sprintf("%.1f", n50), sprintf("%.1f", o50), "", sprintf("%.1f", h50), ""
 	printf f, "  added p50 (us)", "", sprintf("%.1f", n50 - d50), sprintf("%.1f", o50 - d50), sprintf("%.2fx", (o50 - d50) / (n50 - d50)), sprintf("%.1f", h50 - d50), sprintf("%.2fx", (h50 - d50) / (n50 - d50))
-	printf f, "latency p99, 1 connection (us)", sprintf("%.1f", d99), sprintf("%.1f", n99), sprintf("%.1f", o99), "", sprintf("%.1f", h99), ""
+	printf f, "latency p99, 1 connection, " what " (us)", sprintf("%.1f", d99), sprintf("%.1f", n99), sprintf("%.1f", o99), "", sprintf("%.1f", h99), ""
 	printf f, "  added p99 (us)", "", sprintf("%.1f", n99 - d99), sprintf("%.1f", o99 - d99), sprintf("%.2fx", (o99 - d99) / (n99 - d99)), sprintf("%.1f", h99 - d99), sprintf("%.2fx", (h99 - d99) / (n99 - d99))
+}
+BEGIN {
+	f = "%-44s %10s %11s %10s %8s %12s %8s\n"
+	printf f, "", "direct", "nginx proxy", "openllmd", "/nginx", "openllmd http", "/nginx"
+	latrows("one core", d50, n50, o50, h50, d99, n99, o99, h99)
+	latrows("scheduled", sd50, sn50, so50, sh50, sd99, sn99, so99, sh99)
 	printf f, "throughput, 64 connections (req/s)", sprintf("%.0f", dc), sprintf("%.0f", nc), sprintf("%.0f", oc), sprintf("%.2fx", oc / nc), sprintf("%.0f", hc), sprintf("%.2fx", hc / nc)
 	printf f, "  CPU of the proxy per request (ns)", "", ncr * small, ocr * small, sprintf("%.2fx", ocr / ncr), hcr * small, sprintf("%.2fx", hcr / ncr)
 	printf f, sprintf("%d streams of %d deltas (/s)", n, k), sprintf("%.0f", ds), sprintf("%.0f", ns), sprintf("%.0f", os), sprintf("%.2fx", os / ns), sprintf("%.0f", hs), sprintf("%.2fx", hs / ns)
@@ -324,6 +396,11 @@ awk -v d50="$d50" -v n50="$n50" -v o50="$o50" -v d99="$d99" -v n99="$n99" -v o99
 	printf f, "  CPU of the proxy per delta (ns)", "", ncpu, ocpu, sprintf("%.2fx", ocpu / ncpu), hcpu, sprintf("%.2fx", hcpu / ncpu)
 	printf f, "  peak RSS of the proxy (MiB)", "", sprintf("%.1f", nrss / 1024), sprintf("%.1f", orss / 1024), "", sprintf("%.1f", hrss / 1024), ""
 }'
+if [ -n "$cg_msgpack" ]; then
+	printf '%-44s %10s %11s %10s %8s %12s\n' "instructions per request (callgrind)" "" "" \
+	    "$cg_msgpack" "" "$cg_http"
+	echo "  (callgrind's files: $BENCH_CALLGRIND/openllmd.out.1 msgpack, .2 http)"
+fi
 if [ -n "$before_target" ]; then
 	b50=$(lat 4 p50_us); b99=$(lat 4 p99_us)
 	bc=$(loadv c64 before rps); bcr=$(loadv c64 before cpu_ns_delta); bs=$(loadv streams before rps); bd=$(loadv streams before deltas_s)

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -76,6 +77,7 @@ struct conn {
 	uint8_t last_byte;
 	/* msgpack */
 	uint64_t deltas;
+	bool want_out;              /* EPOLLOUT armed: the request did not fit the socket */
 };
 
 static int expect_deltas;
@@ -420,13 +422,27 @@ conn_check(struct conn *c)
 	return true;
 }
 
-/* One whole request on a blocking connection; microseconds. */
+/*
+ * One whole request on a non-blocking connection, waiting in poll(2) as
+ * libollm does; microseconds. (A read(2) blocked on a Unix socket is also
+ * woken when the daemon reads the request, by the kernel's write-space
+ * wakeup: an extra wakeup per request that poll's event mask filters out.)
+ */
 static double
 conn_roundtrip(struct conn *c)
 {
+	struct pollfd pfd = { .fd = c->fd };
+	int rc;
+
 	conn_begin(c);
-	conn_write(c);
-	if (conn_read(c) != 1 || !conn_check(c))
+	while (!conn_write(c)) {
+		pfd.events = POLLOUT;
+		poll(&pfd, 1, -1);
+	}
+	pfd.events = POLLIN;
+	while ((rc = conn_read(c)) == 0)
+		poll(&pfd, 1, -1);
+	if (rc != 1 || !conn_check(c))
 		die("a request failed");
 	return now_us() - c->started_us;
 }
@@ -449,7 +465,7 @@ cmd_latency(int n, int argc, char **argv)
 
 	for (int i = 0; i < nt; i++) {
 		target_parse(&t[i], argv[i]);
-		conn_open(&c[i], &t[i], false);
+		conn_open(&c[i], &t[i], true);
 		lat[i] = calloc((size_t)n, sizeof **lat);
 	}
 	for (int r = 0; r < 200; r++)        /* warm up: pools, caches, page faults */
@@ -476,6 +492,26 @@ cmd_latency(int n, int argc, char **argv)
 	return 0;
 }
 
+/*
+ * Write what is left of a request, arming EPOLLOUT only while the socket
+ * refuses it, as libevent does: a Unix socket signals write space each time
+ * the peer reads (TCP only once it was full), so an EPOLLOUT always armed
+ * would wake the generator once per request on the msgpack path alone.
+ */
+static void
+conn_send(int ep, struct conn *c)
+{
+	bool sent = conn_write(c);
+	struct epoll_event ev = { .data.ptr = c };
+
+	if (sent == !c->want_out)
+		return;
+	c->want_out = !sent;
+	ev.events = EPOLLIN | EPOLLET | (c->want_out ? EPOLLOUT : 0);
+	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) == -1)
+		die("epoll_ctl: %s", strerror(errno));
+}
+
 static int
 cmd_load(const char *spec, int conns, double seconds)
 {
@@ -491,7 +527,7 @@ cmd_load(const char *spec, int conns, double seconds)
 	target_parse(&t, spec);
 	for (int i = 0; i < conns; i++) {
 		conn_open(&c[i], &t, true);
-		ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+		ev.events = EPOLLIN | EPOLLET;
 		ev.data.ptr = &c[i];
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev) == -1)
 			die("epoll_ctl: %s", strerror(errno));
@@ -500,6 +536,7 @@ cmd_load(const char *spec, int conns, double seconds)
 	end = t0 + seconds * 1e6;
 	for (int i = 0; i < conns; i++) {
 		conn_begin(&c[i]);
+		conn_send(ep, &c[i]);
 		busy++;
 	}
 	while (busy > 0) {
@@ -516,7 +553,7 @@ cmd_load(const char *spec, int conns, double seconds)
 			if (!k->busy)
 				continue;
 			if (evs[i].events & EPOLLOUT)
-				conn_write(k);
+				conn_send(ep, k);
 			if (!(evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 				continue;
 			for (;;) {
@@ -538,7 +575,7 @@ cmd_load(const char *spec, int conns, double seconds)
 				}
 				/* the next request; its reply may already be readable later */
 				conn_begin(k);
-				conn_write(k);
+				conn_send(ep, k);
 			}
 		}
 	}
