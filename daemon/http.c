@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -14,6 +15,7 @@
 #include "daemon/log.h"
 
 #define HTTP_POOL_MAX 64         /* idle easy handles kept for reuse */
+#define HTTP_URLS_MAX 64         /* URLs kept parsed */
 
 /* One transfer, attached to its easy handle with CURLOPT_PRIVATE. */
 struct http_transfer {
@@ -22,6 +24,7 @@ struct http_transfer {
 	struct curl_slist *headers; /* built for api_key and has_body, kept with the handle */
 	char *headers_key;          /* the api_key the list carries, NULL for none */
 	bool headers_body;          /* the list has Content-Type */
+	int proxy_scheme;           /* which of http's proxies is set: -1 none yet, 0 http, 1 https */
 	char *body;                 /* a copy of the request body, its buffer reused */
 	size_t body_cap;
 	struct http_callbacks cb;
@@ -45,6 +48,15 @@ struct http {
 	bool in_curl;               /* inside curl_multi_socket_action */
 	struct http_socket **socks; /* by descriptor: the sockets our opensocket callback made */
 	size_t n_socks;
+	/* the proxy environment, read once: curl would read it for every transfer */
+	char *proxy[2];             /* for http:// and https:// URLs, "" for none */
+	char *noproxy;
+	/* URLs curl parsed once, handed to each transfer (CURLOPT_CURLU) */
+	struct http_url {
+		char *url;
+		CURLU *parsed;
+	} urls[HTTP_URLS_MAX];
+	size_t n_urls;
 };
 
 /*
@@ -307,6 +319,14 @@ http_transfer_free(struct http_transfer *t, bool finished)
 	h->n_pool++;
 }
 
+/* Copy a string, cut to fit size (snprintf's "%s", without the formatting). */
+static void
+http_copy(char *dst, size_t size, const char *src)
+{
+	if (memccpy(dst, src, '\0', size) == NULL)
+		dst[size - 1] = '\0';
+}
+
 /* Drain finished transfers; each leaves the multi handle before its owner hears of it. */
 static void
 http_check_done(struct http *h)
@@ -328,7 +348,7 @@ http_check_done(struct http *h)
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &resp.status);
 		if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct != NULL) {
-			snprintf(content_type, sizeof content_type, "%s", ct);
+			http_copy(content_type, sizeof content_type, ct);
 			resp.content_type = content_type;
 		}
 		if (curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK &&
@@ -340,7 +360,7 @@ http_check_done(struct http *h)
 		if (resp.result != CURLE_OK &&
 		    curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK)
 			resp.os_errno = (int)os_errno;
-		snprintf(error, sizeof error, "%s", t->error[0] ? t->error : curl_easy_strerror(resp.result));
+		http_copy(error, sizeof error, t->error[0] ? t->error : curl_easy_strerror(resp.result));
 		resp.error = error;
 		struct http_callbacks cb = t->cb;
 		void *arg = t->arg;
@@ -349,6 +369,23 @@ http_check_done(struct http *h)
 	}
 }
 
+/* The first of the environment's variables (a NULL-ended list) that is set, copied; "" for none. */
+static char *
+http_getenv(const char *const *names)
+{
+	const char *v = NULL;
+
+	while (v == NULL && *names != NULL)
+		v = getenv(*names++);
+	return strdup(v != NULL ? v : "");
+}
+
+/* Where curl looks, in its order; never HTTP_PROXY (CGI sets it from a request header). */
+static const char *const http_proxy_env[] = { "http_proxy", "all_proxy", "ALL_PROXY", NULL };
+static const char *const https_proxy_env[] = { "https_proxy", "HTTPS_PROXY", "all_proxy",
+	"ALL_PROXY", NULL };
+static const char *const no_proxy_env[] = { "no_proxy", "NO_PROXY", NULL };
+
 struct http *
 http_new(struct event_base *base)
 {
@@ -356,6 +393,13 @@ http_new(struct event_base *base)
 
 	if (h == NULL)
 		return NULL;
+	h->proxy[0] = http_getenv(http_proxy_env);
+	h->proxy[1] = http_getenv(https_proxy_env);
+	h->noproxy = http_getenv(no_proxy_env);
+	if (h->proxy[0] == NULL || h->proxy[1] == NULL || h->noproxy == NULL) {
+		http_free(h);
+		return NULL;
+	}
 	h->base = base;
 	h->multi = curl_multi_init();
 	h->timer = evtimer_new(base, http_timer_cb, h);
@@ -396,6 +440,13 @@ http_free(struct http *h)
 	free(h->socks);
 	if (h->timer != NULL)
 		event_free(h->timer);
+	free(h->proxy[0]);
+	free(h->proxy[1]);
+	free(h->noproxy);
+	for (size_t i = 0; i < h->n_urls; i++) {
+		curl_url_cleanup(h->urls[i].parsed);
+		free(h->urls[i].url);
+	}
 	free(h);
 }
 
@@ -410,6 +461,7 @@ http_transfer_new(struct http *h)
 		return NULL;
 	}
 	t->http = h;
+	t->proxy_scheme = -1;
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->error);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, http_write_cb);
@@ -422,9 +474,35 @@ http_transfer_new(struct http *h)
 	curl_easy_setopt(t->easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "openllmd/" PACKAGE_VERSION);
-	curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(t->easy, CURLOPT_NOPROXY, h->noproxy);
 	return t;
+}
+
+/*
+ * url parsed by curl, kept for every transfer to it; NULL lets curl parse it
+ * itself (the table is full, or curl refuses it and will say why). Parsing
+ * and putting the URL back together took a tenth of curl's work per request.
+ */
+static CURLU *
+http_url_parsed(struct http *h, const char *url)
+{
+	struct http_url *u;
+
+	for (size_t i = 0; i < h->n_urls; i++)
+		if (strcmp(h->urls[i].url, url) == 0)
+			return h->urls[i].parsed;
+	if (h->n_urls == HTTP_URLS_MAX)
+		return NULL;
+	u = &h->urls[h->n_urls];
+	if ((u->parsed = curl_url()) == NULL || (u->url = strdup(url)) == NULL ||
+	    curl_url_set(u->parsed, CURLUPART_URL, url, CURLU_GUESS_SCHEME |
+	    CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+		curl_url_cleanup(u->parsed);
+		free(u->url);
+		return NULL;
+	}
+	h->n_urls++;
+	return u->parsed;
 }
 
 /* The header list for this request: the one kept with the handle when it fits. */
@@ -440,11 +518,15 @@ http_transfer_headers(struct http_transfer *t, const struct http_request *req)
 	    (key == NULL ? t->headers_key == NULL :
 	    t->headers_key != NULL && strcmp(key, t->headers_key) == 0))
 		return 0;
-	list = curl_slist_append(NULL, "Accept: application/json, text/event-stream");
+	/*
+	 * curl formats each header a byte at a time, and CURLOPT_USERAGENT
+	 * twice: only the headers that matter, the user agent among them.
+	 */
+	list = curl_slist_append(NULL, "Expect:");
+	if (list != NULL)
+		list = curl_slist_append(list, "User-Agent: openllmd/" PACKAGE_VERSION);
 	if (list != NULL && body)
 		list = curl_slist_append(list, "Content-Type: application/json");
-	if (list != NULL)
-		list = curl_slist_append(list, "Expect:");
 	if (list != NULL && key != NULL) {
 		snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
 		list = curl_slist_append(list, auth);
@@ -491,7 +573,14 @@ http_transfer_start(struct http *h, const struct http_request *req,
 		http_transfer_destroy(t);
 		return NULL;
 	}
+	int scheme = strncasecmp(req->url, "https:", 6) == 0;
+	if (t->proxy_scheme != scheme) {
+		curl_easy_setopt(t->easy, CURLOPT_PROXY, h->proxy[scheme]);
+		t->proxy_scheme = scheme;
+	}
+	/* both: the string is what curl reports, the parsed form what it uses */
 	curl_easy_setopt(t->easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(t->easy, CURLOPT_CURLU, http_url_parsed(h, req->url));
 	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
 	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
 	if (req->body != NULL) {

@@ -54,7 +54,8 @@ usage(FILE *out)
 	    "  -h       this help\n"
 	    "Environment: OPENLLMD_SOCKET (socket path), OPENLLMD_CONFIG,\n"
 	    "OPEN_LLM_API_BASE and OPEN_LLM_API_MODEL (the single upstream),\n"
-	    "OPENLLMD_TOKENIZER_DIR (where .tiktoken files are looked up).\n");
+	    "OPENLLMD_TOKENIZER_DIR (where .tiktoken files are looked up),\n"
+	    "http_proxy, https_proxy, all_proxy, no_proxy (read once, at start).\n");
 }
 
 /* Wall-clock milliseconds since the epoch. */

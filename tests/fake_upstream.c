@@ -21,7 +21,10 @@
  *       max_concurrent, arrivals_ms (epoch ms of each chat request, the
  *       last 10000), authorization (the last Authorization header, or null),
  *       last_body (the last chat body: parsed JSON, or a string if it was
- *       not JSON), fail_counts {KEY: failures served}
+ *       not JSON), last_request (the last chat request's target as sent,
+ *       an absolute URL when it came through a proxy, and its headers:
+ *       {"target": T, "headers": {NAME: VALUE}}), fail_counts {KEY: failures
+ *       served}
  *   POST /reset                zero the counters (max_concurrent restarts
  *                              from in_flight)
  *
@@ -182,6 +185,7 @@ static struct {
 	size_t n_arrivals;
 	char *authorization;
 	json_t *last_body;
+	json_t *last_request;
 	unsigned long seq;
 } fake;
 
@@ -1263,6 +1267,20 @@ chat_record(const char *body, size_t len)
 	fake.last_body = v;
 }
 
+/* Record a chat request's target and headers. */
+static void
+chat_record_request(struct evhttp_request *req)
+{
+	struct evkeyval	*h;
+	json_t		*headers = json_object();
+
+	TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
+		json_object_set_new(headers, h->key, json_string(h->value));
+	json_decref(fake.last_request);
+	fake.last_request = json_pack("{s:s,s:o}", "target", evhttp_request_get_uri(req),
+	    "headers", headers);
+}
+
 /* POST /v1/chat/completions */
 static void
 serve_chat(struct evhttp_request *req)
@@ -1284,6 +1302,7 @@ serve_chat(struct evhttp_request *req)
 	evbuffer_copyout(in, body, len);
 	body[len] = '\0';
 	chat_record(body, len);
+	chat_record_request(req);
 	fake.in_flight++;
 	if (fake.in_flight > fake.max_concurrent)
 		fake.max_concurrent = fake.in_flight;
@@ -1635,7 +1654,7 @@ serve_stats(struct evhttp_request *req)
 		json_array_append_new(arr, json_integer(fake.arrivals[i]));
 	LIST_FOREACH(fc, &fake.fails, entry)
 		json_object_set_new(fails, fc->key, json_integer(fc->count));
-	body = json_text(json_pack("{s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:O,s:o}",
+	body = json_text(json_pack("{s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:O,s:O,s:o}",
 	    "requests", (json_int_t)fake.requests,
 	    "chat_requests", (json_int_t)fake.chat_requests,
 	    "models_requests", (json_int_t)fake.models_requests,
@@ -1645,6 +1664,7 @@ serve_stats(struct evhttp_request *req)
 	    "authorization", fake.authorization != NULL ?
 	    json_string(fake.authorization) : json_null(),
 	    "last_body", fake.last_body != NULL ? fake.last_body : json_null(),
+	    "last_request", fake.last_request != NULL ? fake.last_request : json_null(),
 	    "fail_counts", fails));
 	send_body(req, 200, "application/json", body, -1);
 	free(body);
@@ -1674,6 +1694,8 @@ serve_reset(struct evhttp_request *req)
 	fake.authorization = NULL;
 	json_decref(fake.last_body);
 	fake.last_body = NULL;
+	json_decref(fake.last_request);
+	fake.last_request = NULL;
 	fails_free();
 	send_body(req, 200, "application/json", "{\"ok\":true}", -1);
 }
@@ -1830,5 +1852,6 @@ main(int argc, char **argv)
 	free(fake.models);
 	free(fake.authorization);
 	json_decref(fake.last_body);
+	json_decref(fake.last_request);
 	return (0);
 }
