@@ -8,6 +8,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "daemon/openai.h"
 
@@ -1169,6 +1172,30 @@ openai_fast_hex4(const char *s)
 	return (v);
 }
 
+/* The first byte from p on that is not printable ASCII, or is a quote or backslash. */
+static inline const unsigned char *
+openai_fast_plain(const unsigned char *p, const unsigned char *end)
+{
+#ifdef __SSE2__
+	const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+	const __m128i space = _mm_set1_epi8(0x20);
+
+	while (end - p >= 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+		/* signed: below 0x20 is a control byte or one of 0x80 and up */
+		__m128i stop = _mm_or_si128(_mm_cmplt_epi8(v, space),
+		    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+		int mask = _mm_movemask_epi8(stop);
+		if (mask != 0)
+			return p + __builtin_ctz((unsigned int)mask);
+		p += 16;
+	}
+#endif
+	while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+		p++;
+	return p;
+}
+
 /* A JSON string at f->p (on its quote): bounds of its body, escapes seen. */
 static bool
 openai_fast_string(struct openai_fast *f, const char **s, size_t *len,
@@ -1183,8 +1210,7 @@ openai_fast_string(struct openai_fast *f, const char **s, size_t *len,
 	*escaped = false;
 	while (p < end) {
 		/* the bulk of a string: printable ASCII but the quote and backslash */
-		while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
-			p++;
+		p = openai_fast_plain(p, end);
 		if (p >= end)
 			break;
 		if (*p == '"') {

@@ -921,6 +921,8 @@ START_TEST(test_chunk_fast_path)
 		    "\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}",
 		"{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" hi\\n\\\"x\\\" \\u00e9\\ud83d\\ude00 \\/\\t\"},\"finish_reason\":null}],\"model\":\"m\"}",
 		"{\"choices\":[{\"delta\":{\"content\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}}]}",
+		"{\"choices\":[{\"delta\":{\"content\":\"a longer piece of streamed text, read 16 bytes "
+		    "at a time \\\"quoted\\\" caf\xc3\xa9 and the rest\"}}]}",
 		"{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}",
 		"{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}",
 		"{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think\",\"content\":null}}]}",
@@ -971,7 +973,7 @@ START_TEST(test_chunk_fast_path)
 		"[DONE]",
 		"",
 	};
-	static const char subs[] = "\"\\{}[],:0e .xun\x80\xc3\xff";
+	static const char subs[] = "\"\\{}[],:0e .xun\x80\xc3\xff\x1f\x7f\x01";
 	char buf[1024];
 
 	for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
