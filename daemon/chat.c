@@ -923,17 +923,19 @@ chat_answer(struct chat *c)
 		c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1, end - c->started_ms,
 		c->user };
 	metrics_record(&me);
-	char who[80];
-	if (c->user != NULL)
-		snprintf(who, sizeof who, "user %s", c->user);
-	else
-		snprintf(who, sizeof who, "uid %u", (unsigned)c->uid);
-	log_info("chat %llu %s model %s upstream %s: %s | prompt_tokens: %lld, "
-	    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | Max budget: $%.3f",
-	    (unsigned long long)c->id, who, model,
-	    c->upstream->conf.name, code ? code : "done", (long long)us.prompt_tokens,
-	    (long long)us.completion_tokens, us.estimated ? " (estimated)" : "", cost,
-	    srv->total_cost, srv->conf->max_budget);
+	if (log_get_level() >= LOG_LEVEL_INFO) {
+		char who[80];
+		if (c->user != NULL)
+			snprintf(who, sizeof who, "user %s", c->user);
+		else
+			snprintf(who, sizeof who, "uid %u", (unsigned)c->uid);
+		log_info("chat %llu %s model %s upstream %s: %s | prompt_tokens: %lld, "
+		    "completion_tokens: %lld%s | cost $%.3f | Total running cost: $%.3f | "
+		    "Max budget: $%.3f", (unsigned long long)c->id, who, model,
+		    c->upstream->conf.name, code ? code : "done", (long long)us.prompt_tokens,
+		    (long long)us.completion_tokens, us.estimated ? " (estimated)" : "", cost,
+		    srv->total_cost, srv->conf->max_budget);
+	}
 
 	if (code != NULL) {
 		struct reply r;

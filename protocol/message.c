@@ -243,7 +243,7 @@ message_too_many(const uint8_t *body, size_t len, struct message_error *err)
  */
 static int
 message_unpack(const uint8_t *body, size_t len, size_t max_objects,
-    msgpack_unpacked *up, struct message_error *err)
+    msgpack_zone *zone, msgpack_object *obj, struct message_error *err)
 {
 	char cause[128];
 	size_t used, off = 0;
@@ -262,11 +262,9 @@ message_unpack(const uint8_t *body, size_t len, size_t max_objects,
 	if (used != len)
 		return message_fail(err, "bad_frame",
 		    "%zu bytes after the map at the end of the frame", len - used);
-	msgpack_unpacked_init(up);
-	rc = msgpack_unpack_next(up, (const char *)body, len, &off);
-	if (rc != MSGPACK_UNPACK_SUCCESS || off != len ||
-	    up->data.type != MSGPACK_OBJECT_MAP) {
-		msgpack_unpacked_destroy(up);
+	rc = msgpack_unpack((const char *)body, len, &off, zone, obj);
+	if (rc != MSGPACK_UNPACK_SUCCESS || off != len || obj->type != MSGPACK_OBJECT_MAP) {
+		msgpack_zone_clear(zone);
 		if (rc == MSGPACK_UNPACK_NOMEM_ERROR)
 			return message_fail(err, "internal", "out of memory");
 		return message_fail(err, "bad_frame", "frame body is not one msgpack map");
@@ -1237,28 +1235,35 @@ int
 message_request_decode(const uint8_t *body, size_t len, struct request **out,
     struct message_error *err)
 {
-	msgpack_unpacked up;
+	/*
+	 * The objects of a request live in a zone kept by the thread for the
+	 * next one, emptied after each: a zone made per frame cost two
+	 * allocations, one of them large. The decoded request holds copies.
+	 */
+	static __thread msgpack_zone *zone;
+	msgpack_object obj;
 	struct request *rq;
+	int r = -1;
 
 	err->code = NULL;
 	err->id = 0;
 	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (message_unpack(body, len, MESSAGE_MAX_OBJECTS, &up, err) != 0)
-		return -1;
-	if ((rq = calloc(1, sizeof *rq)) == NULL) {
-		msgpack_unpacked_destroy(&up);
+	if (zone == NULL && (zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE)) == NULL)
 		return message_fail(err, "internal", "out of memory");
-	}
-	if (decode_request(&up.data, rq, err) != 0) {
-		msgpack_unpacked_destroy(&up);
-		message_request_free(rq);
+	if (message_unpack(body, len, MESSAGE_MAX_OBJECTS, zone, &obj, err) != 0)
 		return -1;
+	if ((rq = calloc(1, sizeof *rq)) == NULL)
+		message_fail(err, "internal", "out of memory");
+	else if (decode_request(&obj, rq, err) != 0)
+		message_request_free(rq);
+	else {
+		*out = rq;
+		r = 0;
 	}
-	msgpack_unpacked_destroy(&up);
-	*out = rq;
-	return 0;
+	msgpack_zone_clear(zone);
+	return r;
 }
 
 /* --- reply decoding ----------------------------------------------------- */
@@ -1909,31 +1914,46 @@ int
 message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
     struct reply **out, struct message_error *err)
 {
-	msgpack_unpacked up;
+	msgpack_zone zone;
+	msgpack_object obj;
 	struct reply *rp;
+	int r = -1;
 
 	err->code = NULL;
 	err->id = 0;
 	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (message_unpack(body, len, 0, &up, err) != 0)
-		return -1;
-	if ((rp = calloc(1, sizeof *rp)) == NULL) {
-		msgpack_unpacked_destroy(&up);
+	if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
 		return message_fail(err, "internal", "out of memory");
-	}
-	if (decode_reply(&up.data, op, rp, err) != 0) {
-		msgpack_unpacked_destroy(&up);
+	if (message_unpack(body, len, 0, &zone, &obj, err) != 0)
+		;
+	else if ((rp = calloc(1, sizeof *rp)) == NULL)
+		message_fail(err, "internal", "out of memory");
+	else if (decode_reply(&obj, op, rp, err) != 0)
 		message_reply_free(rp);
-		return -1;
+	else {
+		*out = rp;
+		r = 0;
 	}
-	msgpack_unpacked_destroy(&up);
-	*out = rp;
-	return 0;
+	msgpack_zone_destroy(&zone);
+	return r;
 }
 
 /* --- encoding ----------------------------------------------------------- */
+
+/* Pack a str header and body; a short one in a single write to the sink. */
+static int
+enc_raw_str(msgpack_packer *pk, const char *s, size_t len)
+{
+	char b[32];
+
+	if (len >= sizeof b)
+		return msgpack_pack_str(pk, len) != 0 || msgpack_pack_str_body(pk, s, len) != 0;
+	b[0] = (char)(0xa0 | len);      /* fixstr */
+	memcpy(b + 1, s, len);
+	return pk->callback(pk->data, b, len + 1);
+}
 
 /* Pack a string of len bytes; NULL or invalid UTF-8 fails the encoding. */
 static void
@@ -1943,8 +1963,7 @@ enc_strn(struct enc *e, const char *s, size_t len)
 		e->failed = 1;
 		return;
 	}
-	if (msgpack_pack_str(&e->pk, len) != 0 ||
-	    msgpack_pack_str_body(&e->pk, s, len) != 0)
+	if (enc_raw_str(&e->pk, s, len) != 0)
 		e->failed = 1;
 }
 
@@ -1963,10 +1982,7 @@ enc_str(struct enc *e, const char *s)
 static void
 enc_key(struct enc *e, const char *k)
 {
-	size_t len = strlen(k);
-
-	if (msgpack_pack_str(&e->pk, len) != 0 ||
-	    msgpack_pack_str_body(&e->pk, k, len) != 0)
+	if (enc_raw_str(&e->pk, k, strlen(k)) != 0)
 		e->failed = 1;
 }
 
