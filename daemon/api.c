@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -60,6 +61,8 @@ struct api_req {
 	char id[64];
 	int64_t created;
 	char *model;                /* as the client named it */
+	char *delta_prefix;         /* a content delta's event up to its content, made once */
+	size_t delta_prefix_len;
 };
 
 /* One HTTP connection that has sent a request, and who is at its other end. */
@@ -383,6 +386,30 @@ api_json_string(struct evbuffer *out, const char *s)
 	return 0;
 }
 
+/* Make the part of a content delta's event before the content: the same for every delta. */
+static int
+api_delta_prefix(struct api_req *ar)
+{
+	static const char mid[] = ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,"
+	    "\"delta\":{\"content\":";
+	struct evbuffer *b = evbuffer_new();
+	int rc = -1;
+
+	if (b == NULL)
+		return -1;
+	evbuffer_add_printf(b, "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\","
+	    "\"created\":%lld,\"model\":", ar->id, (long long)ar->created);
+	if (api_json_string(b, ar->model) == 0 && evbuffer_add(b, mid, sizeof mid - 1) == 0) {
+		ar->delta_prefix_len = evbuffer_get_length(b);
+		if ((ar->delta_prefix = malloc(ar->delta_prefix_len)) != NULL) {
+			evbuffer_remove(b, ar->delta_prefix, ar->delta_prefix_len);
+			rc = 0;
+		}
+	}
+	evbuffer_free(b);
+	return rc;
+}
+
 /*
  * The usual delta, content alone, written straight as its SSE event: the
  * same chunk api_chunk builds, without a JSON document per delta. -1 when
@@ -391,17 +418,13 @@ api_json_string(struct evbuffer *out, const char *s)
 static int
 api_delta_fast(struct api_req *ar, const struct delta_reply *d, struct evbuffer *out)
 {
-	static const char mid[] = ",\"system_fingerprint\":null,\"choices\":[{\"index\":0,"
-	    "\"delta\":{\"content\":";
 	static const char end[] = "},\"finish_reason\":null,\"logprobs\":null}]}\n\n";
 
 	if (d->content == NULL || d->reasoning != NULL || d->tool_calls.data != NULL)
 		return -1;
-	evbuffer_add_printf(out, "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\","
-	    "\"created\":%lld,\"model\":", ar->id, (long long)ar->created);
-	if (api_json_string(out, ar->model) == -1)
-		goto slow;
-	evbuffer_add(out, mid, sizeof mid - 1);
+	if (ar->delta_prefix == NULL && api_delta_prefix(ar) == -1)
+		return -1;
+	evbuffer_add(out, ar->delta_prefix, ar->delta_prefix_len);
 	if (api_json_string(out, d->content) == -1)
 		goto slow;
 	evbuffer_add(out, end, sizeof end - 1);
@@ -458,7 +481,7 @@ api_reply_done_stream(struct api_req *ar, const struct done_reply *d)
 	api_sse_chunk(ar, out, "{}", d->finish_reason != NULL ? d->finish_reason : "stop", NULL);
 	if (ar->include_usage)
 		api_sse_chunk(ar, out, NULL, NULL, &d->usage);
-	evbuffer_add_printf(out, "data: [DONE]\n\n");
+	evbuffer_add(out, "data: [DONE]\n\n", 14);
 	api_sse_send_pending(ar);
 	evhttp_send_reply_chunk(ar->req, out);
 	evbuffer_free(out);
@@ -635,6 +658,7 @@ api_chat_release(void *owner, struct chat *c)
 		event_free(ar->watch);
 	if (ar->pend != NULL)
 		evbuffer_free(ar->pend);
+	free(ar->delta_prefix);
 	free(ar->model);
 	free(ar);
 }
@@ -724,6 +748,13 @@ api_conn_get(struct api *api, struct evhttp_request *req)
 		log_warn("http client: cannot tell who it is: %s", cause);
 	}
 	ac->identified = ac->peer.known;
+	/*
+	 * A stream is many small writes: Nagle would hold each one after the
+	 * first until the client's delayed ACK, 40 ms a stream. (A Unix socket
+	 * refuses the option, and needs none.)
+	 */
+	if (ac->peer.addr.ss_family == AF_INET || ac->peer.addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	evhttp_connection_set_closecb(evcon, api_conn_close_cb, ac);
 	TAILQ_INSERT_TAIL(&api->conns, ac, entry);
 	api->n_conns++;
