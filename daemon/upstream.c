@@ -169,13 +169,17 @@ upstream_limiter_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Run the limiter from the loop soon: a waiter may go now. */
+/* Run the limiter from the loop soon when someone waits: a waiter may go now. */
 void
 upstream_limiter_kick(struct upstream *up)
 {
 	struct timeval now = { 0, 0 };
+	struct limiter_stats st;
 
-	evtimer_add(up->limiter_timer, &now);
+	/* with nobody queued there is nothing to run, and the timer cost a loop pass */
+	limiter_stats(up->limiter, &st);
+	if (st.queued > 0)
+		evtimer_add(up->limiter_timer, &now);
 }
 
 /* Find a live upstream by name. */
