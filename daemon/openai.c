@@ -1197,8 +1197,8 @@ openai_fast_plain(const unsigned char *p, const unsigned char *end)
 }
 
 /* A JSON string at f->p (on its quote): bounds of its body, escapes seen. */
-static bool
-openai_fast_string(struct openai_fast *f, const char **s, size_t *len,
+static bool __attribute__((noinline))
+openai_fast_string_any(struct openai_fast *f, const char **s, size_t *len,
     bool *escaped)
 {
 	const unsigned char	*p = (const unsigned char *)f->p + 1;
@@ -1260,6 +1260,24 @@ openai_fast_string(struct openai_fast *f, const char **s, size_t *len,
 		}
 	}
 	return (false);
+}
+
+/* The same; a string of plain printable ASCII, the usual kind, without a call. */
+static inline bool
+openai_fast_string(struct openai_fast *f, const char **s, size_t *len,
+    bool *escaped)
+{
+	const unsigned char	*p = openai_fast_plain((const unsigned char *)f->p + 1,
+	    (const unsigned char *)f->end);
+
+	if (p < (const unsigned char *)f->end && *p == '"') {
+		*escaped = false;
+		*s = f->p + 1;
+		*len = (size_t)((const char *)p - *s);
+		f->p = (const char *)p + 1;
+		return (true);
+	}
+	return (openai_fast_string_any(f, s, len, escaped));
 }
 
 /*
