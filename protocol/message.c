@@ -12,6 +12,7 @@
 #include "protocol/scan.h"
 
 /* Field flags for the decoders. */
+#define MESSAGE_ZONE_CHUNK 960       /* a decode zone's first chunk: see message_request_decode */
 #define F_REQ      0x1          /* absent is an error */
 #define F_NONEMPTY 0x2          /* a string must not be empty */
 #define F_NUL      0x4          /* a string may hold NUL (U+0000) */
@@ -1235,12 +1236,7 @@ int
 message_request_decode(const uint8_t *body, size_t len, struct request **out,
     struct message_error *err)
 {
-	/*
-	 * The objects of a request live in a zone kept by the thread for the
-	 * next one, emptied after each: a zone made per frame cost two
-	 * allocations, one of them large. The decoded request holds copies.
-	 */
-	static __thread msgpack_zone *zone;
+	msgpack_zone zone;
 	msgpack_object obj;
 	struct request *rq;
 	int r = -1;
@@ -1250,11 +1246,17 @@ message_request_decode(const uint8_t *body, size_t len, struct request **out,
 	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (zone == NULL && (zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE)) == NULL)
+	/*
+	 * The zone's first chunk is under 1 KiB, which malloc's thread cache
+	 * serves: msgpack-c's 8 KiB default cost a large allocation per frame,
+	 * and each one consolidated malloc's fast bins. A bigger request
+	 * grows the zone. The decoded request holds copies.
+	 */
+	if (!msgpack_zone_init(&zone, MESSAGE_ZONE_CHUNK))
 		return message_fail(err, "internal", "out of memory");
-	if (message_unpack(body, len, MESSAGE_MAX_OBJECTS, zone, &obj, err) != 0)
-		return -1;
-	if ((rq = calloc(1, sizeof *rq)) == NULL)
+	if (message_unpack(body, len, MESSAGE_MAX_OBJECTS, &zone, &obj, err) != 0)
+		;
+	else if ((rq = calloc(1, sizeof *rq)) == NULL)
 		message_fail(err, "internal", "out of memory");
 	else if (decode_request(&obj, rq, err) != 0)
 		message_request_free(rq);
@@ -1262,7 +1264,7 @@ message_request_decode(const uint8_t *body, size_t len, struct request **out,
 		*out = rq;
 		r = 0;
 	}
-	msgpack_zone_clear(zone);
+	msgpack_zone_destroy(&zone);
 	return r;
 }
 
@@ -1924,7 +1926,7 @@ message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
 	err->unknown_type = false;
 	err->message[0] = '\0';
 	*out = NULL;
-	if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
+	if (!msgpack_zone_init(&zone, MESSAGE_ZONE_CHUNK))
 		return message_fail(err, "internal", "out of memory");
 	if (message_unpack(body, len, 0, &zone, &obj, err) != 0)
 		;
