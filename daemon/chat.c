@@ -397,6 +397,7 @@ chat_sse_event_cb(void *arg, const char *event, const char *data, size_t len)
 	if (c->passthrough)
 		return chat_raw_event(c, p, data, len);
 	memset(&ch, 0, sizeof ch);
+	ch.model_known = p->model != NULL;
 	if (openai_parse_event(event, data, len, &ch, cause, sizeof cause) == -1) {
 		p->saw_error = true;
 		free(p->error);
@@ -716,8 +717,15 @@ chat_attempt(struct chat *c)
 		chat_finish(c, "internal", "out of memory", -1, NAN);
 		return;
 	}
-	snprintf(url, sizeof url, "%s%s", u->base_url,
-	    c->passthrough ? c->pass.path : "/chat/completions");
+	const char *path = c->passthrough ? c->pass.path : "/chat/completions";
+	size_t base_len = strlen(u->base_url), path_len = strlen(path);
+	if (base_len + path_len >= sizeof url) {
+		c->unconnected++;
+		chat_finish(c, "internal", "the upstream's URL is too long", -1, NAN);
+		return;
+	}
+	memcpy(url, u->base_url, base_len);
+	memcpy(url + base_len, path, path_len + 1);
 	memset(&hr, 0, sizeof hr);
 	hr.method = "POST";
 	hr.url = url;

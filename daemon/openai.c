@@ -1705,9 +1705,13 @@ openai_fast_root_cb(struct openai_fast *f, const char *key, size_t klen,
 		openai_fast_ws(f);
 		return (openai_fast_word(f, "]"));     /* one choice only */
 	}
-	if (openai_fast_is(key, klen, "model"))
-		return (openai_fast_once(fc, FAST_MODEL) &&
-		    openai_fast_text(f, &fc->c->model));
+	if (openai_fast_is(key, klen, "model")) {
+		if (!openai_fast_once(fc, FAST_MODEL))
+			return (false);
+		if (fc->c->model_known && f->p < f->end && *f->p == '"')
+			return (openai_fast_string(f, &s, &len, &esc));
+		return (openai_fast_text(f, &fc->c->model));
+	}
 	if (openai_fast_is(key, klen, "usage")) {
 		if (!openai_fast_once(fc, FAST_USAGE))
 			return (false);
@@ -1865,12 +1869,15 @@ int
 openai_parse_chunk(const char *json, size_t len, struct openai_chunk *c,
     char *cause, size_t cause_len)
 {
+	bool model_known = c->model_known;
+
 	if (openai_is_done(json, len)) {
 		openai_chunk_clear(c);
 		c->done = true;
 		return (0);
 	}
 	openai_chunk_clear(c);
+	c->model_known = model_known;
 	if (openai_fast_chunk(json, len, c) == 1)
 		return (0);
 	return (openai_parse(json, len, true, c, cause, cause_len));
@@ -1943,13 +1950,21 @@ openai_parse_response(const char *json, size_t len, struct openai_chunk *c,
 void
 openai_chunk_clear(struct openai_chunk *c)
 {
-	free(c->content);
-	free(c->reasoning);
-	free(c->tool_calls.data);
-	free(c->finish_reason);
-	free(c->model);
-	free(c->error_message);
-	free(c->error_type);
+	/* cleared twice per chunk, mostly empty: only what is held is freed */
+	if (c->content != NULL)
+		free(c->content);
+	if (c->reasoning != NULL)
+		free(c->reasoning);
+	if (c->tool_calls.data != NULL)
+		free(c->tool_calls.data);
+	if (c->finish_reason != NULL)
+		free(c->finish_reason);
+	if (c->model != NULL)
+		free(c->model);
+	if (c->error_message != NULL)
+		free(c->error_message);
+	if (c->error_type != NULL)
+		free(c->error_type);
 	memset(c, 0, sizeof *c);
 }
 

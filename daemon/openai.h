@@ -42,7 +42,8 @@ struct openai_chunk {
 	char *finish_reason;
 	bool has_usage;
 	struct usage usage;         /* estimated is false */
-	char *model;
+	char *model;                /* not read from a stream chunk when model_known */
+	bool model_known;           /* set by the caller, kept by the parse: it has the model */
 	char *error_message;        /* the server reported an error */
 	char *error_type;
 	int error_status;           /* HTTP status given in the error, 0 if none */

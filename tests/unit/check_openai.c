@@ -903,6 +903,22 @@ chunk_same(const char *json, size_t len)
 	ck_assert_uint_eq(a.tool_calls.len, b.tool_calls.len);
 	if (a.tool_calls.len > 0)
 		ck_assert(memcmp(a.tool_calls.data, b.tool_calls.data, a.tool_calls.len) == 0);
+	/* a caller that has the model: the same but for it, which may be left out */
+	openai_chunk_clear(&a);
+	a.model_known = true;
+	ca[0] = '\0';
+	ra = openai_parse_chunk(json, len, &a, ca, sizeof ca);
+	ck_assert_msg(ra == rb, "model known: %d / %d for %.*s", ra, rb, (int)len, json);
+	if (ra == -1)
+		ck_assert_str_eq(ca, cb);
+	ck_assert_msg(a.model == NULL || (b.model != NULL && strcmp(a.model, b.model) == 0),
+	    "model known: model \"%s\" for %.*s", a.model, (int)len, json);
+	SAME_STR(content);
+	SAME_STR(reasoning);
+	SAME_STR(finish_reason);
+	SAME_STR(error_message);
+	ck_assert(a.has_usage == b.has_usage);
+	ck_assert(memcmp(&a.usage, &b.usage, sizeof a.usage) == 0);
 #undef SAME_STR
 	openai_chunk_clear(&a);
 	openai_chunk_clear(&b);
@@ -993,6 +1009,26 @@ START_TEST(test_chunk_fast_path)
 			}
 		}
 	}
+}
+END_TEST
+
+/* A caller that has the model already is not given a copy from each usual chunk. */
+START_TEST(test_chunk_model_known)
+{
+	static const char json[] = "{\"id\":\"c\",\"object\":\"chat.completion.chunk\","
+	    "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}";
+	struct openai_chunk	 c;
+	char			 cause[256];
+
+	memset(&c, 0, sizeof c);
+	ck_assert_int_eq(openai_parse_chunk(json, strlen(json), &c, cause, sizeof cause), 0);
+	ck_assert_str_eq(c.model, "m");
+	openai_chunk_clear(&c);
+	c.model_known = true;
+	ck_assert_int_eq(openai_parse_chunk(json, strlen(json), &c, cause, sizeof cause), 0);
+	ck_assert_ptr_null(c.model);
+	ck_assert_str_eq(c.content, "hi");
+	openai_chunk_clear(&c);
 }
 END_TEST
 
@@ -1812,6 +1848,7 @@ openai_suite(void)
 	tcase_add_test(tc, test_chunk_usage_sanity);
 	tcase_add_test(tc, test_chunk_edges);
 	tcase_add_test(tc, test_chunk_fast_path);
+	tcase_add_test(tc, test_chunk_model_known);
 	tcase_add_test(tc, test_stream_chunk_same);
 	tcase_add_test(tc, test_event);
 	tcase_add_test(tc, test_response);
