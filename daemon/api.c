@@ -38,6 +38,7 @@
 #include "daemon/peer.h"
 #include "daemon/pretok.h"
 
+#define API_SSE_DONE "data: [DONE]\n\n"         /* a stream's last event */
 #define API_HIGH_WATERMARK (1024 * 1024)    /* pause the transfer above this much unsent output */
 #define API_TAG_MAX 256                     /* longest X-Ollm-Tag */
 
@@ -481,7 +482,7 @@ api_reply_done_stream(struct api_req *ar, const struct done_reply *d)
 	api_sse_chunk(ar, out, "{}", d->finish_reason != NULL ? d->finish_reason : "stop", NULL);
 	if (ar->include_usage)
 		api_sse_chunk(ar, out, NULL, NULL, &d->usage);
-	evbuffer_add(out, "data: [DONE]\n\n", 14);
+	evbuffer_add(out, API_SSE_DONE, sizeof API_SSE_DONE - 1);
 	api_sse_send_pending(ar);
 	evhttp_send_reply_chunk(ar->req, out);
 	evbuffer_free(out);
@@ -568,7 +569,7 @@ api_reply_raw(struct api_req *ar, const struct reply *r)
 		    r->u.delta.content : "{}");
 		api_sse_send(ar, out);
 	} else {
-		evbuffer_add_printf(out, "data: [DONE]\n\n");
+		evbuffer_add(out, API_SSE_DONE, sizeof API_SSE_DONE - 1);
 		api_sse_send_pending(ar);
 		evhttp_send_reply_chunk(ar->req, out);
 		evhttp_send_reply_end(ar->req);

@@ -20,6 +20,7 @@
 #include <msgpack.h>
 
 #include "daemon/ledger.h"
+#include "protocol/pack.h"
 #include "daemon/log.h"
 
 /*
@@ -377,21 +378,11 @@ ledger_buf_free(struct ledger_buf *b)
 	memset(b, 0, sizeof *b);
 }
 
-/* Pack a C string as a msgpack str; a short one in a single write to the sink. */
+/* Pack a C string as a msgpack str. */
 static void
 ledger_pack_str(msgpack_packer *pk, const char *s)
 {
-	size_t n = strlen(s);
-	char b[32];
-
-	if (n >= sizeof b) {
-		msgpack_pack_str(pk, n);
-		msgpack_pack_str_body(pk, s, n);
-		return;
-	}
-	b[0] = (char)(0xa0 | n);        /* fixstr */
-	memcpy(b + 1, s, n);
-	pk->callback(pk->data, b, n + 1);
+	pack_str(pk, s, strlen(s));
 }
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */

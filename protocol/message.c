@@ -9,6 +9,7 @@
 
 #include "protocol/frame.h"
 #include "protocol/message.h"
+#include "protocol/pack.h"
 #include "protocol/scan.h"
 
 /* Field flags for the decoders. */
@@ -265,7 +266,6 @@ message_unpack(const uint8_t *body, size_t len, size_t max_objects,
 		    "%zu bytes after the map at the end of the frame", len - used);
 	rc = msgpack_unpack((const char *)body, len, &off, zone, obj);
 	if (rc != MSGPACK_UNPACK_SUCCESS || off != len || obj->type != MSGPACK_OBJECT_MAP) {
-		msgpack_zone_clear(zone);
 		if (rc == MSGPACK_UNPACK_NOMEM_ERROR)
 			return message_fail(err, "internal", "out of memory");
 		return message_fail(err, "bad_frame", "frame body is not one msgpack map");
@@ -1944,19 +1944,6 @@ message_reply_decode(const uint8_t *body, size_t len, enum message_op op,
 
 /* --- encoding ----------------------------------------------------------- */
 
-/* Pack a str header and body; a short one in a single write to the sink. */
-static int
-enc_raw_str(msgpack_packer *pk, const char *s, size_t len)
-{
-	char b[32];
-
-	if (len >= sizeof b)
-		return msgpack_pack_str(pk, len) != 0 || msgpack_pack_str_body(pk, s, len) != 0;
-	b[0] = (char)(0xa0 | len);      /* fixstr */
-	memcpy(b + 1, s, len);
-	return pk->callback(pk->data, b, len + 1);
-}
-
 /* Pack a string of len bytes; NULL or invalid UTF-8 fails the encoding. */
 static void
 enc_strn(struct enc *e, const char *s, size_t len)
@@ -1965,7 +1952,7 @@ enc_strn(struct enc *e, const char *s, size_t len)
 		e->failed = 1;
 		return;
 	}
-	if (enc_raw_str(&e->pk, s, len) != 0)
+	if (pack_str(&e->pk, s, len) != 0)
 		e->failed = 1;
 }
 
@@ -1984,7 +1971,7 @@ enc_str(struct enc *e, const char *s)
 static void
 enc_key(struct enc *e, const char *k)
 {
-	if (enc_raw_str(&e->pk, k, strlen(k)) != 0)
+	if (pack_str(&e->pk, k, strlen(k)) != 0)
 		e->failed = 1;
 }
 
