@@ -123,6 +123,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	n = size - 1;
 	switch (data[0] % 7) {
 	case 0:
+		/* the first byte's high bit: the caller has the model already */
+		c.model_known = data[0] & 0x80;
 		if (openai_parse_chunk(text, n, &c, cause, sizeof cause) == 0)
 			check_chunk(&c);
 		break;
