@@ -23,8 +23,11 @@
 # one run), BENCH_PERF (a directory: the first
 # openllmd run of each load test is recorded there with perf record -g, as
 # TEST.data for the msgpack front and TEST-http.data for the HTTP front),
-# BENCH_CALLGRIND (a directory: also count the instructions per request of
-# each front with valgrind's callgrind, kept there).
+# BENCH_CALLGRIND (a directory: also count the instructions per request and
+# per delta of each front with valgrind's callgrind, kept there), BENCH_LAT_DUMP (a
+# directory: the first latency run on one core (latency1.txt) and as
+# scheduled (latency2.txt), a line per request: path, start and latency in
+# microseconds; paths in the table's order).
 . "$top_srcdir/tests/integration/lib.sh"
 
 repeat=${BENCH_REPEAT:-3}
@@ -229,11 +232,14 @@ pin() {    # pin CPUS: the servers under test
 }
 : > "$TEST_DIR/lat1"
 : > "$TEST_DIR/lat2"
+[ -z "${BENCH_LAT_DUMP:-}" ] || mkdir -p "$BENCH_LAT_DUMP"
 for where in 1 2; do
 	if [ $where = 1 ]; then pin "$one"; run="taskset -c $one"; else pin "$cpus"; run=""; fi
 	r=0
 	while [ $r -lt "$repeat" ]; do
-		$run "$bench" latency "$lat_n" $small "$direct/s$small/v1/chat/completions" \
+		dump=""
+		[ -z "${BENCH_LAT_DUMP:-}" ] || [ $r -ne 0 ] || dump=$BENCH_LAT_DUMP/latency$where.txt
+		PROXY_BENCH_DUMP=$dump $run "$bench" latency "$lat_n" $small "$direct/s$small/v1/chat/completions" \
 		    "$proxy/s$small/v1/chat/completions" "$sock#bench-$small" "$ohttp#bench-$small" \
 		    $before_target >> "$TEST_DIR/lat$where"
 		r=$((r + 1))
@@ -309,6 +315,8 @@ load_all streams "$streams" "$deltas"
 # other load does not move. A third daemon of the same build runs under
 # valgrind on its own socket and port; each front gets 16 connections.
 cg_msgpack=""
+cg_msgpack_delta=""
+cg_http_delta=""
 cg_http=""
 if [ -n "${BENCH_CALLGRIND:-}" ]; then
 	if ! command -v valgrind > /dev/null; then
@@ -328,15 +336,16 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
 	CG_PID=$!
 	TEST_PIDS="$TEST_PIDS $CG_PID"
 	OPENLLMD_SOCKET="$TEST_DIR/cg.sock" $PYTHON -m olc wait 60
+	# cg FRONT DELTAS PER: instructions through FRONT per reply of DELTAS deltas, / PER, in cg_out
 	part=0
-	for front in msgpack http; do
-		case $front in
-		msgpack) t="unix:$TEST_DIR/cg.sock#bench-$small" ;;
-		http) t="http://127.0.0.1:$CG_PORT/v1/chat/completions#bench-$small" ;;
+	cg() {
+		case $1 in
+		msgpack) t="unix:$TEST_DIR/cg.sock#bench-$2" ;;
+		http) t="http://127.0.0.1:$CG_PORT/v1/chat/completions#bench-$2" ;;
 		esac
-		"$bench" load "$t" 16 1 $small > /dev/null      # warm up: pools, connections
+		"$bench" load "$t" 16 1 "$2" > /dev/null       # warm up: pools, connections
 		callgrind_control -z "$CG_PID" > /dev/null
-		out=$("$bench" load "$t" 16 3 $small)
+		out=$("$bench" load "$t" 16 3 "$2")
 		callgrind_control -d "$CG_PID" > /dev/null
 		part=$((part + 1))
 		f=$BENCH_CALLGRIND/openllmd.out.$part
@@ -345,9 +354,18 @@ if [ -n "${BENCH_CALLGRIND:-}" ]; then
 			i=$((i + 1)); [ $i -le 100 ] || { echo "proxy bench: no callgrind dump $f" >&2; exit 1; }
 			sleep 0.1
 		done
-		n=$(awk '/^totals:/ { print $2 }' "$f")
-		eval "cg_$front=\$(awk -v n=\"\$n\" -v r=\"\$(field requests \"\$out\")\" 'BEGIN { printf \"%.0f\", n / r }')"
-	done
+		eval "cg_requests_$part=$(field requests "$out")"
+		cg_out=$(awk -v n="$(awk '/^totals:/ { print $2 }' "$f")" -v r="$(field requests "$out")" \
+		    -v d="$3" 'BEGIN { printf "%.0f", n / r / d }')
+	}
+	cg msgpack $small 1
+	cg_msgpack=$cg_out
+	cg http $small 1
+	cg_http=$cg_out
+	cg msgpack "$deltas" "$deltas"
+	cg_msgpack_delta=$cg_out
+	cg http "$deltas" "$deltas"
+	cg_http_delta=$cg_out
 	kill "$CG_PID" 2>/dev/null || true
 fi
 
@@ -399,7 +417,16 @@ BEGIN {
 if [ -n "$cg_msgpack" ]; then
 	printf '%-44s %10s %11s %10s %8s %12s\n' "instructions per request (callgrind)" "" "" \
 	    "$cg_msgpack" "" "$cg_http"
-	echo "  (callgrind's files: $BENCH_CALLGRIND/openllmd.out.1 msgpack, .2 http)"
+	printf '%-44s %10s %11s %10s %8s %12s\n' "  per delta, $deltas-delta replies" "" "" \
+	    "$cg_msgpack_delta" "" "$cg_http_delta"
+	echo "  (callgrind's files in $BENCH_CALLGRIND: openllmd.out.1 and .2 requests through the"
+	echo "  msgpack and HTTP fronts, .3 and .4 $deltas-delta replies)"
+	for part in 1 2; do
+		[ $part = 1 ] && echo "  by library, per request: msgpack front" || echo "  HTTP front"
+		eval "r=\$cg_requests_$part"
+		$PYTHON "$top_srcdir/tests/bench/callgrind_split.py" "$BENCH_CALLGRIND/openllmd.out.$part" \
+		    "$r" | sed 's/^/  /'
+	done
 fi
 if [ -n "$before_target" ]; then
 	b50=$(lat 4 p50_us); b99=$(lat 4 p99_us)

@@ -12,7 +12,8 @@
  * proxy_bench latency N DELTAS TARGET...
  *     Sends N requests to each target in turn, one connection each, one
  *     request at a time, alternating between targets; prints one line per
- *     target: "target=I p50_us=.. p99_us=.. mean_us=..".
+ *     target: "target=I p50_us=.. p99_us=.. mean_us=..". PROXY_BENCH_DUMP=FILE
+ *     writes each request there too: "TARGET START_US LATENCY_US".
  * proxy_bench load TARGET CONNS SECONDS DELTAS
  *     CONNS connections, each sending its next request when the last one
  *     ended, for SECONDS; prints "requests=.. rps=.. deltas=.. deltas_s=..
@@ -471,9 +472,18 @@ cmd_latency(int n, int argc, char **argv)
 	for (int r = 0; r < 200; r++)        /* warm up: pools, caches, page faults */
 		for (int i = 0; i < nt; i++)
 			conn_roundtrip(&c[i]);
+	const char *dump_path = getenv("PROXY_BENCH_DUMP");
+	FILE *dump = dump_path != NULL && *dump_path != '\0' ? fopen(dump_path, "w") : NULL;
+	double t0 = now_us();
 	for (int r = 0; r < n; r++)
-		for (int i = 0; i < nt; i++)
+		for (int i = 0; i < nt; i++) {
+			double at = now_us() - t0;
 			lat[i][r] = conn_roundtrip(&c[i]);
+			if (dump != NULL)
+				fprintf(dump, "%d %.1f %.1f\n", i, at, lat[i][r]);
+		}
+	if (dump != NULL)
+		fclose(dump);
 	for (int i = 0; i < nt; i++) {
 		double sum = 0;
 		for (int r = 0; r < n; r++)
