@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ struct budget {
 	char *name;
 	enum budget_unit unit;
 	enum budget_period period;
+	enum budget_fit fit;
 	double limit_def;           /* as configured */
 	int64_t limit;              /* amounts: tokens, or billionths of money */
 	int64_t used;
@@ -50,6 +52,7 @@ struct budget_reservation {
 static const char *budget_scope_names[] = { "all", "user", "tag", "model" };
 static const char *budget_unit_names[] = { "money", "tokens" };
 static const char *budget_period_names[] = { "day", "month", "ever" };
+static const char *budget_fit_names[] = { "default", "shrink", "refuse" };
 
 /* Add two non-negative amounts, saturating at BUDGET_AMOUNT_MAX. */
 static int64_t
@@ -266,6 +269,7 @@ budget_status_fill(struct budget *b, int64_t now_ms, struct budget_state *st)
 	st->def.name = b->name;
 	st->def.unit = b->unit;
 	st->def.period = b->period;
+	st->def.fit = b->fit;
 	st->def.limit = b->limit_def;
 	st->used = budget_value(b, b->used);
 	st->reserved = budget_value(b, b->reserved);
@@ -340,6 +344,10 @@ budgets_add(struct budgets *bs, const struct budget_def *def, char *cause,
 		snprintf(cause, cause_len, "unknown budget period");
 		return -1;
 	}
+	if ((unsigned int)def->fit > BUDGET_FIT_REFUSE) {
+		snprintf(cause, cause_len, "unknown budget fit");
+		return -1;
+	}
 	if (def->name != NULL)
 		len = strlen(def->name);
 	if ((def->scope == BUDGET_TAG || def->scope == BUDGET_MODEL ||
@@ -382,6 +390,7 @@ budgets_add(struct budgets *bs, const struct budget_def *def, char *cause,
 	}
 	b->unit = def->unit;
 	b->period = def->period;
+	b->fit = def->fit;
 	b->limit_def = def->limit;
 	if (def->unit == BUDGET_TOKENS)
 		b->limit = (int64_t)def->limit;
@@ -427,6 +436,7 @@ budgets_carry(struct budgets *to, struct budgets *from)
 				continue;
 			old->limit_def = to->v[i]->limit_def;
 			old->limit = to->v[i]->limit;
+			old->fit = to->v[i]->fit;
 			budget_unref(to->v[i]);
 			old->refs++;
 			to->v[i] = old;
@@ -516,6 +526,7 @@ budgets_reserve(struct budgets *bs, uint32_t uid, const char *user, const char *
 
 	*out = NULL;
 	memset(why, 0, sizeof *why);
+	why->fit = BUDGET_FIT_UNKNOWN;
 	for (i = 0; i < bs->n; i++) {
 		b = bs->v[i];
 		if (!budget_applies(b, uid, user, tag, model))
@@ -567,6 +578,203 @@ budgets_reserve(struct budgets *bs, uint32_t uid, const char *user, const char *
 	}
 	*out = r;
 	return 0;
+}
+
+/* What a request asking completion tokens amounts to in budget b's unit. */
+static int64_t
+budget_ask_amount(const struct budget *b, const struct budget_ask *a, int64_t completion)
+{
+	if (b->unit == BUDGET_TOKENS)
+		return budget_tokens_amount(budget_tokens_add(a->prompt, completion));
+	return budget_money_amount(((double)(a->prompt > 0 ? a->prompt : 0) * a->prompt_price +
+	    (double)completion * a->completion_price) / 1000.0);
+}
+
+/* Whether a request asking completion tokens fits room of budget b; nothing always fits. */
+static bool
+budget_ask_fits(const struct budget *b, const struct budget_ask *a, int64_t completion,
+    int64_t room)
+{
+	int64_t amount = budget_ask_amount(b, a, completion);
+
+	return amount == 0 || amount <= room;
+}
+
+/* The largest completion up to the one asked that fits room of budget b; -1: not even none. */
+static int64_t
+budget_ask_fit(const struct budget *b, const struct budget_ask *a, int64_t room)
+{
+	int64_t lo = 0, hi = a->completion > 0 ? a->completion : 0, mid;
+
+	if (!budget_ask_fits(b, a, 0, room))
+		return -1;
+	if (budget_ask_fits(b, a, hi, room))
+		return hi;
+	/* lo fits, hi does not: amounts grow with the completion */
+	while (hi - lo > 1) {
+		mid = lo + (hi - lo) / 2;
+		if (budget_ask_fits(b, a, mid, room))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Whether budget b shrinks a request that does not fit rather than refuse it. */
+static bool
+budget_shrinks(const struct budget *b, const struct budget_ask *a)
+{
+	return b->fit == BUDGET_FIT_DEFAULT ? a->shrink : b->fit == BUDGET_FIT_SHRINK;
+}
+
+/* Write a refusal's message, cut if it must be. */
+static void __attribute__((format(printf, 2, 3)))
+budget_message(struct budget_refusal *why, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why->message, sizeof why->message, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Fill why for budget index i of bs, which stops a request: room is what it
+ * has left for the request (in flight counted or not), fit the largest
+ * completion that fits it. One sentence: the budget, what is left, and the
+ * largest max_tokens that fits.
+ */
+static void
+budget_admit_refusal(struct budgets *bs, size_t i, const struct budget_ask *a, int64_t room,
+    int64_t fit, bool in_flight_counted, int64_t now_ms, struct budget_refusal *why)
+{
+	struct budget *b = bs->v[i];
+	int64_t needed = budget_ask_amount(b, a, a->completion);
+	int64_t held = b->reserved;
+	char who[BUDGET_NAME_MAX + 16], left[64], need[64], prompt[64], tail[200];
+
+	why->index = i;
+	budget_status_fill(b, now_ms, &why->budget);
+	why->needed = budget_value(b, needed);
+	why->fit = fit;
+	budget_describe(b, who, sizeof who);
+	if (room < 0)
+		room = 0;
+	if (b->unit == BUDGET_TOKENS) {
+		snprintf(left, sizeof left, "%" PRId64 " tokens", room);
+		snprintf(need, sizeof need, "%" PRId64, needed);
+		snprintf(prompt, sizeof prompt, "%" PRId64 " tokens", budget_ask_amount(b, a, 0));
+	} else {
+		snprintf(left, sizeof left, "%.6g", budget_value(b, room));
+		snprintf(need, sizeof need, "%.6g", why->needed);
+		snprintf(prompt, sizeof prompt, "%.6g", budget_value(b, budget_ask_amount(b, a, 0)));
+	}
+	if (in_flight_counted && held > 0)
+		snprintf(tail, sizeof tail, " (after %.6g held by requests in flight)",
+		    budget_value(b, held));
+	else
+		tail[0] = '\0';
+	if (fit < 0)
+		budget_message(why, "budget %s (%s/%s) has %s left%s, less "
+		    "than the prompt alone (%s)", who, budget_unit_names[b->unit],
+		    budget_period_names[b->period], left, tail, prompt);
+	else if (!budget_shrinks(b, a))
+		budget_message(why, "budget %s (%s/%s) has %s left%s, %s "
+		    "needed, and refuses rather than shrink (fit is refuse): the largest max_tokens "
+		    "that fits is %" PRId64, who, budget_unit_names[b->unit],
+		    budget_period_names[b->period], left, tail, need, fit);
+	else
+		budget_message(why, "budget %s (%s/%s) has %s left%s: the "
+		    "largest max_tokens that fits is %" PRId64 ", under the %" PRId64 " a reply needs "
+		    "(budget_min_reply)", who, budget_unit_names[b->unit],
+		    budget_period_names[b->period], left, tail, fit,
+		    a->min_completion < a->completion ? a->min_completion : a->completion);
+}
+
+/*
+ * Admit a request asking a (prompt, completion and prices) against every
+ * budget that applies to uid (or the named user), tag and model, all or
+ * none.
+ *
+ * A request that fits what each budget has left (limit - used) is reserved
+ * when requests in flight leave room for it, else BUDGET_WAIT: it may be
+ * asked again once they settle. One that does not fit what is left is
+ * shrunk to the largest completion that fits every budget, when each
+ * budget it does not fit shrinks and that completion is at least
+ * min_completion (or all that was asked); else BUDGET_REFUSED with why. With
+ * may_wait false, what requests in flight hold counts as used: the request
+ * is shrunk to what they leave, or refused, never told to wait.
+ *
+ * BUDGET_RESERVED sets *out (NULL when no budget applies) and *completion,
+ * the limit reserved: the one to send.
+ */
+enum budget_verdict
+budgets_admit(struct budgets *bs, uint32_t uid, const char *user, const char *tag,
+    const char *model, const struct budget_ask *a, bool may_wait, int64_t now_ms,
+    struct budget_reservation **out, int64_t *completion, struct budget_refusal *why)
+{
+	struct budget_reservation *r;
+	struct budget *b;
+	int64_t asked = a->completion > 0 ? a->completion : 0, want = asked, fit, room;
+	int64_t least = a->min_completion < asked ? a->min_completion : asked;
+	size_t i, n = 0;
+
+	*out = NULL;
+	*completion = asked;
+	memset(why, 0, sizeof *why);
+	if (least < 0)
+		least = 0;
+	for (i = 0; i < bs->n; i++) {
+		b = bs->v[i];
+		if (!budget_applies(b, uid, user, tag, model))
+			continue;
+		n++;
+		budget_roll(b, now_ms);
+		room = b->limit - b->used - (may_wait ? 0 : b->reserved);
+		if (budget_ask_fits(b, a, asked, room))
+			continue;
+		fit = budget_ask_fit(b, a, room);
+		if (fit < least || !budget_shrinks(b, a)) {
+			budget_admit_refusal(bs, i, a, room, fit, !may_wait, now_ms, why);
+			return BUDGET_REFUSED;
+		}
+		if (fit < want)
+			want = fit;
+	}
+	if (n == 0)
+		return BUDGET_RESERVED;
+	for (i = 0; i < bs->n; i++) {
+		b = bs->v[i];
+		if (!budget_applies(b, uid, user, tag, model))
+			continue;
+		room = b->limit - b->used - b->reserved;
+		if (!budget_ask_fits(b, a, want, room)) {
+			/* only with may_wait: without it, room was this already */
+			fit = budget_ask_fit(b, a, room);
+			budget_admit_refusal(bs, i, a, room, fit, true, now_ms, why);
+			return BUDGET_WAIT;
+		}
+	}
+	if ((r = malloc(sizeof *r + n * sizeof r->items[0])) == NULL) {
+		why->index = BUDGET_INDEX_NONE;
+		snprintf(why->message, sizeof why->message, "out of memory");
+		return BUDGET_REFUSED;
+	}
+	r->n = 0;
+	for (i = 0; i < bs->n; i++) {
+		b = bs->v[i];
+		if (!budget_applies(b, uid, user, tag, model))
+			continue;
+		r->items[r->n].amount = budget_ask_amount(b, a, want);
+		b->reserved += r->items[r->n].amount;
+		b->refs++;
+		r->items[r->n].b = b;
+		r->n++;
+	}
+	*out = r;
+	*completion = want;
+	return BUDGET_RESERVED;
 }
 
 /*
@@ -709,6 +917,7 @@ budget_claim_refusal(const struct budget_claim *cl, int64_t used, int64_t reserv
 	if (left < 0)
 		left = 0;
 	why->index = 0;
+	why->fit = BUDGET_FIT_UNKNOWN;
 	why->budget.def.scope = cl->scope;
 	why->budget.def.uid = cl->uid;
 	why->budget.def.named = cl->named;
@@ -898,6 +1107,17 @@ budget_unit_parse(const char *s, enum budget_unit *out)
 
 /* Parse "day", "month" or "ever". */
 int
+budget_fit_parse(const char *s, enum budget_fit *out)
+{
+	int i = budget_lookup(budget_fit_names + 1, 2, s);
+
+	if (i == -1)
+		return -1;
+	*out = (enum budget_fit)(i + 1);
+	return 0;
+}
+
+int
 budget_period_parse(const char *s, enum budget_period *out)
 {
 	int i = budget_lookup(budget_period_names, 3, s);
@@ -933,4 +1153,118 @@ budget_period_name(enum budget_period period)
 	if ((unsigned int)period > BUDGET_EVER)
 		return "?";
 	return budget_period_names[period];
+}
+
+/* --- prompt ratios ---------------------------------------------------------- */
+
+/* The ratio of one upstream and model: "upstream\0model" as its key. */
+struct budget_ratio_entry {
+	char *key;
+	size_t key_len;
+	double ratio;
+};
+
+struct budget_ratios {
+	struct budget_ratio_entry *v;
+	size_t n;
+};
+
+struct budget_ratios *
+budget_ratios_new(void)
+{
+	return calloc(1, sizeof (struct budget_ratios));
+}
+
+void
+budget_ratios_free(struct budget_ratios *rs)
+{
+	if (rs == NULL)
+		return;
+	for (size_t i = 0; i < rs->n; i++)
+		free(rs->v[i].key);
+	free(rs->v);
+	free(rs);
+}
+
+/* The entry of upstream and model, or NULL. */
+static struct budget_ratio_entry *
+budget_ratio_find(const struct budget_ratios *rs, const char *upstream, const char *model)
+{
+	size_t ul = strlen(upstream), ml = strlen(model);
+
+	for (size_t i = 0; i < rs->n; i++) {
+		struct budget_ratio_entry *e = &rs->v[i];
+		if (e->key_len == ul + 1 + ml && memcmp(e->key, upstream, ul + 1) == 0 &&
+		    memcmp(e->key + ul + 1, model, ml) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+/* The ratio learnt for upstream and model; BUDGET_RATIO_MIN before any. */
+double
+budget_ratio(const struct budget_ratios *rs, const char *upstream, const char *model)
+{
+	const struct budget_ratio_entry *e;
+
+	if (rs == NULL || upstream == NULL || model == NULL ||
+	    (e = budget_ratio_find(rs, upstream, model)) == NULL)
+		return BUDGET_RATIO_MIN;
+	return e->ratio;
+}
+
+/*
+ * Learn from a reply: the server counted reported prompt tokens where this
+ * side counted counted. Nothing is learnt from a count of 0 on either side.
+ * -1 when memory runs out (the ratio is then unchanged).
+ */
+int
+budget_ratio_learn(struct budget_ratios *rs, const char *upstream, const char *model,
+    int64_t reported, int64_t counted)
+{
+	struct budget_ratio_entry *e, *v;
+	double sample;
+	size_t ul, ml;
+
+	if (rs == NULL || upstream == NULL || model == NULL || reported <= 0 || counted <= 0)
+		return 0;
+	sample = (double)reported / (double)counted;
+	if (sample < BUDGET_RATIO_MIN)
+		sample = BUDGET_RATIO_MIN;
+	if (sample > BUDGET_RATIO_MAX)
+		sample = BUDGET_RATIO_MAX;
+	if ((e = budget_ratio_find(rs, upstream, model)) != NULL) {
+		e->ratio += BUDGET_RATIO_WEIGHT * (sample - e->ratio);
+		return 0;
+	}
+	if ((v = reallocarray(rs->v, rs->n + 1, sizeof *v)) == NULL)
+		return -1;
+	rs->v = v;
+	e = &rs->v[rs->n];
+	ul = strlen(upstream);
+	ml = strlen(model);
+	if ((e->key = malloc(ul + 1 + ml + 1)) == NULL)
+		return -1;
+	memcpy(e->key, upstream, ul + 1);
+	memcpy(e->key + ul + 1, model, ml + 1);
+	e->key_len = ul + 1 + ml;
+	e->ratio = sample;
+	rs->n++;
+	return 0;
+}
+
+/* A local prompt count corrected by ratio, rounded up. */
+int64_t
+budget_ratio_apply(double ratio, int64_t counted)
+{
+	double v;
+
+	if (counted <= 0)
+		return 0;
+	if (!(ratio > BUDGET_RATIO_MIN))
+		return counted;
+	if (ratio > BUDGET_RATIO_MAX)
+		ratio = BUDGET_RATIO_MAX;
+	v = ceil((double)counted * ratio - 1e-9);
+	return v >= 9.2e18 ? INT64_MAX : (int64_t)v;
 }

@@ -30,6 +30,8 @@
 enum budget_scope { BUDGET_ALL, BUDGET_USER, BUDGET_TAG, BUDGET_MODEL };
 enum budget_unit { BUDGET_MONEY, BUDGET_TOKENS };
 enum budget_period { BUDGET_DAY, BUDGET_MONTH, BUDGET_EVER };
+/* What to do with a request that does not fit what is left: the request's default, or this. */
+enum budget_fit { BUDGET_FIT_DEFAULT, BUDGET_FIT_SHRINK, BUDGET_FIT_REFUSE };
 
 #define BUDGET_NAME_MAX 255
 #define BUDGET_MONEY_MAX 1e9
@@ -43,6 +45,7 @@ struct budget_def {
 	enum budget_unit unit;
 	enum budget_period period;
 	double limit;               /* money, or a whole number of tokens */
+	enum budget_fit fit;
 };
 
 /* One budget now; def.name points into the budget and lives as long as it. */
@@ -55,13 +58,37 @@ struct budget_state {
 };
 
 #define BUDGET_INDEX_NONE ((size_t)-1)
+#define BUDGET_FIT_UNKNOWN (-2)
 
-/* Why a reservation was refused. */
+/* Why a reservation was refused (or waits). */
 struct budget_refusal {
 	size_t index;               /* the budget that refused; BUDGET_INDEX_NONE: out of memory */
 	struct budget_state budget;
 	double needed;
-	char message[512];          /* e.g. "budget tag:batch (tokens/day) exceeded: 40 left, 500 needed" */
+	int64_t fit;                /* the largest max_tokens that fits it; -1: not the prompt; BUDGET_FIT_UNKNOWN */
+	char message[512];          /* e.g. "budget tag:batch (tokens/day) has 40 tokens left, 500 needed" */
+};
+
+/*
+ * What a request asks of the budgets (budgets_admit): its prompt as the
+ * server will count it, the reply's length limit, and their prices. A
+ * request that does not fit what a budget has left is shrunk to the largest
+ * completion that fits, unless that is under min_completion or the budget
+ * (or, for a budget that does not say, shrink false) refuses instead.
+ */
+struct budget_ask {
+	int64_t prompt;             /* tokens */
+	int64_t completion;         /* the reply's length limit: max_tokens, 0 for none (embeddings) */
+	int64_t min_completion;     /* the shortest reply worth sending (budget_min_reply) */
+	double prompt_price;        /* per 1,000 tokens */
+	double completion_price;
+	bool shrink;                /* budget_fit for budgets with BUDGET_FIT_DEFAULT */
+};
+
+enum budget_verdict {
+	BUDGET_RESERVED,            /* held, with the completion that fits */
+	BUDGET_WAIT,                /* fits what is left, not what requests in flight leave: ask again */
+	BUDGET_REFUSED
 };
 
 struct budgets;
@@ -86,6 +113,10 @@ bool budgets_apply(const struct budgets *, uint32_t uid, const char *user, const
 int budgets_reserve(struct budgets *, uint32_t uid, const char *user, const char *tag,
     const char *model, int64_t tokens, double cost, int64_t now_ms,
     struct budget_reservation **, struct budget_refusal *);
+enum budget_verdict budgets_admit(struct budgets *, uint32_t uid, const char *user,
+    const char *tag, const char *model, const struct budget_ask *, bool may_wait,
+    int64_t now_ms, struct budget_reservation **, int64_t *completion,
+    struct budget_refusal *);
 void budgets_settle(struct budget_reservation *, int64_t tokens, double cost,
     int64_t now_ms);
 void budgets_release(struct budget_reservation *);
@@ -149,6 +180,26 @@ enum budget_share_result budget_shares_take(struct budget_shares *, const struct
 int64_t budget_share_of(int64_t left, int64_t nodes);
 
 /*
+ * How many tokens a model's server counts for a prompt per token counted
+ * here (its chat template, its tokenizer), per upstream and model: learnt
+ * from every reply whose server reported usage, as a moving average bounded
+ * to 1.0 .. 2.0, starting at 1.0. A prompt is reserved as the local count
+ * times the ratio, rounded up.
+ */
+#define BUDGET_RATIO_MIN 1.0
+#define BUDGET_RATIO_MAX 2.0
+#define BUDGET_RATIO_WEIGHT 0.25    /* of each new sample in the average */
+
+struct budget_ratios;
+
+struct budget_ratios *budget_ratios_new(void);
+void budget_ratios_free(struct budget_ratios *);
+double budget_ratio(const struct budget_ratios *, const char *upstream, const char *model);
+int budget_ratio_learn(struct budget_ratios *, const char *upstream, const char *model,
+    int64_t reported, int64_t counted);
+int64_t budget_ratio_apply(double ratio, int64_t counted);
+
+/*
  * Add two token counts for a reservation or a usage total: a negative count
  * is 0 and the sum saturates at INT64_MAX instead of wrapping, so a hostile
  * max_tokens or a server's absurd usage can only ask for more, never less.
@@ -159,6 +210,7 @@ int64_t budget_period_start(enum budget_period, int64_t now_ms);
 int budget_scope_parse(const char *, enum budget_scope *);
 int budget_unit_parse(const char *, enum budget_unit *);
 int budget_period_parse(const char *, enum budget_period *);
+int budget_fit_parse(const char *, enum budget_fit *);
 const char *budget_scope_name(enum budget_scope);
 const char *budget_unit_name(enum budget_unit);
 const char *budget_period_name(enum budget_period);

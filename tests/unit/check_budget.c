@@ -725,6 +725,282 @@ START_TEST(test_shares)
 }
 END_TEST
 
+/* An ask of prompt and completion tokens at prices per 1,000, shrinking to at least 16. */
+static struct budget_ask
+ask(int64_t prompt, int64_t completion, double pp, double cp)
+{
+	struct budget_ask a = { prompt, completion, 16, pp, cp, true };
+
+	return a;
+}
+
+/* A request without max_tokens under a 300-token budget is sent with what fits, not refused. */
+START_TEST(test_admit_shrinks_to_what_is_left)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *r;
+	struct budget_refusal why;
+	struct budget_ask a = ask(12, 4096, 0, 0);
+	struct budget_state st;
+	int64_t sent;
+
+	add(bs, BUDGET_USER, 7, NULL, BUDGET_TOKENS, BUDGET_DAY, 300);
+	ck_assert_int_eq(budgets_admit(bs, 7, NULL, NULL, "m", &a, true, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_RESERVED);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(sent, 288);
+	st = status(bs, 0, T_2024_03_15);
+	ck_assert(st.reserved == 300 && st.left == 0);
+	budgets_settle(r, 12 + 288, 0, T_2024_03_15);
+	/* nothing left: the prompt alone does not fit */
+	ck_assert_int_eq(budgets_admit(bs, 7, NULL, NULL, "m", &a, true, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_REFUSED);
+	ck_assert_ptr_null(r);
+	ck_assert_int_eq(why.fit, -1);
+	ck_assert_msg(strstr(why.message, "budget user:7 (tokens/day) has 0 tokens left, less than "
+	    "the prompt alone (12 tokens)") != NULL, "%s", why.message);
+	ck_assert(strstr(why.message, "exceeded") == NULL);
+	/* another user is not under it */
+	ck_assert_int_eq(budgets_admit(bs, 8, NULL, NULL, "m", &a, true, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_RESERVED);
+	ck_assert_ptr_null(r);
+	ck_assert_int_eq(sent, 4096);
+	budgets_free(bs);
+}
+END_TEST
+
+/* Under budget_min_reply, or where the budget says fit = refuse, it is refused with the largest fit. */
+START_TEST(test_admit_refuses_what_is_too_small)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *r;
+	struct budget_refusal why;
+	struct budget_ask a = ask(20, 100, 0, 0);
+	struct budget_def def;
+	char cause[256];
+	int64_t sent;
+
+	add(bs, BUDGET_TAG, 0, "batch", BUDGET_TOKENS, BUDGET_EVER, 50);
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, "batch", NULL, &a, true, 0, &r, &sent, &why),
+	    BUDGET_RESERVED);
+	ck_assert_int_eq(sent, 30);
+	budgets_settle(r, 35, 0, 0);
+	/* 15 left: 20 of prompt do not fit */
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, "batch", NULL, &a, true, 0, &r, &sent, &why),
+	    BUDGET_REFUSED);
+	/* a smaller prompt leaves 5, under 16 */
+	a.prompt = 10;
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, "batch", NULL, &a, true, 0, &r, &sent, &why),
+	    BUDGET_REFUSED);
+	ck_assert_int_eq(why.fit, 5);
+	ck_assert_msg(strstr(why.message, "budget tag:batch (tokens/ever) has 15 tokens left: the "
+	    "largest max_tokens that fits is 5, under the 16 a reply needs (budget_min_reply)") != NULL,
+	    "%s", why.message);
+	/* asking for 5 or fewer is not shrinking */
+	a.completion = 5;
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, "batch", NULL, &a, true, 0, &r, &sent, &why),
+	    BUDGET_RESERVED);
+	ck_assert_int_eq(sent, 5);
+	budgets_release(r);
+	/* asking for 6 with min 16: the least worth sending is what was asked, 6: refused */
+	a.completion = 6;
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, "batch", NULL, &a, true, 0, &r, &sent, &why),
+	    BUDGET_REFUSED);
+
+	/* fit = refuse on the budget, or shrink false for budgets that do not say */
+	memset(&def, 0, sizeof def);
+	def.scope = BUDGET_MODEL;
+	def.name = "big";
+	def.unit = BUDGET_TOKENS;
+	def.period = BUDGET_EVER;
+	def.limit = 1000;
+	def.fit = BUDGET_FIT_REFUSE;
+	ck_assert_int_eq(budgets_add(bs, &def, cause, sizeof cause), 0);
+	a = ask(100, 2000, 0, 0);
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, "big", &a, true, 0, &r, &sent, &why),
+	    BUDGET_REFUSED);
+	ck_assert_int_eq(why.fit, 900);
+	ck_assert_msg(strstr(why.message, "budget model:big (tokens/ever) has 1000 tokens left, 2100 "
+	    "needed, and refuses rather than shrink (fit is refuse): the largest max_tokens that fits "
+	    "is 900") != NULL, "%s", why.message);
+	a.completion = 900;
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, "big", &a, true, 0, &r, &sent, &why),
+	    BUDGET_RESERVED);
+	budgets_release(r);
+	add(bs, BUDGET_MODEL, 0, "small", BUDGET_TOKENS, BUDGET_EVER, 1000);
+	a = ask(100, 2000, 0, 0);
+	a.shrink = false;
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, "small", &a, true, 0, &r, &sent, &why),
+	    BUDGET_REFUSED);
+	a.shrink = true;
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, "small", &a, true, 0, &r, &sent, &why),
+	    BUDGET_RESERVED);
+	ck_assert_int_eq(sent, 900);
+	budgets_release(r);
+	budgets_free(bs);
+}
+END_TEST
+
+/* What only requests in flight hold makes a request wait, not fail; without waiting it shrinks. */
+START_TEST(test_admit_waits_for_reservations)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *first, *r;
+	struct budget_refusal why;
+	struct budget_ask a = ask(100, 800, 0, 0), b = ask(50, 450, 0, 0);
+	int64_t sent;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_TOKENS, BUDGET_DAY, 1000);
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, NULL, &a, true, T_2024_03_15, &first,
+	    &sent, &why), BUDGET_RESERVED);
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, NULL, &b, true, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_WAIT);
+	ck_assert_ptr_null(r);
+	/* not waiting: shrunk to what the first leaves (100 - 50 of prompt) */
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, NULL, &b, false, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_RESERVED);
+	ck_assert_int_eq(sent, 50);
+	budgets_release(r);
+	/* the first used 150: now it fits whole */
+	budgets_settle(first, 150, 0, T_2024_03_15);
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, NULL, &b, true, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_RESERVED);
+	ck_assert_int_eq(sent, 450);
+	budgets_release(r);
+	/* without waiting and with too little left after those in flight, refused, saying so */
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, NULL, &a, true, T_2024_03_15, &first,
+	    &sent, &why), BUDGET_RESERVED);
+	ck_assert_int_eq(sent, 750);
+	ck_assert_int_eq(budgets_admit(bs, 1, NULL, NULL, NULL, &b, false, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_REFUSED);
+	ck_assert_msg(strstr(why.message, "has 0 tokens left (after 850 held by requests in flight)")
+	    != NULL, "%s", why.message);
+	budgets_release(first);
+	budgets_free(bs);
+}
+END_TEST
+
+/*
+ * 50 requests at once against max_budget 0.5 at 1 per 1,000 tokens, each
+ * worth 0.06 at worst and 0.02 in fact: waiting and shrinking spend nearly
+ * all of it, and never more.
+ */
+START_TEST(test_admit_spends_to_the_last_token)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *held[50];
+	int64_t sent[50];
+	bool done[50] = { false };
+	struct budget_refusal why;
+	struct budget_ask a = ask(10, 50, 1.0, 1.0);
+	struct budget_state st;
+	int served = 0, refused = 0, round;
+	double spent = 0;
+
+	add(bs, BUDGET_ALL, 0, NULL, BUDGET_MONEY, BUDGET_EVER, 0.5);
+	for (int i = 0; i < 50; i++)
+		held[i] = NULL;
+	for (round = 0; round < 100 && served + refused < 50; round++) {
+		/* everyone waiting asks (again), in order */
+		for (int i = 0; i < 50; i++) {
+			if (done[i] || held[i] != NULL)
+				continue;
+			switch (budgets_admit(bs, 1, NULL, NULL, NULL, &a, true, 0, &held[i], &sent[i],
+			    &why)) {
+			case BUDGET_RESERVED:
+				ck_assert_ptr_nonnull(held[i]);
+				break;
+			case BUDGET_WAIT:
+				break;
+			case BUDGET_REFUSED:
+				done[i] = true;
+				refused++;
+				break;
+			}
+			st = status(bs, 0, 0);
+			ck_assert(st.used + st.reserved <= 0.5 + 1e-12);
+		}
+		/* the oldest in flight ends, having used 10 + min(10, sent) tokens */
+		for (int i = 0; i < 50; i++) {
+			if (held[i] == NULL)
+				continue;
+			int64_t reply = sent[i] < 10 ? sent[i] : 10;
+			budgets_settle(held[i], 10 + reply, (10.0 + (double)reply) / 1000.0, 0);
+			spent += (10.0 + (double)reply) / 1000.0;
+			held[i] = NULL;
+			done[i] = true;
+			served++;
+			break;
+		}
+	}
+	ck_assert_int_eq(served + refused, 50);
+	st = status(bs, 0, 0);
+	ck_assert(st.used <= 0.5 + 1e-12 && st.reserved == 0);
+	ck_assert_msg(spent >= 0.85 * 0.5, "spent %g of 0.5 (%d served)", spent, served);
+	budgets_free(bs);
+}
+END_TEST
+
+/* Money rounds to billionths: the completion that fits is the largest whose cost fits. */
+START_TEST(test_admit_money_fit_is_exact)
+{
+	struct budgets *bs = budgets_new();
+	struct budget_reservation *r;
+	struct budget_refusal why;
+	struct budget_ask a = ask(333, 100000, 0.7, 2.1);
+	struct budget_state st;
+	int64_t sent;
+
+	add(bs, BUDGET_USER, 9, NULL, BUDGET_MONEY, BUDGET_MONTH, 0.4998);
+	ck_assert_int_eq(budgets_admit(bs, 9, NULL, NULL, NULL, &a, true, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_RESERVED);
+	/* (333 * 0.7 + c * 2.1) / 1000 <= 0.4998, to the last billionth */
+	ck_assert_int_eq(sent, 127);
+	st = status(bs, 0, T_2024_03_15);
+	ck_assert(st.reserved == 0.4998 && st.left == 0);
+	budgets_release(r);
+	/* a zero-priced model is never stopped by a money budget */
+	a = ask(333, 100000, 0, 0);
+	ck_assert_int_eq(budgets_admit(bs, 9, NULL, NULL, NULL, &a, false, T_2024_03_15, &r, &sent,
+	    &why), BUDGET_RESERVED);
+	ck_assert_int_eq(sent, 100000);
+	budgets_release(r);
+	budgets_free(bs);
+}
+END_TEST
+
+/* The server's count per local count: a moving average bounded 1.0 .. 2.0, per upstream and model. */
+START_TEST(test_prompt_ratio)
+{
+	struct budget_ratios *rs = budget_ratios_new();
+
+	ck_assert(budget_ratio(rs, "local", "qwen") == 1.0);
+	ck_assert_int_eq(budget_ratio_learn(rs, "local", "qwen", 130, 100), 0);
+	ck_assert(fabs(budget_ratio(rs, "local", "qwen") - 1.3) < 1e-12);
+	ck_assert_int_eq(budget_ratio_learn(rs, "local", "qwen", 110, 100), 0);
+	ck_assert(fabs(budget_ratio(rs, "local", "qwen") - 1.25) < 1e-12);
+	/* apart per upstream and per model, and the key is not fooled by where the split falls */
+	ck_assert(budget_ratio(rs, "local", "qwen2") == 1.0);
+	ck_assert(budget_ratio(rs, "localq", "wen") == 1.0);
+	ck_assert_int_eq(budget_ratio_learn(rs, "other", "qwen", 900, 100), 0);
+	ck_assert(budget_ratio(rs, "other", "qwen") == 2.0);
+	/* fewer than counted is 1.0: never reserve under the local count */
+	ck_assert_int_eq(budget_ratio_learn(rs, "low", "m", 10, 100), 0);
+	ck_assert(budget_ratio(rs, "low", "m") == 1.0);
+	/* nothing to learn from nothing */
+	ck_assert_int_eq(budget_ratio_learn(rs, "none", "m", 0, 100), 0);
+	ck_assert_int_eq(budget_ratio_learn(rs, "none", "m", 100, 0), 0);
+	ck_assert(budget_ratio(rs, "none", "m") == 1.0);
+	ck_assert_int_eq(budget_ratio_apply(1.25, 100), 125);
+	ck_assert_int_eq(budget_ratio_apply(1.25, 101), 127);
+	ck_assert_int_eq(budget_ratio_apply(1.0, 101), 101);
+	ck_assert_int_eq(budget_ratio_apply(2.0, 0), 0);
+	ck_assert_int_eq(budget_ratio_apply(2.0, INT64_MAX / 2 + 7), INT64_MAX);
+	budget_ratios_free(rs);
+	ck_assert(budget_ratio(NULL, "a", "b") == 1.0);
+}
+END_TEST
+
 static Suite *
 budget_suite(void)
 {
@@ -748,6 +1024,12 @@ budget_suite(void)
 	tcase_add_test(tc, test_claim_of);
 	tcase_add_test(tc, test_claim_refusal);
 	tcase_add_test(tc, test_shares);
+	tcase_add_test(tc, test_admit_shrinks_to_what_is_left);
+	tcase_add_test(tc, test_admit_refuses_what_is_too_small);
+	tcase_add_test(tc, test_admit_waits_for_reservations);
+	tcase_add_test(tc, test_admit_spends_to_the_last_token);
+	tcase_add_test(tc, test_admit_money_fit_is_exact);
+	tcase_add_test(tc, test_prompt_ratio);
 	suite_add_tcase(s, tc);
 	return s;
 }
