@@ -2364,6 +2364,53 @@ ledger_staged(const struct ledger *l)
 	return l->batch_n;
 }
 
+int
+ledger_amend_error(struct ledger *l, uint64_t rid, const char *code)
+{
+	struct ledger_decoded *d;
+	struct ledger_row *row;
+	struct ledger_buf rest;
+	size_t pos = l->pend_off, flen = 0;
+	int rc = -1;
+
+	if (rid == 0 || l->pend_n == 0 || (d = malloc(sizeof *d)) == NULL)
+		return -1;
+	while (pos < l->pend.len) {
+		if (ledger_frame_at(l->pend.p + pos, l->pend.len - pos, d, &flen) != 1)
+			break;      /* the queue holds whole framed records only */
+		if (d->rid == rid)
+			break;
+		pos += flen;
+		flen = 0;
+	}
+	if (pos >= l->pend.len || flen == 0 || d->rid != rid || d->r.status != LEDGER_DONE)
+		goto out;
+	d->r.status = LEDGER_ERROR;
+	ledger_clean_string(code, d->error_code);
+	d->r.error_code = d->error_code;
+	if (ledger_encode(&l->rec, &d->r, rid) == -1)
+		goto out;
+	/* splice the new encoding in place of the old */
+	memset(&rest, 0, sizeof rest);
+	if (ledger_buf_add(&rest, l->pend.p + pos + flen, l->pend.len - pos - flen) == -1)
+		goto out;
+	l->pend.len = pos;
+	if (ledger_buf_add(&l->pend, l->rec.p, l->rec.len) == -1 ||
+	    ledger_buf_add(&l->pend, rest.p, rest.len) == -1) {
+		/* cannot happen without memory: the buffer held more a moment ago */
+		ledger_buf_free(&rest);
+		goto out;
+	}
+	ledger_buf_free(&rest);
+	if ((row = ledger_row_get(l, ledger_day(d->r.time_ms), d->r.model, d->r.upstream, d->r.uid,
+	    d->r.user, d->r.tag)) != NULL)
+		row->c.errors++;
+	rc = 0;
+out:
+	free(d);
+	return rc;
+}
+
 /* Write the batch: one write(2) per UTC day it spans (after any pending records). */
 static int
 ledger_commit_batch(struct ledger *l, char *cause, size_t cause_len)

@@ -157,6 +157,14 @@ int ledger_commit(struct ledger *, char *cause, size_t cause_len);
 /* Records staged and not yet committed. */
 size_t ledger_staged(const struct ledger *);
 
+/*
+ * A record still waiting to be written (its write failed) ends otherwise
+ * than it was staged: its client was told error code instead of done. It
+ * is written with status LEDGER_ERROR and that code, and counted as an
+ * error. -1 when it is not waiting (already in the journal, or dropped).
+ */
+int ledger_amend_error(struct ledger *, uint64_t rid, const char *code);
+
 /* Once a second: retry failed writes, fsync under everysec, compact when due. */
 void ledger_tick(struct ledger *, int64_t now_ms);
 

@@ -839,6 +839,48 @@ START_TEST(test_batch_write_fails)
 }
 END_TEST
 
+/* A record whose write failed and whose client heard an error is written, and counted, as an error. */
+START_TEST(test_amend_error)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_EVERYSEC, 30, 64 << 20);
+	struct ledger *l = open_ok(sdir, &o);
+	struct counters want, got;
+	uint64_t rid[6];
+	char cause[512] = "";
+
+	append_ok(l, 0);
+	rid[0] = ledger_last_rid(l);
+	fail_writes("enospc");
+	for (int i = 1; i < 6; i++) {
+		stage_ok(l, i);
+		rid[i] = ledger_last_rid(l);
+	}
+	ck_assert_int_eq(ledger_commit(l, cause, sizeof cause), -1);
+	ck_assert_uint_eq(ledger_pending(l), 5);
+	/* records 2 and 4 were done: their clients were told otherwise */
+	ck_assert_int_eq(ledger_amend_error(l, rid[2], "internal"), 0);
+	ck_assert_int_eq(ledger_amend_error(l, rid[4], "internal"), 0);
+	/* record 3 failed anyway, record 0 is in the journal, 99 never was */
+	ck_assert_int_eq(ledger_amend_error(l, rid[3], "internal"), -1);
+	ck_assert_int_eq(ledger_amend_error(l, rid[0], "internal"), -1);
+	ck_assert_int_eq(ledger_amend_error(l, rid[5] + 99, "internal"), -1);
+	ck_assert_uint_eq(ledger_pending(l), 5);
+	want = expect(0, 6, -1);
+	want.errors += 2;
+	got = total(l);
+	counters_eq(&got, &want);
+	fail_writes("");
+	ck_assert_int_eq(ledger_probe(l, cause, sizeof cause), 0);
+	ck_assert_uint_eq(ledger_pending(l), 0);
+	ck_assert_int_eq(ledger_amend_error(l, rid[1], "internal"), -1);    /* written now */
+	ledger_close(l);
+	l = open_ok(sdir, &o);
+	got = total(l);
+	counters_eq(&got, &want);
+	ledger_close(l);
+}
+END_TEST
+
 /* A snapshot writes the staged records first; a failure there is answered by the next commit. */
 START_TEST(test_batch_before_snapshot)
 {
@@ -2432,6 +2474,7 @@ ledger_suite(void)
 	tcase_add_test(tc, test_batch_one_write);
 	tcase_add_test(tc, test_batch_day_split);
 	tcase_add_test(tc, test_batch_write_fails);
+	tcase_add_test(tc, test_amend_error);
 	tcase_add_test(tc, test_batch_before_snapshot);
 	tcase_add_test(tc, test_crash_between_snapshot_and_delete);
 	tcase_add_test(tc, test_folded_files_not_recounted);
