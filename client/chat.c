@@ -263,52 +263,31 @@ chat_tool_calls_print(struct chat *ch)
 
 /*
  * After budget_exceeded: say how the request would fit, from the error's
- * detail (left, needed) and the max_tokens that was asked for (or the
- * prompt's size from the tokens op when none was).
+ * detail: the largest max_tokens that fits (fit), else what is left.
  */
 static void
-chat_budget_hint(struct chat *ch, const struct ollm_message *msgs, size_t n)
+chat_budget_hint(struct chat *ch)
 {
-	struct ollm_tokens_req tr;
-	struct ollm_tokens t;
-	json_t *d;
-	const char *unit;
-	double left, needed;
-	int64_t prompt = -1, fit;
+	json_t *d, *fit;
+	const char *scope, *unit;
+	double left;
 
 	if ((d = json_loads(ollm_last_error(ch->conn)->detail_json, 0, NULL)) == NULL)
 		return;
+	fit = json_object_get(d, "fit");
+	scope = json_string_value(json_object_get(d, "scope"));
 	unit = json_string_value(json_object_get(d, "unit"));
 	left = json_number_value(json_object_get(d, "left"));
-	needed = json_number_value(json_object_get(d, "needed"));
-	if (unit == NULL || strcmp(unit, "tokens") != 0 || needed <= 0) {
-		json_decref(d);
-		return;             /* money: the price per token is the daemon's */
-	}
-	json_decref(d);
-	if (ch->opts.max_tokens > 0)
-		prompt = (int64_t)needed - ch->opts.max_tokens;
-	else {
-		memset(&tr, 0, sizeof tr);
-		tr.messages = msgs;
-		tr.n_messages = n;
-		tr.model = ch->model;
-		if (chat_ensure_connected(ch) == OLLM_OK && ollm_tokens(ch->conn, &tr, &t) == OLLM_OK) {
-			prompt = t.count;
-			ollm_tokens_clear(&t);
-		}
-	}
-	if (prompt < 0)
-		return;
-	fit = (int64_t)left - prompt;
-	if (fit >= 1)
-		fprintf(stderr, "%s: it fits with %s %" PRId64 " (%.0f tokens left, the "
-		    "prompt takes %" PRId64 ")\n", ch->repl ? "hint" : "ollmctl chat",
-		    ch->repl ? "/max-tokens" : "--max-tokens", fit, left, prompt);
-	else
-		fprintf(stderr, "%s: the prompt alone takes %" PRId64 " tokens, more than "
-		    "the %.0f left%s\n", ch->repl ? "hint" : "ollmctl chat", prompt, left,
+	if (json_is_integer(fit) && json_integer_value(fit) >= 1)
+		fprintf(stderr, "%s: it fits with %s %" PRId64 " (budget %s has %g%s left)\n",
+		    ch->repl ? "hint" : "ollmctl chat", ch->repl ? "/max-tokens" : "--max-tokens",
+		    (int64_t)json_integer_value(fit), scope != NULL ? scope : "?", left,
+		    unit != NULL && strcmp(unit, "tokens") == 0 ? " tokens" : "");
+	else if (json_is_integer(fit))
+		fprintf(stderr, "%s: the prompt alone takes more than budget %s has left%s\n",
+		    ch->repl ? "hint" : "ollmctl chat", scope != NULL ? scope : "?",
 		    ch->repl ? "; /clear forgets the conversation" : "");
+	json_decref(d);
 }
 
 /* Each delta of a streamed reply goes straight to the terminal. */
@@ -487,7 +466,14 @@ chat_send(struct chat *ch, const char *text)
 	fflush(stdout);
 	if (r == OLLM_OK && done.finish_reason != NULL &&
 	    strcmp(done.finish_reason, "length") == 0) {
-		if (ch->opts.max_tokens > 0)
+		if (done.budget_shrunk)
+			fprintf(stderr, "%s: the reply was cut at max_tokens %" PRId64 ", lowered from "
+			    "%" PRId64 " to fit a budget (ollmctl stats shows what is left)\n",
+			    ch->repl ? "note" : "ollmctl chat", done.max_tokens, done.max_tokens_asked);
+		else if (done.cut)
+			fprintf(stderr, "%s: the model server wrote past max_tokens %" PRId64 "; the "
+			    "reply was cut there\n", ch->repl ? "note" : "ollmctl chat", done.max_tokens);
+		else if (ch->opts.max_tokens > 0)
 			fprintf(stderr, "%s: the reply was cut at max_tokens (%" PRId64 "); %s "
 			    "raises it\n", ch->repl ? "note" : "ollmctl chat",
 			    ch->opts.max_tokens, ch->repl ? "/max-tokens N" : "--max-tokens N");
@@ -504,7 +490,7 @@ chat_send(struct chat *ch, const char *text)
 		if (r != OLLM_OK && r != OLLM_ERR_CANCELLED)
 			ollmctl_report(ch->conn, r);
 		if (r == OLLM_ERR_BUDGET_EXCEEDED)
-			chat_budget_hint(ch, msgs, n);
+			chat_budget_hint(ch);
 		free(msgs);
 		if (r == OLLM_OK && ch->save && chat_add_turn(ch, "user", text) == 0 &&
 		    chat_add_turn(ch, "assistant", ch->reply.p != NULL ? ch->reply.p : "") == 0)
@@ -534,7 +520,7 @@ chat_send(struct chat *ch, const char *text)
 		render_error(line, sizeof line, ollm_last_error(ch->conn));
 		fprintf(stderr, "error: %s\n", line);
 		if (r == OLLM_ERR_BUDGET_EXCEEDED)
-			chat_budget_hint(ch, msgs, n);
+			chat_budget_hint(ch);
 	}
 	free(msgs);
 	ollm_done_clear(&done);

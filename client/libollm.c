@@ -939,6 +939,7 @@ ollm_done_clear(struct ollm_done *d)
 	free(d->tool_calls_json);
 	memset(d, 0, sizeof *d);
 	d->ttft_ms = d->latency_ms = -1;
+	d->max_tokens = d->max_tokens_asked = -1;
 	d->durable = 1;
 }
 
@@ -960,6 +961,7 @@ ollm_chat(struct ollm *c, const struct ollm_message *msgs, size_t n_msgs,
 	if (done != NULL) {
 		memset(done, 0, sizeof *done);
 		done->ttft_ms = done->latency_ms = -1;
+		done->max_tokens = done->max_tokens_asked = -1;
 		done->durable = 1;
 	}
 	if (opts == NULL) {
@@ -1007,6 +1009,10 @@ ollm_chat(struct ollm *c, const struct ollm_message *msgs, size_t n_msgs,
 		done->reasoning = ollm_take(&d->reasoning);
 		done->tool_calls_json = ollm_json(&d->tool_calls);
 		done->durable = !d->not_durable;
+		done->max_tokens = d->max_tokens;
+		done->budget_shrunk = d->budget_shrunk;
+		done->max_tokens_asked = d->max_tokens_asked;
+		done->cut = d->cut;
 	}
 	message_reply_free(rp);
 	return OLLM_OK;

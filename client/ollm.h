@@ -160,6 +160,10 @@ struct ollm_done {
 	char *reasoning;                /* stream 0 only */
 	char *tool_calls_json;          /* stream 0 only */
 	int durable;                    /* 0: served, but the daemon's ledger could not record it */
+	int64_t max_tokens;             /* the length limit the model server was sent; -1: none */
+	int budget_shrunk;              /* 1: max_tokens was lowered to fit a budget */
+	int64_t max_tokens_asked;       /* with budget_shrunk: the limit before (asked, or the default) */
+	int cut;                        /* 1: the server wrote past max_tokens; the reply was cut */
 };
 
 /*

@@ -324,6 +324,22 @@ api_sse_chunk(struct api_req *ar, struct evbuffer *out, const char *delta,
 	    finish_reason, usage));
 }
 
+/* X-Ollm-Max-Tokens: the limit the model server was sent; X-Ollm-Budget-Shrunk: what it was before a budget lowered it. */
+static void
+api_limit_headers(struct evkeyvalq *h, int64_t sent, bool shrunk, int64_t wanted)
+{
+	char n[32];
+
+	if (sent <= 0)
+		return;
+	snprintf(n, sizeof n, "%lld", (long long)sent);
+	evhttp_add_header(h, "X-Ollm-Max-Tokens", n);
+	if (!shrunk)
+		return;
+	snprintf(n, sizeof n, "%lld", (long long)wanted);
+	evhttp_add_header(h, "X-Ollm-Budget-Shrunk", n);
+}
+
 /* Stream: the status line, headers and (for a chat) the first chunk carrying the role. */
 static void
 api_stream_start(struct api_req *ar)
@@ -337,6 +353,9 @@ api_stream_start(struct api_req *ar)
 	h = evhttp_request_get_output_headers(ar->req);
 	evhttp_add_header(h, "Content-Type", "text/event-stream");
 	evhttp_add_header(h, "Cache-Control", "no-cache");
+	if (ar->chat != NULL)
+		api_limit_headers(h, ar->chat->max_tokens_sent, ar->chat->budget_shrunk,
+		    ar->chat->max_tokens_wanted);
 	evhttp_send_reply_start(ar->req, 200, "OK");
 	if (ar->passthrough || (out = evbuffer_new()) == NULL)
 		return;
@@ -517,6 +536,8 @@ api_reply_done(struct api_req *ar, const struct done_reply *d)
 		evhttp_add_header(h, "X-Ollm-Upstream", d->upstream);
 	if (d->usage.estimated)
 		evhttp_add_header(h, "X-Ollm-Usage", "estimated");
+	if (ar->chat != NULL)
+		api_limit_headers(h, d->max_tokens, d->budget_shrunk, ar->chat->max_tokens_wanted);
 	api_send_json(ar->req, 200, body);
 }
 
@@ -557,6 +578,9 @@ api_reply_raw(struct api_req *ar, const struct reply *r)
 		evbuffer_add(out, body, strlen(body));
 		evhttp_add_header(evhttp_request_get_output_headers(ar->req), "Content-Type",
 		    "application/json");
+		if (ar->chat != NULL)
+			api_limit_headers(evhttp_request_get_output_headers(ar->req), r->u.done.max_tokens,
+			    r->u.done.budget_shrunk, ar->chat->max_tokens_wanted);
 		evhttp_send_reply(ar->req, 200, "OK", out);
 		evbuffer_free(out);
 		return;
@@ -824,13 +848,13 @@ api_key_find(const struct conf *conf, const char *token)
  */
 static bool
 api_authenticate(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t *uid,
-    const char **user, const char **tag)
+    const char **user, const struct api_key_conf **key)
 {
 	const struct conf *conf = api->server->conf;
 	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	char where[80];
 
-	*tag = NULL;
+	*key = NULL;
 	*user = NULL;
 	if (auth != NULL) {
 		const struct api_key_conf *k;
@@ -851,7 +875,7 @@ api_authenticate(struct api *api, struct evhttp_request *req, struct api_conn *a
 		}
 		*uid = k->uid;
 		*user = k->named ? k->user : NULL;
-		*tag = k->tag;
+		*key = k;
 		return true;
 	}
 	if (conf->require_key) {
@@ -892,18 +916,34 @@ api_body_object(struct evhttp_request *req)
 	return j;
 }
 
-/* The request's tag: X-Ollm-Tag, else the key's; -1 after a 400 for a bad header. */
+/*
+ * The request's tag: the key's, which X-Ollm-Tag may replace only for a
+ * request without a key or with a key made with tag_override; -1 after a
+ * 400 for a bad header or a 403 for a tag the key does not allow.
+ */
 static int
-api_tag(struct evhttp_request *req, const char *key_tag, const char **tag)
+api_tag(struct evhttp_request *req, const struct api_key_conf *key, const char **tag)
 {
 	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Ollm-Tag");
+	const char *own = key != NULL ? key->tag : NULL;
+	char msg[400];
 
-	if (h != NULL && (strlen(h) > API_TAG_MAX || !message_utf8_valid(h, strlen(h)))) {
+	*tag = own;
+	if (h == NULL)
+		return 0;
+	if (strlen(h) > API_TAG_MAX || !message_utf8_valid(h, strlen(h))) {
 		api_send_error(req, "bad_request", "X-Ollm-Tag must be UTF-8 of at most 256 bytes",
 		    NULL, NAN, -1, NULL);
 		return -1;
 	}
-	*tag = h != NULL ? h : key_tag;
+	if (key != NULL && !key->tag_override && strcmp(h, own != NULL ? own : "") != 0) {
+		snprintf(msg, sizeof msg, "X-Ollm-Tag \"%.64s\" is not this API key's tag (%s%.64s%s): "
+		    "a key's requests are billed to its own tag unless it was made with tag_override",
+		    h, own != NULL ? "\"" : "", own != NULL ? own : "it has none", own != NULL ? "\"" : "");
+		api_send_error(req, "forbidden", msg, NULL, NAN, -1, NULL);
+		return -1;
+	}
+	*tag = h;
 	return 0;
 }
 
@@ -927,7 +967,7 @@ api_launch(struct api_conn *ac, struct api_req *ar, struct chat *c, struct reque
 /* POST /v1/chat/completions */
 static void
 api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
-    const char *user, const char *key_tag)
+    const char *user, const struct api_key_conf *key)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct api_body_error err;
@@ -954,7 +994,7 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 		    NAN, -1, NULL);
 		return;
 	}
-	if (api_tag(req, key_tag, &tag) == -1) {
+	if (api_tag(req, key, &tag) == -1) {
 		free(ar);
 		message_request_free(rq);
 		return;
@@ -1008,7 +1048,7 @@ api_prompt(json_t *v, struct evbuffer *text, int64_t *ids)
 /* POST /v1/completions and /v1/embeddings: passed through, admitted and accounted like a chat. */
 static void
 api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
-    const char *user, const char *key_tag, bool embeddings)
+    const char *user, const struct api_key_conf *key, bool embeddings)
 {
 	const char *field = embeddings ? "input" : "prompt";
 	struct chat_passthrough pass;
@@ -1025,7 +1065,7 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 		    NULL, NAN, -1, NULL);
 		return;
 	}
-	if (api_tag(req, key_tag, &tag) == -1 || (body = api_body_object(req)) == NULL)
+	if (api_tag(req, key, &tag) == -1 || (body = api_body_object(req)) == NULL)
 		return;
 	memset(&pass, 0, sizeof pass);
 	pass.path = embeddings ? "/embeddings" : "/completions";
@@ -1048,9 +1088,6 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 	else if (!embeddings && (v = json_object_get(body, "stream")) != NULL && !json_is_null(v) &&
 	    !json_is_boolean(v))
 		bad = "stream";
-	else if (!embeddings && (v = json_object_get(body, "max_tokens")) != NULL &&
-	    !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 1))
-		bad = "max_tokens";
 	else if (!embeddings && (((v = json_object_get(body, "n")) != NULL && !json_is_null(v) &&
 	    json_integer_value(v) != 1) || ((v = json_object_get(body, "best_of")) != NULL &&
 	    !json_is_null(v) && json_integer_value(v) != 1)))
@@ -1066,9 +1103,15 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 		return;
 	}
 	if (!embeddings) {
+		struct api_body_error le;
+		if (api_body_length(body, &rq->u.chat.max_tokens, &le) == -1) {
+			evbuffer_free(text);
+			json_decref(body);
+			message_request_free(rq);
+			api_send_error(req, "bad_request", le.message, le.param, NAN, -1, NULL);
+			return;
+		}
 		rq->u.chat.stream = json_is_true(json_object_get(body, "stream"));
-		if (json_is_integer(json_object_get(body, "max_tokens")))
-			rq->u.chat.max_tokens = json_integer_value(json_object_get(body, "max_tokens"));
 		pass.usage_wanted = json_is_true(json_object_get(json_object_get(body,
 		    "stream_options"), "include_usage"));
 	}
@@ -1164,7 +1207,8 @@ api_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	struct api_conn *ac;
-	const char *tag, *user;
+	const struct api_key_conf *key;
+	const char *user;
 	uint32_t uid;
 	char msg[300];
 
@@ -1212,7 +1256,7 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		api_send_error(req, "method_not_allowed", msg, NULL, NAN, -1, NULL);
 		return;
 	}
-	if (!api_authenticate(api, req, ac, &uid, &user, &tag))
+	if (!api_authenticate(api, req, ac, &uid, &user, &key))
 		return;
 	if (metrics && strcmp(srv->conf->stats_visibility, "own") == 0 &&
 	    (user != NULL || (uid != 0 && uid != (uint32_t)srv->own_uid))) {
@@ -1222,9 +1266,9 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (completions || embeddings)
-		api_passthrough(api, req, ac, uid, user, tag, embeddings);
+		api_passthrough(api, req, ac, uid, user, key, embeddings);
 	else if (chat)
-		api_chat(api, req, ac, uid, user, tag);
+		api_chat(api, req, ac, uid, user, key);
 	else if (models)
 		api_models(api, req);
 	else

@@ -96,6 +96,31 @@ api_body_content(json_t *v, char **out, size_t *out_len, char *cause, size_t cau
 	return 0;
 }
 
+int
+api_body_length(json_t *body, int64_t *asked, struct api_body_error *err)
+{
+	*asked = -1;
+	for (size_t i = 0; openai_length_keys[i] != NULL; i++) {
+		const char *key = openai_length_keys[i];
+		json_t *v = json_object_get(body, key);
+		bool standard = i < 2;
+		json_int_t n;
+
+		if (v == NULL || json_is_null(v))
+			continue;
+		if (!json_is_integer(v) || (standard && json_integer_value(v) < 1)) {
+			snprintf(err->message, sizeof err->message, "%s must be an integer%s", key,
+			    standard ? " >= 1" : "");
+			snprintf(err->param, sizeof err->param, "%s", key);
+			return -1;
+		}
+		n = json_integer_value(v);
+		if (n >= 1 && (*asked == -1 || n < *asked))
+			*asked = n;
+	}
+	return 0;
+}
+
 /* The chat request of a parsed body; NULL with cause and *param (a key of body, or NULL). */
 static struct request *
 api_body_chat_request(json_t *body, bool *include_usage, char *cause, size_t cause_len,
@@ -189,12 +214,8 @@ api_body_chat_request(json_t *body, bool *include_usage, char *cause, size_t cau
 				goto fail;
 			}
 			*include_usage = json_is_true(iu);
-		} else if (strcmp(key, "max_tokens") == 0 || strcmp(key, "max_completion_tokens") == 0) {
-			if (!json_is_integer(v) || json_integer_value(v) < 1) {
-				snprintf(cause, cause_len, "%s must be an integer >= 1", key);
-				goto fail;
-			}
-			cr->max_tokens = (int64_t)json_integer_value(v);
+		} else if (openai_length_key(key)) {
+			continue;       /* read by api_body_length below */
 		} else if (strcmp(key, "temperature") == 0 || strcmp(key, "top_p") == 0) {
 			if (!json_is_number(v)) {
 				snprintf(cause, cause_len, "%s must be a number", key);
@@ -234,6 +255,14 @@ api_body_chat_request(json_t *body, bool *include_usage, char *cause, size_t cau
 		}
 	}
 	*param = NULL;
+	{
+		struct api_body_error le;
+		if (api_body_length(body, &cr->max_tokens, &le) == -1) {
+			snprintf(cause, cause_len, "%s", le.message);
+			*param = json_object_iter_key(json_object_iter_at(body, le.param));
+			goto fail;
+		}
+	}
 	if (extra != NULL) {
 		msgpack_sbuffer sb;
 		msgpack_packer pk;

@@ -25,6 +25,16 @@ json_t *api_body_json(const char *body, size_t len, char *cause, size_t cause_le
 char *api_body_strdup(json_t *v);
 
 /*
+ * The reply's length limit a body asks, in any dialect's key: max_tokens,
+ * max_completion_tokens (integers >= 1), llama.cpp's n_predict, Ollama's
+ * num_predict, TGI's max_new_tokens (integers; <= 0 means none), the least
+ * of those given; -1 when none. -1 returned with err (param the key) when a
+ * key has the wrong type or value. None of these keys is ever forwarded: the
+ * daemon sends its own limit.
+ */
+int api_body_length(json_t *body, int64_t *asked, struct api_body_error *err);
+
+/*
  * A POST /v1/chat/completions body as an OP_CHAT request (id 0, stream
  * false unless asked, content with its length as the msgpack front keeps
  * it; the caller frees it with message_request_free), *include_usage from

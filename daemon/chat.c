@@ -35,6 +35,7 @@ struct chat_parse {
 	bool saw_done;
 	bool saw_error;
 	bool too_large;
+	size_t cut_check_len;       /* text length at the last check of the cut by count */
 	long status;
 	struct strbuf raw;          /* non-stream body or error body */
 	struct strbuf text;         /* content, reasoning and tool arguments so far */
@@ -66,6 +67,10 @@ static void chat_attempt(struct chat *);
 static void chat_retry(struct chat *);
 static void chat_budget_detail(struct chat *, const struct budget_refusal *);
 static void chat_admit(struct chat *);
+static void chat_reserve(struct chat *, bool may_wait);
+static void chat_budget_wait(struct chat *, const char *why);
+static void chat_budget_unwait(struct chat *);
+static void chat_arm_timer(struct chat *, double seconds);
 static void chat_finish(struct chat *, const char *code, const char *message, long status,
     double retry_after);
 
@@ -209,6 +214,7 @@ chat_free(struct chat *c)
 	bool served = c->upstream != NULL;  /* refused before routing: not a request served */
 
 	c->front->release(c->owner, c);
+	chat_budget_unwait(c);
 	if (c->fleet_wait)
 		fleet_reserve_forget(srv->fleet, c);
 	if (c->transfer != NULL)
@@ -257,6 +263,43 @@ chat_send_delta(struct chat *c, const struct openai_chunk *ch)
 	chat_reply(c, &r);
 }
 
+/*
+ * Whether a stream has run past the limit it was sent, before a delta with
+ * text is passed on: a server that keeps its limit sends at most that many
+ * such deltas (each holds at least one of its tokens), and does not write
+ * more than twice the limit in this side's tokens (the prompt ratio's
+ * bound), which is counted whenever the text has doubled past 8 bytes a
+ * token. The reply is cut there and billed at the limit.
+ */
+static bool
+chat_past_limit(struct chat *c, struct chat_parse *p)
+{
+	int64_t most = c->max_tokens_sent;
+
+	if (most <= 0)
+		return false;
+	if (p->deltas >= most)
+		return true;
+	if (p->text.len <= (size_t)most * 8 || p->text.len < p->cut_check_len * 2 ||
+	    c->upstream->tokenizer == NULL)
+		return false;
+	p->cut_check_len = p->text.len;
+	return tokenizer_count(c->upstream->tokenizer, p->text.p, p->text.len) > 2 * most;
+}
+
+/* The server wrote past its limit: end the reply here, as a server that kept it would. */
+static void
+chat_cut(struct chat *c, struct chat_parse *p)
+{
+	if (!c->cut)
+		log_warn("chat %llu: upstream %s writes past the max_tokens %lld it was sent; the "
+		    "reply is cut there", (unsigned long long)c->id, c->upstream->conf.name,
+		    (long long)c->max_tokens_sent);
+	c->cut = true;
+	free(p->finish_reason);
+	p->finish_reason = strdup("length");
+}
+
 /* Fold what one chunk says into the attempt's state; a delta goes to the client at once. */
 static void
 chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
@@ -267,6 +310,11 @@ chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
 		p->saw_error = true;
 		free(p->error);
 		p->error = strdup(ch->error_message);
+		return;
+	}
+	if (stream && (ch->content != NULL || ch->reasoning != NULL || ch->tool_calls.data != NULL) &&
+	    chat_past_limit(c, p)) {
+		chat_cut(c, p);
 		return;
 	}
 	if (ch->content != NULL) {
@@ -286,7 +334,7 @@ chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
 		ch->tool_calls.data = NULL;
 		ch->tool_calls.len = 0;
 	}
-	if (ch->finish_reason != NULL) {
+	if (ch->finish_reason != NULL && !c->cut) {
 		free(p->finish_reason);
 		p->finish_reason = strdup(ch->finish_reason);
 	}
@@ -328,6 +376,19 @@ chat_raw_fold(struct chat_parse *p, json_t *j)
 		p->model = strdup(s);
 }
 
+/* Whether a passed-through chunk carries text of the reply. */
+static bool
+chat_raw_has_text(json_t *j)
+{
+	json_t *ch;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "choices"), i, ch)
+		if (json_string_length(json_object_get(ch, "text")) > 0)
+			return true;
+	return false;
+}
+
 /* The error message of a passed-through body, or NULL. */
 static char *
 chat_raw_error(json_t *j)
@@ -362,6 +423,11 @@ chat_raw_event(struct chat *c, struct chat_parse *p, const char *data, size_t le
 	if ((p->error = chat_raw_error(j)) != NULL) {
 		p->saw_error = true;
 		json_decref(j);
+		return -1;
+	}
+	if (c->max_tokens_sent > 0 && chat_raw_has_text(j) && chat_past_limit(c, p)) {
+		json_decref(j);
+		chat_cut(c, p);
 		return -1;
 	}
 	chat_raw_fold(p, j);
@@ -412,7 +478,7 @@ chat_sse_event_cb(void *arg, const char *event, const char *data, size_t len)
 	}
 	chat_take_chunk(c, p, &ch);
 	openai_chunk_clear(&ch);
-	return p->saw_error ? -1 : 0;
+	return p->saw_error || c->cut ? -1 : 0;
 }
 
 /* Re-arm the first-byte or idle timer. */
@@ -465,7 +531,7 @@ chat_data_cb(void *arg, const struct http_response *resp, const char *buf, size_
 		return HTTP_DATA_OK;
 	}
 	if (sse_parser_feed(&p->sse, buf, len, cause, sizeof cause) == -1) {
-		if (!p->saw_error) {
+		if (!p->saw_error && !c->cut) {
 			p->saw_error = true;
 			free(p->error);
 			p->error = strdup(cause);
@@ -531,6 +597,11 @@ chat_done_cb(void *arg, const struct http_response *resp)
 		c->unconnected++;
 	if (p->too_large) {
 		chat_finish(c, "too_large", "the model server's reply is larger than max_frame", -1, NAN);
+		return;
+	}
+	if (c->cut) {
+		upstream_record_result(c->upstream, true);
+		chat_finish(c, NULL, NULL, 200, NAN);
 		return;
 	}
 	if (resp->result != CURLE_OK && !p->saw_error) {
@@ -679,6 +750,12 @@ chat_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->budget_waiting) {
+		/* waited queue_timeout for others to settle: what they leave, or nothing */
+		chat_budget_unwait(c);
+		chat_reserve(c, false);
+		return;
+	}
 	if (c->transfer == NULL) {
 		chat_retry(c);
 		return;
@@ -743,13 +820,42 @@ chat_attempt(struct chat *c)
 	chat_arm_timer(c, u->first_byte_timeout);
 }
 
-/* Count the prompt with the upstream's tokenizer, once, when calc_usage is on. */
+/* Keys of a chat body that the server renders into the prompt, besides the messages. */
+static const char *const chat_rendered_keys[] = {
+	"tools", "tool_choice", "response_format", "functions", "function_call", NULL
+};
+
+/* Count a value of the body (tool calls, tool definitions) as the JSON text the server renders. */
+static int64_t
+chat_count_json(const struct tokenizer *tok, json_t *v)
+{
+	char *text;
+	int64_t n = 0;
+
+	if (v == NULL)
+		return 0;
+	if (json_is_string(v))
+		n = tokenizer_count(tok, json_string_value(v), json_string_length(v));
+	else if ((text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)) != NULL) {
+		n = tokenizer_count(tok, text, strlen(text));
+		free(text);
+	}
+	return n > 0 ? n : 0;
+}
+
+/*
+ * Count the prompt with the upstream's tokenizer, once, when calc_usage is
+ * on: every message (the seed's formula: 3 per message, 1 per name, 3 to
+ * prime the reply) with its tool calls, and what the server renders besides
+ * them: the tool definitions, tool_choice and the response format.
+ */
 static void
 chat_count_prompt(struct chat *c)
 {
 	struct chat_request *cr = &c->req->u.chat;
 	struct tokenizer *tok = c->upstream->tokenizer;
 	struct tokenizer_message *tm;
+	int64_t n;
 
 	if (c->prompt_estimate >= 0 || !c->server->conf->calc_usage || tok == NULL)
 		return;
@@ -762,8 +868,26 @@ chat_count_prompt(struct chat *c)
 		tm[i].name = cr->messages[i].name;
 		tm[i].tool_call_id = cr->messages[i].tool_call_id;
 	}
-	c->prompt_estimate = tokenizer_count_messages(tok, tm, cr->n_messages);
+	n = tokenizer_count_messages(tok, tm, cr->n_messages);
 	free(tm);
+	if (n < 0)
+		return;
+	for (size_t i = 0; i < cr->n_messages; i++) {
+		const struct message_raw *tc = &cr->messages[i].tool_calls;
+		json_t *j;
+		if (tc->data == NULL || (j = openai_msgpack_to_json(tc->data, tc->len)) == NULL)
+			continue;
+		n = budget_tokens_add(n, chat_count_json(tok, j));
+		json_decref(j);
+	}
+	if (cr->extra.data != NULL) {
+		json_t *x = openai_msgpack_to_json(cr->extra.data, cr->extra.len);
+		for (size_t k = 0; json_is_object(x) && chat_rendered_keys[k] != NULL; k++)
+			n = budget_tokens_add(n, chat_count_json(tok,
+			    json_object_get(x, chat_rendered_keys[k])));
+		json_decref(x);
+	}
+	c->prompt_estimate = n;
 }
 
 /* Usage of a finished or abandoned attempt: the server's numbers, else our count. */
@@ -772,28 +896,42 @@ chat_usage(struct chat *c, struct usage *out)
 {
 	struct chat_parse *p = c->parse;
 	struct tokenizer *tok = c->upstream->tokenizer;
+	int64_t most = c->max_tokens_sent;
 
 	memset(out, 0, sizeof *out);
-	if (p != NULL && p->has_usage) {
+	if (p != NULL && p->has_usage && !c->cut) {
 		*out = p->usage;
 		if (out->prompt_tokens < 0)
 			out->prompt_tokens = 0;
 		if (out->completion_tokens < 0)
 			out->completion_tokens = 0;
-		if (out->total_tokens < budget_tokens_add(out->prompt_tokens, out->completion_tokens))
-			out->total_tokens = budget_tokens_add(out->prompt_tokens, out->completion_tokens);
-		return;
+	} else {
+		chat_count_prompt(c);
+		if (c->prompt_estimate < 0 || tok == NULL) {
+			if (c->cut)
+				out->completion_tokens = most;
+			out->total_tokens = out->completion_tokens;
+			return;
+		}
+		out->estimated = true;
+		out->prompt_tokens = c->prompt_estimate;
+		if (p != NULL && p->text.len > 0) {
+			int64_t n = tokenizer_count(tok, p->text.p, p->text.len);
+			out->completion_tokens = n > 0 ? n : 0;
+		}
+		if (c->cut)
+			out->completion_tokens = most;
 	}
-	chat_count_prompt(c);
-	if (c->prompt_estimate < 0 || tok == NULL)
-		return;
-	out->estimated = true;
-	out->prompt_tokens = c->prompt_estimate;
-	if (p != NULL && p->text.len > 0) {
-		int64_t n = tokenizer_count(tok, p->text.p, p->text.len);
-		out->completion_tokens = n > 0 ? n : 0;
+	/* a reply is billed up to the limit it was sent with, whatever the server wrote past it */
+	if (most > 0 && out->completion_tokens > most) {
+		log_warn("chat %llu: upstream %s wrote %lld completion tokens past the max_tokens %lld "
+		    "it was sent; billed %lld", (unsigned long long)c->id, c->upstream->conf.name,
+		    (long long)out->completion_tokens, (long long)most, (long long)most);
+		out->completion_tokens = most;
+		out->total_tokens = 0;
 	}
-	out->total_tokens = budget_tokens_add(out->prompt_tokens, out->completion_tokens);
+	if (out->total_tokens < budget_tokens_add(out->prompt_tokens, out->completion_tokens))
+		out->total_tokens = budget_tokens_add(out->prompt_tokens, out->completion_tokens);
 }
 
 /*
@@ -843,12 +981,17 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		c->fleet_wait = false;
 	}
 	evtimer_del(c->timer);
+	chat_budget_unwait(c);
 	/* A request that never reached the model server costs nothing. */
 	if (sent)
 		chat_usage(c, &us);
 	else
 		memset(&us, 0, sizeof us);
 	double cost = sent ? chat_cost(&c->upstream->conf, &us) : 0;
+	if (sent && !c->passthrough && !us.estimated && c->prompt_estimate > 0 &&
+	    budget_ratio_learn(srv->prompt_ratios, c->upstream->conf.name, c->model,
+	    us.prompt_tokens, c->prompt_estimate) == -1)
+		log_warn("chat %llu: out of memory learning the prompt ratio", (unsigned long long)c->id);
 	if (c->queued) {
 		limiter_cancel(c->upstream->limiter, &c->waiter);
 		c->queued = false;
@@ -867,6 +1010,8 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		else
 			budgets_release(c->reservation);
 		c->reservation = NULL;
+		if (!TAILQ_EMPTY(&srv->budget_waiters))
+			srv->budget_freed = true;
 	}
 	memset(&rec, 0, sizeof rec);
 	rec.time_ms = now_ms();
@@ -886,11 +1031,14 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	rec.has_ttft = c->first_delta_ms >= 0;
 	rec.ttft_ms = c->first_delta_ms - c->started_ms;
 	rec.reservation = c->fleet_rsv;
+	uint64_t last = ledger_last_rid(srv->ledger);
 	if (ledger_stage(srv->ledger, &rec, cause, sizeof cause) == -1) {
 		log_error("usage ledger: %s", cause);
 		c->fin.cause = strdup(cause);
 		c->fin.committed = true;        /* nothing of it is in the batch */
 	}
+	if (ledger_last_rid(srv->ledger) != last)
+		c->fin.rid = ledger_last_rid(srv->ledger);
 	c->fin.finishing = true;
 	c->fin.code = code;
 	c->fin.message = message != NULL ? strdup(message) : NULL;
@@ -925,6 +1073,10 @@ chat_answer(struct chat *c)
 		    "(on_ledger_error is refuse): %s", c->fin.cause ? c->fin.cause : "out of memory");
 		code = "internal";
 		message = refused;
+		/* told it failed: its record, written once the disk allows, must not say done */
+		if (ledger_amend_error(srv->ledger, c->fin.rid, code) == -1)
+			log_warn("chat %llu: its record could not be marked failed (it is in the journal "
+			    "already, or dropped)", (unsigned long long)c->id);
 	}
 	struct metrics_event me = { model, c->uid, c->req->u.chat.tag, code != NULL ? code : "ok",
 		us.prompt_tokens, us.completion_tokens, cost,
@@ -970,6 +1122,10 @@ chat_answer(struct chat *c)
 		r.u.done.ttft_ms = c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1;
 		r.u.done.latency_ms = end - c->started_ms;
 		r.u.done.not_durable = !durable;
+		r.u.done.max_tokens = c->max_tokens_sent;
+		r.u.done.budget_shrunk = c->budget_shrunk;
+		r.u.done.max_tokens_asked = c->budget_shrunk ? c->max_tokens_wanted : -1;
+		r.u.done.cut = c->cut;
 		if (c->passthrough)
 			r.u.done.content = !c->req->u.chat.stream && p->raw.p ? p->raw.p : NULL;
 		else if (!c->req->u.chat.stream) {
@@ -1086,6 +1242,8 @@ chat_new(struct server *srv, const struct chat_front *front, void *owner, uint32
 	c->id = req->id;
 	c->first_delta_ms = -1;
 	c->prompt_estimate = -1;
+	c->max_tokens_asked = -1;
+	c->max_tokens_sent = -1;
 	c->started_ms = now_mono_ms();
 	srv->in_flight++;
 	return c;
@@ -1112,11 +1270,17 @@ chat_new_passthrough(struct server *srv, const struct chat_front *front, void *o
 	return c;
 }
 
-/* The body of a passed-through request: the client's, naming our model, asking for usage. */
+/*
+ * The body of a passed-through request: the client's, naming our model,
+ * asking for usage, with the daemon's length limit in place of every one
+ * the client gave (in any dialect's key).
+ */
 static char *
 chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
 {
-	json_t *j = json_loads(c->pass.body, JSON_ALLOW_NUL, NULL), *so;
+	json_t *j = json_loads(c->pass.body, JSON_ALLOW_NUL, NULL), *so, *nested;
+	const char *key;
+	void *tmp;
 	char *out = NULL;
 
 	if (!json_is_object(j)) {
@@ -1125,6 +1289,15 @@ chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
 		return NULL;
 	}
 	json_object_set_new(j, "model", json_string(c->model));
+	json_object_foreach_safe(j, tmp, key, so)
+		if (openai_length_key(key))
+			json_object_del(j, key);
+	if (json_is_object(nested = json_object_get(j, "options")))
+		json_object_del(nested, "num_predict");
+	if (json_is_object(nested = json_object_get(j, "parameters")))
+		json_object_del(nested, "max_new_tokens");
+	if (c->max_tokens_sent > 0)
+		json_object_set_new(j, "max_tokens", json_integer(c->max_tokens_sent));
 	if (c->req->u.chat.stream) {
 		if (!json_is_object(so = json_object_get(j, "stream_options"))) {
 			so = json_object();
@@ -1265,6 +1438,7 @@ chat_start(struct chat *c)
 	c->upstream = up;
 
 	c->model = strdup(cr->model != NULL && *cr->model != '\0' ? cr->model : up->conf.model);
+	c->max_tokens_asked = cr->max_tokens > 0 ? cr->max_tokens : -1;
 	/*
 	 * A chat's prompt is counted before sending only when a budget or tpm
 	 * needs the number to reserve; otherwise only when the server reports no
@@ -1278,32 +1452,132 @@ chat_start(struct chat *c)
 		}
 	} else if (up->conf.tpm > 0 || budgets_apply(srv->budgets, c->uid, c->user, cr->tag, c->model))
 		chat_count_prompt(c);
+	c->prompt_reserved = budget_ratio_apply(budget_ratio(srv->prompt_ratios, up->conf.name,
+	    c->model), c->prompt_estimate);
+	c->waiter.data = c;
+	chat_reserve(c, true);
+}
+
+/*
+ * Reserve the chat's worst case against the budgets that apply: its prompt
+ * as the server will count it and the length limit it is sent with, which
+ * is the client's or default_max_tokens, shrunk to what is left when a
+ * budget allows it. When only requests in flight stand in the way, the chat
+ * waits for them (may_wait) in the server's budget_waiters. Then the body
+ * goes out with that limit, through the fleet's budgets and the limiter.
+ */
+static void
+chat_reserve(struct chat *c, bool may_wait)
+{
+	struct server *srv = c->server;
+	struct chat_request *cr = &c->req->u.chat;
+	struct upstream *up = c->upstream;
+	struct budget_refusal why;
+	struct budget_ask ask;
+	char cause[256];
+	int64_t sent;
+
+	memset(&ask, 0, sizeof ask);
+	ask.prompt = c->prompt_reserved;
+	ask.completion = c->passthrough && c->pass.embeddings ? 0 :
+	    c->max_tokens_asked > 0 ? c->max_tokens_asked : up->conf.default_max_tokens;
+	ask.min_completion = srv->conf->budget_min_reply;
+	ask.prompt_price = up->conf.prompt_price;
+	ask.completion_price = up->conf.completion_price;
+	ask.shrink = strcmp(srv->conf->budget_fit, "refuse") != 0;
+	switch (budgets_admit(srv->budgets, c->uid, c->user, cr->tag, c->model, &ask, may_wait,
+	    now_ms(), &c->reservation, &sent, &why)) {
+	case BUDGET_WAIT:
+		chat_budget_wait(c, why.message);
+		return;
+	case BUDGET_REFUSED:
+		chat_budget_unwait(c);
+		chat_budget_detail(c, &why);
+		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
+		return;
+	case BUDGET_RESERVED:
+		break;
+	}
+	chat_budget_unwait(c);
+	/* What is reserved is what is sent: a limit goes out whenever one is held. */
+	if (ask.completion > 0 && (c->reservation != NULL || c->max_tokens_asked > 0 ||
+	    up->conf.tpm > 0))
+		c->max_tokens_sent = sent;
+	c->budget_shrunk = sent < ask.completion;
+	c->max_tokens_wanted = ask.completion;
+	if (c->budget_shrunk)
+		log_info("chat %llu: max_tokens %lld shrunk to %lld to fit a budget",
+		    (unsigned long long)c->id, (long long)ask.completion, (long long)sent);
+	c->reserved_tokens = budget_tokens_add(c->prompt_reserved, ask.completion > 0 ? sent : 0);
+	if (!c->passthrough)
+		cr->max_tokens = c->max_tokens_sent;
 	c->body = c->passthrough ? chat_passthrough_body(c, cause, sizeof cause) :
 	    openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
 	if (c->body == NULL) {
 		chat_finish(c, "bad_request", cause, -1, NAN);
 		return;
 	}
-
-	int64_t prompt = c->prompt_estimate > 0 ? c->prompt_estimate : 0;
-	int64_t most = c->passthrough && c->pass.embeddings ? 0 :
-	    cr->max_tokens > 0 ? cr->max_tokens : up->conf.default_max_tokens;
-	double worst = ((double)prompt * up->conf.prompt_price +
-	    (double)most * up->conf.completion_price) / 1000.0;
-	struct budget_refusal why;
-	c->reserved_tokens = budget_tokens_add(prompt, most);
-	if (budgets_reserve(srv->budgets, c->uid, c->user, cr->tag, c->model,
-	    c->reserved_tokens, worst, now_ms(), &c->reservation, &why) == -1) {
-		chat_budget_detail(c, &why);
-		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
-		return;
-	}
-	c->waiter.data = c;
 	if (srv->fleet != NULL && c->reservation != NULL) {
-		chat_fleet_reserve(c, worst);
+		chat_fleet_reserve(c, ((double)ask.prompt * ask.prompt_price +
+		    (double)(ask.completion > 0 ? sent : 0) * ask.completion_price) / 1000.0);
 		return;
 	}
 	chat_admit(c);
+}
+
+/*
+ * Others' reservations stand in the way: wait in the server's list until
+ * they settle (chat_budget_retry), at most the upstream's queue_timeout;
+ * then the chat is shrunk to what they leave, or refused.
+ */
+static void
+chat_budget_wait(struct chat *c, const char *why)
+{
+	struct server *srv = c->server;
+	double limit = c->upstream->conf.queue_timeout;
+
+	if (c->budget_waiting)
+		return;
+	if (limit <= 0) {
+		chat_reserve(c, false);
+		return;
+	}
+	log_debug("chat %llu: waits for requests in flight: %s", (unsigned long long)c->id, why);
+	c->budget_waiting = true;
+	TAILQ_INSERT_TAIL(&srv->budget_waiters, c, wait_entry);
+	chat_arm_timer(c, limit);
+	status_budget_wait(c, why, NAN);
+}
+
+/* Leave the budget waiters, if the chat is there. */
+static void
+chat_budget_unwait(struct chat *c)
+{
+	if (!c->budget_waiting)
+		return;
+	TAILQ_REMOVE(&c->server->budget_waiters, c, wait_entry);
+	c->budget_waiting = false;
+	evtimer_del(c->timer);
+}
+
+/*
+ * Reservations were settled: ask the waiting chats again, in the order they
+ * came. Each is reserved, shrunk or refused now, or waits on.
+ */
+void
+chat_budget_retry(struct server *srv)
+{
+	struct chat_list asking;
+	struct chat *c;
+
+	srv->budget_freed = false;
+	TAILQ_INIT(&asking);
+	TAILQ_CONCAT(&asking, &srv->budget_waiters, wait_entry);
+	while ((c = TAILQ_FIRST(&asking)) != NULL) {
+		TAILQ_REMOVE(&asking, c, wait_entry);
+		TAILQ_INSERT_TAIL(&srv->budget_waiters, c, wait_entry);
+		chat_reserve(c, true);
+	}
 }
 
 /* The limiter let a queued chat go, or it waited too long. */
@@ -1337,7 +1611,7 @@ chat_budget_detail(struct chat *c, const struct budget_refusal *why)
 	dispatch_budget_label(&why->budget.def, scope, sizeof scope);
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 5);
+	msgpack_pack_map(&pk, 5 + (why->fit != BUDGET_FIT_UNKNOWN));
 	msgpack_pack_str_with_body(&pk, "scope", 5);
 	msgpack_pack_str_with_body(&pk, scope, strlen(scope));
 	msgpack_pack_str_with_body(&pk, "unit", 4);
@@ -1350,6 +1624,10 @@ chat_budget_detail(struct chat *c, const struct budget_refusal *why)
 	msgpack_pack_double(&pk, why->budget.left);
 	msgpack_pack_str_with_body(&pk, "needed", 6);
 	msgpack_pack_double(&pk, why->needed);
+	if (why->fit != BUDGET_FIT_UNKNOWN) {
+		msgpack_pack_str_with_body(&pk, "fit", 3);
+		msgpack_pack_int64(&pk, why->fit);
+	}
 	c->error_detail.data = (uint8_t *)sb.data;
 	c->error_detail.len = sb.size;
 }

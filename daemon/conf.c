@@ -45,6 +45,8 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("log_level", CONF_LOGLEVEL, log_level, 0, 0, NULL),
 	TOP("calc_usage", CONF_BOOL, calc_usage, 0, 0, NULL),
 	TOP("max_budget", CONF_DOUBLE, max_budget, 0, 1e12, NULL),
+	TOP("budget_fit", CONF_STRING, budget_fit, 0, 0, "shrink|refuse"),
+	TOP("budget_min_reply", CONF_INT, budget_min_reply, 1, 1e7, NULL),
 	TOP("fsync", CONF_STRING, fsync, 0, 0, "always|everysec|no"),
 	TOP("retention_days", CONF_INT, retention_days, 0, 36500, NULL),
 	TOP("on_ledger_error", CONF_STRING, on_ledger_error, 0, 0, "refuse|serve"),
@@ -94,12 +96,12 @@ static const char *const conf_metagpt_settings[] = {
 
 /* Settings of one API key. */
 static const char *const conf_key_settings[] = {
-	"sha256", "user", "tag", NULL
+	"sha256", "user", "tag", "tag_override", NULL
 };
 
 /* Settings of one budget; values are checked by conf_read_budgets. */
 static const char *const conf_budget_settings[] = {
-	"scope", "who", "unit", "period", "limit", NULL
+	"scope", "who", "unit", "period", "limit", "fit", NULL
 };
 
 #define N_TOP (sizeof conf_top_settings / sizeof conf_top_settings[0])
@@ -235,7 +237,9 @@ conf_defaults(void)
 	c->socket_mode = 0660;
 	c->log_level = LOG_LEVEL_INFO;
 	c->calc_usage = true;
-	c->max_budget = 10.0;
+	c->max_budget = 0;
+	c->budget_fit = strdup("shrink");
+	c->budget_min_reply = 16;
 	c->fsync = strdup("everysec");
 	c->retention_days = 30;
 	c->on_ledger_error = strdup("refuse");
@@ -496,6 +500,8 @@ conf_read_budgets(struct conf_errors *e, struct conf *c, config_setting_t *list)
 		const char *who = conf_budget_string(e, g, "who", i);
 		const char *un = conf_budget_string(e, g, "unit", i);
 		const char *pe = conf_budget_string(e, g, "period", i);
+		const char *fit = conf_budget_string(e, g, "fit", i);
+		enum budget_fit fit_v;
 		if (sc == NULL)
 			sc = "all";
 		if (un == NULL)
@@ -512,6 +518,10 @@ conf_read_budgets(struct conf_errors *e, struct conf *c, config_setting_t *list)
 		}
 		if (budget_period_parse(pe, &period) == -1) {
 			conf_error(e, line, "budgets[%d]: period must be day, month or ever, not \"%s\"", i, pe);
+			continue;
+		}
+		if (fit != NULL && budget_fit_parse(fit, &fit_v) == -1) {
+			conf_error(e, line, "budgets[%d]: fit must be shrink or refuse, not \"%s\"", i, fit);
 			continue;
 		}
 		if (scope != BUDGET_ALL && (who == NULL || *who == '\0')) {
@@ -545,6 +555,7 @@ conf_read_budgets(struct conf_errors *e, struct conf *c, config_setting_t *list)
 		b->who = who ? strdup(who) : NULL;
 		b->unit = strdup(un);
 		b->period = strdup(pe);
+		b->fit = fit != NULL ? strdup(fit) : NULL;
 		c->n_budgets++;
 	}
 }
@@ -673,6 +684,7 @@ conf_read_keys(struct conf_errors *e, struct conf *c, config_setting_t *list)
 		struct api_key_conf *k = &c->api_keys[c->n_api_keys];
 		int line = config_setting_source_line(g);
 		const char *hex = NULL, *user = NULL, *tag = NULL;
+		bool tag_override = false;
 
 		if (!config_setting_is_group(g)) {
 			conf_error(e, line, "api_keys[%d] must be a group { ... }", i);
@@ -688,6 +700,13 @@ conf_read_keys(struct conf_errors *e, struct conf *c, config_setting_t *list)
 			if (!known) {
 				conf_error(e, config_setting_source_line(m), "unknown setting \"%s\"", name);
 				bad = true;
+			} else if (strcmp(name, "tag_override") == 0) {
+				if (config_setting_type(m) != CONFIG_TYPE_BOOL) {
+					conf_error(e, config_setting_source_line(m), "api_keys[%d]: "
+					    "tag_override must be true or false", i);
+					bad = true;
+				} else
+					tag_override = config_setting_get_bool(m);
 			} else if (config_setting_type(m) != CONFIG_TYPE_STRING) {
 				conf_error(e, config_setting_source_line(m), "api_keys[%d]: %s must be a string",
 				    i, name);
@@ -727,6 +746,7 @@ conf_read_keys(struct conf_errors *e, struct conf *c, config_setting_t *list)
 				conf_error(e, line, "api_keys[%d]: the same key as api_keys[%zu]", i, j);
 		k->user = strdup(user);
 		k->tag = tag != NULL && *tag != '\0' ? strdup(tag) : NULL;
+		k->tag_override = tag_override;
 		c->n_api_keys++;
 	}
 }
@@ -907,6 +927,7 @@ conf_free(struct conf *c)
 		free(c->budgets[i].who);
 		free(c->budgets[i].unit);
 		free(c->budgets[i].period);
+		free(c->budgets[i].fit);
 	}
 	free(c->budgets);
 	for (size_t i = 0; i < c->n_http_listen; i++)
@@ -922,6 +943,7 @@ conf_free(struct conf *c)
 	free(c->state_dir);
 	free(c->fsync);
 	free(c->on_ledger_error);
+	free(c->budget_fit);
 	free(c->fleet_postgres);
 	free(c->fleet_node);
 	free(c->fleet_offline);

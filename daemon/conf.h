@@ -38,6 +38,7 @@ struct budget_conf {
 	bool named;                 /* scope user: who is an api_keys named user, not a uid */
 	char *unit;                 /* money | tokens */
 	char *period;               /* day | month | ever */
+	char *fit;                  /* shrink | refuse; NULL: budget_fit */
 	double limit;
 };
 
@@ -48,6 +49,7 @@ struct api_key_conf {
 	uint32_t uid;               /* resolved from user; LEDGER_UID_NAMED when named */
 	bool named;                 /* user is no system user: requests are billed to the name */
 	char *tag;                  /* NULL: none */
+	bool tag_override;          /* X-Ollm-Tag may replace tag */
 };
 
 #define CONF_HTTP_LISTEN_DEFAULT "127.0.0.1:8642"
@@ -60,6 +62,8 @@ struct conf {
 	enum log_level log_level;
 	bool calc_usage;
 	double max_budget;          /* 0 or less: none */
+	char *budget_fit;           /* shrink | refuse: a request that does not fit what is left */
+	int budget_min_reply;       /* the shortest reply a shrunk request may be sent with */
 	char *fsync;                /* always | everysec | no */
 	int retention_days;
 	char *on_ledger_error;      /* refuse | serve */

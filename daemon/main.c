@@ -217,6 +217,8 @@ server_flush(struct server *s)
 {
 	do {
 		chat_commit(s);
+		if (s->budget_freed)
+			chat_budget_retry(s);
 		session_flush_all(s);
 	} while (!TAILQ_EMPTY(&s->finishing) || !TAILQ_EMPTY(&s->flush_list));
 }
@@ -301,6 +303,10 @@ server_budgets_load(struct server *s, const struct conf *c, char *cause, size_t 
 		def.named = bc->named;
 		def.name = bc->who;
 		def.limit = bc->limit;
+		if (bc->fit != NULL && budget_fit_parse(bc->fit, &def.fit) == -1) {
+			snprintf(cause, cause_len, "budgets[%zu]: invalid fit", i);
+			goto fail;
+		}
 		if (budgets_add(b, &def, cause, cause_len) == -1)
 			goto fail;
 	}
@@ -657,6 +663,9 @@ main(int argc, char **argv)
 	TAILQ_INIT(&srv.sessions);
 	TAILQ_INIT(&srv.finishing);
 	TAILQ_INIT(&srv.flush_list);
+	TAILQ_INIT(&srv.budget_waiters);
+	if ((srv.prompt_ratios = budget_ratios_new()) == NULL)
+		fatal("out of memory");
 	if ((srv.base = event_base_new()) == NULL)
 		fatal("event_base_new failed");
 	if ((srv.flush_ev = event_new(srv.base, -1, 0, server_flush_cb, &srv)) == NULL)
@@ -735,6 +744,7 @@ main(int argc, char **argv)
 	server_flush(&srv);
 	upstream_teardown(&srv);
 	budgets_free(srv.budgets);
+	budget_ratios_free(srv.prompt_ratios);
 	ledger_close(srv.ledger);
 	event_free(sig_hup);
 	event_free(sig_term);

@@ -401,14 +401,29 @@ fail:
 	return (NULL);
 }
 
+const char *const openai_length_keys[] = {
+	"max_tokens", "max_completion_tokens", "n_predict", "num_predict", "max_new_tokens", NULL
+};
+
+/* Whether key names a reply's length limit in some dialect. */
+bool
+openai_length_key(const char *key)
+{
+	size_t	 i;
+
+	for (i = 0; openai_length_keys[i] != NULL; i++)
+		if (strcmp(key, openai_length_keys[i]) == 0)
+			return (true);
+	return (false);
+}
+
 /*
  * Keys of the body that `extra` may not set: what routing, the reply's
  * parsing and the accounting (the reservation of prompt + max_tokens, one
- * choice, the uid as the only identity) rely on.
+ * choice, the uid as the only identity) rely on; and every length key.
  */
 static const char *const openai_extra_refused[] = {
-	"model", "messages", "prompt", "stream", "stream_options", "max_tokens",
-	"max_completion_tokens", "max_new_tokens", "n_predict", "n", "best_of", "user",
+	"model", "messages", "prompt", "stream", "stream_options", "n", "best_of", "user",
 	NULL
 };
 
@@ -420,6 +435,8 @@ openai_extra_allowed(const char *key, const json_t *v)
 
 	if (strcmp(key, "stream_options") == 0 && json_is_null(v))
 		return (true);
+	if (openai_length_key(key))
+		return (false);
 	for (i = 0; openai_extra_refused[i] != NULL; i++)
 		if (strcmp(key, openai_extra_refused[i]) == 0)
 			return (false);

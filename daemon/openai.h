@@ -134,4 +134,12 @@ void openai_models_free(char **names, size_t n);
 int openai_json_to_msgpack(json_t *, msgpack_packer *);
 json_t *openai_msgpack_to_json(const uint8_t *, size_t);
 
+/*
+ * The keys of a reply's length limit in the dialects servers read, the
+ * standard two first (max_tokens, max_completion_tokens), NULL-terminated.
+ * A client's are never forwarded: the daemon sends its own limit.
+ */
+extern const char *const openai_length_keys[];
+bool openai_length_key(const char *key);
+
 #endif

@@ -95,7 +95,14 @@ struct chat {
 	int attempt;
 	int unconnected;            /* attempts that ended before connecting */
 	struct event *timer;        /* retry backoff, first byte and idle timeouts */
-	int64_t prompt_estimate;    /* local count, -1 when calc_usage is off */
+	int64_t prompt_estimate;    /* local count of what the server renders, -1: not counted */
+	int64_t prompt_reserved;    /* what the budgets hold for the prompt: the count x the ratio */
+	int64_t max_tokens_asked;   /* the client's length limit, -1: none */
+	int64_t max_tokens_sent;    /* the length limit sent upstream, -1: none */
+	int64_t max_tokens_wanted;  /* the limit before any budget shrank it: asked, or the default */
+	bool budget_shrunk;         /* max_tokens_sent is less than asked, to fit a budget */
+	bool budget_waiting;        /* in the server's budget_waiters, for others to settle */
+	bool cut;                   /* the server wrote past max_tokens_sent: cut there */
 	int64_t started_ms;
 	int64_t first_delta_ms;     /* -1 until the first delta reached the client */
 	bool paused;                /* the front is blocked: transfer paused, stall timer armed */
@@ -110,6 +117,7 @@ struct chat {
 	bool passthrough;
 	struct chat_passthrough pass;
 	TAILQ_ENTRY(chat) entry;
+	TAILQ_ENTRY(chat) wait_entry;   /* in budget_waiters */
 	/*
 	 * Ended: its record is staged in the ledger, the answer waits for the
 	 * commit at the end of the loop pass (server_flush); still linked by
@@ -122,6 +130,7 @@ struct chat {
 		const char *code;       /* NULL: done; else a static error code */
 		char *message;
 		char *cause;            /* why the record is not durable */
+		uint64_t rid;           /* the record's number in the ledger; 0: none */
 		long status;
 		double retry_after;
 		double cost;
@@ -209,6 +218,10 @@ struct server {
 	unsigned refused_quiet;     /* refusals since, not logged */
 	double total_cost;
 	struct budgets *budgets;
+	struct budget_ratios *prompt_ratios;    /* server's prompt count per local count */
+	/* chats whose budgets are held by requests in flight, in order; asked again as those settle */
+	struct chat_list budget_waiters;
+	bool budget_freed;          /* a reservation was settled since the waiters were last asked */
 	struct fleet *fleet;        /* NULL: no fleet_postgres */
 };
 
@@ -266,6 +279,7 @@ void upstream_reap(struct server *);
 struct http_response;
 void status_queued(struct chat *);
 void status_retrying(struct chat *, const char *reason, const char *why, double wait_s);
+void status_budget_wait(struct chat *, const char *why, double wait_s);
 void status_cause(const struct http_response *, long status, char *buf, size_t len);
 bool status_upstream_down(struct chat *);
 
@@ -287,5 +301,6 @@ void chat_cancel(struct chat *, const char *code, const char *message);
 void chat_resume(struct chat *);
 void chat_admitted(struct chat *, int status, double retry_after);
 void chat_commit(struct server *);
+void chat_budget_retry(struct server *);
 
 #endif

@@ -59,6 +59,16 @@ status_queued(struct chat *c)
 	status_send(c, "queued", why, message, wait_s, 0, 0);
 }
 
+/* The chat waits for requests in flight to settle what they hold of a budget. */
+void
+status_budget_wait(struct chat *c, const char *why, double wait_s)
+{
+	char message[640];
+
+	snprintf(message, sizeof message, "waiting for requests in flight: %s", why);
+	status_send(c, "queued", "budget", message, wait_s, 0, 0);
+}
+
 /* The chat will try its upstream again after wait_s: attempt n of the retries allowed. */
 void
 status_retrying(struct chat *c, const char *reason, const char *why, double wait_s)

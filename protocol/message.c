@@ -929,6 +929,8 @@ message_reply_init(struct reply *rp, enum reply_type type, enum message_op op)
 	case REPLY_DONE:
 		rp->u.done.ttft_ms = -1;
 		rp->u.done.latency_ms = -1;
+		rp->u.done.max_tokens = -1;
+		rp->u.done.max_tokens_asked = -1;
 		break;
 	case REPLY_ERROR:
 		rp->u.error.retry_after = NAN;
@@ -1315,15 +1317,19 @@ decode_done(const msgpack_object *root, struct done_reply *d,
     struct message_error *err)
 {
 	enum { FINISH, USAGE, COST, MODEL, UPSTREAM, TTFT, LATENCY, CONTENT,
-	    REASONING, TOOL_CALLS, DURABLE, NF };
+	    REASONING, TOOL_CALLS, DURABLE, MAX_TOKENS, SHRUNK, ASKED, CUT, NF };
 	struct field f[NF] = {
 		{ "finish_reason", NULL, 0 }, { "usage", NULL, 0 }, { "cost", NULL, 0 },
 		{ "model", NULL, 0 }, { "upstream", NULL, 0 }, { "ttft_ms", NULL, 0 },
 		{ "latency_ms", NULL, 0 }, { "content", NULL, 0 },
-		{ "reasoning", NULL, 0 }, { "tool_calls", NULL, 0 }, { "durable", NULL, 0 }
+		{ "reasoning", NULL, 0 }, { "tool_calls", NULL, 0 }, { "durable", NULL, 0 },
+		{ "max_tokens", NULL, 0 }, { "budget_shrunk", NULL, 0 },
+		{ "max_tokens_asked", NULL, 0 }, { "cut", NULL, 0 }
 	};
 	bool durable = true;
 
+	d->max_tokens = -1;
+	d->max_tokens_asked = -1;
 	if (message_fields(root, f, NF, "", err) != 0 ||
 	    field_str(&f[FINISH], "", 0, &d->finish_reason, err) != 0 ||
 	    decode_usage(&f[USAGE], &d->usage, err) != 0 ||
@@ -1335,7 +1341,11 @@ decode_done(const msgpack_object *root, struct done_reply *d,
 	    field_str(&f[CONTENT], "", 0, &d->content, err) != 0 ||
 	    field_str(&f[REASONING], "", 0, &d->reasoning, err) != 0 ||
 	    field_raw(&f[TOOL_CALLS], "", 0, MSGPACK_OBJECT_ARRAY, &d->tool_calls, err) != 0 ||
-	    field_bool(&f[DURABLE], "", 0, &durable, err) != 0)
+	    field_bool(&f[DURABLE], "", 0, &durable, err) != 0 ||
+	    field_int(&f[MAX_TOKENS], "", 0, 0, &d->max_tokens, err) != 0 ||
+	    field_bool(&f[SHRUNK], "", 0, &d->budget_shrunk, err) != 0 ||
+	    field_int(&f[ASKED], "", 0, 0, &d->max_tokens_asked, err) != 0 ||
+	    field_bool(&f[CUT], "", 0, &d->cut, err) != 0)
 		return -1;
 	d->not_durable = !durable;
 	return 0;
@@ -2540,7 +2550,8 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 		enc_map(&e, 4 + (dn->finish_reason != NULL) + (dn->model != NULL) +
 		    (dn->upstream != NULL) + (dn->ttft_ms != -1) + (dn->latency_ms != -1) +
 		    (dn->content != NULL) + (dn->reasoning != NULL) +
-		    (dn->tool_calls.data != NULL) + dn->not_durable);
+		    (dn->tool_calls.data != NULL) + dn->not_durable + (dn->max_tokens != -1) +
+		    dn->budget_shrunk + (dn->max_tokens_asked != -1) + dn->cut);
 		enc_kuint(&e, "id", rp->id);
 		enc_kstr(&e, "type", "done");
 		if (dn->finish_reason != NULL)
@@ -2568,6 +2579,14 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 			enc_kraw(&e, "tool_calls", &dn->tool_calls, 0, 1);
 		if (dn->not_durable)
 			enc_kbool(&e, "durable", false);
+		if (dn->max_tokens != -1)
+			enc_kint(&e, "max_tokens", dn->max_tokens);
+		if (dn->budget_shrunk)
+			enc_kbool(&e, "budget_shrunk", true);
+		if (dn->max_tokens_asked != -1)
+			enc_kint(&e, "max_tokens_asked", dn->max_tokens_asked);
+		if (dn->cut)
+			enc_kbool(&e, "cut", true);
 		break;
 	case REPLY_RESULT:
 		enc_result(&e, rp->id, &rp->u.result);

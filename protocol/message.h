@@ -147,6 +147,10 @@ struct done_reply {
 	char *reasoning;            /* non-stream only */
 	struct message_raw tool_calls;  /* non-stream only */
 	bool not_durable;           /* the ledger could not record it: "durable": false */
+	int64_t max_tokens;         /* -1 absent; the length limit the model server was sent */
+	bool budget_shrunk;         /* max_tokens was lowered to fit a budget */
+	int64_t max_tokens_asked;   /* -1 absent; with budget_shrunk: the limit before (asked or default) */
+	bool cut;                   /* the server wrote past max_tokens: the reply was cut there */
 };
 
 struct error_reply {

@@ -21,7 +21,7 @@
  *       max_concurrent, arrivals_ms (epoch ms of each chat request, the
  *       last 10000), authorization (the last Authorization header, or null),
  *       last_body (the last chat body: parsed JSON, or a string if it was
- *       not JSON), last_request (the last chat request's target as sent,
+ *       not JSON), last_completions_body (the same for /v1/completions), last_request (the last chat request's target as sent,
  *       an absolute URL when it came through a proxy, and its headers:
  *       {"target": T, "headers": {NAME: VALUE}}), fail_counts {KEY: failures
  *       served}
@@ -39,6 +39,7 @@
  *   usage=0|1          report usage (default 1)
  *   reasoning=N        N reasoning pieces "r1 " ... before the content
  *   tools=1            reply with a get_weather tool call instead of text
+ *   ignore_max_tokens=1  write the whole reply whatever max_tokens says
  *   retry_after=N      add "Retry-After: N" to an error status
  *   fail_first=N       only the first N requests with the same key get the
  *                      fault (default fault: status:503); later ones succeed
@@ -127,6 +128,7 @@ struct directives {
 	bool usage;
 	long reasoning;
 	bool tools;
+	bool ignore_limit;          /* write past max_tokens, as a server that ignores it */
 	long retry_after;           /* -1: none */
 	long fail_first;            /* -1: always fault */
 	char key[128];
@@ -185,6 +187,7 @@ static struct {
 	size_t n_arrivals;
 	char *authorization;
 	json_t *last_body;
+	json_t *last_completions_body;
 	json_t *last_request;
 	unsigned long seq;
 } fake;
@@ -373,6 +376,8 @@ directive_word(struct directives *d, const char *word, char *err,
 			d->reasoning = v;
 		else if (strcmp(key, "tools") == 0 && v <= 1)
 			d->tools = v;
+		else if (strcmp(key, "ignore_max_tokens") == 0 && v <= 1)
+			d->ignore_limit = v;
 		else if (strcmp(key, "retry_after") == 0)
 			d->retry_after = v;
 		else if (strcmp(key, "fail_first") == 0)
@@ -1359,7 +1364,7 @@ serve_chat(struct evhttp_request *req)
 	stream = json_is_true(json_object_get(root, "stream"));
 	so = json_object_get(root, "stream_options");
 	r.include_usage = json_is_true(json_object_get(so, "include_usage"));
-	if (json_is_integer(json_object_get(root, "max_tokens")))
+	if (json_is_integer(json_object_get(root, "max_tokens")) && !d.ignore_limit)
 		max_tokens = (long)json_integer_value(json_object_get(root,
 		    "max_tokens"));
 
@@ -1521,6 +1526,8 @@ serve_completions(struct evhttp_request *req)
 
 	root = json_loadb((const char *)evbuffer_pullup(in, -1),
 	    evbuffer_get_length(in), 0, NULL);
+	json_decref(fake.last_completions_body);
+	fake.last_completions_body = json_incref(root);
 	prompt = json_object_get(root, "prompt");
 	model = json_object_get(root, "model");
 	if (!json_is_string(prompt) || !json_is_string(model)) {
@@ -1654,7 +1661,7 @@ serve_stats(struct evhttp_request *req)
 		json_array_append_new(arr, json_integer(fake.arrivals[i]));
 	LIST_FOREACH(fc, &fake.fails, entry)
 		json_object_set_new(fails, fc->key, json_integer(fc->count));
-	body = json_text(json_pack("{s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:O,s:O,s:o}",
+	body = json_text(json_pack("{s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:O,s:O,s:O,s:o}",
 	    "requests", (json_int_t)fake.requests,
 	    "chat_requests", (json_int_t)fake.chat_requests,
 	    "models_requests", (json_int_t)fake.models_requests,
@@ -1664,6 +1671,8 @@ serve_stats(struct evhttp_request *req)
 	    "authorization", fake.authorization != NULL ?
 	    json_string(fake.authorization) : json_null(),
 	    "last_body", fake.last_body != NULL ? fake.last_body : json_null(),
+	    "last_completions_body", fake.last_completions_body != NULL ?
+	    fake.last_completions_body : json_null(),
 	    "last_request", fake.last_request != NULL ? fake.last_request : json_null(),
 	    "fail_counts", fails));
 	send_body(req, 200, "application/json", body, -1);
@@ -1694,6 +1703,8 @@ serve_reset(struct evhttp_request *req)
 	fake.authorization = NULL;
 	json_decref(fake.last_body);
 	fake.last_body = NULL;
+	json_decref(fake.last_completions_body);
+	fake.last_completions_body = NULL;
 	json_decref(fake.last_request);
 	fake.last_request = NULL;
 	fails_free();
@@ -1852,6 +1863,7 @@ main(int argc, char **argv)
 	free(fake.models);
 	free(fake.authorization);
 	json_decref(fake.last_body);
+	json_decref(fake.last_completions_body);
 	json_decref(fake.last_request);
 	return (0);
 }

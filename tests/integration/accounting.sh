@@ -27,10 +27,11 @@ c = Conn()
 for i in range(3):
     deltas, end = c.chat("fine %d [[chunks=3]]" % i, tag="ok")
     check(end["type"] == "done", end)
-# refused for its budget: prompt + 200 does not fit in 100 tokens
+# refused for its budget: the prompt alone (over 100 tokens) does not fit in 100
 for i in range(2):
-    deltas, end = c.chat("too much", tag="hundred", max_tokens=200)
+    deltas, end = c.chat("too much " * 60, tag="hundred", max_tokens=200)
     check(end["type"] == "error" and end["code"] == "budget_exceeded", end)
+    check(end["detail"]["fit"] == -1, end)
 
 # a model server that refuses connections
 deltas, end = c.chat("nobody home", model="dead-model", tag="dead")

@@ -212,17 +212,30 @@ run 0 "$OLLMCTL" stats --json
 py "assert json.loads(out)['total']['requests'] == 0, out"
 stop_daemon
 
-# --- a budget refusal says what would fit -----------------------------------------
+# --- a budget shrinks what does not fit, and says so when it cut the reply -------
 start_daemon 'budgets = ( { scope = "all"; unit = "tokens"; period = "day"; limit = 300; } );'
+# 1000 asked, about 290 left after the prompt: sent with what fits, served
+chat_in 0 "hi" --max-tokens 1000
+[ ! -s "$TEST_DIR/err" ] || fail "a reply that ended by itself needs no note: $(cat "$TEST_DIR/err")"
+# a reply the lowered limit cut says who cut it
+chat_in 0 "long [[words=400]]" --max-tokens 1000
+grep -q "cut at max_tokens [0-9]*, lowered from 1000 to fit a budget" "$TEST_DIR/err" ||
+	fail "shrink note: $(cat "$TEST_DIR/err")"
+stop_daemon
+
+# --- a budget that refuses rather than shrink says what would fit ------------------
+rm -rf "$TEST_DIR/state"
+start_daemon 'budgets = ( { scope = "all"; unit = "tokens"; period = "day"; limit = 300; fit = "refuse"; } );'
 chat_in 77 "hi" --max-tokens 1000
-grep -q "budget_exceeded\|budget .* exceeded" "$TEST_DIR/err" || fail "refusal: $(cat "$TEST_DIR/err")"
+grep -q "budget all (tokens/day) has 300 tokens left, .* needed" "$TEST_DIR/err" ||
+	fail "refusal: $(cat "$TEST_DIR/err")"
+grep -q "exceeded.*exceeded" "$TEST_DIR/err" && fail "says exceeded twice: $(cat "$TEST_DIR/err")"
 n=$(sed -n 's/^ollmctl chat: it fits with --max-tokens \([0-9]*\) .*/\1/p' "$TEST_DIR/err")
 [ -n "$n" ] || fail "no hint: $(cat "$TEST_DIR/err")"
 chat_in 0 "hi" --max-tokens "$n"
 chat_in 77 "hi" --max-tokens "$((n + 1000))"
 grep -q "the prompt alone takes\|it fits with --max-tokens" "$TEST_DIR/err" || fail "hint: $(cat "$TEST_DIR/err")"
-# Without --max-tokens (the upstream's default_max_tokens is 4096), the
-# prompt is counted with the tokens op.
+# Without --max-tokens the upstream's default_max_tokens (4096) is asked.
 chat_in 77 "hello again"
 n=$(sed -n 's/^ollmctl chat: it fits with --max-tokens \([0-9]*\) .*/\1/p' "$TEST_DIR/err")
 [ -n "$n" ] || fail "no hint without --max-tokens: $(cat "$TEST_DIR/err")"

@@ -344,7 +344,7 @@ assert wait['state'] == 'queued' and wait['tokens'] == 0 and 'tag' not in wait, 
 assert t['upstreams'] == [{'name': 'fake', 'healthy': True, 'in_flight': 1, 'queued': 1}], t
 m = t['models'][0]
 assert m['model'] == 'fake-model' and m['in_flight'] == 2 and m['tokens_per_s'] > 0, t['models']
-assert [b['scope'] for b in t['budgets']] == ['all', 'all'], t['budgets']
+assert [b['scope'] for b in t['budgets']] == ['all'], t['budgets']
 " || fail "top op"
 run 0 "$OLLMCTL" top
 grep -q "^UPSTREAM " "$TEST_DIR/out" || fail "top -b: $(cat "$TEST_DIR/out")"

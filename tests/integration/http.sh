@@ -29,8 +29,13 @@ KEYLINE=$("$top_builddir/client/ollmctl" key new --user daemon --tag ci | tail -
 # ollmctl's line holds the key's SHA-256
 KEY2=$("$top_builddir/client/ollmctl" key new --user 4242 | head -n 1)
 SHA2=$(printf %s "$KEY2" | sha256sum | cut -d' ' -f1)
-KEYS="{ sha256 = \"$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)\"; user = \"daemon\"; tag = \"ci\"; },
-  { sha256 = \"$SHA2\"; user = \"4242\"; }"
+KEY_CAPPED=$("$top_builddir/client/ollmctl" key new --user daemon --tag capped | head -n 1)
+KEY_OVERRIDE=$("$top_builddir/client/ollmctl" key new --user daemon | head -n 1)
+sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+KEYS="{ sha256 = \"$(sha "$KEY")\"; user = \"daemon\"; tag = \"ci\"; },
+  { sha256 = \"$SHA2\"; user = \"4242\"; },
+  { sha256 = \"$(sha "$KEY_CAPPED")\"; user = \"daemon\"; tag = \"capped\"; },
+  { sha256 = \"$(sha "$KEY_OVERRIDE")\"; user = \"daemon\"; tag_override = true; }"
 case "$KEYLINE" in "api_keys = ( { sha256 = \""*"\"; user = \"daemon\"; tag = \"ci\"; } );") ;;
 *) fail "ollmctl key new printed: $KEYLINE" ;; esac
 
@@ -53,7 +58,7 @@ http_port() {
 }
 PORT=$(http_port)
 BASE="http://127.0.0.1:$PORT/v1"
-export OLLM_BASE_URL="$BASE" OLLM_KEY="$KEY"
+export OLLM_BASE_URL="$BASE" OLLM_KEY="$KEY" OLLM_KEY_CAPPED="$KEY_CAPPED" OLLM_KEY_OVERRIDE="$KEY_OVERRIDE"
 
 node_check() {
 	node "$top_srcdir/tests/integration/openai_client.mjs" "$1" || fail "openai client: $1"
@@ -61,7 +66,7 @@ node_check() {
 
 # --- the official client ---------------------------------------------------
 for c in chat stream stream_without_usage models unauthorized unknown_model bad_request \
-    rate_limited budget abort completions embeddings; do
+    rate_limited budget tag_fixed abort completions embeddings; do
 	node_check "$c"
 done
 
@@ -83,7 +88,7 @@ grep -q "abort me" "$TEST_DIR/fake0.log" 2>/dev/null || true
 	"$TEST_DIR/stats.json" || { cat "$TEST_DIR/stats.json" >&2; fail "by_user lacks the key's uid"; }
 
 # A client that leaves while a non-streamed reply is still being made cancels it too.
-curl -s --max-time 1 -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: gone" "$BASE/chat/completions" \
+curl -s --max-time 1 -H "Authorization: Bearer $KEY_OVERRIDE" -H "X-Ollm-Tag: gone" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","messages":[{"role":"user","content":"slow [[chunks=2 delay_ms=4000]]"}]}' >/dev/null &&
 	fail "the slow reply came within a second"
 i=0
@@ -207,7 +212,7 @@ for usage in ("0", "1"):        # counted locally, then by the server (bytes as 
 PY
 
 # A passed-through completions stream: the server's events, usage only when asked.
-curl -sSN -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: pass" "$BASE/completions" \
+curl -sSN -H "Authorization: Bearer $KEY_OVERRIDE" -H "X-Ollm-Tag: pass" "$BASE/completions" \
 	-d '{"model":"fake-model","stream":true,"prompt":"pass me through"}' > "$TEST_DIR/cmpl.txt" ||
 	fail "curl completions stream"
 "$PYTHON" - "$TEST_DIR/cmpl.txt" <<'PY' || fail "completions SSE"
@@ -282,8 +287,15 @@ grep -q "uid 4243 model fake-model upstream fake: done" "$TEST_DIR/daemon.log" |
 s=$(status -H "Authorization: Bearer $KEY2" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","messages":[{"role":"user","content":"uid key"}]}')
 [ "$s" = 200 ] && grep -q "uid 4242 model fake-model" "$TEST_DIR/daemon.log" || fail "uid key: $s"
-# X-Ollm-Tag overrides the key's tag.
+# X-Ollm-Tag replaces a key's tag only for a key made with tag_override; an
+# empty one does not empty it.
 s=$(status -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: other" "$BASE/chat/completions" \
+	-d '{"model":"fake-model","messages":[{"role":"user","content":"tagged"}]}')
+[ "$s" = 403 ] || fail "a key's tag replaced: $s"
+s=$(status -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag;" "$BASE/chat/completions" \
+	-d '{"model":"fake-model","messages":[{"role":"user","content":"tagged"}]}')
+[ "$s" = 403 ] || fail "a key's tag emptied: $s"
+s=$(status -H "Authorization: Bearer $KEY_OVERRIDE" -H "X-Ollm-Tag: other" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","messages":[{"role":"user","content":"tagged"}]}')
 [ "$s" = 200 ] || fail "tagged: $s"
 metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon",tag="other",status="ok"} 1' ||

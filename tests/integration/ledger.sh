@@ -193,6 +193,11 @@ KEEP_CONFIG=1 start_daemon
 from olc import Conn
 s = Conn().call('stats', by='tag')
 assert s['by_tag']['full']['requests'] == 9, s['by_tag']
+# the seven whose clients heard an error are errors, never done
+assert s['by_tag']['full']['errors'] == 7, s['by_tag']
+rows = Conn().call('logs', tag='full')['rows']
+assert sorted(r['status'] for r in rows) == ['done'] * 2 + ['error'] * 7, rows
+assert all(r.get('error') == 'internal' for r in rows if r['status'] == 'error'), rows
 assert s['total']['requests'] == $before + 9, s['total']
 "
 

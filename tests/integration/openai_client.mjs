@@ -132,9 +132,10 @@ const checks = {
 			;
 	},
 
+	// A key whose tag is under a 20-token budget: the prompt leaves less than a reply needs.
 	async budget() {
 		try {
-			await client({ defaultHeaders: { "X-Ollm-Tag": "capped" } }).chat.completions.create({
+			await client({ apiKey: process.env.OLLM_KEY_CAPPED }).chat.completions.create({
 				model: "fake-model", messages: user("over budget"), max_tokens: 100,
 			});
 		} catch (e) {
@@ -142,10 +143,37 @@ const checks = {
 			assert(e.code === "budget_exceeded", `code ${e.code}`);
 			assert(e.error.budget.scope === "tag:capped", `budget ${JSON.stringify(e.error.budget)}`);
 			assert(typeof e.error.budget.left === "number", "left");
-			assert(/tag:capped/.test(e.message), `message ${e.message}`);
+			assert(typeof e.error.budget.fit === "number", "fit");
+			assert(/tag:capped/.test(e.message) && !/exceeded/.test(e.message), `message ${e.message}`);
 			return;
 		}
 		assert(false, "the budget did not refuse");
+	},
+
+	// A key's tag is the key's: X-Ollm-Tag may name it, or replace it with tag_override only.
+	async tag_fixed() {
+		try {
+			await client({ defaultHeaders: { "X-Ollm-Tag": "capped" } }).chat.completions.create({
+				model: "fake-model", messages: user("escape my tag"), max_tokens: 5,
+			});
+			assert(false, "a key's tag was replaced");
+		} catch (e) {
+			assert(e instanceof OpenAI.PermissionDeniedError, `error ${e}`);
+			assert(/tag_override/.test(e.message), `message ${e.message}`);
+		}
+		const same = await client({ defaultHeaders: { "X-Ollm-Tag": "ci" } }).chat.completions.create({
+			model: "fake-model", messages: user("my own tag"), max_tokens: 5,
+		});
+		assert(same.choices[0].message.content.length > 0, "own tag");
+		try {
+			await client({ apiKey: process.env.OLLM_KEY_OVERRIDE,
+			    defaultHeaders: { "X-Ollm-Tag": "capped" } }).chat.completions.create({
+				model: "fake-model", messages: user("over budget"), max_tokens: 100,
+			});
+			assert(false, "tag_override: the tag was not honoured");
+		} catch (e) {
+			assert(e.status === 402 && e.error.budget.scope === "tag:capped", `error ${e}`);
+		}
 	},
 
 	// Abort after the first content chunk: the daemon cancels and records the tokens so far.

@@ -55,7 +55,7 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->upstreams[0].rpm, 0);      /* no limit unless asked */
 	ck_assert_str_eq(c->upstreams[0].tokenizer, "cl100k_base");
 	ck_assert(c->calc_usage);
-	ck_assert(c->max_budget == 10.0);
+	ck_assert(c->max_budget == 0);
 	ck_assert_str_eq(c->fsync, "everysec");
 	ck_assert_int_eq(c->socket_mode, 0660);
 	ck_assert_ptr_null(c->fleet_postgres);     /* no fleet unless asked */
