@@ -1144,22 +1144,49 @@ api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac
 	api_launch(ac, ar, c, rq);
 }
 
-/* GET /v1/models: every model an upstream serves, each once. */
+/*
+ * GET /v1/models: every model an upstream serves, each once, with the
+ * upstreams that serve it and whether one of them is up; then the aliases,
+ * each with the model it names (alias_of).
+ */
 static void
 api_models(struct api *api, struct evhttp_request *req)
 {
+	const struct conf *conf = api->server->conf;
 	struct upstream *up;
-	json_t *data = json_array(), *seen = json_object();
+	json_t *data = json_array(), *seen = json_object(), *m;
 
 	TAILQ_FOREACH(up, &api->server->upstreams, entry) {
 		for (size_t i = 0; i <= up->n_models; i++) {
-			const char *m = i == 0 ? up->conf.model : up->models[i - 1];
-			if (m == NULL || json_object_get(seen, m) != NULL)
+			const char *name = i == 0 ? up->conf.model : up->models[i - 1];
+			if (name == NULL)
 				continue;
-			json_object_set_new(seen, m, json_true());
-			json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s}", "id", m,
-			    "object", "model", "created", 0, "owned_by", up->conf.name));
+			if ((m = json_object_get(seen, name)) == NULL) {
+				m = json_pack("{s:s, s:s, s:i, s:s, s:[], s:b}", "id", name, "object",
+				    "model", "created", 0, "owned_by", up->conf.name, "upstreams",
+				    "available", 0);
+				if (m == NULL)
+					continue;
+				json_object_set(seen, name, m);
+				json_array_append_new(data, m);
+			}
+			json_t *ups = json_object_get(m, "upstreams"), *u;
+			size_t k;
+			json_array_foreach(ups, k, u)
+				if (strcmp(json_string_value(u), up->conf.name) == 0)
+					break;
+			if (k == json_array_size(ups))
+				json_array_append_new(ups, json_string(up->conf.name));
+			if (up->healthy)
+				json_object_set_new(m, "available", json_true());
 		}
+	}
+	for (size_t i = 0; i < conf->n_aliases; i++) {
+		const json_t *target = json_object_get(seen, conf->aliases[i].model);
+		json_array_append_new(data, json_pack("{s:s, s:s, s:i, s:s, s:s, s:b}", "id",
+		    conf->aliases[i].name, "object", "model", "created", 0, "owned_by", "openllmd",
+		    "alias_of", conf->aliases[i].model, "available",
+		    json_is_true(json_object_get(target, "available"))));
 	}
 	json_decref(seen);
 	api_send_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));

@@ -628,8 +628,15 @@ chat_done_cb(void *arg, const struct http_response *resp)
 	}
 	if (status >= 300) {
 		char *msg = openai_error_message(p->raw.p ? p->raw.p : "", p->raw.len);
-		bool retryable = status == 429 || status == 500 || status == 502 || status == 503 ||
-		    status == 504;
+		/*
+		 * Retried only where another try can help: a server that is busy or
+		 * restarting (429, 502, 503, 504). A 500 is often the same answer to
+		 * the same body (a template the server cannot render): tried once
+		 * more, unless the server says when to come back. Anything else
+		 * (400, 401, 403, 404, 413, 422, ...) is the request's own fault.
+		 */
+		bool retryable = status == 429 || status == 502 || status == 503 || status == 504 ||
+		    (status == 500 && (c->attempt == 1 || resp->retry_after > 0));
 		upstream_record_result(c->upstream, status < 500);
 		snprintf(why, sizeof why, "HTTP %ld: %s", status, msg);
 		snprintf(reason, sizeof reason, "HTTP %ld", status);
@@ -1078,7 +1085,7 @@ chat_answer(struct chat *c)
 			log_warn("chat %llu: its record could not be marked failed (it is in the journal "
 			    "already, or dropped)", (unsigned long long)c->id);
 	}
-	struct metrics_event me = { model, c->uid, c->req->u.chat.tag, code != NULL ? code : "ok",
+	struct metrics_event me = { model, c->uid, c->req->u.chat.tag, code != NULL ? code : "done",
 		us.prompt_tokens, us.completion_tokens, cost,
 		c->first_delta_ms >= 0 ? c->first_delta_ms - c->started_ms : -1, end - c->started_ms,
 		c->user };
@@ -1201,8 +1208,11 @@ chat_refuse(struct chat *c, const char *code, const char *message)
 	r.u.error.message = (char *)message;
 	r.u.error.retry_after = NAN;
 	r.u.error.status = -1;
-	struct metrics_event me = { c->req->u.chat.model, c->uid, c->req->u.chat.tag, code,
-		0, 0, 0, -1, -1, c->user };
+	const char *named = c->req->u.chat.model;
+	if ((named == NULL || *named == '\0') && !TAILQ_EMPTY(&c->server->upstreams))
+		named = TAILQ_FIRST(&c->server->upstreams)->conf.model;
+	struct metrics_event me = { upstream_known_model(c->server, named) ? named : NULL, c->uid,
+		c->req->u.chat.tag, code, 0, 0, 0, -1, -1, c->user };
 	metrics_record(&me);
 	chat_reply(c, &r);
 	chat_free(c);
@@ -1413,6 +1423,47 @@ chat_fleet_reserve(struct chat *c, double worst)
 	free(cl);
 }
 
+/*
+ * The upstream for the model the chat names: through an alias, else as
+ * named, else default_model for a name nobody serves (none named: the first
+ * upstream's). *served is the model name to send, or NULL for the first
+ * upstream's own.
+ */
+static struct upstream *
+chat_route(struct chat *c, const char **served)
+{
+	const struct conf *conf = c->server->conf;
+	const char *asked = c->req->u.chat.model, *alias;
+	struct upstream *up;
+
+	*served = asked;
+	if ((alias = conf_alias_model(conf, asked)) != NULL)
+		*served = alias;
+	if ((up = upstream_route(c->server, *served)) == NULL && alias == NULL &&
+	    conf->default_model != NULL && asked != NULL && *asked != '\0') {
+		*served = conf->default_model;
+		up = upstream_route(c->server, *served);
+	}
+	return up;
+}
+
+/* Refuse a chat for a model nobody serves, naming those that are served. */
+static void
+chat_unknown_model(struct chat *c)
+{
+	const char *asked = c->req->u.chat.model, *alias = conf_alias_model(c->server->conf, asked);
+	char cause[512], names[320];
+
+	upstream_model_names(c->server, names, sizeof names);
+	if (alias != NULL)
+		snprintf(cause, sizeof cause, "no upstream serves model \"%s\" (the alias \"%s\" "
+		    "names it); served: %s", alias, asked, names);
+	else
+		snprintf(cause, sizeof cause, "no upstream serves model \"%s\"; served: %s",
+		    asked != NULL ? asked : "", names);
+	chat_refuse(c, "unknown_model", cause);
+}
+
 /* Admit a chat: route it, count its prompt, build the body, reserve, start or queue it. */
 void
 chat_start(struct chat *c)
@@ -1420,6 +1471,7 @@ chat_start(struct chat *c)
 	struct server *srv = c->server;
 	struct chat_request *cr = &c->req->u.chat;
 	struct upstream *up;
+	const char *served;
 	char cause[256];
 
 	if (!ledger_healthy(srv->ledger) && strcmp(srv->conf->on_ledger_error, "refuse") == 0) {
@@ -1429,15 +1481,13 @@ chat_start(struct chat *c)
 		chat_refuse(c, "internal", cause);
 		return;
 	}
-	if ((up = upstream_route(srv, cr->model)) == NULL) {
-		snprintf(cause, sizeof cause, "no upstream serves model \"%s\"",
-		    cr->model ? cr->model : "");
-		chat_refuse(c, "unknown_model", cause);
+	if ((up = chat_route(c, &served)) == NULL) {
+		chat_unknown_model(c);
 		return;
 	}
 	c->upstream = up;
 
-	c->model = strdup(cr->model != NULL && *cr->model != '\0' ? cr->model : up->conf.model);
+	c->model = strdup(served != NULL && *served != '\0' ? served : up->conf.model);
 	c->max_tokens_asked = cr->max_tokens > 0 ? cr->max_tokens : -1;
 	/*
 	 * A chat's prompt is counted before sending only when a budget or tpm

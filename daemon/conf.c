@@ -65,6 +65,7 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("fleet_postgres", CONF_STRING, fleet_postgres, 0, 0, NULL),
 	TOP("fleet_node", CONF_STRING, fleet_node, 0, 0, NULL),
 	TOP("fleet_offline", CONF_STRING, fleet_offline, 0, 0, "refuse|local"),
+	TOP("default_model", CONF_STRING, default_model, 0, 0, NULL),
 };
 
 static const struct conf_setting conf_upstream_settings[] = {
@@ -91,7 +92,7 @@ static const struct conf_setting conf_upstream_settings[] = {
 /* MetaGPT's names for the single upstream, accepted at the top level; and the lists. */
 static const char *const conf_metagpt_settings[] = {
 	"open_llm_api_base", "open_llm_api_model", "rpm", "upstreams", "budgets", "http_listen",
-	"api_keys", NULL
+	"api_keys", "aliases", NULL
 };
 
 /* Settings of one API key. */
@@ -751,6 +752,86 @@ conf_read_keys(struct conf_errors *e, struct conf *c, config_setting_t *list)
 	}
 }
 
+/* Add one alias, checked against those before it. */
+static void
+conf_add_alias(struct conf_errors *e, struct conf *c, int line, const char *name, const char *model)
+{
+	if (name == NULL || *name == '\0' || model == NULL || *model == '\0') {
+		conf_error(e, line, "aliases: an alias and its model must be non-empty strings");
+		return;
+	}
+	if (strcmp(name, model) == 0) {
+		conf_error(e, line, "aliases: \"%s\" is an alias of itself", name);
+		return;
+	}
+	for (size_t i = 0; i < c->n_aliases; i++) {
+		if (strcmp(c->aliases[i].name, name) == 0) {
+			conf_error(e, line, "aliases: \"%s\" is given twice", name);
+			return;
+		}
+	}
+	c->aliases[c->n_aliases].name = strdup(name);
+	c->aliases[c->n_aliases].model = strdup(model);
+	c->n_aliases++;
+}
+
+/*
+ * Read `aliases`: a group { claude-sonnet-4-5 = "qwen2.5-coder-32b"; } for
+ * names libconfig takes as setting names, or a list of groups
+ * ( { name = "gpt-4.1"; model = "qwen2.5-7b-instruct"; } ) for any name.
+ */
+static void
+conf_read_aliases(struct conf_errors *e, struct conf *c, config_setting_t *set)
+{
+	int n = config_setting_length(set), line = config_setting_source_line(set);
+
+	if (!config_setting_is_group(set) && !config_setting_is_list(set)) {
+		conf_error(e, line, "aliases must be a group { alias = \"model\"; } or a list "
+		    "( { name = \"alias\"; model = \"model\"; } )");
+		return;
+	}
+	if ((c->aliases = calloc(n > 0 ? (size_t)n : 1, sizeof *c->aliases)) == NULL)
+		return;
+	for (int i = 0; i < n; i++) {
+		config_setting_t *m = config_setting_get_elem(set, i);
+		int ml = config_setting_source_line(m);
+		const char *name = NULL, *model = NULL;
+		if (config_setting_is_group(set)) {
+			name = config_setting_name(m);
+			model = config_setting_get_string(m);
+			if (model == NULL) {
+				conf_error(e, ml, "aliases: %s must be a string, the model it names", name);
+				continue;
+			}
+		} else if (!config_setting_is_group(m) ||
+		    config_setting_lookup_string(m, "name", &name) != CONFIG_TRUE ||
+		    config_setting_lookup_string(m, "model", &model) != CONFIG_TRUE ||
+		    config_setting_length(m) != 2) {
+			conf_error(e, ml, "aliases[%d] must be { name = \"alias\"; model = \"model\"; }", i);
+			continue;
+		}
+		conf_add_alias(e, c, ml, name, model);
+	}
+	for (size_t i = 0; i < c->n_aliases; i++) {
+		if (conf_alias_model(c, c->aliases[i].model) != NULL)
+			conf_error(e, line, "aliases: \"%s\" names \"%s\", itself an alias; name a "
+			    "model", c->aliases[i].name, c->aliases[i].model);
+		for (size_t k = 0; k < c->n_upstreams; k++)
+			if (strcmp(c->upstreams[k].model, c->aliases[i].name) == 0)
+				conf_error(e, line, "aliases: \"%s\" is the model of upstream %s; an "
+				    "alias cannot hide it", c->aliases[i].name, c->upstreams[k].name);
+	}
+}
+
+const char *
+conf_alias_model(const struct conf *c, const char *name)
+{
+	for (size_t i = 0; name != NULL && i < c->n_aliases; i++)
+		if (strcmp(c->aliases[i].name, name) == 0)
+			return c->aliases[i].model;
+	return NULL;
+}
+
 /* Read the `upstreams` list. */
 static void
 conf_read_upstreams(struct conf_errors *e, struct conf *c, config_setting_t *list)
@@ -897,6 +978,8 @@ conf_load(const char *path, char **errors)
 		conf_read_budgets(&e, c, list);
 	if (have_cfg && (list = config_lookup(&cfg, "http_listen")) != NULL)
 		conf_read_listen(&e, c, list);
+	if (have_cfg && (list = config_lookup(&cfg, "aliases")) != NULL)
+		conf_read_aliases(&e, c, list);
 	if ((env = getenv("OPENLLMD_SOCKET")) != NULL && *env != '\0') {
 		free(c->socket_path);
 		c->socket_path = strdup(env);
@@ -922,6 +1005,12 @@ conf_free(struct conf *c)
 	for (size_t i = 0; i < c->n_upstreams; i++)
 		conf_upstream_clear(&c->upstreams[i]);
 	free(c->upstreams);
+	for (size_t i = 0; i < c->n_aliases; i++) {
+		free(c->aliases[i].name);
+		free(c->aliases[i].model);
+	}
+	free(c->aliases);
+	free(c->default_model);
 	for (size_t i = 0; i < c->n_budgets; i++) {
 		free(c->budgets[i].scope);
 		free(c->budgets[i].who);
@@ -1011,6 +1100,7 @@ conf_setting_names(void)
 		names[n++] = "api_keys";
 		for (size_t i = 0; conf_key_settings[i] != NULL; i++)
 			names[n++] = conf_key_settings[i];
+		names[n++] = "aliases";
 		names[n] = NULL;
 	}
 	return names;

@@ -52,6 +52,12 @@ struct api_key_conf {
 	bool tag_override;          /* X-Ollm-Tag may replace tag */
 };
 
+/* One model alias: requests for name are served as model. */
+struct conf_alias {
+	char *name;
+	char *model;
+};
+
 #define CONF_HTTP_LISTEN_DEFAULT "127.0.0.1:8642"
 
 struct conf {
@@ -91,7 +97,13 @@ struct conf {
 	size_t n_upstreams;
 	struct budget_conf *budgets;
 	size_t n_budgets;
+	struct conf_alias *aliases;
+	size_t n_aliases;
+	char *default_model;        /* serves names no upstream serves or aliases; NULL: none */
 };
+
+/* The model an alias names, or NULL when name is no alias. */
+const char *conf_alias_model(const struct conf *, const char *name);
 
 /*
  * Load path (NULL: built-in defaults plus the environment). Every problem is

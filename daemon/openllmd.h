@@ -268,6 +268,8 @@ void dispatch_fill_budgets(struct server *, int64_t uid, struct budget_status **
 int upstream_setup(struct server *, const struct conf *, char *cause, size_t cause_len);
 void upstream_teardown(struct server *);
 struct upstream *upstream_route(struct server *, const char *model);
+void upstream_model_names(struct server *, char *buf, size_t len);
+bool upstream_known_model(struct server *, const char *model);
 void upstream_release(struct upstream *);
 void upstream_record_result(struct upstream *, bool ok);
 void upstream_fill_models(struct server *, struct models_result *);

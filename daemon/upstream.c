@@ -287,6 +287,51 @@ upstream_serves(const struct upstream *up, const char *model)
 	return 0;
 }
 
+/* Whether a model name is served by an upstream or is an alias: a name for metrics' labels. */
+bool
+upstream_known_model(struct server *srv, const char *model)
+{
+	struct upstream *up;
+
+	if (model == NULL || *model == '\0' || conf_alias_model(srv->conf, model) != NULL)
+		return true;
+	TAILQ_FOREACH(up, &srv->upstreams, entry)
+		if (upstream_serves(up, model) > 0)
+			return true;
+	return false;
+}
+
+/* Every model served and every alias, each once, comma-separated, cut to fit len. */
+void
+upstream_model_names(struct server *srv, char *buf, size_t len)
+{
+	struct upstream *up;
+	size_t n = 0;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	TAILQ_FOREACH(up, &srv->upstreams, entry) {
+		for (size_t i = 0; i <= up->n_models; i++) {
+			const char *m = i == 0 ? up->conf.model : up->models[i - 1];
+			size_t ml = strlen(m);
+			char *at;
+			/* listed already? (whole names only) */
+			for (at = strstr(buf, m); at != NULL; at = strstr(at + 1, m))
+				if ((at == buf || at[-1] == ' ') && (at[ml] == ',' || at[ml] == '\0'))
+					break;
+			if (at != NULL)
+				continue;
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", n > 0 ? ", " : "", m);
+			if (n >= len)
+				return;
+		}
+	}
+	for (size_t i = 0; i < srv->conf->n_aliases && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%s (an alias)", n > 0 ? ", " : "",
+		    srv->conf->aliases[i].name);
+}
+
 /*
  * Pick the upstream for model (NULL: the first upstream's model): those
  * configured for it before those that merely list it, healthy ones first,

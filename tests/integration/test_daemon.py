@@ -506,9 +506,30 @@ def retries_exhausted():
 
 @test("faults")
 def no_retry_on_client_errors():
+    for code in (400, 401, 403, 404, 413, 422):
+        before = fake("/stats")["chat_requests"]
+        expect_error("nope " + d(fault="status:%d" % code, key="nr%d" % code), "upstream_error")
+        check(fake("/stats")["chat_requests"] - before == 1, "a %d must not be retried" % code)
+
+
+@test("faults")
+def a_500_is_tried_once_more_unless_retry_after_says():
+    # a server's deterministic 500 (a template it cannot render) reaches the user at once
     before = fake("/stats")["chat_requests"]
-    expect_error("nope " + d(fault="status:400", key="nr"), "upstream_error")
-    check(fake("/stats")["chat_requests"] - before == 1, "a 400 must not be retried")
+    t0 = time.time()
+    deltas, end = expect_error("jinja " + d(fault="status:500", key="d500"), "upstream_error")
+    check(end["status"] == 500, end)
+    check(fake("/stats")["chat_requests"] - before == 2, "a 500 is retried once")
+    check(time.time() - t0 < 3, "took %.1fs" % (time.time() - t0))
+    # one that says when to come back is waited for as often as retries allows
+    before = fake("/stats")["chat_requests"]
+    deltas, end = expect_error("later " + d(fault="status:500", key="r500", retry_after=0),
+                               "upstream_error")
+    check(fake("/stats")["chat_requests"] - before == 2, "Retry-After 0 says nothing")
+    before = fake("/stats")["chat_requests"]
+    deltas, end = Conn().chat("back " + d(fail_first=2, key="b500", fault="status:500", retry_after=1))
+    check(end["type"] == "done", end)
+    check(fake("/stats")["chat_requests"] - before == 3, "Retry-After honoured past one retry")
 
 
 @test("faults")

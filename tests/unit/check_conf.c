@@ -407,6 +407,43 @@ START_TEST(test_client_limits_and_visibility)
 }
 END_TEST
 
+/* Aliases as a group of names or a list of pairs; default_model; what is refused, and where. */
+START_TEST(test_aliases)
+{
+	char *errors = NULL;
+	struct conf *c = conf_load(write_conf(
+	    "upstreams = ( { base_url = \"http://x\"; model = \"qwen2.5-coder-32b\"; } );\n"
+	    "aliases = { claude-sonnet-4-5 = \"qwen2.5-coder-32b\"; gpt-4o = \"qwen\"; };\n"
+	    "default_model = \"qwen2.5-coder-32b\";\n"), &errors);
+
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_uint_eq(c->n_aliases, 2);
+	ck_assert_str_eq(conf_alias_model(c, "claude-sonnet-4-5"), "qwen2.5-coder-32b");
+	ck_assert_str_eq(conf_alias_model(c, "gpt-4o"), "qwen");
+	ck_assert_ptr_null(conf_alias_model(c, "qwen"));
+	ck_assert_ptr_null(conf_alias_model(c, NULL));
+	ck_assert_str_eq(c->default_model, "qwen2.5-coder-32b");
+	conf_free(c);
+	c = conf_load(write_conf(
+	    "aliases = ( { name = \"gpt-4.1\"; model = \"qwen2.5:7b\"; },\n"
+	    "  { name = \"meta-llama/Llama-3\"; model = \"llama3:8b\"; } );\n"), &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_str_eq(conf_alias_model(c, "gpt-4.1"), "qwen2.5:7b");
+	ck_assert_str_eq(conf_alias_model(c, "meta-llama/Llama-3"), "llama3:8b");
+	conf_free(c);
+	expect_error("aliases = { a = \"b\"; c = \"a\"; };\n", "1: aliases: \"c\" names \"a\", "
+	    "itself an alias");
+	expect_error("aliases = { a = \"b\"; };\naliases2 = 1;\n", "2: unknown setting");
+	expect_error("aliases = ( { name = \"a\"; model = \"b\"; },\n { name = \"a\"; model = \"c\"; } );\n",
+	    "2: aliases: \"a\" is given twice");
+	expect_error("aliases = { a = 3; };\n", "1: aliases: a must be a string");
+	expect_error("aliases = ( { name = \"a\"; } );\n", "1: aliases[0] must be { name");
+	expect_error("aliases = \"a\";\n", "1: aliases must be a group");
+	expect_error("open_llm_api_model = \"m\";\naliases = { m = \"n\"; };\n",
+	    "2: aliases: \"m\" is the model of upstream");
+}
+END_TEST
+
 START_TEST(test_setting_names)
 {
 	const char *const *names = conf_setting_names();
@@ -512,6 +549,7 @@ main(void)
 	tcase_add_test(tc, test_http_settings);
 	tcase_add_test(tc, test_http_errors);
 	tcase_add_test(tc, test_setting_names);
+	tcase_add_test(tc, test_aliases);
 	tcase_add_test(tc, test_user_config_path);
 	tcase_add_test(tc, test_client_limits_and_visibility);
 	tcase_add_test(tc, test_example_and_manual);
