@@ -39,10 +39,19 @@ struct metrics_histogram {
 };
 
 #define METRICS_MAX_SERIES 10000    /* past this, new label sets fold into "other" */
+#define METRICS_MAX_MODELS 256      /* histograms kept per model; past this, "other" */
+
+/* The time to the first token and the latency of one model's requests. */
+struct metrics_model {
+	char *model;
+	struct metrics_histogram ttft, latency;
+	struct metrics_model *next;
+};
 
 static struct metrics_series *metrics_list;
 static size_t metrics_n;
-static struct metrics_histogram metrics_ttft, metrics_latency;
+static struct metrics_model *metrics_models;
+static size_t metrics_n_models;
 
 /* The name of a uid, or the uid in decimal. */
 static char *
@@ -117,22 +126,63 @@ metrics_observe(struct metrics_histogram *h, double seconds)
 	h->sum += seconds;
 }
 
+/* The histograms of a model, made when new; NULL when memory runs out. */
+static struct metrics_model *
+metrics_model_get(const char *model)
+{
+	struct metrics_model *m;
+
+	if (metrics_n_models >= METRICS_MAX_MODELS)
+		model = "other";
+	for (m = metrics_models; m != NULL; m = m->next)
+		if (strcmp(m->model, model) == 0)
+			return m;
+	if ((m = calloc(1, sizeof *m)) == NULL || (m->model = strdup(model)) == NULL) {
+		free(m);
+		return NULL;
+	}
+	m->next = metrics_models;
+	metrics_models = m;
+	metrics_n_models++;
+	return m;
+}
+
 void
 metrics_record(const struct metrics_event *e)
 {
-	struct metrics_series *s = metrics_series_get(e->model, e->uid, e->user, e->tag, e->status);
+	const char *model = e->model != NULL && *e->model != '\0' ? e->model : "other";
+	struct metrics_series *s = metrics_series_get(model, e->uid, e->user, e->tag, e->status);
+	struct metrics_model *m = metrics_model_get(model);
 
-	if (s == NULL)
+	if (s != NULL) {
+		s->requests++;
+		s->prompt_tokens += e->prompt_tokens > 0 ? (uint64_t)e->prompt_tokens : 0;
+		s->completion_tokens += e->completion_tokens > 0 ? (uint64_t)e->completion_tokens : 0;
+		if (isfinite(e->cost) && e->cost > 0)
+			s->cost += e->cost;
+	}
+	if (m != NULL && e->ttft_ms >= 0)
+		metrics_observe(&m->ttft, (double)e->ttft_ms / 1000.0);
+	if (m != NULL && e->latency_ms >= 0)
+		metrics_observe(&m->latency, (double)e->latency_ms / 1000.0);
+}
+
+/* Append v as the shortest decimal that reads back as v (0.3255, not 0.32550000000000001). */
+static void
+metrics_number(struct evbuffer *out, double v)
+{
+	char buf[40];
+
+	if (v == floor(v) && fabs(v) < 1e15) {
+		evbuffer_add_printf(out, "%.0f", v);
 		return;
-	s->requests++;
-	s->prompt_tokens += e->prompt_tokens > 0 ? (uint64_t)e->prompt_tokens : 0;
-	s->completion_tokens += e->completion_tokens > 0 ? (uint64_t)e->completion_tokens : 0;
-	if (isfinite(e->cost) && e->cost > 0)
-		s->cost += e->cost;
-	if (e->ttft_ms >= 0)
-		metrics_observe(&metrics_ttft, (double)e->ttft_ms / 1000.0);
-	if (e->latency_ms >= 0)
-		metrics_observe(&metrics_latency, (double)e->latency_ms / 1000.0);
+	}
+	for (int digits = 1; digits <= 17; digits++) {
+		snprintf(buf, sizeof buf, "%.*g", digits, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	evbuffer_add(out, buf, strlen(buf));
 }
 
 /* Append a label value escaped as the text format wants (\\, \", \n). */
@@ -165,21 +215,32 @@ metrics_labels(struct evbuffer *out, const struct metrics_series *s)
 	evbuffer_add_printf(out, "\"}");
 }
 
+/* One histogram family with a series per model. */
 static void
-metrics_histogram_render(struct evbuffer *out, const char *name, const char *help,
-    const struct metrics_histogram *h)
+metrics_histogram_render(struct evbuffer *out, const char *name, const char *help, bool ttft)
 {
-	uint64_t cum = 0;
-
 	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-	for (size_t i = 0; i < N_BUCKETS; i++) {
-		cum += h->counts[i];
-		evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, metrics_buckets[i],
-		    (unsigned long long)cum);
+	for (const struct metrics_model *m = metrics_models; m != NULL; m = m->next) {
+		const struct metrics_histogram *h = ttft ? &m->ttft : &m->latency;
+		uint64_t cum = 0;
+		for (size_t i = 0; i <= N_BUCKETS; i++) {
+			cum += h->counts[i];
+			evbuffer_add_printf(out, "%s_bucket{model=\"", name);
+			metrics_escape(out, m->model);
+			if (i < N_BUCKETS)
+				evbuffer_add_printf(out, "\",le=\"%g\"} %llu\n", metrics_buckets[i],
+				    (unsigned long long)cum);
+			else
+				evbuffer_add_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)h->n);
+		}
+		evbuffer_add_printf(out, "%s_sum{model=\"", name);
+		metrics_escape(out, m->model);
+		evbuffer_add_printf(out, "\"} ");
+		metrics_number(out, h->sum);
+		evbuffer_add_printf(out, "\n%s_count{model=\"", name);
+		metrics_escape(out, m->model);
+		evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)h->n);
 	}
-	evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)h->n);
-	evbuffer_add_printf(out, "%s_sum %.17g\n%s_count %llu\n", name, h->sum, name,
-	    (unsigned long long)h->n);
 }
 
 /* One counter family over every series; which: 0 requests, 1 prompt, 2 completion, 3 cost. */
@@ -201,7 +262,9 @@ metrics_family(struct evbuffer *out, const char *name, const char *help, int whi
 			evbuffer_add_printf(out, " %llu\n", (unsigned long long)s->completion_tokens);
 			break;
 		default:
-			evbuffer_add_printf(out, " %.17g\n", s->cost);
+			evbuffer_add(out, " ", 1);
+			metrics_number(out, s->cost);
+			evbuffer_add(out, "\n", 1);
 			break;
 		}
 	}
@@ -227,10 +290,10 @@ metrics_render(struct server *srv, struct evbuffer *out)
 	    "# TYPE openllmd_in_flight gauge\nopenllmd_in_flight %lld\n", (long long)srv->in_flight);
 	evbuffer_add_printf(out, "# HELP openllmd_queued Requests waiting in an upstream's queue.\n"
 	    "# TYPE openllmd_queued gauge\nopenllmd_queued %zu\n", queued);
-	metrics_histogram_render(out, "openllmd_ttft_seconds", "Time to the first streamed token.",
-	    &metrics_ttft);
+	metrics_histogram_render(out, "openllmd_ttft_seconds", "Time to the first streamed token, "
+	    "by model.", true);
 	metrics_histogram_render(out, "openllmd_latency_seconds", "Time from admission to the end "
-	    "of a request.", &metrics_latency);
+	    "of a request, by model.", false);
 	evbuffer_add_printf(out, "# HELP openllmd_upstream_up Whether an upstream answers (1) or "
 	    "not (0).\n# TYPE openllmd_upstream_up gauge\n");
 	TAILQ_FOREACH(up, &srv->upstreams, entry) {
@@ -248,8 +311,10 @@ metrics_render(struct server *srv, struct evbuffer *out)
 		dispatch_budget_label(&st.def, scope, sizeof scope);
 		evbuffer_add_printf(out, "openllmd_budget_remaining{scope=\"");
 		metrics_escape(out, scope);
-		evbuffer_add_printf(out, "\",unit=\"%s\",period=\"%s\"} %.17g\n",
-		    budget_unit_name(st.def.unit), budget_period_name(st.def.period), st.left);
+		evbuffer_add_printf(out, "\",unit=\"%s\",period=\"%s\"} ",
+		    budget_unit_name(st.def.unit), budget_period_name(st.def.period));
+		metrics_number(out, st.left);
+		evbuffer_add(out, "\n", 1);
 	}
 }
 
@@ -257,6 +322,7 @@ void
 metrics_free(void)
 {
 	struct metrics_series *s;
+	struct metrics_model *m;
 
 	while ((s = metrics_list) != NULL) {
 		metrics_list = s->next;
@@ -267,4 +333,10 @@ metrics_free(void)
 		free(s);
 	}
 	metrics_n = 0;
+	while ((m = metrics_models) != NULL) {
+		metrics_models = m->next;
+		free(m->model);
+		free(m);
+	}
+	metrics_n_models = 0;
 }

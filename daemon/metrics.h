@@ -9,10 +9,10 @@ struct server;
 
 /* One request that ended; strings are borrowed for the call. */
 struct metrics_event {
-	const char *model;
+	const char *model;          /* served, or an alias; NULL: "other" (a name nobody serves) */
 	uint32_t uid;
 	const char *tag;            /* NULL: none */
-	const char *status;         /* "ok" or the error code */
+	const char *status;         /* "done" or the error code, as logs show it */
 	int64_t prompt_tokens;
 	int64_t completion_tokens;
 	double cost;

@@ -225,11 +225,11 @@ assert "".join(c["choices"][0]["text"] for c in chunks) == "echo: pass me throug
 PY
 # the ledger got the usage the client did not ask for: 4 prompt and 4 completion words
 i=0
-until metrics | grep -q 'openllmd_completion_tokens_total{model="fake-model",user="daemon",tag="pass",status="ok"} 4'; do
+until metrics | grep -q 'openllmd_completion_tokens_total{model="fake-model",user="daemon",tag="pass",status="done"} 4'; do
 	i=$((i + 1)); [ $i -lt 50 ] || { metrics >&2; fail "the completions stream was not accounted"; }
 	sleep 0.1
 done
-metrics | grep -q 'openllmd_prompt_tokens_total{model="fake-model",user="daemon",tag="pass",status="ok"} 4' ||
+metrics | grep -q 'openllmd_prompt_tokens_total{model="fake-model",user="daemon",tag="pass",status="done"} 4' ||
 	fail "the completions stream's prompt tokens"
 
 # Errors are OpenAI-shaped, with the status a client expects.
@@ -273,7 +273,7 @@ s=$(setpriv --reuid=65534 --regid=65534 --clear-groups curl -s -o /dev/null -w '
 	"$BASE/chat/completions" -d '{"model":"fake-model","messages":[{"role":"user","content":"who am i"}]}' || true)
 [ "$s" = 200 ] || fail "keyless loopback client: $s"
 grep -q "uid 65534 model fake-model upstream fake: done" "$TEST_DIR/daemon.log" &&
-	metrics | grep -q 'openllmd_requests_total{model="fake-model",user="nobody",tag="",status="ok"} 1' ||
+	metrics | grep -q 'openllmd_requests_total{model="fake-model",user="nobody",tag="",status="done"} 1' ||
 	fail "the loopback client was not billed as nobody (uid 65534)"
 # The Unix socket: SO_PEERCRED.
 chmod 755 "$TEST_DIR"
@@ -298,7 +298,7 @@ s=$(status -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag;" "$BASE/chat/completi
 s=$(status -H "Authorization: Bearer $KEY_OVERRIDE" -H "X-Ollm-Tag: other" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","messages":[{"role":"user","content":"tagged"}]}')
 [ "$s" = 200 ] || fail "tagged: $s"
-metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon",tag="other",status="ok"} 1' ||
+metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon",tag="other",status="done"} 1' ||
 	fail "X-Ollm-Tag did not replace the key's tag"
 
 # --- /metrics ---------------------------------------------------------------
@@ -313,6 +313,35 @@ for m in openllmd_requests_total openllmd_prompt_tokens_total openllmd_completio
     'status="budget_exceeded"' 'status="rate_limited"'; do
 	grep -qF "$m" "$TEST_DIR/metrics.txt" || fail "/metrics lacks $m"
 done
+# names nobody serves are one series, "other"; latency and ttft by model;
+# numbers as the shortest decimal that reads back
+for m in no-such-model-1 no-such-model-2; do
+	s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" \
+		-d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}")
+	[ "$s" = 404 ] || fail "unknown model: $s"
+	grep -q 'served: fake-model' "$TEST_DIR/body.json" || fail "unknown model lists none: $(cat "$TEST_DIR/body.json")"
+done
+metrics > "$TEST_DIR/metrics.txt"
+grep -q 'no-such-model' "$TEST_DIR/metrics.txt" && fail "a series per unknown model name"
+grep -q 'openllmd_requests_total{model="other",user="daemon",tag="ci",status="unknown_model"} [3-9]' \
+	"$TEST_DIR/metrics.txt" || { grep other "$TEST_DIR/metrics.txt" >&2; fail "unknown models not counted as other"; }
+grep -q 'openllmd_latency_seconds_bucket{model="fake-model",le="+Inf"}' "$TEST_DIR/metrics.txt" ||
+	fail "latency without a model label"
+grep -q 'openllmd_ttft_seconds_count{model="fake-model"}' "$TEST_DIR/metrics.txt" ||
+	fail "ttft without a model label"
+promtool check metrics < "$TEST_DIR/metrics.txt" || fail "promtool check metrics, by model"
+"$PYTHON" - "$TEST_DIR/metrics.txt" <<'PY' || fail "metrics numbers"
+import sys
+for line in open(sys.argv[1]):
+    if line.startswith("#") or not line.strip():
+        continue
+    v = line.rsplit(" ", 1)[1].strip()
+    if v in ("+Inf", "-Inf", "NaN"):
+        continue
+    short = repr(float(v))
+    short = short[:-2] if short.endswith(".0") else short
+    assert len(v.replace("e-0", "e-")) <= len(short.replace("e-0", "e-")), (line, short)
+PY
 
 # --- draining waits for HTTP streams ----------------------------------------
 curl -sSN -H "Authorization: Bearer $KEY" "$BASE/chat/completions" \
