@@ -314,78 +314,79 @@ tail -n 2 "$TEST_DIR/drain.txt" | grep -q '^data: \[DONE\]$' || fail "the stream
 wait "$DAEMON_PID" 2>/dev/null || true
 
 # --- a key whose user is no system user: billed, budgeted and shown by name ---
+# (ci:alice: no passwd entry can hold a colon, so no user of the host is her)
 rm -rf "$TEST_DIR/state"
 : > "$TEST_DIR/daemon.log"
-ALICE=$("$top_builddir/client/ollmctl" key new --user alice | head -n 1)
-ALICE_LINE=$("$top_builddir/client/ollmctl" key new --user alice | tail -n 1)
-case "$ALICE_LINE" in "api_keys = ( { sha256 = \""*"\"; user = \"alice\"; } );") ;;
-*) fail "ollmctl key new --user alice printed: $ALICE_LINE" ;; esac
-NAMED_KEYS="{ sha256 = \"$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)\"; user = \"alice\"; },
+ALICE=$("$top_builddir/client/ollmctl" key new --user ci:alice | head -n 1)
+ALICE_LINE=$("$top_builddir/client/ollmctl" key new --user ci:alice | tail -n 1)
+case "$ALICE_LINE" in "api_keys = ( { sha256 = \""*"\"; user = \"ci:alice\"; } );") ;;
+*) fail "ollmctl key new --user ci:alice printed: $ALICE_LINE" ;; esac
+NAMED_KEYS="{ sha256 = \"$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)\"; user = \"ci:alice\"; },
   { sha256 = \"$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)\"; user = \"daemon\"; }"
 HTTP_LISTEN='"127.0.0.1:0"' start_daemon "api_keys = ( $NAMED_KEYS );" \
-	'budgets = ( { scope = "user"; who = "alice"; unit = "tokens"; period = "ever"; limit = 120; } );' \
+	'budgets = ( { scope = "user"; who = "ci:alice"; unit = "tokens"; period = "ever"; limit = 120; } );' \
 	'socket_mode = "0666";'
 PORT=$(http_port)
 BASE="http://127.0.0.1:$PORT/v1"
 SPEND='{"model":"fake-model","max_tokens":5,"messages":[{"role":"user","content":"spend spend spend spend spend spend spend spend spend spend"}]}'
-# the official client with alice's key
+# the official client with ci:alice's key
 OLLM_BASE_URL="$BASE" OLLM_KEY="$ALICE" node_check chat
 # in flight, ollmctl top names her
 curl -s -o /dev/null -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","max_tokens":3,"messages":[{"role":"user","content":"w [[chunks=3 delay_ms=700]]"}]}' &
 CURL_PID=$!
 i=0
-until "$top_builddir/client/ollmctl" top -b -n 1 | grep -q "^alice  *fake-model"; do
-	i=$((i + 1)); [ $i -lt 40 ] || fail "ollmctl top does not show alice's chat"; sleep 0.05
+until "$top_builddir/client/ollmctl" top -b -n 1 | grep -q "^ci:alice  *fake-model"; do
+	i=$((i + 1)); [ $i -lt 40 ] || fail "ollmctl top does not show ci:alice's chat"; sleep 0.05
 done
 wait "$CURL_PID"
-# alice spends until her budget refuses, naming it
+# ci:alice spends until her budget refuses, naming it
 refused=""
 for n in 1 2 3 4 5 6; do
 	s=$(status -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" -d "$SPEND")
 	[ "$s" = 200 ] && continue
-	[ "$s" = 402 ] || fail "alice's request $n: $s $(cat "$TEST_DIR/body.json")"
-	"$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["code"]=="budget_exceeded" and "user:alice" in e["message"], e' \
-		"$TEST_DIR/body.json" || fail "alice's refusal: $(cat "$TEST_DIR/body.json")"
+	[ "$s" = 402 ] || fail "ci:alice's request $n: $s $(cat "$TEST_DIR/body.json")"
+	"$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["code"]=="budget_exceeded" and "user:ci:alice" in e["message"], e' \
+		"$TEST_DIR/body.json" || fail "ci:alice's refusal: $(cat "$TEST_DIR/body.json")"
 	refused=$n
 	break
 done
-[ -n "$refused" ] && [ "$refused" -gt 1 ] || fail "alice's budget refused at request ${refused:-never}"
-grep -q "user alice model fake-model upstream fake: done" "$TEST_DIR/daemon.log" ||
-	fail "the daemon's log does not name alice"
-# a key whose user is a system user still bills the uid (daemon: 1), never alice
+[ -n "$refused" ] && [ "$refused" -gt 1 ] || fail "ci:alice's budget refused at request ${refused:-never}"
+grep -q "user ci:alice model fake-model upstream fake: done" "$TEST_DIR/daemon.log" ||
+	fail "the daemon's log does not name ci:alice"
+# a key whose user is a system user still bills the uid (daemon: 1), never ci:alice
 s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d "$SPEND")
-[ "$s" = 200 ] || fail "the system user's key next to alice's budget: $s"
+[ "$s" = 200 ] || fail "the system user's key next to ci:alice's budget: $s"
 "$top_builddir/client/ollmctl" stats --by user --json > "$TEST_DIR/named1.json" || fail "ollmctl stats --by user"
 "$PYTHON" - "$TEST_DIR/named1.json" "$refused" <<'PY' || { cat "$TEST_DIR/named1.json" >&2; fail "stats by user"; }
 import json, sys
 s = json.load(open(sys.argv[1]))
 u, n = s["by_user"], int(sys.argv[2])
-assert set(u) == {"1", "alice"}, u
-a = u["alice"]
+assert set(u) == {"1", "ci:alice"}, u
+a = u["ci:alice"]
 assert a["requests"] == n + 2 and a["errors"] == 1, a      # the SDK's chat, top's, n - 1 spent, 1 refused
 assert a["total_tokens"] > 120 - 30, a     # refused once (nearly) spent
 assert u["1"]["requests"] == 1 and u["1"]["errors"] == 0, u["1"]
 PY
-"$top_builddir/client/ollmctl" stats --by user | grep -q "^alice " || fail "ollmctl stats --by user shows no alice"
+"$top_builddir/client/ollmctl" stats --by user | grep -q "^ci:alice " || fail "ollmctl stats --by user shows no ci:alice"
 "$top_builddir/client/ollmctl" logs --json > "$TEST_DIR/logs.json" || fail "ollmctl logs"
-"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="alice"]; assert len(a)==int(sys.argv[2])+2 and all(x["uid"]==4294967295 for x in a), r' \
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="ci:alice"]; assert len(a)==int(sys.argv[2])+2 and all(x["uid"]==4294967295 for x in a), r' \
 	"$TEST_DIR/logs.json" "$refused" || fail "ollmctl logs: $(cat "$TEST_DIR/logs.json")"
-"$top_builddir/client/ollmctl" logs --user alice --json > "$TEST_DIR/logs_alice.json" || fail "ollmctl logs --user alice"
-"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; assert len(r)==int(sys.argv[2])+2 and all(x.get("user")=="alice" for x in r), r' \
-	"$TEST_DIR/logs_alice.json" "$refused" || fail "ollmctl logs --user alice: $(cat "$TEST_DIR/logs_alice.json")"
-"$top_builddir/client/ollmctl" logs --user alice | grep -q "^.*  alice  " || fail "ollmctl logs --user alice: no table row names alice"
-setpriv --reuid=65534 --regid=65534 --clear-groups "$top_builddir/client/ollmctl" logs --user alice > "$TEST_DIR/out" 2>&1 &&
-	fail "nobody read alice's rows"
-grep -q "forbidden\|only your own rows" "$TEST_DIR/out" || fail "nobody's logs --user alice: $(cat "$TEST_DIR/out")"
+"$top_builddir/client/ollmctl" logs --user ci:alice --json > "$TEST_DIR/logs_alice.json" || fail "ollmctl logs --user ci:alice"
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; assert len(r)==int(sys.argv[2])+2 and all(x.get("user")=="ci:alice" for x in r), r' \
+	"$TEST_DIR/logs_alice.json" "$refused" || fail "ollmctl logs --user ci:alice: $(cat "$TEST_DIR/logs_alice.json")"
+"$top_builddir/client/ollmctl" logs --user ci:alice | grep -q "^.*  ci:alice  " || fail "ollmctl logs --user ci:alice: no table row names ci:alice"
+setpriv --reuid=65534 --regid=65534 --clear-groups "$top_builddir/client/ollmctl" logs --user ci:alice > "$TEST_DIR/out" 2>&1 &&
+	fail "nobody read ci:alice's rows"
+grep -q "forbidden\|only your own rows" "$TEST_DIR/out" || fail "nobody's logs --user ci:alice: $(cat "$TEST_DIR/out")"
 metrics() { curl -sf "http://127.0.0.1:$PORT/metrics"; }
-metrics | grep -q 'openllmd_requests_total{model="fake-model",user="alice",tag="",status="budget_exceeded"} 1' ||
-	{ metrics >&2; fail "/metrics does not label alice's refusal"; }
-metrics | grep -q 'openllmd_budget_remaining{scope="user:alice",unit="tokens",period="ever"}' ||
-	fail "/metrics lacks alice's budget"
+metrics | grep -q 'openllmd_requests_total{model="fake-model",user="ci:alice",tag="",status="budget_exceeded"} 1' ||
+	{ metrics >&2; fail "/metrics does not label ci:alice's refusal"; }
+metrics | grep -q 'openllmd_budget_remaining{scope="user:ci:alice",unit="tokens",period="ever"}' ||
+	fail "/metrics lacks ci:alice's budget"
 s=$(status -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$PORT/metrics")
 [ "$s" = 403 ] || fail "/metrics for a named user's key: $s"
-# after a restart: the same stats from the ledger, and alice's budget still spent
+# after a restart: the same stats from the ledger, and ci:alice's budget still spent
 stop_daemon TERM
 : > "$TEST_DIR/daemon.log"
 KEEP_CONFIG=1 start_daemon
@@ -395,7 +396,7 @@ BASE="http://127.0.0.1:$PORT/v1"
 "$PYTHON" -c 'import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a==b, (a,b)' \
 	"$TEST_DIR/named1.json" "$TEST_DIR/named2.json" || fail "stats changed across the restart"
 s=$(status -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" -d "$SPEND")
-grep -q '"code":"budget_exceeded"' "$TEST_DIR/body.json" || fail "alice's budget after the restart: $s $(cat "$TEST_DIR/body.json")"
+grep -q '"code":"budget_exceeded"' "$TEST_DIR/body.json" || fail "ci:alice's budget after the restart: $s $(cat "$TEST_DIR/body.json")"
 stop_daemon TERM
 
 # --- require_key and non-loopback clients -----------------------------------
