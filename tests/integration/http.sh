@@ -5,12 +5,19 @@
 . "$top_srcdir/tests/integration/lib.sh"
 [ -z "${HTTP_TRACE:-}" ] || set -x
 
-# The openai package, installed at test time (like tokenizers/fetch installs tiktoken).
-NPM_DIR="$top_builddir/tests/integration/npm"
+# The openai package, installed at test time (like tokenizers/fetch installs tiktoken)
+# into a cache outside the build tree, which distclean must leave empty; runs
+# side by side install it once (the first to finish moves its copy in place).
+NPM_CACHE="${OLLM_TEST_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/openllmd-tests}"
+NPM_DIR="$NPM_CACHE/openai-4.104.0"
 OPENAI_DIR="$NPM_DIR/node_modules/openai"
 if [ ! -f "$OPENAI_DIR/index.mjs" ]; then
-	npm install --prefix "$NPM_DIR" --no-save --no-audit --no-fund --silent openai@4.104.0 >/dev/null ||
+	mkdir -p "$NPM_CACHE" || fail "cannot make $NPM_CACHE"
+	npm_tmp=$(mktemp -d "$NPM_CACHE/.openai.XXXXXX")
+	TEST_CLEANUP_PATHS="$TEST_CLEANUP_PATHS $npm_tmp"
+	npm install --prefix "$npm_tmp" --no-save --no-audit --no-fund --silent openai@4.104.0 >/dev/null ||
 		fail "npm install openai"
+	mv -T "$npm_tmp" "$NPM_DIR" 2>/dev/null || rm -rf "$npm_tmp"
 fi
 export OPENAI_DIR
 # promtool, from Debian's prometheus package.
