@@ -1,11 +1,14 @@
 #!/bin/sh
 # The HTTP front as a network service under a hostile local user: the daemon
 # runs as root, the attacker as other uids (setpriv). Identity of clients
-# that have gone.
+# that have gone, connection caps counted at accept, descriptors running
+# out, deadlines per phase, bodies refused before they are read, framing.
 . "$top_srcdir/tests/integration/lib.sh"
 start_fake_upstream -q -m fake-model
 py="$top_srcdir/tests/integration/test_http_trust.py"
 A=4321                          # the attacker
+B=4322                          # another user, who must still be served
+C=4323
 
 # as UID GROUP [ARGS...]: a group of test_http_trust.py, run as uid UID.
 as() {
@@ -60,6 +63,67 @@ s = json.load(open(sys.argv[1]))
 s = s.get("result", s)
 assert list(s["by_user"]) == [sys.argv[2]], s["by_user"]
 PY
+
+# --- 2. connections counted at accept ----------------------------------------
+restart 'max_clients = 8;' 'max_clients_per_uid = 4;'
+# four idle connections (nothing sent) fill A's share; a fifth is refused at once
+as $A hold 4 idle > "$TEST_DIR/holdA.out" 2>&1 &
+TEST_PIDS="$TEST_PIDS $!"
+wait_for_line "$TEST_DIR/holdA.out" 10
+grep -qx holding "$TEST_DIR/holdA.out" || fail "hold: $(cat "$TEST_DIR/holdA.out")"
+as $A refused too_many_clients > "$TEST_DIR/out" 2>&1 || fail "A's fifth: $(cat "$TEST_DIR/out")"
+grep -q "uid $A already has 4 connections (max_clients_per_uid 4)" "$TEST_DIR/out" ||
+	fail "A's fifth: $(cat "$TEST_DIR/out")"
+# B keeps four kept-alive connections: max_clients is reached; C still gets in,
+# and the longest idle connection (A's first) is closed to make room
+as $B hold 4 used > "$TEST_DIR/holdB.out" 2>&1 &
+TEST_PIDS="$TEST_PIDS $!"
+wait_for_line "$TEST_DIR/holdB.out" 10
+grep -qx holding "$TEST_DIR/holdB.out" || fail "hold: $(cat "$TEST_DIR/holdB.out")"
+as $C health > "$TEST_DIR/out" 2>&1 || fail "C past max_clients: $(cat "$TEST_DIR/out")"
+i=0
+until grep -qx "closed 0" "$TEST_DIR/holdA.out"; do
+	i=$((i + 1)); [ $i -lt 40 ] || fail "A's longest idle connection was not closed: $(cat "$TEST_DIR/holdA.out")"
+	sleep 0.05
+done
+grep -q "closing the idle connection of 127.0.0.1:[0-9]* to make room" "$TEST_DIR/daemon.log" ||
+	fail "the log does not say why a connection was closed"
+[ "$(grep -c "closed" "$TEST_DIR/holdB.out")" -eq 0 ] || fail "B lost a connection: $(cat "$TEST_DIR/holdB.out")"
+# the msgpack socket counts against the same caps
+OPENLLMD_SOCKET="$TEST_DIR/openllmd.sock" "$PYTHON" -m olc ping >/dev/null 2>&1 ||
+	fail "root's msgpack client was refused"
+
+# --- 2b. out of descriptors: accepting pauses, the log stays quiet ------------
+restart 'max_clients_per_uid = 1000;'
+prlimit --pid "$DAEMON_PID" --nofile=48:48 || fail "prlimit"
+as $A flood 300 4 > "$TEST_DIR/out" 2>&1 || fail "flood: $(cat "$TEST_DIR/out")"
+lines=$(grep -c -E "accept(\(\) call|: )" "$TEST_DIR/daemon.log" || true)
+[ "$lines" -ge 1 ] && [ "$lines" -le 8 ] ||
+	fail "$lines log lines about accept in 4 s: $(grep -E "accept(\(\) call|: )" "$TEST_DIR/daemon.log" | head -n 5)"
+grep -q "HTTP: accept: Too many open files; no new connection until a descriptor is free" \
+	"$TEST_DIR/daemon.log" || fail "the log does not say why accepting paused"
+as $A keyless > "$TEST_DIR/out" 2>&1 || fail "after the flood: $(cat "$TEST_DIR/out")"
+
+# --- 3. deadlines for the request line and headers, and for the body ---------
+restart 'http_timeout = 60.0;' 'http_header_timeout = 2.0;' 'http_body_timeout = 1.0;' \
+	'http_body_min_rate = 16384;'
+as $A slowloris 2 > "$TEST_DIR/out" 2>&1 || fail "slowloris: $(cat "$TEST_DIR/out")"
+# 65536 bytes at 16384 a second: 1 + 4 s
+as $A slow_body 65536 5 > "$TEST_DIR/out" 2>&1 || fail "slow body: $(cat "$TEST_DIR/out")"
+grep -q "took longer than http_header_timeout (2s); closed" "$TEST_DIR/daemon.log" &&
+	grep -q "took longer than http_body_timeout (1s)" "$TEST_DIR/daemon.log" ||
+	fail "the deadlines are not in the log"
+
+# --- 4. no body is read before its key is checked; bodies in flight are capped -
+restart 'http_max_inflight_body = 1048576;'
+as $A wrong_key 24 > "$TEST_DIR/out" 2>&1 || fail "wrong key: $(cat "$TEST_DIR/out")"
+as $A inflight 700000 > "$TEST_DIR/out" 2>&1 || fail "inflight: $(cat "$TEST_DIR/out")"
+grep -q "would pass http_max_inflight_body (1048576)" "$TEST_DIR/daemon.log" ||
+	fail "the log does not name http_max_inflight_body"
+
+# --- 5. framing ----------------------------------------------------------------
+restart
+as $A framing > "$TEST_DIR/out" 2>&1 || fail "framing: $(cat "$TEST_DIR/out")"
 
 stop_daemon TERM
 echo "http_trust: all checks passed"
