@@ -125,5 +125,22 @@ grep -q "would pass http_max_inflight_body (1048576)" "$TEST_DIR/daemon.log" ||
 restart
 as $A framing > "$TEST_DIR/out" 2>&1 || fail "framing: $(cat "$TEST_DIR/out")"
 
+# --- 6. top and stats show a user their own chats and totals only -----------
+ALICE=sk-ollm-trust-alice-0123456789abcdefghijklmnopq
+ALICE_SHA=$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)
+chmod 755 "$TEST_DIR"           # the attacker reaches the 0666 socket through it
+restart 'socket_mode = "0666";' "api_keys = ( { sha256 = \"$ALICE_SHA\"; user = \"ci:alice\"; tag = \"secret\"; } );"
+"$PYTHON" -m olc chat "root's" > /dev/null || fail "root's chat"
+curl -sf -o /dev/null -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" \
+	-d '{"model":"fake-model","messages":[{"role":"user","content":"alice"}]}' || fail "alice's chat"
+# while a chat of root and one of ci:alice run, uid A asks
+curl -sf -o /dev/null -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" \
+	-d '{"model":"fake-model","messages":[{"role":"user","content":"slow [[chunks=6 delay_ms=500]]"}]}' &
+TEST_PIDS="$TEST_PIDS $!"
+"$PYTHON" -m olc chat "slow root [[chunks=6 delay_ms=500]]" > /dev/null &
+TEST_PIDS="$TEST_PIDS $!"
+sleep 0.3
+OPENLLMD_SOCKET="$TEST_DIR/openllmd.sock" as $A visibility > "$TEST_DIR/out" 2>&1 ||
+	fail "visibility: $(cat "$TEST_DIR/out")"
 stop_daemon TERM
 echo "http_trust: all checks passed"

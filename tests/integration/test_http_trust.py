@@ -263,6 +263,32 @@ def group_framing():
     print("framing refused", flush=True)
 
 
+# --- 6. what a user may see ----------------------------------------------------
+
+def group_visibility():
+    """top and stats show this user their own chats and totals, not others'."""
+    import olc
+    me = os.getuid()
+    mine = olc.Conn()
+    rid = mine.request("chat", messages=[{"role": "user", "content": "mine [[chunks=4 delay_ms=400]]"}],
+                       model="fake-model", stream=True)
+    time.sleep(0.5)
+    top = olc.Conn().call("top")
+    assert top["type"] == "result", top
+    chats = top["chats"]
+    assert len(chats) == 1 and chats[0]["uid"] == me and "user" not in chats[0], chats
+    assert "tag" not in chats[0], chats
+    assert [m["model"] for m in top["models"]] == ["fake-model"] and top["models"][0]["in_flight"] == 1, top
+    assert top["in_flight"] >= 3, top        # the machine's count, as ping says it
+    _, end = mine.until_end(rid)
+    assert end["type"] == "done", end
+    for by in ("user", "tag", "model"):
+        stats = olc.Conn().call("stats", by=by)
+        assert stats["total"]["requests"] == 1, stats["total"]
+        assert list(stats["by_" + by]) == [{"user": str(me), "tag": "", "model": "fake-model"}[by]], stats
+    print("own rows only", flush=True)
+
+
 GROUPS = {name[6:]: fn for name, fn in globals().items() if name.startswith("group_")}
 
 if __name__ == "__main__":
