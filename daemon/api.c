@@ -1636,21 +1636,6 @@ api_request_done_cb(struct evhttp_request *req, void *arg)
 
 /* --- requests ----------------------------------------------------------- */
 
-/* The request body as JSON; NULL after a 400. */
-static json_t *
-api_body_object(struct evhttp_request *req)
-{
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	char cause[300];
-	json_t *j;
-
-	j = api_body_json((const char *)evbuffer_pullup(in, -1), len, cause, sizeof cause);
-	if (j == NULL)
-		api_send_error(req, "bad_request", cause, NULL, NAN, -1, NULL);
-	return j;
-}
-
 /* The request's tag: X-Ollm-Tag, else the key's; -1 after a 400 for a bad header. */
 static int
 api_tag(struct evhttp_request *req, const char *key_tag, const char **tag)
@@ -1736,112 +1721,54 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 	api_launch(ac, ar, c, rq);
 }
 
-/* Gather a prompt or input (a string, strings, token ids, arrays of ids) for counting; -1 if none of those. */
-static int
-api_prompt(json_t *v, struct evbuffer *text, int64_t *ids)
-{
-	size_t i;
-	json_t *e;
-
-	if (json_is_string(v)) {
-		evbuffer_add(text, json_string_value(v), json_string_length(v));
-		evbuffer_add(text, "\n", 1);
-		return 0;
-	}
-	if (json_is_integer(v)) {
-		(*ids)++;
-		return 0;
-	}
-	if (!json_is_array(v))
-		return -1;
-	json_array_foreach(v, i, e) {
-		if (json_is_array(e) ? api_prompt(e, text, ids) == -1 :
-		    !json_is_string(e) && !json_is_integer(e))
-			return -1;
-		if (!json_is_array(e))
-			api_prompt(e, text, ids);
-	}
-	return 0;
-}
-
 /* POST /v1/completions and /v1/embeddings: passed through, admitted and accounted like a chat. */
 static void
 api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
     const char *user, const char *key_tag, bool embeddings)
 {
-	const char *field = embeddings ? "input" : "prompt";
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct chat_passthrough pass;
+	struct api_body_error err;
+	struct api_body_pass pb;
 	struct api_req *ar;
 	struct request *rq;
-	struct evbuffer *text;
 	struct chat *c;
-	json_t *body, *v;
 	const char *tag;
-	char msg[200];
 
 	if (ac->active != NULL) {
 		api_send_error(req, "bad_request", "a request is already in flight on this connection",
 		    NULL, NAN, -1, NULL);
 		return;
 	}
-	if (api_tag(req, key_tag, &tag) == -1 || (body = api_body_object(req)) == NULL)
+	if (api_tag(req, key_tag, &tag) == -1)
 		return;
-	memset(&pass, 0, sizeof pass);
-	pass.path = embeddings ? "/embeddings" : "/completions";
-	pass.embeddings = embeddings;
-	if ((text = evbuffer_new()) == NULL || (rq = calloc(1, sizeof *rq)) == NULL) {
-		if (text != NULL)
-			evbuffer_free(text);
-		json_decref(body);
+	if (api_body_passthrough((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in),
+	    embeddings, &pb, &err) == -1) {
+		api_send_error(req, "bad_request", err.message, err.param[0] != '\0' ? err.param : NULL,
+		    NAN, -1, NULL);
+		return;
+	}
+	if ((rq = calloc(1, sizeof *rq)) == NULL) {
+		api_body_pass_clear(&pb);
 		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
 		return;
 	}
 	message_request_init(rq, OP_CHAT);
-	rq->u.chat.stream = false;
-	const char *bad = NULL;
-	if (api_prompt(json_object_get(body, field), text, &pass.prompt_ids) == -1)
-		bad = field;
-	else if ((v = json_object_get(body, "model")) != NULL && !json_is_null(v) &&
-	    (rq->u.chat.model = api_body_strdup(v)) == NULL)
-		bad = "model";
-	else if (!embeddings && (v = json_object_get(body, "stream")) != NULL && !json_is_null(v) &&
-	    !json_is_boolean(v))
-		bad = "stream";
-	else if (!embeddings && (v = json_object_get(body, "max_tokens")) != NULL &&
-	    !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 1))
-		bad = "max_tokens";
-	else if (!embeddings && (((v = json_object_get(body, "n")) != NULL && !json_is_null(v) &&
-	    json_integer_value(v) != 1) || ((v = json_object_get(body, "best_of")) != NULL &&
-	    !json_is_null(v) && json_integer_value(v) != 1)))
-		bad = "n";
-	if (bad != NULL) {
-		snprintf(msg, sizeof msg, strcmp(bad, field) == 0 ? "%s must be a string, an array of "
-		    "strings, or token ids" : strcmp(bad, "n") == 0 ? "%s and best_of must be 1" :
-		    "%s has the wrong type or value", bad);
-		evbuffer_free(text);
-		json_decref(body);
-		message_request_free(rq);
-		api_send_error(req, "bad_request", msg, bad, NAN, -1, NULL);
-		return;
-	}
-	if (!embeddings) {
-		rq->u.chat.stream = json_is_true(json_object_get(body, "stream"));
-		if (json_is_integer(json_object_get(body, "max_tokens")))
-			rq->u.chat.max_tokens = json_integer_value(json_object_get(body, "max_tokens"));
-		pass.usage_wanted = json_is_true(json_object_get(json_object_get(body,
-		    "stream_options"), "include_usage"));
-	}
-	pass.prompt_len = evbuffer_get_length(text);
-	evbuffer_add(text, "", 1);
-	if ((pass.prompt_text = malloc(pass.prompt_len + 1)) != NULL)
-		evbuffer_remove(text, pass.prompt_text, pass.prompt_len + 1);
-	evbuffer_free(text);
-	pass.body = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
+	rq->u.chat.stream = pb.stream;
+	rq->u.chat.max_tokens = pb.max_tokens;
+	rq->u.chat.model = pb.model;
+	memset(&pass, 0, sizeof pass);
+	pass.path = embeddings ? "/embeddings" : "/completions";
+	pass.embeddings = embeddings;
+	pass.usage_wanted = pb.usage_wanted;
+	pass.prompt_text = pb.prompt_text;
+	pass.prompt_len = pb.prompt_len;
+	pass.prompt_ids = pb.prompt_ids;
+	pass.body = pb.body;
 	if (tag != NULL && *tag != '\0')
 		rq->u.chat.tag = strdup(tag);
 	rq->id = ++api->next_id;
-	if ((ar = calloc(1, sizeof *ar)) == NULL || pass.body == NULL || pass.prompt_text == NULL ||
+	if ((ar = calloc(1, sizeof *ar)) == NULL ||
 	    (ar->model = strdup(rq->u.chat.model != NULL ? rq->u.chat.model : "")) == NULL) {
 		free(ar);
 		free(pass.body);

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -32,5 +33,26 @@ char *api_body_strdup(json_t *v);
  */
 struct request *api_body_chat(const char *body, size_t len, bool *include_usage,
     struct api_body_error *err);
+
+/* What a POST /v1/completions or /v1/embeddings body says, for admission. */
+struct api_body_pass {
+	char *model;                /* NULL: absent */
+	bool stream;                /* completions only */
+	int64_t max_tokens;         /* -1: absent; completions only */
+	bool usage_wanted;          /* stream_options.include_usage */
+	char *prompt_text;          /* prompt's (input's) strings, each and a newline, to count */
+	size_t prompt_len;          /* its bytes: it may hold NUL (U+0000) */
+	int64_t prompt_ids;         /* token ids, counted one each */
+	char *body;                 /* the body as compact JSON, to send on */
+};
+
+/*
+ * Parse a body of len bytes (any bytes: untrusted) passed through to
+ * /completions (embeddings false) or /embeddings: 0 with out filled (the
+ * caller releases it with api_body_pass_clear), or -1 with err filled.
+ */
+int api_body_passthrough(const char *body, size_t len, bool embeddings, struct api_body_pass *out,
+    struct api_body_error *err);
+void api_body_pass_clear(struct api_body_pass *);
 
 #endif

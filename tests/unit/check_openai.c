@@ -440,6 +440,57 @@ START_TEST(test_api_body_chat)
 }
 END_TEST
 
+/* A passed-through body: what admission needs from it, and the body to send on. */
+START_TEST(test_api_body_passthrough)
+{
+	static const char cmpl[] = "{\"model\":\"m\",\"prompt\":[\"ab\",\"c\\u0000d\",[1,2],[[3]]],"
+	    "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"max_tokens\":7,"
+	    "\"echo\":false}";
+	static const struct { bool embeddings; const char *body, *param, *message; } bad[] = {
+		{ false, "{\"prompt\":{}}", "prompt", "prompt must be a string, an array of strings, "
+		  "or token ids" },
+		{ true, "{\"input\":[\"a\",{}]}", "input", "input must be" },
+		{ true, "{\"prompt\":\"a\"}", "input", "input must be" },
+		{ false, "{\"prompt\":\"a\",\"model\":7}", "model", "model has the wrong type" },
+		{ false, "{\"prompt\":\"a\",\"stream\":1}", "stream", "stream has the wrong type" },
+		{ false, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens", "max_tokens" },
+		{ false, "{\"prompt\":\"a\",\"best_of\":2}", "n", "n and best_of must be 1" },
+		{ false, "[1]", "", "the body must be a JSON object" },
+		{ false, "{\"prompt\":\"a\",\"prompt\":\"b\"}", "", "duplicate" },
+	};
+	struct api_body_error err;
+	struct api_body_pass p;
+	json_t *j;
+
+	ck_assert_int_eq(api_body_passthrough(cmpl, sizeof cmpl - 1, false, &p, &err), 0);
+	ck_assert_str_eq(p.model, "m");
+	ck_assert(p.stream && p.usage_wanted);
+	ck_assert_int_eq(p.max_tokens, 7);
+	ck_assert_uint_eq(p.prompt_len, 7);
+	ck_assert_mem_eq(p.prompt_text, "ab\nc\0d\n", 8);
+	ck_assert_int_eq(p.prompt_ids, 3);
+	ck_assert_ptr_nonnull(j = json_loads(p.body, JSON_ALLOW_NUL, NULL));
+	ck_assert(json_is_false(json_object_get(j, "echo")));
+	json_decref(j);
+	api_body_pass_clear(&p);
+	/* embeddings: no stream, no length limit, whatever the body says */
+	ck_assert_int_eq(api_body_passthrough("{\"input\":\"x y\",\"stream\":true,\"max_tokens\":3}",
+	    44, true, &p, &err), 0);
+	ck_assert(!p.stream);
+	ck_assert_int_eq(p.max_tokens, -1);
+	ck_assert_str_eq(p.prompt_text, "x y\n");
+	ck_assert_ptr_null(p.model);
+	api_body_pass_clear(&p);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(api_body_passthrough(bad[i].body, strlen(bad[i].body), bad[i].embeddings,
+		    &p, &err) == -1, "accepted %s", bad[i].body);
+		ck_assert_str_eq(err.param, bad[i].param);
+		ck_assert_msg(strstr(err.message, bad[i].message) != NULL, "%s: %s", bad[i].body,
+		    err.message);
+	}
+}
+END_TEST
+
 START_TEST(test_msgpack_round_trip)
 {
 	const char		*j = "{\"i\":-5,\"big\":9007199254740993,"
@@ -1834,6 +1885,7 @@ openai_suite(void)
 	tcase_add_test(tc, test_body_fast_same);
 	tcase_add_test(tc, test_body_nul);
 	tcase_add_test(tc, test_api_body_chat);
+	tcase_add_test(tc, test_api_body_passthrough);
 	tcase_add_test(tc, test_msgpack_round_trip);
 	tcase_add_test(tc, test_msgpack_refused);
 	tcase_add_test(tc, test_json_to_msgpack_depth);
