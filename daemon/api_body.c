@@ -190,8 +190,10 @@ api_body_chat_request(json_t *body, bool *include_usage, char *cause, size_t cau
 			}
 			*include_usage = json_is_true(iu);
 		} else if (strcmp(key, "max_tokens") == 0 || strcmp(key, "max_completion_tokens") == 0) {
-			if (!json_is_integer(v) || json_integer_value(v) < 1) {
-				snprintf(cause, cause_len, "%s must be an integer >= 1", key);
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    json_integer_value(v) > MESSAGE_MAX_TOKENS) {
+				snprintf(cause, cause_len, "%s must be an integer from 1 to %d", key,
+				    MESSAGE_MAX_TOKENS);
 				goto fail;
 			}
 			cr->max_tokens = (int64_t)json_integer_value(v);
@@ -369,7 +371,8 @@ api_body_passthrough(const char *body, size_t len, bool embeddings, struct api_b
 	    !json_is_boolean(v))
 		bad = "stream";
 	else if (!embeddings && (v = json_object_get(j, "max_tokens")) != NULL &&
-	    !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 1))
+	    !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 1 ||
+	    json_integer_value(v) > MESSAGE_MAX_TOKENS))
 		bad = "max_tokens";
 	else if (!embeddings && (((v = json_object_get(j, "n")) != NULL && !json_is_null(v) &&
 	    json_integer_value(v) != 1) || ((v = json_object_get(j, "best_of")) != NULL &&
@@ -381,6 +384,9 @@ api_body_passthrough(const char *body, size_t len, bool embeddings, struct api_b
 			    "strings, or token ids", bad);
 		else if (strcmp(bad, "n") == 0)
 			snprintf(err->message, sizeof err->message, "n and best_of must be 1");
+		else if (strcmp(bad, "max_tokens") == 0)
+			snprintf(err->message, sizeof err->message, "max_tokens must be an integer "
+			    "from 1 to %d", MESSAGE_MAX_TOKENS);
 		else
 			snprintf(err->message, sizeof err->message, "%s has the wrong type or value", bad);
 		snprintf(err->param, sizeof err->param, "%s", bad);

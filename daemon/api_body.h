@@ -38,7 +38,7 @@ struct request *api_body_chat(const char *body, size_t len, bool *include_usage,
 struct api_body_pass {
 	char *model;                /* NULL: absent */
 	bool stream;                /* completions only */
-	int64_t max_tokens;         /* -1: absent; completions only */
+	int64_t max_tokens;         /* -1: absent, else 1 .. MESSAGE_MAX_TOKENS; completions only */
 	bool usage_wanted;          /* stream_options.include_usage */
 	char *prompt_text;          /* prompt's (input's) strings, each and a newline, to count */
 	size_t prompt_len;          /* its bytes: it may hold NUL (U+0000) */

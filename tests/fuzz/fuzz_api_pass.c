@@ -42,7 +42,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (p.model != NULL && memchr(p.model, '\0', strlen(p.model) + 1) != p.model + strlen(p.model))
 		abort();
-	if (p.max_tokens != -1 && p.max_tokens < 1)
+	if (p.max_tokens != -1 && (p.max_tokens < 1 || p.max_tokens > MESSAGE_MAX_TOKENS))
 		abort();
 	if (FUZZ_EMBEDDINGS && (p.stream || p.max_tokens != -1 || p.usage_wanted))
 		abort();

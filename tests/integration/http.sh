@@ -242,6 +242,12 @@ s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{not jso
 	"$TEST_DIR/body.json" || fail "error shape: $(cat "$TEST_DIR/body.json")"
 s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{"model":"fake-model","n":2,"messages":[{"role":"user","content":"x"}]}')
 [ "$s" = 400 ] && grep -q '"param":"n"' "$TEST_DIR/body.json" || fail "n=2: $s $(cat "$TEST_DIR/body.json")"
+# one cap on max_tokens for both fronts: 2^63-1 is refused as the msgpack socket refuses it
+s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{"model":"fake-model","max_tokens":9223372036854775807,"messages":[{"role":"user","content":"x"}]}')
+[ "$s" = 400 ] && grep -q '"param":"max_tokens"' "$TEST_DIR/body.json" && grep -q "from 1 to 16777216" "$TEST_DIR/body.json" ||
+	fail "max_tokens 2^63-1: $s $(cat "$TEST_DIR/body.json")"
+s=$(status -H "Authorization: Bearer $KEY" "$BASE/completions" -d '{"model":"fake-model","max_tokens":16777217,"prompt":"x"}')
+[ "$s" = 400 ] && grep -q '"param":"max_tokens"' "$TEST_DIR/body.json" || fail "completions max_tokens 2^24+1: $s"
 LONGTAG=$(head -c 300 /dev/zero | tr '\0' t)
 s=$(status -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: $LONGTAG" "$BASE/embeddings" -d '{"input":"x"}')
 [ "$s" = 400 ] || fail "a 300-byte X-Ollm-Tag: $s"

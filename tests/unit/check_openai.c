@@ -411,7 +411,13 @@ START_TEST(test_api_body_chat)
 		{ "{\"model\":\"m\\u0000\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "model",
 		  "model must be a string" },
 		{ "{\"max_tokens\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "max_tokens",
-		  "max_tokens must be an integer >= 1" },
+		  "max_tokens must be an integer from 1 to 16777216" },
+		/* the msgpack front's cap (MESSAGE_MAX_TOKENS), for both names */
+		{ "{\"max_tokens\":16777217,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+		  "max_tokens", "max_tokens must be an integer from 1 to 16777216" },
+		{ "{\"max_completion_tokens\":9223372036854775807,\"messages\":[{\"role\":\"user\","
+		  "\"content\":\"x\"}]}", "max_completion_tokens",
+		  "max_completion_tokens must be an integer from 1 to 16777216" },
 		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"messages\":[]}", "",
 		  "duplicate" },
 	};
@@ -419,6 +425,11 @@ START_TEST(test_api_body_chat)
 	struct request *rq;
 	bool iu;
 
+	rq = api_body_chat("{\"max_tokens\":16777216,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+	    66, &iu, &err);
+	ck_assert_msg(rq != NULL, "%s", err.message);
+	ck_assert_int_eq(rq->u.chat.max_tokens, 16777216);
+	message_request_free(rq);
 	rq = api_body_chat(nul, sizeof nul - 1, &iu, &err);
 	ck_assert_msg(rq != NULL, "%s", err.message);
 	ck_assert(iu);
@@ -454,6 +465,10 @@ START_TEST(test_api_body_passthrough)
 		{ false, "{\"prompt\":\"a\",\"model\":7}", "model", "model has the wrong type" },
 		{ false, "{\"prompt\":\"a\",\"stream\":1}", "stream", "stream has the wrong type" },
 		{ false, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens", "max_tokens" },
+		{ false, "{\"prompt\":\"a\",\"max_tokens\":16777217}", "max_tokens",
+		  "max_tokens must be an integer from 1 to 16777216" },
+		{ false, "{\"prompt\":\"a\",\"max_tokens\":9223372036854775807}", "max_tokens",
+		  "max_tokens must be an integer from 1 to 16777216" },
 		{ false, "{\"prompt\":\"a\",\"best_of\":2}", "n", "n and best_of must be 1" },
 		{ false, "[1]", "", "the body must be a JSON object" },
 		{ false, "{\"prompt\":\"a\",\"prompt\":\"b\"}", "", "duplicate" },
