@@ -623,7 +623,7 @@ chat_admit(struct chat *c)
 	struct upstream *up = c->upstream;
 	char cause[256];
 
-	switch (limiter_admit(up->limiter, &c->waiter, c->uid, c->reserved_tokens,
+	switch (limiter_admit_named(up->limiter, &c->waiter, c->uid, c->user, c->reserved_tokens,
 	    now_mono_ms())) {
 	case LIMITER_ADMITTED:
 		c->admitted = true;

@@ -142,5 +142,30 @@ TEST_PIDS="$TEST_PIDS $!"
 sleep 0.3
 OPENLLMD_SOCKET="$TEST_DIR/openllmd.sock" as $A visibility > "$TEST_DIR/out" 2>&1 ||
 	fail "visibility: $(cat "$TEST_DIR/out")"
+
+# --- 7. named users are parties of their own in the fair queue ----------------
+# one request at a time upstream: ci:ann's five queue up, then ci:bob's one goes
+# second, not sixth (they share the named users' uid)
+ANN=sk-ollm-trust-ann-0123456789abcdefghijklmnopqrs
+BOB=sk-ollm-trust-bob-0123456789abcdefghijklmnopqrs
+keys="api_keys = ( { sha256 = \"$(printf %s "$ANN" | sha256sum | cut -d' ' -f1)\"; user = \"ci:ann\"; },
+  { sha256 = \"$(printf %s "$BOB" | sha256sum | cut -d' ' -f1)\"; user = \"ci:bob\"; } );"
+UPSTREAM_EXTRA='max_concurrency = 1; queue_max = 100;' restart "$keys"
+unset UPSTREAM_EXTRA
+for n in 1 2 3 4 5; do
+	curl -sf -o /dev/null -H "Authorization: Bearer $ANN" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" \
+		-d "{\"model\":\"fake-model\",\"messages\":[{\"role\":\"user\",\"content\":\"ann $n [[chunks=2 delay_ms=250]]\"}]}" &
+	TEST_PIDS="$TEST_PIDS $!"
+done
+sleep 0.3                       # the first runs, four wait
+curl -sf -o /dev/null -H "Authorization: Bearer $BOB" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" \
+	-d '{"model":"fake-model","messages":[{"role":"user","content":"bob"}]}' || fail "bob's request"
+ann_done=$(grep -c "user ci:ann model fake-model upstream fake: done" "$TEST_DIR/daemon.log" || true)
+[ "$ann_done" -le 2 ] || fail "ci:bob waited behind $ann_done of ci:ann's requests"
+wait_ann=0
+until [ "$(grep -c "user ci:ann model fake-model upstream fake: done" "$TEST_DIR/daemon.log")" -eq 5 ]; do
+	wait_ann=$((wait_ann + 1)); [ $wait_ann -lt 100 ] || fail "ci:ann's requests did not all end"; sleep 0.1
+done
+
 stop_daemon TERM
 echo "http_trust: all checks passed"
