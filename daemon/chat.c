@@ -797,6 +797,26 @@ chat_usage(struct chat *c, struct usage *out)
 }
 
 /*
+ * A non-streamed reply cut before it came (the client left or cancelled,
+ * the daemon stopped): the model server may have done all the work it was
+ * asked and says nothing of it, so the completion it was allowed (the
+ * reservation's) is billed, marked estimated, never 0. A stream's tokens
+ * are those that came.
+ */
+static void
+chat_usage_cut(struct chat *c, struct usage *us)
+{
+	const struct chat_parse *p = c->parse;
+
+	if (c->req->u.chat.stream || (p != NULL && p->has_usage) ||
+	    us->completion_tokens >= c->reserved_completion)
+		return;
+	us->completion_tokens = c->reserved_completion;
+	us->total_tokens = budget_tokens_add(us->prompt_tokens, us->completion_tokens);
+	us->estimated = true;
+}
+
+/*
  * Whether the request may have reached the model server: some attempt
  * started and did not fail before connecting. One still in flight, cut by a
  * timeout or cancelled counts as sent.
@@ -830,6 +850,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	char cause[256];
 	int64_t end = now_mono_ms();
 	bool sent = chat_was_sent(c);
+	bool cut = c->transfer != NULL;     /* the model server may be at work on it */
 
 	if (c->fin.finishing)
 		return;
@@ -848,6 +869,8 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		chat_usage(c, &us);
 	else
 		memset(&us, 0, sizeof us);
+	if (sent && cut)
+		chat_usage_cut(c, &us);
 	double cost = sent ? chat_cost(&c->upstream->conf, &us) : 0;
 	if (c->queued) {
 		limiter_cancel(c->upstream->limiter, &c->waiter);
@@ -1292,6 +1315,7 @@ chat_start(struct chat *c)
 	    (double)most * up->conf.completion_price) / 1000.0;
 	struct budget_refusal why;
 	c->reserved_tokens = budget_tokens_add(prompt, most);
+	c->reserved_completion = most;
 	if (budgets_reserve(srv->budgets, c->uid, c->user, cr->tag, c->model,
 	    c->reserved_tokens, worst, now_ms(), &c->reservation, &why) == -1) {
 		chat_budget_detail(c, &why);

@@ -102,6 +102,7 @@ struct chat {
 	bool queued;                /* waiting in the upstream's limiter */
 	bool admitted;              /* holds a limiter slot until it ends */
 	int64_t reserved_tokens;    /* prompt + max_tokens, held against tpm and budgets */
+	int64_t reserved_completion;    /* of which the completion: billed when a reply is cut */
 	struct budget_reservation *reservation;
 	uint64_t fleet_rsv;         /* the fleet reservation asked for, 0: none; the record carries it */
 	bool fleet_wait;            /* waiting for the fleet database's answer */

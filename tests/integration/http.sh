@@ -90,14 +90,33 @@ grep -q "abort me" "$TEST_DIR/fake0.log" 2>/dev/null || true
 	"$TEST_DIR/stats.json" || { cat "$TEST_DIR/stats.json" >&2; fail "by_user lacks the key's uid"; }
 
 # A client that leaves while a non-streamed reply is still being made cancels it too.
+# The server may have done all the work and says nothing of it: the completion it was
+# allowed (max_tokens) is billed, estimated, on either front.
 curl -s --max-time 1 -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: gone" "$BASE/chat/completions" \
-	-d '{"model":"fake-model","messages":[{"role":"user","content":"slow [[chunks=2 delay_ms=4000]]"}]}' >/dev/null &&
+	-d '{"model":"fake-model","max_tokens":50,"messages":[{"role":"user","content":"slow [[chunks=2 delay_ms=4000]]"}]}' >/dev/null &&
 	fail "the slow reply came within a second"
+"$PYTHON" - <<'PY' || fail "a msgpack client leaving a non-streamed chat"
+import time, olc
+c = olc.Conn()
+c.request("chat", messages=[{"role": "user", "content": "slow [[chunks=2 delay_ms=4000]]"}],
+          model="fake-model", stream=False, max_tokens=40, tag="gone-mp")
+time.sleep(0.5)
+c.close()
+PY
 i=0
 until metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon",tag="gone",status="cancelled"} 1'; do
 	i=$((i + 1)); [ $i -lt 25 ] || { metrics >&2; fail "the non-streamed request was not cancelled"; }
 	sleep 0.1
 done
+i=0
+until metrics | grep -q 'openllmd_completion_tokens_total{model="fake-model",user="root",tag="gone-mp",status="cancelled"} 40'; do
+	i=$((i + 1)); [ $i -lt 25 ] || { metrics >&2; fail "the msgpack client's cut chat was not billed its reservation"; }
+	sleep 0.1
+done
+metrics | grep -q 'openllmd_completion_tokens_total{model="fake-model",user="daemon",tag="gone",status="cancelled"} 50' ||
+	{ metrics >&2; fail "the cut reply was not billed its reservation"; }
+grep -q "uid 1 model fake-model upstream fake: cancelled | prompt_tokens: [1-9][0-9]*, completion_tokens: 50 (estimated)" \
+	"$TEST_DIR/daemon.log" || fail "the ledger line of the cut reply"
 
 # Backpressure: a client that stops reading pauses the transfer, which resumes
 # once it reads again; every byte arrives, in order.
