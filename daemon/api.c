@@ -427,12 +427,15 @@ api_usage_json(const struct usage *u)
 	    "total_tokens", (json_int_t)u->total_tokens);
 }
 
-/* Append s as a JSON string (quoted, escaped); -1, nothing appended, unless it is valid UTF-8. */
+/*
+ * Append len bytes of s as a JSON string (quoted, escaped: U+0000 as
+ * \u0000); -1, nothing appended, unless they are valid UTF-8.
+ */
 static int
-api_json_string(struct evbuffer *out, const char *s)
+api_json_stringn(struct evbuffer *out, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t len = strlen(s), i, start = 0;
+	size_t i, start = 0;
 	char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
 
 	if (pretok_utf8_valid(s, len) != len)
@@ -459,6 +462,13 @@ api_json_string(struct evbuffer *out, const char *s)
 	evbuffer_add(out, s + start, len - start);
 	evbuffer_add(out, "\"", 1);
 	return 0;
+}
+
+/* The same for a NUL-terminated string. */
+static int
+api_json_string(struct evbuffer *out, const char *s)
+{
+	return api_json_stringn(out, s, strlen(s));
 }
 
 /* Make the part of a content delta's event before the content: the same for every delta. */
@@ -500,7 +510,7 @@ api_delta_fast(struct api_req *ar, const struct delta_reply *d, struct evbuffer 
 	if (ar->delta_prefix == NULL && api_delta_prefix(ar) == -1)
 		return -1;
 	evbuffer_add(out, ar->delta_prefix, ar->delta_prefix_len);
-	if (api_json_string(out, d->content) == -1)
+	if (api_json_stringn(out, d->content, message_text_len(d->content, d->content_len)) == -1)
 		goto slow;
 	evbuffer_add(out, end, sizeof end - 1);
 	return 0;
@@ -527,9 +537,11 @@ api_reply_delta(struct api_req *ar, const struct delta_reply *d)
 	}
 	delta = json_object();
 	if (d->content != NULL)
-		json_object_set_new(delta, "content", json_string(d->content));
+		json_object_set_new(delta, "content", json_stringn(d->content,
+		    message_text_len(d->content, d->content_len)));
 	if (d->reasoning != NULL)
-		json_object_set_new(delta, "reasoning_content", json_string(d->reasoning));
+		json_object_set_new(delta, "reasoning_content", json_stringn(d->reasoning,
+		    message_text_len(d->reasoning, d->reasoning_len)));
 	if (d->tool_calls.data != NULL) {
 		json_t *tc = openai_msgpack_to_json(d->tool_calls.data, d->tool_calls.len);
 		if (tc != NULL)
@@ -571,9 +583,11 @@ api_reply_done(struct api_req *ar, const struct done_reply *d)
 	struct evkeyvalq *h = evhttp_request_get_output_headers(ar->req);
 	char cost[64];
 
-	msg = json_pack("{s:s, s:s?}", "role", "assistant", "content", d->content);
+	msg = json_pack("{s:s, s:o}", "role", "assistant", "content", d->content != NULL ?
+	    json_stringn(d->content, message_text_len(d->content, d->content_len)) : json_null());
 	if (d->reasoning != NULL)
-		json_object_set_new(msg, "reasoning_content", json_string(d->reasoning));
+		json_object_set_new(msg, "reasoning_content", json_stringn(d->reasoning,
+		    message_text_len(d->reasoning, d->reasoning_len)));
 	if (d->tool_calls.data != NULL) {
 		json_t *tc = openai_msgpack_to_json(d->tool_calls.data, d->tool_calls.len);
 		if (tc != NULL)

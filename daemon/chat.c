@@ -250,7 +250,9 @@ chat_send_delta(struct chat *c, const struct openai_chunk *ch)
 	r.id = c->id;
 	r.type = REPLY_DELTA;
 	r.u.delta.content = ch->content;
+	r.u.delta.content_len = ch->content_len;
 	r.u.delta.reasoning = ch->reasoning;
+	r.u.delta.reasoning_len = ch->reasoning_len;
 	r.u.delta.tool_calls = ch->tool_calls;
 	if (c->first_delta_ms < 0)
 		c->first_delta_ms = now_mono_ms();
@@ -269,15 +271,16 @@ chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
 		p->error = strdup(ch->error_message);
 		return;
 	}
+	/* the reply's text may hold U+0000: counted and sent on like any character */
 	if (ch->content != NULL) {
-		strbuf_add(&p->text, ch->content, strlen(ch->content), CHAT_MAX_TEXT);
-		if (!stream && !strbuf_add(&p->content, ch->content, strlen(ch->content),
+		strbuf_add(&p->text, ch->content, ch->content_len, CHAT_MAX_TEXT);
+		if (!stream && !strbuf_add(&p->content, ch->content, ch->content_len,
 		    c->server->conf->max_frame))
 			p->too_large = true;
 	}
 	if (ch->reasoning != NULL) {
-		strbuf_add(&p->text, ch->reasoning, strlen(ch->reasoning), CHAT_MAX_TEXT);
-		if (!stream && !strbuf_add(&p->reasoning, ch->reasoning, strlen(ch->reasoning),
+		strbuf_add(&p->text, ch->reasoning, ch->reasoning_len, CHAT_MAX_TEXT);
+		if (!stream && !strbuf_add(&p->reasoning, ch->reasoning, ch->reasoning_len,
 		    c->server->conf->max_frame))
 			p->too_large = true;
 	}
@@ -318,7 +321,8 @@ chat_raw_fold(struct chat_parse *p, json_t *j)
 	}
 	json_array_foreach(json_object_get(j, "choices"), i, ch) {
 		if ((s = json_string_value(json_object_get(ch, "text"))) != NULL)
-			strbuf_add(&p->text, s, strlen(s), CHAT_MAX_TEXT);
+			strbuf_add(&p->text, s, json_string_length(json_object_get(ch, "text")),
+			    CHAT_MAX_TEXT);
 		if ((s = json_string_value(json_object_get(ch, "finish_reason"))) != NULL) {
 			free(p->finish_reason);
 			p->finish_reason = strdup(s);
@@ -352,7 +356,7 @@ chat_raw_event(struct chat *c, struct chat_parse *p, const char *data, size_t le
 		p->saw_done = true;
 		return 0;
 	}
-	if ((j = json_loadb(data, len, 0, NULL)) == NULL || !json_is_object(j)) {
+	if ((j = json_loadb(data, len, JSON_ALLOW_NUL, NULL)) == NULL || !json_is_object(j)) {
 		json_decref(j);
 		p->saw_error = true;
 		free(p->error);
@@ -584,7 +588,7 @@ chat_done_cb(void *arg, const struct http_response *resp)
 			p->error = strdup("the stream ended without [DONE]");
 		}
 	} else if (p->status > 0 && c->passthrough) {
-		json_t *j = json_loadb(p->raw.p ? p->raw.p : "", p->raw.len, 0, NULL);
+		json_t *j = json_loadb(p->raw.p ? p->raw.p : "", p->raw.len, JSON_ALLOW_NUL, NULL);
 		if (!json_is_object(j)) {
 			p->saw_error = true;
 			p->error = strdup("malformed reply from the model server: not a JSON object");
@@ -997,7 +1001,9 @@ chat_answer(struct chat *c)
 			r.u.done.content = !c->req->u.chat.stream && p->raw.p ? p->raw.p : NULL;
 		else if (!c->req->u.chat.stream) {
 			r.u.done.content = p->content.p ? p->content.p : "";
+			r.u.done.content_len = p->content.len;
 			r.u.done.reasoning = p->reasoning.p;
+			r.u.done.reasoning_len = p->reasoning.len;
 			r.u.done.tool_calls = p->tool_calls;
 		}
 		chat_reply(c, &r);

@@ -232,6 +232,48 @@ for usage in ("0", "1"):        # counted locally, then by the server (bytes as 
         assert h == len("before\0after") + len("x\0\0y") + len("ok") + len(last["content"]), h
 PY
 
+# U+0000 in a model's reply (the fake sends each "~" as one) is a character too: carried
+# through both fronts (JSON \u0000, a msgpack str with its length), streamed or not, and
+# counted locally exactly as the tokens op counts the same text.
+"$PYTHON" - "$BASE" "$KEY" <<'PY' || fail "NUL in a reply"
+import json, sys, urllib.request
+import olc
+base, key = sys.argv[1], sys.argv[2]
+want = "echo: a\u0000b\u0000\u0000c"
+def http(stream):
+    body = json.dumps({"model": "fake-model", "stream": stream,
+                       "messages": [{"role": "user", "content": "a~b~~c [[nul=1 chunks=5 usage=0]]"}]})
+    req = urllib.request.Request(base + "/chat/completions", data=body.encode(),
+                                 headers={"Authorization": "Bearer " + key})
+    raw = urllib.request.urlopen(req).read().decode()
+    if not stream:
+        r = json.loads(raw)
+        return r["choices"][0]["message"]["content"], r["usage"]
+    events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
+    return "".join(c["choices"][0]["delta"].get("content", "") for c in events if c["choices"]), None
+def msgpack(stream):
+    c = olc.Conn()
+    deltas, end = c.chat("a~b~~c [[nul=1 chunks=5 usage=0]]", model="fake-model", stream=stream)
+    assert end["type"] == "done", end
+    return (end["content"] if not stream else "".join(d["content"] for d in deltas)), end["usage"]
+count = olc.Conn().call("tokens", text=want, model="fake-model")["count"]
+for stream in (False, True):
+    text, usage = http(stream)
+    assert text == want, (stream, text)
+    text, usage = msgpack(stream)
+    assert text == want, (stream, text)
+    assert usage["estimated"] and usage["completion_tokens"] == count, (usage, count)
+_, usage = http(False)
+assert usage["completion_tokens"] == count, (usage, count)
+# passed through: the server's bytes, which the daemon reads to account them
+body = json.dumps({"model": "fake-model", "prompt": "x\u0000y", "stream": True})
+req = urllib.request.Request(base + "/completions", data=body.encode(),
+                             headers={"Authorization": "Bearer " + key})
+raw = urllib.request.urlopen(req).read().decode()
+events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
+assert "".join(c["choices"][0]["text"] for c in events if c["choices"]) == "echo: x\u0000y", raw
+PY
+
 # A passed-through completions stream: the server's events, usage only when asked.
 curl -sSN -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: pass" "$BASE/completions" \
 	-d '{"model":"fake-model","stream":true,"prompt":"pass me through"}' > "$TEST_DIR/cmpl.txt" ||

@@ -1214,6 +1214,25 @@ START_TEST(test_chunk_edges)
 	chunk_ok("{\"choices\":[{\"delta\":{\"content\":[{\"type\":\"text\","
 	    "\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}}]}", &c);
 	ck_assert_str_eq(c.content, "ab");
+	ck_assert_uint_eq(c.content_len, 2);
+
+	/* U+0000 in the reply's text is a character with its length; no other string holds it. */
+	chunk_ok("{\"model\":\"m\\u0000x\",\"choices\":[{\"delta\":{\"content\":\"a\\u0000b\","
+	    "\"reasoning_content\":\"\\u0000\"},\"finish_reason\":\"st\\u0000op\"}]}", &c);
+	ck_assert_uint_eq(c.content_len, 3);
+	ck_assert_mem_eq(c.content, "a\0b", 4);
+	ck_assert_uint_eq(c.reasoning_len, 1);
+	ck_assert_mem_eq(c.reasoning, "\0", 2);
+	ck_assert_ptr_null(c.model);
+	ck_assert_ptr_null(c.finish_reason);
+	chunk_ok("{\"choices\":[{\"delta\":{\"content\":[{\"type\":\"text\","
+	    "\"text\":\"\\u0000\"},{\"type\":\"text\",\"text\":\"b\\u0000\"}]}}]}", &c);
+	ck_assert_uint_eq(c.content_len, 3);
+	ck_assert_mem_eq(c.content, "\0b\0", 4);
+	ck_assert_int_eq(openai_parse_response("{\"choices\":[{\"message\":{\"content\":"
+	    "\"x\\u0000\"}}]}", 47, &c, cause, sizeof cause), 0);
+	ck_assert_uint_eq(c.content_len, 2);
+	ck_assert_mem_eq(c.content, "x\0", 3);
 
 	/* Wrong types are ignored, not trusted. */
 	chunk_ok("{\"model\":5,\"choices\":[{\"delta\":{\"content\":5,"
