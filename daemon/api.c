@@ -111,8 +111,7 @@ struct api_conn {
 	struct event *timer;        /* the phase's deadline, a refusal, the linger's end */
 	enum api_deadline deadline;
 	size_t body_reserved;       /* bytes of http_max_inflight_body held */
-	int refuse_status;          /* the answer of a refusal; 0: close without one */
-	char *refuse_text;          /* its JSON body and extra headers */
+	char *refuse_text;          /* the whole answer of a refusal; NULL: close without one */
 	struct event *linger_ev;    /* LINGER: reading out what the client still sends */
 	int linger_fd;
 	size_t linger_bytes;
@@ -961,11 +960,13 @@ api_conn_arm(struct api_conn *ac, enum api_deadline which, double seconds)
 {
 	struct timeval tv;
 
-	ac->deadline = which;
 	if (which == API_DEADLINE_NONE) {
-		evtimer_del(ac->timer);
+		if (ac->deadline != API_DEADLINE_NONE)
+			evtimer_del(ac->timer);
+		ac->deadline = which;
 		return;
 	}
+	ac->deadline = which;
 	tv.tv_sec = (time_t)seconds;
 	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
 	evtimer_add(ac->timer, &tv);
@@ -1099,16 +1100,15 @@ api_linger_cb(evutil_socket_t fd, short what, void *arg)
 	api_linger_end(ac);
 }
 
-/* A JSON error as a whole HTTP response to write on a socket ourselves; *status set. */
+/* A JSON error as a whole HTTP response, to write on a socket ourselves. */
 static char *
-api_raw_answer(const char *code, const char *message, double retry_after, const char *headers,
-    int *status)
+api_raw_answer(const char *code, const char *message, double retry_after, const char *headers)
 {
 	const char *type;
 	json_t *j;
 	char *body, *text = NULL, ra[48] = "";
+	int status = api_status(code, -1, &type);
 
-	*status = api_status(code, -1, &type);
 	if ((j = api_error_json(code, message, type, NULL, NULL)) == NULL)
 		return NULL;
 	body = json_dumps(j, JSON_COMPACT);
@@ -1118,8 +1118,8 @@ api_raw_answer(const char *code, const char *message, double retry_after, const 
 	if (isfinite(retry_after))
 		snprintf(ra, sizeof ra, "Retry-After: %.0f\r\n", ceil(retry_after > 0 ? retry_after : 1));
 	if (asprintf(&text, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\nConnection: close\r\n%s%s%s\r\n%s\n", *status, api_reason(*status),
-	    strlen(body) + 1, ra, *status == 401 ? "WWW-Authenticate: Bearer\r\n" : "",
+	    "Content-Length: %zu\r\nConnection: close\r\n%s%s%s\r\n%s\n", status, api_reason(status),
+	    strlen(body) + 1, ra, status == 401 ? "WWW-Authenticate: Bearer\r\n" : "",
 	    headers != NULL ? headers : "", body) == -1)
 		text = NULL;
 	free(body);
@@ -1184,8 +1184,7 @@ api_conn_refuse(struct api_conn *ac, const char *code, const char *message, doub
 	bufferevent_disable(ac->bev, EV_READ);
 	api_conn_set_busy(ac);
 	if (code != NULL && !ac->answering && ac->active == NULL)
-		ac->refuse_text = api_raw_answer(code, message, retry_after, headers,
-		    &ac->refuse_status);
+		ac->refuse_text = api_raw_answer(code, message, retry_after, headers);
 	evtimer_del(ac->timer);
 	ac->deadline = API_DEADLINE_NONE;
 	event_active(ac->timer, EV_TIMEOUT, 1);
@@ -1378,15 +1377,16 @@ api_check_head(struct api_conn *ac)
 	}
 	ac->body_reserved += body;
 	api->body_in_flight += body;
-	api_conn_arm(ac, API_DEADLINE_BODY, conf->http_body_timeout +
-	    (double)body / (double)conf->http_body_min_rate);
 }
 
-/* Follow n bytes that came on the connection through its requests' phases. */
+/*
+ * Follow n bytes that came on the connection through its requests' phases.
+ * A phase's deadline is armed by api_conn_time once the bytes at hand are
+ * taken: a request that comes whole in one read arms none.
+ */
 static void
 api_conn_scan(struct api_conn *ac, const char *p, size_t n)
 {
-	const struct conf *conf = ac->api->server->conf;
 	size_t used;
 
 	while (n > 0 && ac->state == API_CONN_OPEN) {
@@ -1396,7 +1396,6 @@ api_conn_scan(struct api_conn *ac, const char *p, size_t n)
 		switch (ev) {
 		case API_HEAD_STARTED:
 			api_conn_set_busy(ac);
-			api_conn_arm(ac, API_DEADLINE_HEADER, conf->http_header_timeout);
 			break;
 		case API_HEAD_HEADERS:
 			api_conn_arm(ac, API_DEADLINE_NONE, 0);
@@ -1414,6 +1413,25 @@ api_conn_scan(struct api_conn *ac, const char *p, size_t n)
 			break;
 		}
 	}
+}
+
+/* Arm the deadline of the phase the connection is in, unless it runs already. */
+static void
+api_conn_time(struct api_conn *ac)
+{
+	const struct conf *conf = ac->api->server->conf;
+
+	if (ac->state != API_CONN_OPEN)
+		return;
+	if (ac->head.state == API_HEAD_LINE || ac->head.state == API_HEAD_FIELDS) {
+		if (ac->deadline != API_DEADLINE_HEADER)
+			api_conn_arm(ac, API_DEADLINE_HEADER, conf->http_header_timeout);
+	} else if (ac->head.state == API_HEAD_BODY) {
+		if (ac->deadline != API_DEADLINE_BODY)
+			api_conn_arm(ac, API_DEADLINE_BODY, conf->http_body_timeout +
+			    (double)api_head_body_length(&ac->head) / (double)conf->http_body_min_rate);
+	} else
+		api_conn_arm(ac, API_DEADLINE_NONE, 0);
 }
 
 static bool api_adopt(struct api_conn *);
@@ -1437,15 +1455,16 @@ api_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *ar
 	while (left > 0 && ac->state == API_CONN_OPEN) {
 		int n = evbuffer_peek(buf, (ev_ssize_t)left, &pos, vec, 8);
 		if (n <= 0)
-			return;
+			break;
 		for (int i = 0; i < n && i < 8 && left > 0 && ac->state == API_CONN_OPEN; i++) {
 			size_t len = vec[i].iov_len < left ? vec[i].iov_len : left;
 			api_conn_scan(ac, vec[i].iov_base, len);
 			left -= len;
 			if (left > 0 && evbuffer_ptr_set(buf, &pos, len, EVBUFFER_PTR_ADD) == -1)
-				return;
+				left = 0;
 		}
 	}
+	api_conn_time(ac);
 }
 
 /* Index a connection by its descriptor, for a request's lookup. */

@@ -36,8 +36,15 @@ void
 api_head_clear(struct api_head *h)
 {
 	api_head_reset(h);
-	free(h->line);
-	h->line = NULL;
+	free(h->line_long);
+	h->line_long = NULL;
+}
+
+/* The line being read. */
+static char *
+api_head_line(struct api_head *h)
+{
+	return h->line_long != NULL ? h->line_long : h->line_inline;
 }
 
 uint64_t
@@ -61,16 +68,17 @@ api_head_request_line(struct api_head *h)
 	static const char *const with_body[] = {
 		"POST", "PUT", "PATCH", "GET", "DELETE", "OPTIONS", "CONNECT"
 	};
-	const char *sp = memchr(h->line, ' ', h->line_len);
+	const char *line = api_head_line(h);
+	const char *sp = memchr(line, ' ', h->line_len);
 	size_t n;
 
 	if (h->line_len == 0 && !h->line_cut)
 		return api_head_fail(h, 400, "the request line is empty");
 	if (sp == NULL && !h->line_cut)
 		return api_head_fail(h, 400, "the request line is not METHOD TARGET VERSION");
-	n = sp != NULL ? (size_t)(sp - h->line) : h->line_len;
+	n = sp != NULL ? (size_t)(sp - line) : h->line_len;
 	if (n < sizeof h->method) {
-		memcpy(h->method, h->line, n);
+		memcpy(h->method, line, n);
 		h->method[n] = '\0';
 	}
 	for (size_t i = 0; i < sizeof with_body / sizeof with_body[0]; i++)
@@ -91,12 +99,12 @@ api_head_named(const char *line, size_t name_len, const char *name)
 static enum api_head_event
 api_head_field(struct api_head *h)
 {
-	const char *colon, *v, *end;
+	const char *line = api_head_line(h), *colon, *v, *end;
 	size_t name_len, vlen;
 
 	if (h->line_len == 0 && !h->line_cut) {
-		free(h->line);
-		h->line = NULL;
+		free(h->line_long);
+		h->line_long = NULL;
 		if (h->body_method && h->transfer_encoding)
 			return h->chunked ? api_head_fail(h, 411, "a request body must come with "
 			    "Content-Length: chunked bodies are not accepted") :
@@ -108,23 +116,23 @@ api_head_field(struct api_head *h)
 			h->state = API_HEAD_IDLE;
 		return API_HEAD_HEADERS;
 	}
-	if (h->line[0] == ' ' || h->line[0] == '\t')
+	if (line[0] == ' ' || line[0] == '\t')
 		return api_head_fail(h, 400, "a folded header line (obsolete line folding is not "
 		    "accepted)");
-	if ((colon = memchr(h->line, ':', h->line_len)) == NULL) {
+	if ((colon = memchr(line, ':', h->line_len)) == NULL) {
 		if (h->line_cut)
 			return API_HEAD_MORE;   /* a name longer than any read here */
 		return api_head_fail(h, 400, "a header line without a colon");
 	}
-	name_len = (size_t)(colon - h->line);
+	name_len = (size_t)(colon - line);
 	v = colon + 1;
-	end = h->line + h->line_len;
+	end = line + h->line_len;
 	while (v < end && *v == ' ')
 		v++;
 	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
 		end--;
 	vlen = (size_t)(end - v);
-	if (api_head_named(h->line, name_len, "content-length")) {
+	if (api_head_named(line, name_len, "content-length")) {
 		int64_t n = 0;
 		if (h->line_cut || vlen == 0 || vlen > 18)
 			return api_head_fail(h, 400, "Content-Length must be a number of bytes");
@@ -137,11 +145,11 @@ api_head_field(struct api_head *h)
 			return api_head_fail(h, 400, "two Content-Length headers that differ "
 			    "(RFC 9112, section 6.3)");
 		h->content_length = n;
-	} else if (api_head_named(h->line, name_len, "transfer-encoding")) {
+	} else if (api_head_named(line, name_len, "transfer-encoding")) {
 		if (!h->transfer_encoding)
 			h->chunked = !h->line_cut && vlen == 7 && strncasecmp(v, "chunked", 7) == 0;
 		h->transfer_encoding = true;
-	} else if (api_head_named(h->line, name_len, "authorization") &&
+	} else if (api_head_named(line, name_len, "authorization") &&
 	    h->authorization == NULL && !h->authorization_long) {
 		if (h->line_cut || vlen > API_HEAD_KEY_MAX)
 			h->authorization_long = true;
@@ -155,20 +163,30 @@ api_head_field(struct api_head *h)
 	return API_HEAD_MORE;
 }
 
-/* Append the bytes of a line (without its LF), keeping the first API_HEAD_LINE_MAX. */
+/*
+ * Append the bytes of a line (without its LF), keeping the first
+ * API_HEAD_LINE_MAX; a line longer than the struct holds moves to a buffer
+ * of its own until the headers end (without memory, it is cut shorter).
+ */
 static void
 api_head_keep(struct api_head *h, const char *p, size_t n)
 {
-	size_t room = API_HEAD_LINE_MAX - h->line_len;
+	size_t cap = h->line_long != NULL ? API_HEAD_LINE_MAX : API_HEAD_LINE_INLINE, room;
 
 	if (n == 0)
 		return;
 	h->line_cr = p[n - 1] == '\r';
+	if (h->line_len + n > cap && cap < API_HEAD_LINE_MAX &&
+	    (h->line_long = malloc(API_HEAD_LINE_MAX)) != NULL) {
+		memcpy(h->line_long, h->line_inline, h->line_len);
+		cap = API_HEAD_LINE_MAX;
+	}
+	room = cap - h->line_len;
 	if (n > room) {
 		h->line_cut = true;
 		n = room;
 	}
-	memcpy(h->line + h->line_len, p, n);
+	memcpy(api_head_line(h) + h->line_len, p, n);
 	h->line_len += n;
 }
 
@@ -186,8 +204,6 @@ api_head_feed(struct api_head *h, const char *p, size_t n, size_t *used)
 		switch (h->state) {
 		case API_HEAD_IDLE:
 			api_head_reset(h);
-			if (h->line == NULL && (h->line = malloc(API_HEAD_LINE_MAX)) == NULL)
-				return api_head_fail(h, 503, "out of memory");
 			h->state = API_HEAD_LINE;
 			return API_HEAD_STARTED;
 		case API_HEAD_BODY:

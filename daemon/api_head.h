@@ -25,6 +25,7 @@
  */
 
 #define API_HEAD_LINE_MAX 1100      /* bytes of a line kept: enough for a key of 1 KiB */
+#define API_HEAD_LINE_INLINE 256    /* ... in the struct; a longer one in a buffer of its own */
 #define API_HEAD_KEY_MAX 1024       /* longest Authorization value read */
 
 enum api_head_event {
@@ -39,7 +40,8 @@ enum api_head_state { API_HEAD_IDLE, API_HEAD_LINE, API_HEAD_FIELDS, API_HEAD_BO
 
 struct api_head {
 	enum api_head_state state;
-	char *line;                 /* the line being read, its first API_HEAD_LINE_MAX bytes */
+	char line_inline[API_HEAD_LINE_INLINE];  /* the line being read, its first bytes */
+	char *line_long;            /* ... its first API_HEAD_LINE_MAX when longer; NULL: none */
 	size_t line_len;
 	bool line_cut;              /* the line was longer than that */
 	bool line_cr;               /* its last byte taken was a CR */
