@@ -275,7 +275,27 @@ START_TEST(test_http_settings)
 	ck_assert_str_eq(c->http_listen[0], CONF_HTTP_LISTEN_DEFAULT);
 	ck_assert(c->http_listen_default);
 	ck_assert(!c->require_key);
+	/* the HTTP front's limits */
+	ck_assert_int_eq(c->max_clients_per_address, 0);
+	ck_assert(c->http_header_timeout == 10 && c->http_body_timeout == 10);
+	ck_assert_uint_eq(c->http_body_min_rate, 262144);
+	ck_assert_uint_eq(c->http_max_inflight_body, 64u * 1024 * 1024);
 	conf_free(c);
+
+	c = conf_load(write_conf("max_clients_per_address = 9;\nhttp_header_timeout = 2.5;\n"
+	    "http_body_timeout = 1;\nhttp_body_min_rate = 4096;\nhttp_max_inflight_body = 1048576;\n"),
+	    &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_int_eq(c->max_clients_per_address, 9);
+	ck_assert(c->http_header_timeout == 2.5 && c->http_body_timeout == 1);
+	ck_assert_uint_eq(c->http_body_min_rate, 4096);
+	ck_assert_uint_eq(c->http_max_inflight_body, 1048576);
+	conf_free(c);
+	ck_assert_ptr_null(conf_load(write_conf("\nhttp_header_timeout = 0;\nhttp_body_min_rate = 10;\n"),
+	    &errors));
+	ck_assert_msg(strstr(errors, ":2: http_header_timeout must be >= 0.1") != NULL &&
+	    strstr(errors, ":3: http_body_min_rate must be >= 1024") != NULL, "%s", errors);
+	free(errors);
 
 	c = conf_load(write_conf(
 	    "http_listen = ( \"127.0.0.1:0\", \"[::1]:8642\", \"unix:/run/x.sock\" );\n"
