@@ -826,11 +826,11 @@ api_log(struct api *api, enum api_log_cause cause, bool warn, const char *fmt, .
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
 	if (warn && g->quiet > 0)
-		log_warn("%s (and %u more like it in the last second)", line, g->quiet);
+		log_warn("%s (and %u more like it since)", line, g->quiet);
 	else if (warn)
 		log_warn("%s", line);
 	else if (g->quiet > 0)
-		log_info("%s (and %u more like it in the last second)", line, g->quiet);
+		log_info("%s (and %u more like it since)", line, g->quiet);
 	else
 		log_info("%s", line);
 	g->last_ms = now;
