@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -31,6 +33,7 @@
 
 #include "daemon/api.h"
 #include "daemon/api_body.h"
+#include "daemon/api_head.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/openai.h"
@@ -66,18 +69,68 @@ struct api_req {
 	size_t delta_prefix_len;
 };
 
-/* One HTTP connection that has sent a request, and who is at its other end. */
+/* Whom a connection cap counts a connection against: a local user, or an address. */
+struct api_party {
+	bool by_uid;
+	uint32_t uid;
+	struct in6_addr addr;       /* IPv4 as ::ffff:a.b.c.d; all zero: unknown */
+	int conns;                  /* HTTP connections open */
+	struct api_party *next;     /* in its hash bucket */
+};
+
+#define API_PARTY_BUCKETS 256
+#define API_LINGER_MAX 64           /* refused connections read out at once, at most */
+#define API_LINGER_MS 2000          /* how long a refused connection is read out */
+#define API_LINGER_BYTES (16u * 1024 * 1024)    /* and how much of it */
+
+/*
+ * A connection's life: made by api_bev_cb at accept (NEW), adopted from the
+ * loop once evhttp has set it up (OPEN), refused (CLOSING: the answer is
+ * written and evhttp let go of it from the loop), then read out a moment so
+ * that the client sees the answer before the close (LINGER).
+ */
+enum api_conn_state { API_CONN_NEW, API_CONN_OPEN, API_CONN_CLOSING, API_CONN_LINGER };
+
+/* What a connection's timer waits for. */
+enum api_deadline { API_DEADLINE_NONE, API_DEADLINE_HEADER, API_DEADLINE_BODY };
+
+/* One HTTP connection, from accept to close, and who is at its other end. */
 struct api_conn {
 	struct api *api;
-	struct evhttp_connection *evcon;
+	enum api_conn_state state;
+	struct bufferevent *bev;    /* made for evhttp by api_bev_cb */
+	struct evhttp_connection *evcon;    /* NULL until adopted, and once let go of */
 	struct peer peer;
 	bool identified;
 	char ident_error[160];
+	struct api_party *party;    /* NULL until adopted */
 	struct api_req *active;     /* evhttp answers one request of a connection at a time */
+	bool answering;             /* a request was handed over and its answer is not all written */
 	int fd;                     /* its index in api->by_fd, -1: not there */
-	TAILQ_ENTRY(api_conn) entry;
+	struct api_head head;       /* the request being read, byte by byte */
+	struct event *timer;        /* the phase's deadline, a refusal, the linger's end */
+	enum api_deadline deadline;
+	size_t body_reserved;       /* bytes of http_max_inflight_body held */
+	char *refuse_text;          /* the whole answer of a refusal; NULL: close without one */
+	struct event *linger_ev;    /* LINGER: reading out what the client still sends */
+	int linger_fd;
+	size_t linger_bytes;
+	bool idle;                  /* in api->idle */
+	TAILQ_ENTRY(api_conn) entry;    /* api->fresh, then api->conns */
+	TAILQ_ENTRY(api_conn) idle_entry;
 };
 TAILQ_HEAD(api_conn_list, api_conn);
+
+/* Logging at most once a second for one cause. */
+enum api_log_cause {
+	API_LOG_ACCEPT, API_LOG_FULL, API_LOG_PARTY, API_LOG_IDLE, API_LOG_TIMEOUT, API_LOG_REFUSED,
+	API_LOG_KEY, API_LOG_IDENTITY, API_LOG_N
+};
+
+struct api_log_gate {
+	int64_t last_ms;
+	unsigned quiet;             /* lines not written since */
+};
 
 struct api {
 	struct server *server;
@@ -85,13 +138,22 @@ struct api {
 	struct evhttp_bound_socket **bound;
 	char **unix_paths;          /* socket files we made, removed at close */
 	size_t n_bound;
-	struct api_conn_list conns;
-	size_t n_conns;
+	struct api_conn_list fresh; /* accepted, waiting for api_adopt_cb */
+	struct api_conn_list conns; /* every other, oldest first */
+	size_t n_conns;             /* in conns, lingering ones too: they hold a descriptor */
+	struct api_conn_list idle;  /* between requests, the longest idle first */
+	size_t n_linger;
+	struct api_party *parties[API_PARTY_BUCKETS];
 	struct api_conn **by_fd;    /* the connection of each descriptor, for a request's lookup */
 	size_t n_by_fd;
 	uint64_t next_id;
 	struct event *drain_timer;
+	struct event *adopt_ev;
+	struct event *accept_retry; /* accepting again after running out of descriptors */
+	bool accept_paused;
 	size_t max_body;            /* max_frame when opened: larger bodies are refused */
+	size_t body_in_flight;      /* bytes of bodies being read, against http_max_inflight_body */
+	struct api_log_gate gates[API_LOG_N];
 };
 
 static void api_request_cb(struct evhttp_request *, void *);
@@ -133,6 +195,14 @@ api_status(const char *code, int64_t upstream_status, const char **type)
 		*type = "invalid_request_error";
 		return 413;
 	}
+	if (strcmp(code, "request_timeout") == 0) {
+		*type = "invalid_request_error";
+		return 408;
+	}
+	if (strcmp(code, "length_required") == 0) {
+		*type = "invalid_request_error";
+		return 411;
+	}
 	if (strcmp(code, "rate_limited") == 0) {
 		*type = "rate_limit_error";
 		return 429;
@@ -147,7 +217,8 @@ api_status(const char *code, int64_t upstream_status, const char **type)
 		return 502;
 	}
 	if (strcmp(code, "upstream_unavailable") == 0 || strcmp(code, "shutting_down") == 0 ||
-	    strcmp(code, "too_many_clients") == 0 || strcmp(code, "fleet_unavailable") == 0)
+	    strcmp(code, "too_many_clients") == 0 || strcmp(code, "fleet_unavailable") == 0 ||
+	    strcmp(code, "server_busy") == 0)
 		return 503;
 	if (strcmp(code, "timeout") == 0)
 		return 504;
@@ -182,6 +253,8 @@ api_reason(int status)
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
 	case 413: return "Payload Too Large";
 	case 429: return "Too Many Requests";
 	case 502: return "Bad Gateway";
@@ -372,12 +445,15 @@ api_usage_json(const struct usage *u)
 	    "total_tokens", (json_int_t)u->total_tokens);
 }
 
-/* Append s as a JSON string (quoted, escaped); -1, nothing appended, unless it is valid UTF-8. */
+/*
+ * Append len bytes of s as a JSON string (quoted, escaped: U+0000 as
+ * \u0000); -1, nothing appended, unless they are valid UTF-8.
+ */
 static int
-api_json_string(struct evbuffer *out, const char *s)
+api_json_stringn(struct evbuffer *out, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t len = strlen(s), i, start = 0;
+	size_t i, start = 0;
 	char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
 
 	if (pretok_utf8_valid(s, len) != len)
@@ -404,6 +480,13 @@ api_json_string(struct evbuffer *out, const char *s)
 	evbuffer_add(out, s + start, len - start);
 	evbuffer_add(out, "\"", 1);
 	return 0;
+}
+
+/* The same for a NUL-terminated string. */
+static int
+api_json_string(struct evbuffer *out, const char *s)
+{
+	return api_json_stringn(out, s, strlen(s));
 }
 
 /* Make the part of a content delta's event before the content: the same for every delta. */
@@ -445,7 +528,7 @@ api_delta_fast(struct api_req *ar, const struct delta_reply *d, struct evbuffer 
 	if (ar->delta_prefix == NULL && api_delta_prefix(ar) == -1)
 		return -1;
 	evbuffer_add(out, ar->delta_prefix, ar->delta_prefix_len);
-	if (api_json_string(out, d->content) == -1)
+	if (api_json_stringn(out, d->content, message_text_len(d->content, d->content_len)) == -1)
 		goto slow;
 	evbuffer_add(out, end, sizeof end - 1);
 	return 0;
@@ -472,9 +555,11 @@ api_reply_delta(struct api_req *ar, const struct delta_reply *d)
 	}
 	delta = json_object();
 	if (d->content != NULL)
-		json_object_set_new(delta, "content", json_string(d->content));
+		json_object_set_new(delta, "content", json_stringn(d->content,
+		    message_text_len(d->content, d->content_len)));
 	if (d->reasoning != NULL)
-		json_object_set_new(delta, "reasoning_content", json_string(d->reasoning));
+		json_object_set_new(delta, "reasoning_content", json_stringn(d->reasoning,
+		    message_text_len(d->reasoning, d->reasoning_len)));
 	if (d->tool_calls.data != NULL) {
 		json_t *tc = openai_msgpack_to_json(d->tool_calls.data, d->tool_calls.len);
 		if (tc != NULL)
@@ -516,9 +601,11 @@ api_reply_done(struct api_req *ar, const struct done_reply *d)
 	struct evkeyvalq *h = evhttp_request_get_output_headers(ar->req);
 	char cost[64];
 
-	msg = json_pack("{s:s, s:s?}", "role", "assistant", "content", d->content);
+	msg = json_pack("{s:s, s:o}", "role", "assistant", "content", d->content != NULL ?
+	    json_stringn(d->content, message_text_len(d->content, d->content_len)) : json_null());
 	if (d->reasoning != NULL)
-		json_object_set_new(msg, "reasoning_content", json_string(d->reasoning));
+		json_object_set_new(msg, "reasoning_content", json_stringn(d->reasoning,
+		    message_text_len(d->reasoning, d->reasoning_len)));
 	if (d->tool_calls.data != NULL) {
 		json_t *tc = openai_msgpack_to_json(d->tool_calls.data, d->tool_calls.len);
 		if (tc != NULL)
@@ -746,62 +833,242 @@ api_chunk_written_cb(struct evhttp_connection *evcon, void *arg)
 
 /* --- connections and identity ------------------------------------------ */
 
-static struct api_conn *
-api_conn_get(struct api *api, struct evhttp_request *req)
+/* Log a line for cause at most once a second; the lines held back are counted in the next. */
+static void __attribute__((format(printf, 4, 5)))
+api_log(struct api *api, enum api_log_cause cause, bool warn, const char *fmt, ...)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	struct api_conn *ac;
-	char cause[128];
-	int fd;
+	struct api_log_gate *g = &api->gates[cause];
+	int64_t now = now_mono_ms();
+	char line[600];
+	va_list ap;
 
-	if (evcon == NULL)
-		return NULL;
-	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
-	if (fd >= 0 && (size_t)fd < api->n_by_fd && api->by_fd[fd] != NULL &&
-	    api->by_fd[fd]->evcon == evcon)
-		return api->by_fd[fd];
-	TAILQ_FOREACH(ac, &api->conns, entry)
-		if (ac->evcon == evcon)
-			return ac;
-	if ((ac = calloc(1, sizeof *ac)) == NULL)
-		return NULL;
-	ac->api = api;
-	ac->evcon = evcon;
-	ac->fd = -1;
-	if (peer_identify(fd, &ac->peer, cause, sizeof cause) == -1) {
-		snprintf(ac->ident_error, sizeof ac->ident_error, "%s", cause);
-		log_warn("http client: cannot tell who it is: %s", cause);
+	if (g->last_ms != 0 && now - g->last_ms < 1000) {
+		g->quiet++;
+		return;
 	}
-	ac->identified = ac->peer.known;
-	/*
-	 * A stream is many small writes: Nagle would hold each one after the
-	 * first until the client's delayed ACK, 40 ms a stream. (A Unix socket
-	 * refuses the option, and needs none.)
-	 */
-	if (ac->peer.addr.ss_family == AF_INET || ac->peer.addr.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
-	evhttp_connection_set_closecb(evcon, api_conn_close_cb, ac);
-	TAILQ_INSERT_TAIL(&api->conns, ac, entry);
-	api->n_conns++;
-	if (fd >= 0 && (size_t)fd >= api->n_by_fd) {
-		size_t n = api->n_by_fd ? api->n_by_fd : 64;
-		struct api_conn **grown;
-		while (n <= (size_t)fd)
-			n *= 2;
-		if ((grown = realloc(api->by_fd, n * sizeof *grown)) != NULL) {
-			memset(grown + api->n_by_fd, 0, (n - api->n_by_fd) * sizeof *grown);
-			api->by_fd = grown;
-			api->n_by_fd = n;
-		}
-	}
-	if (fd >= 0 && (size_t)fd < api->n_by_fd) {
-		api->by_fd[fd] = ac;    /* found by the list when the table could not grow */
-		ac->fd = fd;
-	}
-	return ac;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (warn && g->quiet > 0)
+		log_warn("%s (and %u more like it since)", line, g->quiet);
+	else if (warn)
+		log_warn("%s", line);
+	else if (g->quiet > 0)
+		log_info("%s (and %u more like it since)", line, g->quiet);
+	else
+		log_info("%s", line);
+	g->last_ms = now;
+	g->quiet = 0;
 }
 
-/* The connection closes: a chat still running is cancelled (and recorded as such). */
+/* The bucket of a party's key. */
+static size_t
+api_party_hash(bool by_uid, uint32_t uid, const struct in6_addr *a)
+{
+	uint32_t h = by_uid ? uid * 2654435761u : 0x9e3779b9u;
+
+	for (size_t i = 0; !by_uid && i < sizeof a->s6_addr; i++)
+		h = (h ^ a->s6_addr[i]) * 16777619u;
+	return h % API_PARTY_BUCKETS;
+}
+
+/* Count ac against its party (its user when known and local, else its address); NULL: no memory. */
+static struct api_party *
+api_party_join(struct api *api, const struct api_conn *ac)
+{
+	bool by_uid = ac->peer.local && ac->identified;
+	uint32_t uid = by_uid ? (uint32_t)ac->peer.uid : 0;
+	struct in6_addr a;
+	struct api_party *p;
+	size_t b;
+
+	memset(&a, 0, sizeof a);
+	if (!by_uid && ac->peer.addr.ss_family == AF_INET6)
+		a = ((const struct sockaddr_in6 *)&ac->peer.addr)->sin6_addr;
+	else if (!by_uid && ac->peer.addr.ss_family == AF_INET) {
+		a.s6_addr[10] = a.s6_addr[11] = 0xff;
+		memcpy(&a.s6_addr[12], &((const struct sockaddr_in *)&ac->peer.addr)->sin_addr, 4);
+	}
+	b = api_party_hash(by_uid, uid, &a);
+	for (p = api->parties[b]; p != NULL; p = p->next)
+		if (p->by_uid == by_uid && p->uid == uid && memcmp(&p->addr, &a, sizeof a) == 0)
+			break;
+	if (p == NULL) {
+		if ((p = calloc(1, sizeof *p)) == NULL)
+			return NULL;
+		p->by_uid = by_uid;
+		p->uid = uid;
+		p->addr = a;
+		p->next = api->parties[b];
+		api->parties[b] = p;
+	}
+	p->conns++;
+	return p;
+}
+
+/* A connection of p closed. */
+static void
+api_party_leave(struct api *api, struct api_party *p)
+{
+	struct api_party **pp;
+
+	if (p == NULL || --p->conns > 0)
+		return;
+	for (pp = &api->parties[api_party_hash(p->by_uid, p->uid, &p->addr)]; *pp != NULL;
+	    pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			free(p);
+			return;
+		}
+	}
+}
+
+/* HTTP connections open from local user uid. */
+int
+api_uid_conns(const struct server *srv, uid_t uid)
+{
+	const struct api *api = srv->api;
+	struct in6_addr none;
+	const struct api_party *p;
+
+	if (api == NULL)
+		return 0;
+	memset(&none, 0, sizeof none);
+	for (p = api->parties[api_party_hash(true, (uint32_t)uid, &none)]; p != NULL; p = p->next)
+		if (p->by_uid && p->uid == (uint32_t)uid)
+			return p->conns;
+	return 0;
+}
+
+/* HTTP connections open, lingering ones included: they hold a descriptor each. */
+size_t
+api_conns(const struct server *srv)
+{
+	return srv->api != NULL ? srv->api->n_conns : 0;
+}
+
+/* A connection between requests joins the idle list, the longest idle first. */
+static void
+api_conn_set_idle(struct api_conn *ac)
+{
+	if (ac->idle || ac->state != API_CONN_OPEN || ac->head.state != API_HEAD_IDLE ||
+	    ac->answering || ac->active != NULL)
+		return;
+	ac->idle = true;
+	TAILQ_INSERT_TAIL(&ac->api->idle, ac, idle_entry);
+}
+
+static void
+api_conn_set_busy(struct api_conn *ac)
+{
+	if (!ac->idle)
+		return;
+	ac->idle = false;
+	TAILQ_REMOVE(&ac->api->idle, ac, idle_entry);
+}
+
+/* Give back bytes of http_max_inflight_body. */
+static void
+api_body_release(struct api_conn *ac, size_t n)
+{
+	if (n > ac->body_reserved)
+		n = ac->body_reserved;
+	ac->body_reserved -= n;
+	ac->api->body_in_flight -= n;
+}
+
+/* Arm the connection's deadline (API_DEADLINE_NONE: disarm it). */
+static void
+api_conn_arm(struct api_conn *ac, enum api_deadline which, double seconds)
+{
+	struct timeval tv;
+
+	if (which == API_DEADLINE_NONE) {
+		if (ac->deadline != API_DEADLINE_NONE)
+			evtimer_del(ac->timer);
+		ac->deadline = which;
+		return;
+	}
+	ac->deadline = which;
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(ac->timer, &tv);
+}
+
+/* Accept on every listener again. */
+static void
+api_accept_resume(struct api *api)
+{
+	if (!api->accept_paused)
+		return;
+	api->accept_paused = false;
+	evtimer_del(api->accept_retry);
+	for (size_t i = 0; i < api->n_bound; i++)
+		evconnlistener_enable(evhttp_bound_socket_get_listener(api->bound[i]));
+}
+
+static void
+api_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	api_accept_resume(arg);
+}
+
+/*
+ * accept(2) failed. Out of descriptors (or memory), the listeners would be
+ * woken again at once for ever: they pause until a connection closes, or a
+ * second passes.
+ */
+static void
+api_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct api *api = server != NULL ? server->api : NULL;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval one = { 1, 0 };
+
+	(void)lev;
+	(void)arg;
+	if (api == NULL)
+		return;
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+		api_log(api, API_LOG_ACCEPT, true, "HTTP: accept: %s", strerror(err));
+		return;
+	}
+	api_log(api, API_LOG_ACCEPT, true, "HTTP: accept: %s; no new connection until a "
+	    "descriptor is free", strerror(err));
+	if (api->accept_paused)
+		return;
+	api->accept_paused = true;
+	for (size_t i = 0; i < api->n_bound; i++)
+		evconnlistener_disable(evhttp_bound_socket_get_listener(api->bound[i]));
+	evtimer_add(api->accept_retry, &one);
+}
+
+/* Free a connection that evhttp has let go of. */
+static void
+api_conn_free(struct api_conn *ac)
+{
+	struct api *api = ac->api;
+
+	TAILQ_REMOVE(&api->conns, ac, entry);
+	api->n_conns--;
+	api_party_leave(api, ac->party);
+	if (ac->timer != NULL)
+		event_free(ac->timer);
+	free(ac->refuse_text);
+	api_head_clear(&ac->head);
+	free(ac);
+	api_accept_resume(api);     /* a descriptor is free */
+}
+
+static void api_input_cb(struct evbuffer *, const struct evbuffer_cb_info *, void *);
+
+/*
+ * evhttp lets go of the connection: a chat still running is cancelled (and
+ * recorded as such). A refused connection being read out stays until then.
+ */
 static void
 api_conn_close_cb(struct evhttp_connection *evcon, void *arg)
 {
@@ -810,17 +1077,178 @@ api_conn_close_cb(struct evhttp_connection *evcon, void *arg)
 	struct api_req *ar = ac->active;
 
 	(void)evcon;
-	TAILQ_REMOVE(&api->conns, ac, entry);
-	api->n_conns--;
-	if (ac->fd >= 0 && api->by_fd[ac->fd] == ac)
+	evbuffer_remove_cb(bufferevent_get_input(ac->bev), api_input_cb, ac);
+	api_conn_set_busy(ac);
+	if (ac->fd >= 0 && (size_t)ac->fd < api->n_by_fd && api->by_fd[ac->fd] == ac)
 		api->by_fd[ac->fd] = NULL;
+	ac->fd = -1;
+	ac->evcon = NULL;
+	ac->bev = NULL;
+	api_body_release(ac, ac->body_reserved);
 	if (ar != NULL) {
 		ar->conn = NULL;
 		ac->active = NULL;
 		if (ar->chat != NULL)
 			chat_cancel(ar->chat, "cancelled", "client disconnected");
 	}
-	free(ac);
+	if (ac->state != API_CONN_LINGER)
+		api_conn_free(ac);
+}
+
+/* The end of reading out a refused connection. */
+static void
+api_linger_end(struct api_conn *ac)
+{
+	event_free(ac->linger_ev);
+	close(ac->linger_fd);
+	ac->api->n_linger--;
+	api_conn_free(ac);
+}
+
+/* A refused client still sends: read it out, so that the close resets nothing it has not read. */
+static void
+api_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct api_conn *ac = arg;
+	char buf[16384];
+	ssize_t n;
+
+	(void)what;
+	while ((n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+		ac->linger_bytes += (size_t)n;
+		if (ac->linger_bytes > API_LINGER_BYTES)
+			break;
+	}
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	api_linger_end(ac);
+}
+
+/* A JSON error as a whole HTTP response, to write on a socket ourselves. */
+static char *
+api_raw_answer(const char *code, const char *message, double retry_after, const char *headers)
+{
+	const char *type;
+	json_t *j;
+	char *body, *text = NULL, ra[48] = "";
+	int status = api_status(code, -1, &type);
+
+	if ((j = api_error_json(code, message, type, NULL, NULL)) == NULL)
+		return NULL;
+	body = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (body == NULL)
+		return NULL;
+	if (isfinite(retry_after))
+		snprintf(ra, sizeof ra, "Retry-After: %.0f\r\n", ceil(retry_after > 0 ? retry_after : 1));
+	if (asprintf(&text, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n%s%s%s\r\n%s\n", status, api_reason(status),
+	    strlen(body) + 1, ra, status == 401 ? "WWW-Authenticate: Bearer\r\n" : "",
+	    headers != NULL ? headers : "", body) == -1)
+		text = NULL;
+	free(body);
+	return text;
+}
+
+/*
+ * Send a refusal and let evhttp go of the connection, from the loop: the
+ * answer is written straight to the socket (evhttp has read this request's
+ * headers at most, and answered nothing), then what the client still sends
+ * is read out for a moment.
+ */
+static void
+api_conn_let_go(struct api_conn *ac)
+{
+	struct api *api = ac->api;
+	char *text = ac->refuse_text;
+	struct timeval tv = { API_LINGER_MS / 1000, (API_LINGER_MS % 1000) * 1000 };
+	int lfd = -1;
+
+	ac->refuse_text = NULL;
+	evbuffer_drain(bufferevent_get_output(ac->bev), evbuffer_get_length(
+	    bufferevent_get_output(ac->bev)));      /* a 100 Continue evhttp may have queued */
+	if (text != NULL) {
+		if (send(ac->fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT) == -1)
+			log_debug("http client: writing a refusal: %s", strerror(errno));
+		else if (api->n_linger < API_LINGER_MAX)
+			lfd = fcntl(ac->fd, F_DUPFD_CLOEXEC, 0);
+		free(text);
+	}
+	if (lfd >= 0) {
+		ac->state = API_CONN_LINGER;
+		ac->linger_fd = lfd;
+		api->n_linger++;
+	}
+	evhttp_connection_free(ac->evcon);  /* api_conn_close_cb frees ac unless it lingers */
+	if (lfd < 0)
+		return;
+	if ((ac->linger_ev = event_new(api->server->base, lfd, EV_READ | EV_PERSIST, api_linger_cb,
+	    ac)) == NULL) {
+		close(lfd);
+		api->n_linger--;
+		api_conn_free(ac);
+		return;
+	}
+	event_add(ac->linger_ev, NULL);
+	evtimer_add(ac->timer, &tv);
+}
+
+/*
+ * Refuse what comes on the connection: stop reading it now, answer code
+ * (NULL: none) and close from the loop, never from inside evhttp's reading.
+ * A connection with an answer under way is closed without one.
+ */
+static void
+api_conn_refuse(struct api_conn *ac, const char *code, const char *message, double retry_after,
+    const char *headers)
+{
+	if (ac->state != API_CONN_OPEN)
+		return;
+	ac->state = API_CONN_CLOSING;
+	bufferevent_disable(ac->bev, EV_READ);
+	api_conn_set_busy(ac);
+	if (code != NULL && !ac->answering && ac->active == NULL)
+		ac->refuse_text = api_raw_answer(code, message, retry_after, headers);
+	evtimer_del(ac->timer);
+	ac->deadline = API_DEADLINE_NONE;
+	event_active(ac->timer, EV_TIMEOUT, 1);
+}
+
+/* A deadline passed, a refusal is due, or a lingering connection has been read out long enough. */
+static void
+api_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct api_conn *ac = arg;
+	const struct conf *conf = ac->api->server->conf;
+	char where[80], msg[300];
+	enum api_deadline which = ac->deadline;
+
+	(void)fd;
+	(void)what;
+	switch (ac->state) {
+	case API_CONN_CLOSING:
+		api_conn_let_go(ac);
+		return;
+	case API_CONN_LINGER:
+		api_linger_end(ac);
+		return;
+	default:
+		break;
+	}
+	ac->deadline = API_DEADLINE_NONE;
+	if (which == API_DEADLINE_HEADER)
+		snprintf(msg, sizeof msg, "the request line and headers took longer than "
+		    "http_header_timeout (%gs)", conf->http_header_timeout);
+	else if (which == API_DEADLINE_BODY)
+		snprintf(msg, sizeof msg, "the request body of %llu bytes took longer than "
+		    "http_body_timeout (%gs) and its length at http_body_min_rate (%zu bytes/s)",
+		    (unsigned long long)api_head_body_length(&ac->head), conf->http_body_timeout,
+		    conf->http_body_min_rate);
+	else
+		return;
+	peer_format(&ac->peer, where, sizeof where);
+	api_log(ac->api, API_LOG_TIMEOUT, true, "http client %s: %s; closed", where, msg);
+	api_conn_refuse(ac, "request_timeout", msg, NAN, NULL);
 }
 
 /* Constant-time lookup of a bearer token among the configured keys' SHA-256. */
@@ -843,78 +1271,429 @@ api_key_find(const struct conf *conf, const char *token)
 }
 
 /*
- * Who asks: a key's user (*user its name when it is no system user, else
- * NULL), else the kernel's word for a local client; false after a 401.
+ * Who asks, from the Authorization header (NULL: none) and the connection:
+ * a key's user (*user its name when it is no system user, else NULL), else
+ * the kernel's word for a local client, never a default. -1 with the error
+ * code and message of a 401.
  */
-static bool
-api_authenticate(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t *uid,
-    const char **user, const struct api_key_conf **key)
+static int
+api_identify(struct api *api, struct api_conn *ac, const char *auth, uint32_t *uid,
+    const char **user, const struct api_key_conf **key, const char **code, char *msg,
+    size_t msg_len)
 {
 	const struct conf *conf = api->server->conf;
-	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	char where[80];
 
 	*key = NULL;
 	*user = NULL;
+	*code = "missing_api_key";
 	if (auth != NULL) {
 		const struct api_key_conf *k;
+		*code = "invalid_api_key";
 		if (strncasecmp(auth, "Bearer ", 7) != 0) {
-			api_send_error(req, "invalid_api_key", "the Authorization header must be "
-			    "\"Bearer KEY\"", NULL, NAN, -1, NULL);
-			return false;
+			snprintf(msg, msg_len, "the Authorization header must be \"Bearer KEY\"");
+			return -1;
 		}
 		auth += 7;
 		while (*auth == ' ')
 			auth++;
 		if ((k = api_key_find(conf, auth)) == NULL) {
 			peer_format(&ac->peer, where, sizeof where);
-			log_warn("http client %s: wrong API key", where);
-			api_send_error(req, "invalid_api_key", "Incorrect API key provided.", NULL, NAN,
-			    -1, NULL);
-			return false;
+			api_log(api, API_LOG_KEY, true, "http client %s: wrong API key", where);
+			snprintf(msg, msg_len, "Incorrect API key provided.");
+			return -1;
 		}
 		*uid = k->uid;
 		*user = k->named ? k->user : NULL;
 		*key = k;
-		return true;
+		return 0;
 	}
 	if (conf->require_key) {
-		api_send_error(req, "missing_api_key", "an API key is required (require_key): send "
-		    "Authorization: Bearer KEY", NULL, NAN, -1, NULL);
-		return false;
+		snprintf(msg, msg_len, "an API key is required (require_key): send Authorization: "
+		    "Bearer KEY");
+		return -1;
 	}
 	if (!ac->peer.local) {
-		api_send_error(req, "missing_api_key", "an API key is required for clients that are "
-		    "not on this machine", NULL, NAN, -1, NULL);
-		return false;
+		snprintf(msg, msg_len, "an API key is required for clients that are not on this "
+		    "machine");
+		return -1;
 	}
 	if (!ac->identified) {
-		char msg[256];
-		snprintf(msg, sizeof msg, "cannot tell which user this client runs as (%s); send an "
+		snprintf(msg, msg_len, "cannot tell which user this client runs as (%s); send an "
 		    "API key", ac->ident_error);
-		api_send_error(req, "missing_api_key", msg, NULL, NAN, -1, NULL);
-		return false;
+		return -1;
 	}
 	*uid = (uint32_t)ac->peer.uid;
+	return 0;
+}
+
+/* api_identify for a request evhttp has read; false after a 401. */
+static bool
+api_authenticate(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t *uid,
+    const char **user, const struct api_key_conf **key)
+{
+	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	const char *code;
+	char msg[300];
+
+	if (api_identify(api, ac, auth, uid, user, key, &code, msg, sizeof msg) == 0)
+		return true;
+	api_send_error(req, code, msg, NULL, NAN, -1, NULL);
+	return false;
+}
+
+/*
+ * A request's headers have come and its body not yet: refuse now what would
+ * be refused once read (a method not served; for a body, a client that
+ * cannot be identified, a body over max_frame), or a body that does not fit
+ * in http_max_inflight_body; else hold its bytes and time the body.
+ */
+static void
+api_check_head(struct api_conn *ac)
+{
+	struct api *api = ac->api;
+	struct server *srv = api->server;
+	const struct conf *conf = srv->conf;
+	const struct api_head *h = &ac->head;
+	uint64_t body = api_head_body_length(h);
+	const struct api_key_conf *key;
+	const char *code, *user;
+	char msg[300], where[80];
+	uint32_t uid;
+
+	if (strcmp(h->method, "GET") != 0 && strcmp(h->method, "POST") != 0 &&
+	    strcmp(h->method, "HEAD") != 0) {
+		snprintf(msg, sizeof msg, "the method %s is not served: GET, POST or HEAD",
+		    h->method[0] != '\0' ? h->method : "asked for");
+		api_conn_refuse(ac, "method_not_allowed", msg, NAN, "Allow: GET, POST, HEAD\r\n");
+		return;
+	}
+	if (body == 0)
+		return;
+	if (srv->draining) {
+		api_conn_refuse(ac, "shutting_down", "openllmd is shutting down", NAN, NULL);
+		return;
+	}
+	if (h->authorization_long) {
+		snprintf(msg, sizeof msg, "the Authorization header is longer than %d bytes",
+		    API_HEAD_KEY_MAX);
+		api_conn_refuse(ac, "invalid_api_key", msg, NAN, NULL);
+		return;
+	}
+	if (api_identify(api, ac, h->authorization, &uid, &user, &key, &code, msg,
+	    sizeof msg) == -1) {
+		api_conn_refuse(ac, code, msg, NAN, NULL);
+		return;
+	}
+	if (body > api->max_body) {
+		snprintf(msg, sizeof msg, "the request body is %llu bytes; at most %zu are accepted "
+		    "(max_frame)", (unsigned long long)body, api->max_body);
+		api_conn_refuse(ac, "request_too_large", msg, NAN, NULL);
+		return;
+	}
+	if (api->body_in_flight > 0 && body > conf->http_max_inflight_body - (api->body_in_flight <
+	    conf->http_max_inflight_body ? api->body_in_flight : conf->http_max_inflight_body)) {
+		peer_format(&ac->peer, where, sizeof where);
+		snprintf(msg, sizeof msg, "request bodies being read hold %zu bytes, and this one of "
+		    "%llu would pass http_max_inflight_body (%zu); try again shortly",
+		    api->body_in_flight, (unsigned long long)body, conf->http_max_inflight_body);
+		api_log(api, API_LOG_REFUSED, true, "http client %s: %s", where, msg);
+		api_conn_refuse(ac, "server_busy", msg, 1, NULL);
+		return;
+	}
+	ac->body_reserved += body;
+	api->body_in_flight += body;
+}
+
+/*
+ * Follow n bytes that came on the connection through its requests' phases.
+ * A phase's deadline is armed by api_conn_time once the bytes at hand are
+ * taken: a request that comes whole in one read arms none.
+ */
+static void
+api_conn_scan(struct api_conn *ac, const char *p, size_t n)
+{
+	size_t used;
+
+	while (n > 0 && ac->state == API_CONN_OPEN) {
+		enum api_head_event ev = api_head_feed(&ac->head, p, n, &used);
+		p += used;
+		n -= used;
+		switch (ev) {
+		case API_HEAD_STARTED:
+			api_conn_set_busy(ac);
+			break;
+		case API_HEAD_HEADERS:
+			api_conn_arm(ac, API_DEADLINE_NONE, 0);
+			api_check_head(ac);
+			break;
+		case API_HEAD_BODY_DONE:
+			api_conn_arm(ac, API_DEADLINE_NONE, 0);
+			break;
+		case API_HEAD_ERROR:
+			api_conn_refuse(ac, ac->head.status == 411 ? "length_required" :
+			    ac->head.status == 503 ? "server_busy" : "bad_request", ac->head.error, NAN,
+			    NULL);
+			return;
+		case API_HEAD_MORE:
+			break;
+		}
+	}
+}
+
+/* Arm the deadline of the phase the connection is in, unless it runs already. */
+static void
+api_conn_time(struct api_conn *ac)
+{
+	const struct conf *conf = ac->api->server->conf;
+
+	if (ac->state != API_CONN_OPEN)
+		return;
+	if (ac->head.state == API_HEAD_LINE || ac->head.state == API_HEAD_FIELDS) {
+		if (ac->deadline != API_DEADLINE_HEADER)
+			api_conn_arm(ac, API_DEADLINE_HEADER, conf->http_header_timeout);
+	} else if (ac->head.state == API_HEAD_BODY) {
+		if (ac->deadline != API_DEADLINE_BODY)
+			api_conn_arm(ac, API_DEADLINE_BODY, conf->http_body_timeout +
+			    (double)api_head_body_length(&ac->head) / (double)conf->http_body_min_rate);
+	} else
+		api_conn_arm(ac, API_DEADLINE_NONE, 0);
+}
+
+static bool api_adopt(struct api_conn *);
+
+/*
+ * Bytes came on a connection. This runs as they are added, before evhttp
+ * reads them: the new bytes are the last n_added of the buffer.
+ */
+static void
+api_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct api_conn *ac = arg;
+	struct evbuffer_iovec vec[8];
+	struct evbuffer_ptr pos;
+	size_t left = info->n_added;
+
+	if (left == 0 || (ac->state == API_CONN_NEW && !api_adopt(ac)) ||
+	    ac->state != API_CONN_OPEN ||
+	    evbuffer_ptr_set(buf, &pos, evbuffer_get_length(buf) - left, EVBUFFER_PTR_SET) == -1)
+		return;
+	while (left > 0 && ac->state == API_CONN_OPEN) {
+		int n = evbuffer_peek(buf, (ev_ssize_t)left, &pos, vec, 8);
+		if (n <= 0)
+			break;
+		for (int i = 0; i < n && i < 8 && left > 0 && ac->state == API_CONN_OPEN; i++) {
+			size_t len = vec[i].iov_len < left ? vec[i].iov_len : left;
+			api_conn_scan(ac, vec[i].iov_base, len);
+			left -= len;
+			if (left > 0 && evbuffer_ptr_set(buf, &pos, len, EVBUFFER_PTR_ADD) == -1)
+				left = 0;
+		}
+	}
+	api_conn_time(ac);
+}
+
+/* Index a connection by its descriptor, for a request's lookup. */
+static void
+api_conn_index(struct api *api, struct api_conn *ac)
+{
+	int fd = ac->fd;
+
+	if ((size_t)fd >= api->n_by_fd) {
+		size_t n = api->n_by_fd ? api->n_by_fd : 64;
+		struct api_conn **grown;
+		while (n <= (size_t)fd)
+			n *= 2;
+		if ((grown = realloc(api->by_fd, n * sizeof *grown)) != NULL) {
+			memset(grown + api->n_by_fd, 0, (n - api->n_by_fd) * sizeof *grown);
+			api->by_fd = grown;
+			api->n_by_fd = n;
+		}
+	}
+	if ((size_t)fd < api->n_by_fd)
+		api->by_fd[fd] = ac;    /* found by the list when the table could not grow */
+}
+
+/* Close the longest idle connection but ac, to make room; false: none. */
+static bool
+api_close_idle(struct api *api, const struct api_conn *ac)
+{
+	struct api_conn *victim;
+	char where[80];
+
+	TAILQ_FOREACH(victim, &api->idle, idle_entry)
+		if (victim != ac)
+			break;
+	if (victim == NULL)
+		return false;
+	peer_format(&victim->peer, where, sizeof where);
+	api_log(api, API_LOG_IDLE, false, "HTTP: closing the idle connection of %s to make room",
+	    where);
+	evhttp_connection_free(victim->evcon);
 	return true;
 }
 
-/* --- requests ----------------------------------------------------------- */
-
-/* The request body as JSON; NULL after a 400. */
-static json_t *
-api_body_object(struct evhttp_request *req)
+/*
+ * Take over a connection evhttp has just set up: who is at its other end,
+ * and whether it fits under its user's or address's cap, then under
+ * max_clients (the longest idle connection, anyone's, is closed to make
+ * room first); false when it is gone.
+ */
+static bool
+api_adopt(struct api_conn *ac)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	char cause[300];
-	json_t *j;
+	struct api *api = ac->api;
+	struct server *srv = api->server;
+	struct bufferevent *bev = ac->bev;
+	void *evcon = NULL;
+	char cause[160], where[80], msg[200];
+	int cap = 0;
 
-	j = api_body_json((const char *)evbuffer_pullup(in, -1), len, cause, sizeof cause);
-	if (j == NULL)
-		api_send_error(req, "bad_request", cause, NULL, NAN, -1, NULL);
-	return j;
+	TAILQ_REMOVE(&api->fresh, ac, entry);
+	/* evhttp gives a connection's bufferevent the connection as its argument */
+	bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+	ac->fd = bufferevent_getfd(bev);
+	if (evcon == NULL || ac->fd < 0 ||
+	    (ac->timer = evtimer_new(srv->base, api_conn_timer_cb, ac)) == NULL) {
+		evbuffer_remove_cb(bufferevent_get_input(bev), api_input_cb, ac);
+		if (evcon != NULL)
+			evhttp_connection_free(evcon);
+		bufferevent_decref(bev);
+		api_head_clear(&ac->head);
+		free(ac);
+		return false;
+	}
+	ac->evcon = evcon;
+	ac->state = API_CONN_OPEN;
+	TAILQ_INSERT_TAIL(&api->conns, ac, entry);
+	api->n_conns++;
+	evhttp_connection_set_closecb(ac->evcon, api_conn_close_cb, ac);
+	bufferevent_decref(bev);    /* evhttp's alone from now on */
+	api_conn_index(api, ac);
+	if (peer_identify(ac->fd, &ac->peer, cause, sizeof cause) == -1) {
+		snprintf(ac->ident_error, sizeof ac->ident_error, "%s", cause);
+		api_log(api, API_LOG_IDENTITY, true, "http client: cannot tell who it is: %s", cause);
+	}
+	ac->identified = ac->peer.known;
+	/*
+	 * A stream is many small writes: Nagle would hold each one after the
+	 * first until the client's delayed ACK, 40 ms a stream. (A Unix socket
+	 * refuses the option, and needs none.)
+	 */
+	if (ac->peer.addr.ss_family == AF_INET || ac->peer.addr.ss_family == AF_INET6)
+		setsockopt(ac->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	if ((ac->party = api_party_join(api, ac)) == NULL) {
+		api_conn_refuse(ac, "server_busy", "out of memory", 1, NULL);
+		return true;
+	}
+	api_conn_set_idle(ac);
+	peer_format(&ac->peer, where, sizeof where);
+	if (srv->draining) {
+		api_conn_refuse(ac, "shutting_down", "openllmd is shutting down", NAN, NULL);
+		return true;
+	}
+	if (ac->party->by_uid) {
+		uid_t uid = (uid_t)ac->party->uid;
+		if (uid != 0 && uid != srv->own_uid &&
+		    listener_uid_count(srv, uid) > srv->max_clients_per_uid)
+			cap = srv->max_clients_per_uid;
+		if (cap > 0)
+			snprintf(msg, sizeof msg, "uid %u already has %d connections "
+			    "(max_clients_per_uid %d)", (unsigned)uid, cap, cap);
+	} else if (ac->party->conns > srv->max_clients_per_address) {
+		cap = srv->max_clients_per_address;
+		snprintf(msg, sizeof msg, "this address already has %d connections "
+		    "(max_clients_per_address %d)", cap, cap);
+	}
+	if (cap > 0) {
+		api_log(api, API_LOG_PARTY, true, "refusing http client %s: %s", where, msg);
+		api_conn_refuse(ac, "too_many_clients", msg, 1, NULL);
+		return true;
+	}
+	if (srv->n_sessions + api->n_conns > (size_t)srv->max_clients &&
+	    !api_close_idle(api, ac)) {
+		snprintf(msg, sizeof msg, "too many clients (max_clients %d)", srv->max_clients);
+		api_log(api, API_LOG_FULL, true, "refusing http client %s: %s", where, msg);
+		api_conn_refuse(ac, "too_many_clients", msg, 1, NULL);
+	}
+	return true;
 }
+
+/* Adopt the connections accepted in this pass of the loop. */
+static void
+api_adopt_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct api *api = arg;
+	struct api_conn *ac;
+
+	(void)fd;
+	(void)what;
+	while ((ac = TAILQ_FIRST(&api->fresh)) != NULL)
+		api_adopt(ac);
+}
+
+/*
+ * A connection is accepted: make its bufferevent for evhttp, with a
+ * watch on what comes in, and adopt it from the loop once evhttp has set it
+ * up (a reference is held until then: evhttp may let go of it first).
+ */
+static struct bufferevent *
+api_bev_cb(struct event_base *base, void *arg)
+{
+	struct api *api = arg;
+	struct api_conn *ac = calloc(1, sizeof *ac);
+
+	if (ac == NULL)
+		return NULL;
+	if ((ac->bev = bufferevent_socket_new(base, -1, 0)) == NULL ||
+	    evbuffer_add_cb(bufferevent_get_input(ac->bev), api_input_cb, ac) == NULL) {
+		if (ac->bev != NULL)
+			bufferevent_free(ac->bev);
+		free(ac);
+		return NULL;
+	}
+	ac->api = api;
+	ac->fd = -1;
+	ac->linger_fd = -1;
+	api_head_init(&ac->head);
+	bufferevent_incref(ac->bev);
+	TAILQ_INSERT_TAIL(&api->fresh, ac, entry);
+	event_active(api->adopt_ev, EV_TIMEOUT, 1);
+	return ac->bev;
+}
+
+/* The connection of a request; NULL when it was never adopted (no memory at accept). */
+static struct api_conn *
+api_conn_get(struct api *api, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct api_conn *ac;
+	int fd;
+
+	if (evcon == NULL)
+		return NULL;
+	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+	if (fd >= 0 && (size_t)fd < api->n_by_fd && api->by_fd[fd] != NULL &&
+	    api->by_fd[fd]->evcon == evcon)
+		return api->by_fd[fd];
+	TAILQ_FOREACH(ac, &api->conns, entry)
+		if (ac->evcon == evcon)
+			return ac;
+	return NULL;
+}
+
+/* A request's answer is all written: its connection may be idle again. */
+static void
+api_request_done_cb(struct evhttp_request *req, void *arg)
+{
+	struct api_conn *ac = arg;
+
+	(void)req;
+	ac->answering = false;
+	api_conn_set_idle(ac);
+}
+
+/* --- requests ----------------------------------------------------------- */
 
 /*
  * The request's tag: the key's, which X-Ollm-Tag may replace only for a
@@ -1017,115 +1796,54 @@ api_chat(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint3
 	api_launch(ac, ar, c, rq);
 }
 
-/* Gather a prompt or input (a string, strings, token ids, arrays of ids) for counting; -1 if none of those. */
-static int
-api_prompt(json_t *v, struct evbuffer *text, int64_t *ids)
-{
-	size_t i;
-	json_t *e;
-
-	if (json_is_string(v)) {
-		evbuffer_add(text, json_string_value(v), json_string_length(v));
-		evbuffer_add(text, "\n", 1);
-		return 0;
-	}
-	if (json_is_integer(v)) {
-		(*ids)++;
-		return 0;
-	}
-	if (!json_is_array(v))
-		return -1;
-	json_array_foreach(v, i, e) {
-		if (json_is_array(e) ? api_prompt(e, text, ids) == -1 :
-		    !json_is_string(e) && !json_is_integer(e))
-			return -1;
-		if (!json_is_array(e))
-			api_prompt(e, text, ids);
-	}
-	return 0;
-}
-
 /* POST /v1/completions and /v1/embeddings: passed through, admitted and accounted like a chat. */
 static void
 api_passthrough(struct api *api, struct evhttp_request *req, struct api_conn *ac, uint32_t uid,
     const char *user, const struct api_key_conf *key, bool embeddings)
 {
-	const char *field = embeddings ? "input" : "prompt";
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct chat_passthrough pass;
+	struct api_body_error err;
+	struct api_body_pass pb;
 	struct api_req *ar;
 	struct request *rq;
-	struct evbuffer *text;
 	struct chat *c;
-	json_t *body, *v;
 	const char *tag;
-	char msg[200];
 
 	if (ac->active != NULL) {
 		api_send_error(req, "bad_request", "a request is already in flight on this connection",
 		    NULL, NAN, -1, NULL);
 		return;
 	}
-	if (api_tag(req, key, &tag) == -1 || (body = api_body_object(req)) == NULL)
+	if (api_tag(req, key, &tag) == -1)
 		return;
-	memset(&pass, 0, sizeof pass);
-	pass.path = embeddings ? "/embeddings" : "/completions";
-	pass.embeddings = embeddings;
-	if ((text = evbuffer_new()) == NULL || (rq = calloc(1, sizeof *rq)) == NULL) {
-		if (text != NULL)
-			evbuffer_free(text);
-		json_decref(body);
+	if (api_body_passthrough((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in),
+	    embeddings, &pb, &err) == -1) {
+		api_send_error(req, "bad_request", err.message, err.param[0] != '\0' ? err.param : NULL,
+		    NAN, -1, NULL);
+		return;
+	}
+	if ((rq = calloc(1, sizeof *rq)) == NULL) {
+		api_body_pass_clear(&pb);
 		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
 		return;
 	}
 	message_request_init(rq, OP_CHAT);
-	rq->u.chat.stream = false;
-	const char *bad = NULL;
-	if (api_prompt(json_object_get(body, field), text, &pass.prompt_ids) == -1)
-		bad = field;
-	else if ((v = json_object_get(body, "model")) != NULL && !json_is_null(v) &&
-	    (rq->u.chat.model = api_body_strdup(v)) == NULL)
-		bad = "model";
-	else if (!embeddings && (v = json_object_get(body, "stream")) != NULL && !json_is_null(v) &&
-	    !json_is_boolean(v))
-		bad = "stream";
-	else if (!embeddings && (((v = json_object_get(body, "n")) != NULL && !json_is_null(v) &&
-	    json_integer_value(v) != 1) || ((v = json_object_get(body, "best_of")) != NULL &&
-	    !json_is_null(v) && json_integer_value(v) != 1)))
-		bad = "n";
-	if (bad != NULL) {
-		snprintf(msg, sizeof msg, strcmp(bad, field) == 0 ? "%s must be a string, an array of "
-		    "strings, or token ids" : strcmp(bad, "n") == 0 ? "%s and best_of must be 1" :
-		    "%s has the wrong type or value", bad);
-		evbuffer_free(text);
-		json_decref(body);
-		message_request_free(rq);
-		api_send_error(req, "bad_request", msg, bad, NAN, -1, NULL);
-		return;
-	}
-	if (!embeddings) {
-		struct api_body_error le;
-		if (api_body_length(body, &rq->u.chat.max_tokens, &le) == -1) {
-			evbuffer_free(text);
-			json_decref(body);
-			message_request_free(rq);
-			api_send_error(req, "bad_request", le.message, le.param, NAN, -1, NULL);
-			return;
-		}
-		rq->u.chat.stream = json_is_true(json_object_get(body, "stream"));
-		pass.usage_wanted = json_is_true(json_object_get(json_object_get(body,
-		    "stream_options"), "include_usage"));
-	}
-	pass.prompt_len = evbuffer_get_length(text);
-	evbuffer_add(text, "", 1);
-	if ((pass.prompt_text = malloc(pass.prompt_len + 1)) != NULL)
-		evbuffer_remove(text, pass.prompt_text, pass.prompt_len + 1);
-	evbuffer_free(text);
-	pass.body = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
+	rq->u.chat.stream = pb.stream;
+	rq->u.chat.max_tokens = pb.max_tokens;
+	rq->u.chat.model = pb.model;
+	memset(&pass, 0, sizeof pass);
+	pass.path = embeddings ? "/embeddings" : "/completions";
+	pass.embeddings = embeddings;
+	pass.usage_wanted = pb.usage_wanted;
+	pass.prompt_text = pb.prompt_text;
+	pass.prompt_len = pb.prompt_len;
+	pass.prompt_ids = pb.prompt_ids;
+	pass.body = pb.body;
 	if (tag != NULL && *tag != '\0')
 		rq->u.chat.tag = strdup(tag);
 	rq->id = ++api->next_id;
-	if ((ar = calloc(1, sizeof *ar)) == NULL || pass.body == NULL || pass.prompt_text == NULL ||
+	if ((ar = calloc(1, sizeof *ar)) == NULL ||
 	    (ar->model = strdup(rq->u.chat.model != NULL ? rq->u.chat.model : "")) == NULL) {
 		free(ar);
 		free(pass.body);
@@ -1224,16 +1942,32 @@ api_metrics(struct api *api, struct evhttp_request *req)
 	evbuffer_free(out);
 }
 
-/* Every request: route, authenticate, answer. */
-static void
-api_request_cb(struct evhttp_request *req, void *arg)
+/* Whether two Content-Length headers of a request differ (RFC 9112, section 6.3: 400). */
+static bool
+api_length_conflict(struct evhttp_request *req)
 {
-	struct api *api = arg;
+	struct evkeyval *h;
+	const char *first = NULL;
+
+	TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next) {
+		if (strcasecmp(h->key, "Content-Length") != 0)
+			continue;
+		if (first == NULL)
+			first = h->value;
+		else if (strtoull(first, NULL, 10) != strtoull(h->value, NULL, 10))
+			return true;
+	}
+	return false;
+}
+
+/* Route, authenticate, answer. */
+static void
+api_route(struct api *api, struct evhttp_request *req, struct api_conn *ac)
+{
 	struct server *srv = api->server;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	struct api_conn *ac;
 	const struct api_key_conf *key;
 	const char *user;
 	uint32_t uid;
@@ -1241,18 +1975,14 @@ api_request_cb(struct evhttp_request *req, void *arg)
 
 	if (path == NULL || *path == '\0')
 		path = "/";
+	if (api_length_conflict(req)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		api_send_error(req, "bad_request", "two Content-Length headers that differ "
+		    "(RFC 9112, section 6.3)", NULL, NAN, -1, NULL);
+		return;
+	}
 	if (strcmp(path, "/health") == 0 && cmd == EVHTTP_REQ_GET) {
 		api_health(api, req);
-		return;
-	}
-	if ((ac = api_conn_get(api, req)) == NULL) {
-		api_send_error(req, "internal", "out of memory", NULL, NAN, -1, NULL);
-		return;
-	}
-	if (api->n_conns > (size_t)srv->max_clients) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-		api_send_error(req, "too_many_clients", "too many clients (max_clients)", NULL, 1, -1,
-		    NULL);
 		return;
 	}
 	if (srv->draining) {
@@ -1300,6 +2030,34 @@ api_request_cb(struct evhttp_request *req, void *arg)
 		api_models(api, req);
 	else
 		api_metrics(api, req);
+}
+
+/*
+ * Every request evhttp has read whole. Its body is dropped once handled
+ * (what is kept was parsed out of it), and its bytes of
+ * http_max_inflight_body given back.
+ */
+static void
+api_request_cb(struct evhttp_request *req, void *arg)
+{
+	struct api *api = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t body = evbuffer_get_length(in);
+	struct api_conn *ac;
+
+	if ((ac = api_conn_get(api, req)) == NULL) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		api_send_error(req, "server_busy", "out of memory", NULL, 1, -1, NULL);
+		return;
+	}
+	if (ac->state != API_CONN_OPEN)
+		return;     /* refused as its headers came: api_conn_let_go answers and frees it */
+	ac->answering = true;
+	api_conn_set_busy(ac);
+	evhttp_request_set_on_complete_cb(req, api_request_done_cb, ac);
+	api_route(api, req, ac);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	api_body_release(ac, body);
 }
 
 /* --- listeners ---------------------------------------------------------- */
@@ -1383,6 +2141,7 @@ api_bind_fd(struct api *api, int fd, const char *unix_path, char *cause, size_t 
 		close(fd);
 		return -1;
 	}
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(b), api_accept_error_cb);
 	nb = realloc(api->bound, (api->n_bound + 1) * sizeof *nb);
 	np = nb != NULL ? realloc(api->unix_paths, (api->n_bound + 1) * sizeof *np) : NULL;
 	if (nb != NULL)
@@ -1427,18 +2186,25 @@ api_open(struct server *srv, char *cause, size_t cause_len)
 		return -1;
 	}
 	api->server = srv;
+	TAILQ_INIT(&api->fresh);
 	TAILQ_INIT(&api->conns);
+	TAILQ_INIT(&api->idle);
 	srv->api = api;
+	if ((api->adopt_ev = event_new(srv->base, -1, 0, api_adopt_cb, api)) == NULL ||
+	    (api->accept_retry = evtimer_new(srv->base, api_accept_retry_cb, api)) == NULL) {
+		snprintf(cause, cause_len, "cannot set up the HTTP server: out of memory");
+		return -1;
+	}
 	evhttp_set_gencb(api->http, api_request_cb, api);
+	evhttp_set_bevcb(api->http, api_bev_cb, api);
 	evhttp_set_max_headers_size(api->http, (ev_ssize_t)conf->http_max_header);
 	/*
-	 * libevent 2.1 answers a body over its own limit itself, in HTML, with
-	 * no hook to change that: its limit is twice ours, so that a body a
-	 * little too large is read and refused here in the OpenAI shape; only
-	 * one more than twice too large gets libevent's page (and is not read).
+	 * A body over max_frame is refused as its headers come (api_check_head),
+	 * in the OpenAI shape and before a byte of it is read; evhttp's own limit
+	 * (an HTML page) is only a second guard.
 	 */
 	api->max_body = conf->max_frame;
-	evhttp_set_max_body_size(api->http, (ev_ssize_t)conf->max_frame * 2);
+	evhttp_set_max_body_size(api->http, (ev_ssize_t)conf->max_frame);
 	struct timeval tv = { (time_t)conf->http_timeout,
 		(suseconds_t)((conf->http_timeout - (double)(time_t)conf->http_timeout) * 1e6) };
 	evhttp_set_timeout_tv(api->http, &tv);
@@ -1515,6 +2281,8 @@ api_stop(struct server *srv)
 	api->bound = NULL;
 	api->unix_paths = NULL;
 	api->n_bound = 0;
+	api->accept_paused = false;
+	evtimer_del(api->accept_retry);
 }
 
 /* Whether every HTTP answer has been written (connections may stay open, idle). */
@@ -1527,6 +2295,8 @@ api_flushed(struct server *srv)
 	if (api == NULL)
 		return true;
 	TAILQ_FOREACH(ac, &api->conns, entry) {
+		if (ac->state != API_CONN_OPEN)
+			continue;
 		struct bufferevent *bev = evhttp_connection_get_bufferevent(ac->evcon);
 		if (ac->active != NULL || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 			return false;
@@ -1544,12 +2314,20 @@ api_free(struct server *srv)
 	if (api == NULL)
 		return;
 	api_stop(srv);
+	while (!TAILQ_EMPTY(&api->fresh))
+		api_adopt_cb(-1, 0, api);
 	TAILQ_FOREACH(ac, &api->conns, entry)
 		if (ac->active != NULL && ac->active->chat != NULL)
 			chat_cancel(ac->active->chat, "cancelled", "openllmd is stopping");
 	evhttp_free(api->http);     /* closes connections: their close callbacks free them */
+	while ((ac = TAILQ_FIRST(&api->conns)) != NULL)
+		api_linger_end(ac);     /* all that is left: refused ones being read out */
 	if (api->drain_timer != NULL)
 		event_free(api->drain_timer);
+	if (api->adopt_ev != NULL)
+		event_free(api->adopt_ev);
+	if (api->accept_retry != NULL)
+		event_free(api->accept_retry);
 	free(api->by_fd);
 	free(api);
 	srv->api = NULL;

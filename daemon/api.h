@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct chat;
 struct server;
@@ -15,6 +16,10 @@ void api_stop(struct server *);
 /* Whether no HTTP answer is left to write. */
 bool api_flushed(struct server *);
 void api_free(struct server *);
+/* HTTP connections open (refused ones still being read out too): each holds a descriptor. */
+size_t api_conns(const struct server *);
+/* HTTP connections open from local user uid. */
+int api_uid_conns(const struct server *, uid_t);
 /* Call cb for each chat in flight on an HTTP connection (cb must not end it). */
 void api_foreach_chat(struct server *, void (*cb)(struct chat *, void *), void *arg);
 

@@ -108,13 +108,19 @@ api_body_length(json_t *body, int64_t *asked, struct api_body_error *err)
 
 		if (v == NULL || json_is_null(v))
 			continue;
-		if (!json_is_integer(v) || (standard && json_integer_value(v) < 1)) {
-			snprintf(err->message, sizeof err->message, "%s must be an integer%s", key,
-			    standard ? " >= 1" : "");
+		if (!json_is_integer(v) || (standard && (json_integer_value(v) < 1 ||
+		    json_integer_value(v) > MESSAGE_MAX_TOKENS))) {
+			if (standard)
+				snprintf(err->message, sizeof err->message, "%s must be an integer from 1 "
+				    "to %d", key, MESSAGE_MAX_TOKENS);
+			else
+				snprintf(err->message, sizeof err->message, "%s must be an integer", key);
 			snprintf(err->param, sizeof err->param, "%s", key);
 			return -1;
 		}
 		n = json_integer_value(v);
+		if (n > MESSAGE_MAX_TOKENS)
+			n = MESSAGE_MAX_TOKENS;     /* a dialect's "as long as it likes" */
 		if (n >= 1 && (*asked == -1 || n < *asked))
 			*asked = n;
 	}
@@ -305,4 +311,133 @@ api_body_chat(const char *body, size_t len, bool *include_usage, struct api_body
 		snprintf(err->param, sizeof err->param, "%s", param);  /* a key of j */
 	json_decref(j);
 	return rq;
+}
+
+/* A growing text: the prompt's strings to count. */
+struct api_body_text {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void
+api_body_text_add(struct api_body_text *t, const char *s, size_t n)
+{
+	if (t->failed)
+		return;
+	if (t->len + n + 1 > t->cap) {
+		size_t cap = t->cap ? t->cap : 256;
+		char *grown;
+		while (cap < t->len + n + 1)
+			cap *= 2;
+		if ((grown = realloc(t->p, cap)) == NULL) {
+			t->failed = true;
+			return;
+		}
+		t->p = grown;
+		t->cap = cap;
+	}
+	memcpy(t->p + t->len, s, n);
+	t->len += n;
+	t->p[t->len] = '\0';
+}
+
+/* Gather a prompt or input (a string, strings, token ids, arrays of ids) for counting; -1 if none of those. */
+static int
+api_body_prompt(json_t *v, struct api_body_text *text, int64_t *ids)
+{
+	size_t i;
+	json_t *e;
+
+	if (json_is_string(v)) {
+		api_body_text_add(text, json_string_value(v), json_string_length(v));
+		api_body_text_add(text, "\n", 1);
+		return 0;
+	}
+	if (json_is_integer(v)) {
+		(*ids)++;
+		return 0;
+	}
+	if (!json_is_array(v))
+		return -1;
+	json_array_foreach(v, i, e) {
+		if (json_is_array(e) ? api_body_prompt(e, text, ids) == -1 :
+		    !json_is_string(e) && !json_is_integer(e))
+			return -1;
+		if (!json_is_array(e))
+			api_body_prompt(e, text, ids);
+	}
+	return 0;
+}
+
+void
+api_body_pass_clear(struct api_body_pass *p)
+{
+	free(p->model);
+	free(p->prompt_text);
+	free(p->body);
+	memset(p, 0, sizeof *p);
+	p->max_tokens = -1;
+}
+
+int
+api_body_passthrough(const char *body, size_t len, bool embeddings, struct api_body_pass *out,
+    struct api_body_error *err)
+{
+	const char *field = embeddings ? "input" : "prompt";
+	struct api_body_text text = { NULL, 0, 0, false };
+	const char *bad = NULL;
+	json_t *j, *v;
+
+	memset(out, 0, sizeof *out);
+	out->max_tokens = -1;
+	err->message[0] = '\0';
+	err->param[0] = '\0';
+	if ((j = api_body_json(body, len, err->message, sizeof err->message)) == NULL)
+		return -1;
+	if (api_body_prompt(json_object_get(j, field), &text, &out->prompt_ids) == -1)
+		bad = field;
+	else if ((v = json_object_get(j, "model")) != NULL && !json_is_null(v) &&
+	    (out->model = api_body_strdup(v)) == NULL)
+		bad = "model";
+	else if (!embeddings && (v = json_object_get(j, "stream")) != NULL && !json_is_null(v) &&
+	    !json_is_boolean(v))
+		bad = "stream";
+	else if (!embeddings && (((v = json_object_get(j, "n")) != NULL && !json_is_null(v) &&
+	    json_integer_value(v) != 1) || ((v = json_object_get(j, "best_of")) != NULL &&
+	    !json_is_null(v) && json_integer_value(v) != 1)))
+		bad = "n";
+	if (bad != NULL) {
+		if (bad == field)
+			snprintf(err->message, sizeof err->message, "%s must be a string, an array of "
+			    "strings, or token ids", bad);
+		else if (strcmp(bad, "n") == 0)
+			snprintf(err->message, sizeof err->message, "n and best_of must be 1");
+		else
+			snprintf(err->message, sizeof err->message, "%s has the wrong type or value", bad);
+		snprintf(err->param, sizeof err->param, "%s", bad);
+		goto fail;
+	}
+	if (!embeddings) {
+		if (api_body_length(j, &out->max_tokens, err) == -1)
+			goto fail;
+		out->stream = json_is_true(json_object_get(j, "stream"));
+		out->usage_wanted = json_is_true(json_object_get(json_object_get(j,
+		    "stream_options"), "include_usage"));
+	}
+	api_body_text_add(&text, "", 0);
+	out->prompt_text = text.p;
+	out->prompt_len = text.len;
+	text.p = NULL;
+	if (text.failed || (out->body = json_dumps(j, JSON_COMPACT)) == NULL) {
+		snprintf(err->message, sizeof err->message, "out of memory");
+		goto fail;
+	}
+	json_decref(j);
+	return 0;
+fail:
+	free(text.p);
+	json_decref(j);
+	api_body_pass_clear(out);
+	return -1;
 }

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -26,8 +27,9 @@ char *api_body_strdup(json_t *v);
 
 /*
  * The reply's length limit a body asks, in any dialect's key: max_tokens,
- * max_completion_tokens (integers >= 1), llama.cpp's n_predict, Ollama's
- * num_predict, TGI's max_new_tokens (integers; <= 0 means none), the least
+ * max_completion_tokens (integers from 1 to MESSAGE_MAX_TOKENS), llama.cpp's
+ * n_predict, Ollama's num_predict, TGI's max_new_tokens (integers; <= 0
+ * means none, more than MESSAGE_MAX_TOKENS that many), the least
  * of those given; -1 when none. -1 returned with err (param the key) when a
  * key has the wrong type or value. None of these keys is ever forwarded: the
  * daemon sends its own limit.
@@ -42,5 +44,26 @@ int api_body_length(json_t *body, int64_t *asked, struct api_body_error *err);
  */
 struct request *api_body_chat(const char *body, size_t len, bool *include_usage,
     struct api_body_error *err);
+
+/* What a POST /v1/completions or /v1/embeddings body says, for admission. */
+struct api_body_pass {
+	char *model;                /* NULL: absent */
+	bool stream;                /* completions only */
+	int64_t max_tokens;         /* -1: absent, else 1 .. MESSAGE_MAX_TOKENS; completions only */
+	bool usage_wanted;          /* stream_options.include_usage */
+	char *prompt_text;          /* prompt's (input's) strings, each and a newline, to count */
+	size_t prompt_len;          /* its bytes: it may hold NUL (U+0000) */
+	int64_t prompt_ids;         /* token ids, counted one each */
+	char *body;                 /* the body as compact JSON, to send on */
+};
+
+/*
+ * Parse a body of len bytes (any bytes: untrusted) passed through to
+ * /completions (embeddings false) or /embeddings: 0 with out filled (the
+ * caller releases it with api_body_pass_clear), or -1 with err filled.
+ */
+int api_body_passthrough(const char *body, size_t len, bool embeddings, struct api_body_pass *out,
+    struct api_body_error *err);
+void api_body_pass_clear(struct api_body_pass *);
 
 #endif

@@ -256,7 +256,9 @@ chat_send_delta(struct chat *c, const struct openai_chunk *ch)
 	r.id = c->id;
 	r.type = REPLY_DELTA;
 	r.u.delta.content = ch->content;
+	r.u.delta.content_len = ch->content_len;
 	r.u.delta.reasoning = ch->reasoning;
+	r.u.delta.reasoning_len = ch->reasoning_len;
 	r.u.delta.tool_calls = ch->tool_calls;
 	if (c->first_delta_ms < 0)
 		c->first_delta_ms = now_mono_ms();
@@ -317,15 +319,16 @@ chat_take_chunk(struct chat *c, struct chat_parse *p, struct openai_chunk *ch)
 		chat_cut(c, p);
 		return;
 	}
+	/* the reply's text may hold U+0000: counted and sent on like any character */
 	if (ch->content != NULL) {
-		strbuf_add(&p->text, ch->content, strlen(ch->content), CHAT_MAX_TEXT);
-		if (!stream && !strbuf_add(&p->content, ch->content, strlen(ch->content),
+		strbuf_add(&p->text, ch->content, ch->content_len, CHAT_MAX_TEXT);
+		if (!stream && !strbuf_add(&p->content, ch->content, ch->content_len,
 		    c->server->conf->max_frame))
 			p->too_large = true;
 	}
 	if (ch->reasoning != NULL) {
-		strbuf_add(&p->text, ch->reasoning, strlen(ch->reasoning), CHAT_MAX_TEXT);
-		if (!stream && !strbuf_add(&p->reasoning, ch->reasoning, strlen(ch->reasoning),
+		strbuf_add(&p->text, ch->reasoning, ch->reasoning_len, CHAT_MAX_TEXT);
+		if (!stream && !strbuf_add(&p->reasoning, ch->reasoning, ch->reasoning_len,
 		    c->server->conf->max_frame))
 			p->too_large = true;
 	}
@@ -366,7 +369,8 @@ chat_raw_fold(struct chat_parse *p, json_t *j)
 	}
 	json_array_foreach(json_object_get(j, "choices"), i, ch) {
 		if ((s = json_string_value(json_object_get(ch, "text"))) != NULL)
-			strbuf_add(&p->text, s, strlen(s), CHAT_MAX_TEXT);
+			strbuf_add(&p->text, s, json_string_length(json_object_get(ch, "text")),
+			    CHAT_MAX_TEXT);
 		if ((s = json_string_value(json_object_get(ch, "finish_reason"))) != NULL) {
 			free(p->finish_reason);
 			p->finish_reason = strdup(s);
@@ -413,7 +417,7 @@ chat_raw_event(struct chat *c, struct chat_parse *p, const char *data, size_t le
 		p->saw_done = true;
 		return 0;
 	}
-	if ((j = json_loadb(data, len, 0, NULL)) == NULL || !json_is_object(j)) {
+	if ((j = json_loadb(data, len, JSON_ALLOW_NUL, NULL)) == NULL || !json_is_object(j)) {
 		json_decref(j);
 		p->saw_error = true;
 		free(p->error);
@@ -662,7 +666,7 @@ chat_done_cb(void *arg, const struct http_response *resp)
 			p->error = strdup("the stream ended without [DONE]");
 		}
 	} else if (p->status > 0 && c->passthrough) {
-		json_t *j = json_loadb(p->raw.p ? p->raw.p : "", p->raw.len, 0, NULL);
+		json_t *j = json_loadb(p->raw.p ? p->raw.p : "", p->raw.len, JSON_ALLOW_NUL, NULL);
 		if (!json_is_object(j)) {
 			p->saw_error = true;
 			p->error = strdup("malformed reply from the model server: not a JSON object");
@@ -701,7 +705,7 @@ chat_admit(struct chat *c)
 	struct upstream *up = c->upstream;
 	char cause[256];
 
-	switch (limiter_admit(up->limiter, &c->waiter, c->uid, c->reserved_tokens,
+	switch (limiter_admit_named(up->limiter, &c->waiter, c->uid, c->user, c->reserved_tokens,
 	    now_mono_ms())) {
 	case LIMITER_ADMITTED:
 		c->admitted = true;
@@ -942,6 +946,26 @@ chat_usage(struct chat *c, struct usage *out)
 }
 
 /*
+ * A non-streamed reply cut before it came (the client left or cancelled,
+ * the daemon stopped): the model server may have done all the work it was
+ * asked and says nothing of it, so the completion it was allowed (the
+ * reservation's) is billed, marked estimated, never 0. A stream's tokens
+ * are those that came.
+ */
+static void
+chat_usage_cut(struct chat *c, struct usage *us)
+{
+	const struct chat_parse *p = c->parse;
+
+	if (c->req->u.chat.stream || (p != NULL && p->has_usage) ||
+	    us->completion_tokens >= c->reserved_completion)
+		return;
+	us->completion_tokens = c->reserved_completion;
+	us->total_tokens = budget_tokens_add(us->prompt_tokens, us->completion_tokens);
+	us->estimated = true;
+}
+
+/*
  * Whether the request may have reached the model server: some attempt
  * started and did not fail before connecting. One still in flight, cut by a
  * timeout or cancelled counts as sent.
@@ -975,6 +999,7 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 	char cause[256];
 	int64_t end = now_mono_ms();
 	bool sent = chat_was_sent(c);
+	bool cut = c->transfer != NULL;     /* the model server may be at work on it */
 
 	if (c->fin.finishing)
 		return;
@@ -994,6 +1019,8 @@ chat_finish(struct chat *c, const char *code, const char *message, long status, 
 		chat_usage(c, &us);
 	else
 		memset(&us, 0, sizeof us);
+	if (sent && cut)
+		chat_usage_cut(c, &us);
 	double cost = sent ? chat_cost(&c->upstream->conf, &us) : 0;
 	if (sent && !c->passthrough && !us.estimated && c->prompt_estimate > 0 &&
 	    budget_ratio_learn(srv->prompt_ratios, c->upstream->conf.name, c->model,
@@ -1137,7 +1164,9 @@ chat_answer(struct chat *c)
 			r.u.done.content = !c->req->u.chat.stream && p->raw.p ? p->raw.p : NULL;
 		else if (!c->req->u.chat.stream) {
 			r.u.done.content = p->content.p ? p->content.p : "";
+			r.u.done.content_len = p->content.len;
 			r.u.done.reasoning = p->reasoning.p;
+			r.u.done.reasoning_len = p->reasoning.len;
 			r.u.done.tool_calls = p->tool_calls;
 		}
 		chat_reply(c, &r);
@@ -1558,7 +1587,8 @@ chat_reserve(struct chat *c, bool may_wait)
 	if (c->budget_shrunk)
 		log_info("chat %llu: max_tokens %lld shrunk to %lld to fit a budget",
 		    (unsigned long long)c->id, (long long)ask.completion, (long long)sent);
-	c->reserved_tokens = budget_tokens_add(c->prompt_reserved, ask.completion > 0 ? sent : 0);
+	c->reserved_completion = ask.completion > 0 ? sent : 0;
+	c->reserved_tokens = budget_tokens_add(c->prompt_reserved, c->reserved_completion);
 	if (!c->passthrough)
 		cr->max_tokens = c->max_tokens_sent;
 	c->body = c->passthrough ? chat_passthrough_body(c, cause, sizeof cause) :
@@ -1567,6 +1597,7 @@ chat_reserve(struct chat *c, bool may_wait)
 		chat_finish(c, "bad_request", cause, -1, NAN);
 		return;
 	}
+
 	if (srv->fleet != NULL && c->reservation != NULL) {
 		chat_fleet_reserve(c, ((double)ask.prompt * ask.prompt_price +
 		    (double)(ask.completion > 0 ? sent : 0) * ask.completion_price) / 1000.0);

@@ -53,6 +53,7 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("max_frame", CONF_SIZE, max_frame, 1024, 1 << 30, NULL),
 	TOP("max_clients", CONF_AUTO, max_clients, 1, 1000000, NULL),
 	TOP("max_clients_per_uid", CONF_AUTO, max_clients_per_uid, 1, 1000000, NULL),
+	TOP("max_clients_per_address", CONF_AUTO, max_clients_per_address, 1, 1000000, NULL),
 	TOP("stats_visibility", CONF_STRING, stats_visibility, 0, 0, "own|all"),
 	TOP("shutdown_grace", CONF_DOUBLE, shutdown_grace, 0, 86400, NULL),
 	TOP("frame_timeout", CONF_DOUBLE, frame_timeout, 0, 86400, NULL),
@@ -62,6 +63,10 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("require_key", CONF_BOOL, require_key, 0, 0, NULL),
 	TOP("http_max_header", CONF_SIZE, http_max_header, 1024, 1 << 24, NULL),
 	TOP("http_timeout", CONF_DOUBLE, http_timeout, 0.1, 86400, NULL),
+	TOP("http_header_timeout", CONF_DOUBLE, http_header_timeout, 0.1, 86400, NULL),
+	TOP("http_body_timeout", CONF_DOUBLE, http_body_timeout, 0.1, 86400, NULL),
+	TOP("http_body_min_rate", CONF_SIZE, http_body_min_rate, 1024, 1e12, NULL),
+	TOP("http_max_inflight_body", CONF_SIZE, http_max_inflight_body, 1024, 1e12, NULL),
 	TOP("fleet_postgres", CONF_STRING, fleet_postgres, 0, 0, NULL),
 	TOP("fleet_node", CONF_STRING, fleet_node, 0, 0, NULL),
 	TOP("fleet_offline", CONF_STRING, fleet_offline, 0, 0, "refuse|local"),
@@ -256,6 +261,10 @@ conf_defaults(void)
 	c->max_output_per_client = 64u * 1024 * 1024;
 	c->http_max_header = 64 * 1024;
 	c->http_timeout = 60;
+	c->http_header_timeout = 10;
+	c->http_body_timeout = 10;
+	c->http_body_min_rate = 256u * 1024;
+	c->http_max_inflight_body = 64u * 1024 * 1024;
 	if ((c->http_listen = calloc(1, sizeof *c->http_listen)) != NULL &&
 	    (c->http_listen[0] = strdup(CONF_HTTP_LISTEN_DEFAULT)) != NULL)
 		c->n_http_listen = 1;

@@ -76,6 +76,7 @@ struct conf {
 	size_t max_frame;
 	int max_clients;            /* 0: auto, from the descriptor limit */
 	int max_clients_per_uid;    /* 0: auto, 256 or half of max_clients */
+	int max_clients_per_address;  /* HTTP clients not on this host; 0: auto, max_clients_per_uid */
 	char *stats_visibility;     /* own | all */
 	double shutdown_grace;      /* seconds */
 	double frame_timeout;       /* longest silence inside a half-read frame; 0: none */
@@ -88,6 +89,10 @@ struct conf {
 	bool require_key;           /* HTTP: no identity without an API key */
 	size_t http_max_header;     /* bytes of request line and headers */
 	double http_timeout;        /* HTTP: longest silence while reading a request or idle */
+	double http_header_timeout; /* HTTP: from a request's first byte to its headers' end */
+	double http_body_timeout;   /* HTTP: for a body, plus its length at http_body_min_rate */
+	size_t http_body_min_rate;  /* HTTP: bytes a second a large body must keep up */
+	size_t http_max_inflight_body;  /* HTTP: body bytes being read on all connections at once */
 	struct api_key_conf *api_keys;
 	size_t n_api_keys;
 	char *fleet_postgres;       /* libpq conninfo; NULL: no fleet */

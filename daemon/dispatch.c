@@ -253,9 +253,9 @@ dispatch_visible_uid(const struct session *s)
 }
 
 /*
- * stats: the totals are everyone's; under stats_visibility "own" a user other
- * than root and the daemon's own sees only their own rows in the breakdowns
- * (by_user, by_model, by_tag, by_day) and only their own user budgets.
+ * stats: under stats_visibility "own" a user other than root and the
+ * daemon's own sees only their own rows, in the total as in the breakdowns
+ * (by_user, by_model, by_tag, by_day), and only their own user budgets.
  */
 static void
 dispatch_stats(struct session *s, struct request *req)

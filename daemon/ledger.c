@@ -2843,7 +2843,7 @@ ledger_parse_by(const char *by, bool want[4])
 	return 0;
 }
 
-/* A stats query whose breakdowns count only uid's rows (uid -1: everyone's). */
+/* A stats query whose total and breakdowns count only uid's rows (uid -1: everyone's). */
 int
 ledger_stats_scoped(struct ledger *l, const char *by, int64_t since, int64_t uid,
     struct stats_result *out)
@@ -2869,11 +2869,10 @@ ledger_stats_scoped(struct ledger *l, const char *by, int64_t since, int64_t uid
 	if (l->n_rows > 0 && (sel = calloc(l->n_rows, sizeof *sel)) == NULL)
 		goto oom;
 	for (size_t i = 0; i < l->n_rows; i++) {
-		if (l->rows[i]->day < since_day)
+		if (l->rows[i]->day < since_day || (uid >= 0 && (uint64_t)uid != l->rows[i]->uid))
 			continue;
 		ledger_counters_add(&out->total, &l->rows[i]->c);
-		if (uid < 0 || (uint64_t)uid == l->rows[i]->uid)
-			sel[n++] = l->rows[i];
+		sel[n++] = l->rows[i];
 	}
 	for (int d = 0; d < 4; d++)
 		if (want[d] && ledger_group(sel, n, (enum ledger_dim)d, maps[d]) == -1)
@@ -3042,7 +3041,7 @@ ledger_partial_clear(struct ledger_partial *p)
 	p->n = p->cap = 0;
 }
 
-/* Answer a stats query from an exact instant: whole days from the rows, the first day's part from the journal; maps count only uid's (-1: all). */
+/* Answer a stats query from an exact instant: whole days from the rows, the first day's part from the journal; total and maps count only uid's (-1: all). */
 int
 ledger_stats_exact(struct ledger *l, const char *by, int64_t since, int64_t uid,
     struct stats_result *out)
@@ -3090,16 +3089,16 @@ ledger_stats_exact(struct ledger *l, const char *by, int64_t since, int64_t uid,
 	if (l->n_rows + p.n > 0 && (sel = calloc(l->n_rows + p.n, sizeof *sel)) == NULL)
 		goto oom;
 	for (size_t i = 0; i < l->n_rows; i++) {
-		if (l->rows[i]->day <= p.day)
+		if (l->rows[i]->day <= p.day || (uid >= 0 && (uint64_t)uid != l->rows[i]->uid))
 			continue;
 		ledger_counters_add(&out->total, &l->rows[i]->c);
-		if (uid < 0 || (uint64_t)uid == l->rows[i]->uid)
-			sel[n++] = l->rows[i];
+		sel[n++] = l->rows[i];
 	}
 	for (size_t i = 0; i < p.n; i++) {
+		if (uid >= 0 && (uint64_t)uid != p.rows[i]->uid)
+			continue;
 		ledger_counters_add(&out->total, &p.rows[i]->c);
-		if (uid < 0 || (uint64_t)uid == p.rows[i]->uid)
-			sel[n++] = p.rows[i];
+		sel[n++] = p.rows[i];
 	}
 	for (int d = 0; d < 4; d++)
 		if (want[d] && ledger_group(sel, n, (enum ledger_dim)d, maps[d]) == -1)

@@ -197,7 +197,7 @@ int64_t ledger_since(const struct ledger *);
  */
 int ledger_stats(struct ledger *, const char *by, int64_t since, struct stats_result *out);
 
-/* As ledger_stats, but the maps count only the rows of uid (-1: all); total counts every row. */
+/* As ledger_stats, but the total and the maps count only the rows of uid (-1: all). */
 int ledger_stats_scoped(struct ledger *, const char *by, int64_t since, int64_t uid,
     struct stats_result *out);
 
@@ -207,8 +207,8 @@ int ledger_stats_scoped(struct ledger *, const char *by, int64_t since, int64_t 
  * journal's records (ledger_foreach_record). When retention has already
  * removed some of that day's records, or the journal cannot be read, the
  * whole day is counted and out->since says so. out->since is the later of
- * the ledger's start and the instant counted from. The maps count only the
- * rows of uid (-1: all), as ledger_stats_scoped; total counts every row.
+ * the ledger's start and the instant counted from. The total and the maps
+ * count only the rows of uid (-1: all), as ledger_stats_scoped.
  */
 int ledger_stats_exact(struct ledger *, const char *by, int64_t since, int64_t uid,
     struct stats_result *out);

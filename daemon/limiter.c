@@ -25,9 +25,10 @@ struct limiter_bucket {
 	int64_t last;               /* ms of the last refill */
 };
 
-/* The waiters of one uid, a member of the ring while it has any. */
+/* The waiters of one party (a uid, or a named user), a member of the ring while it has any. */
 struct limiter_uid {
 	uint32_t uid;
+	char *name;                 /* a named user's; NULL: the uid's */
 	TAILQ_HEAD(, limiter_waiter) waiters;
 	TAILQ_ENTRY(limiter_uid) entry;
 };
@@ -243,23 +244,29 @@ limiter_unlink(struct limiter *l, struct limiter_waiter *w, int next_turn)
 		if (l->turn == q)
 			l->turn = next != q ? next : NULL;
 		TAILQ_REMOVE(&l->ring, q, entry);
+		free(q->name);
 		free(q);
 	} else if (next_turn && l->turn == q)
 		l->turn = next;
 }
 
-/* Find the queue of uid, or add one at the end of the round (just before the turn). */
+/* Find the queue of a party, or add one at the end of the round (just before the turn). */
 static struct limiter_uid *
-limiter_uid_get(struct limiter *l, uint32_t uid)
+limiter_uid_get(struct limiter *l, uint32_t uid, const char *name)
 {
 	struct limiter_uid *q;
 
 	TAILQ_FOREACH(q, &l->ring, entry) {
-		if (q->uid == uid)
+		if (q->uid == uid && (q->name == NULL ? name == NULL :
+		    name != NULL && strcmp(q->name, name) == 0))
 			return q;
 	}
 	if ((q = calloc(1, sizeof *q)) == NULL)
 		return NULL;
+	if (name != NULL && (q->name = strdup(name)) == NULL) {
+		free(q);
+		return NULL;
+	}
 	q->uid = uid;
 	TAILQ_INIT(&q->waiters);
 	if (l->turn == NULL) {
@@ -303,6 +310,7 @@ limiter_free(struct limiter *l)
 	}
 	while ((q = TAILQ_FIRST(&l->ring)) != NULL) {
 		TAILQ_REMOVE(&l->ring, q, entry);
+		free(q->name);
 		free(q);
 	}
 	free(l);
@@ -334,6 +342,13 @@ enum limiter_status
 limiter_admit(struct limiter *l, struct limiter_waiter *w, uint32_t uid,
     int64_t tokens, int64_t now)
 {
+	return limiter_admit_named(l, w, uid, NULL, tokens, now);
+}
+
+enum limiter_status
+limiter_admit_named(struct limiter *l, struct limiter_waiter *w, uint32_t uid,
+    const char *name, int64_t tokens, int64_t now)
+{
 	struct limiter_uid *q;
 
 	now = limiter_clock(l, now);
@@ -349,7 +364,7 @@ limiter_admit(struct limiter *l, struct limiter_waiter *w, uint32_t uid,
 		return LIMITER_ADMITTED;
 	}
 	if (l->conf.queue_max <= 0 || l->queued >= (size_t)l->conf.queue_max ||
-	    (q = limiter_uid_get(l, uid)) == NULL) {
+	    (q = limiter_uid_get(l, uid, name)) == NULL) {
 		w->retry_after = limiter_retry_after(l, w->tokens);
 		l->refused++;
 		return LIMITER_REFUSED;

@@ -25,10 +25,12 @@
  * otherwise it could never go.
  * Slots: max_concurrency requests in flight, from admission to release.
  *
- * Waiters are served round-robin across uids (one FIFO per uid), so one
- * user's batch cannot starve another user's single request. The waiter whose
- * turn it is holds the line until it can go, so a large tpm request is not
- * overtaken for ever by small ones.
+ * Waiters are served round-robin across parties (one FIFO per party), so
+ * one user's batch cannot starve another user's single request. A party is
+ * a uid, or a named user (an API key's user with no account here, who
+ * shares a uid with every other such user but is a party of its own). The
+ * waiter whose turn it is holds the line until it can go, so a large tpm
+ * request is not overtaken for ever by small ones.
  */
 
 struct limiter_conf {
@@ -81,6 +83,9 @@ void limiter_reconfigure(struct limiter *, const struct limiter_conf *,
     int64_t now);
 enum limiter_status limiter_admit(struct limiter *, struct limiter_waiter *,
     uint32_t uid, int64_t tokens, int64_t now);
+/* The same for a named user name (NULL: the uid's party), copied if kept. */
+enum limiter_status limiter_admit_named(struct limiter *, struct limiter_waiter *,
+    uint32_t uid, const char *name, int64_t tokens, int64_t now);
 enum limiter_status limiter_poll(struct limiter *, int64_t now,
     struct limiter_waiter **);
 int64_t limiter_next_wakeup(const struct limiter *, int64_t now);

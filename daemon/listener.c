@@ -16,6 +16,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "daemon/api.h"
 #include "daemon/log.h"
 #include "daemon/openllmd.h"
 
@@ -68,15 +69,18 @@ listener_make_dir(const char *path)
 		log_warn("cannot create %s: %s", dir, strerror(errno));
 }
 
-/* Connections open from uid; counted only when the total could reach the per-uid cap. */
-static int
+/*
+ * Connections open from uid, msgpack and HTTP together; the sessions are
+ * counted only when the total could reach the per-uid cap.
+ */
+int
 listener_uid_count(const struct server *s, uid_t uid)
 {
 	const struct session *se;
-	int n = 0;
+	int n = api_uid_conns(s, uid);
 
-	if (s->n_sessions < (size_t)s->max_clients_per_uid)
-		return 0;
+	if (s->n_sessions + (size_t)n < (size_t)s->max_clients_per_uid)
+		return n;
 	TAILQ_FOREACH(se, &s->sessions, entry)
 		n += se->uid == uid;
 	return n;
@@ -152,7 +156,7 @@ listener_accept_cb(evutil_socket_t lfd, short what, void *arg)
 			listener_refuse(s, fd, &cred, "upstream_unavailable", "openllmd is shutting down");
 			continue;
 		}
-		if (s->n_sessions >= (size_t)s->max_clients) {
+		if (s->n_sessions + api_conns(s) >= (size_t)s->max_clients) {
 			snprintf(why, sizeof why, "too many clients (max_clients %d)", s->max_clients);
 			listener_refuse(s, fd, &cred, "rate_limited", why);
 			continue;

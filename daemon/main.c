@@ -124,7 +124,7 @@ server_limits(struct server *s, const struct conf *c)
 {
 	unsigned long long reserve = server_fd_reserve(c);
 	long long fit = (long long)s->nofile - (long long)reserve;
-	int max, per;
+	int max, per, per_address;
 
 	if (fit < 1) {
 		log_error("the descriptor limit %llu leaves nothing for clients once %llu are kept "
@@ -147,11 +147,15 @@ server_limits(struct server *s, const struct conf *c)
 		per = max / 2 < SERVER_PER_UID_DEFAULT ? (max / 2 > 0 ? max / 2 : 1) : SERVER_PER_UID_DEFAULT;
 	if (per > max)
 		per = max;
+	per_address = c->max_clients_per_address > 0 ? c->max_clients_per_address : per;
+	if (per_address > max)
+		per_address = max;
 	if (max != s->max_clients || per != s->max_clients_per_uid)
 		log_info("accepting up to %d clients, %d per user (descriptor limit %llu, %llu kept "
 		    "for upstream connections and files)", max, per, s->nofile, reserve);
 	s->max_clients = max;
 	s->max_clients_per_uid = per;
+	s->max_clients_per_address = per_address;
 }
 
 /* Tell systemd (when present) how we are doing. */

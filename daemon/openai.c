@@ -923,25 +923,42 @@ openai_json_text(json_t *v)
 	return (line);
 }
 
-/* Copy of a string value, NULL when absent, not a string or empty. */
+/* Copy of a string value, NULL when absent, not a string, empty or holding NUL. */
 static char *
 openai_strdup(json_t *v)
 {
-	if (!json_is_string(v) || json_string_length(v) == 0)
+	if (!json_is_string(v) || json_string_length(v) == 0 ||
+	    strlen(json_string_value(v)) != json_string_length(v))
 		return (NULL);
 	return (strdup(json_string_value(v)));
 }
 
-/* Message text: a string, or the text parts of a content array. */
+/* Copy of a text value, which may hold NUL: *len its bytes; NULL when absent, not a string or empty. */
 static char *
-openai_text(json_t *v)
+openai_text_dup(json_t *v, size_t *len)
+{
+	char	*s;
+
+	*len = 0;
+	if (!json_is_string(v) || json_string_length(v) == 0 ||
+	    (s = malloc(json_string_length(v) + 1)) == NULL)
+		return (NULL);
+	*len = json_string_length(v);
+	memcpy(s, json_string_value(v), *len + 1);
+	return (s);
+}
+
+/* Message text: a string, or the text parts of a content array; *out_len its bytes. */
+static char *
+openai_text(json_t *v, size_t *out_len)
 {
 	json_t	*part, *text;
 	char	*s;
 	size_t	 i, len = 0, n;
 
+	*out_len = 0;
 	if (!json_is_array(v))
-		return (openai_strdup(v));
+		return (openai_text_dup(v, out_len));
 	json_array_foreach(v, i, part) {
 		text = json_is_string(part) ? part :
 		    json_object_get(part, "text");
@@ -961,6 +978,7 @@ openai_text(json_t *v)
 		}
 	}
 	s[len] = '\0';
+	*out_len = len;
 	return (s);
 }
 
@@ -1241,7 +1259,7 @@ openai_fast_string_any(struct openai_fast *f, const char **s, size_t *len,
 			if (p + 1 >= end)
 				return (false);
 			if (p[1] == 'u') {
-				/* jansson refuses \u0000 and unpaired surrogates */
+				/* \u0000 and unpaired surrogates are jansson's to judge */
 				if (p + 6 > end)
 					return (false);
 				for (i = 2; i < 6; i++)
@@ -1775,6 +1793,9 @@ openai_fast_chunk(const char *json, size_t len, struct openai_chunk *c)
 		free(fc.reasoning);
 	} else
 		c->reasoning = fc.reasoning;
+	/* what is read here holds no NUL: \u0000 goes to jansson */
+	c->content_len = c->content != NULL ? strlen(c->content) : 0;
+	c->reasoning_len = c->reasoning != NULL ? strlen(c->reasoning) : 0;
 	return (1);
 slow:
 	free(fc.reasoning_content);
@@ -1804,11 +1825,11 @@ openai_fill(json_t *root, bool stream, struct openai_chunk *c, char *cause,
 			msg = json_object_get(ch, stream ? "message" : "delta");
 		if (json_is_object(msg)) {
 			c->content = openai_text(json_object_get(msg,
-			    "content"));
+			    "content"), &c->content_len);
 			r = json_object_get(msg, "reasoning_content");
 			if (!json_is_string(r) || json_string_length(r) == 0)
 				r = json_object_get(msg, "reasoning");
-			c->reasoning = openai_strdup(r);
+			c->reasoning = openai_text_dup(r, &c->reasoning_len);
 
 			tc = json_object_get(msg, "tool_calls");
 			arr = NULL;
@@ -1856,7 +1877,8 @@ openai_parse(const char *json, size_t len, bool stream,
 	int		 rc;
 
 	openai_chunk_clear(c);
-	if ((root = json_loadb(json, len, 0, &err)) == NULL) {
+	/* U+0000 is a character like any other in a reply's text */
+	if ((root = json_loadb(json, len, JSON_ALLOW_NUL, &err)) == NULL) {
 		snprintf(cause, cause_len, "malformed JSON at %d:%d: %s",
 		    err.line, err.column, err.text);
 		return (-1);

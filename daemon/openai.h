@@ -20,7 +20,8 @@
 /*
  * What one stream event or one whole response says. Strings are malloc'd,
  * NUL-terminated UTF-8 (jansson has checked them) and NULL when absent,
- * null or empty. A parse clears the struct first: pass a zeroed struct or
+ * null or empty; the reply's text (content and reasoning) may hold U+0000
+ * like any character, and carries its length, the others never hold it. A parse clears the struct first: pass a zeroed struct or
  * one that holds an earlier result, and release it with openai_chunk_clear.
  *
  * Dialects handled: content null or absent; a role-only first chunk; the
@@ -37,7 +38,9 @@
 struct openai_chunk {
 	bool done;                  /* the stream's "[DONE]" */
 	char *content;
+	size_t content_len;         /* its bytes, NUL included */
 	char *reasoning;
+	size_t reasoning_len;
 	struct message_raw tool_calls;  /* msgpack of the JSON tool_calls array */
 	char *finish_reason;
 	bool has_usage;

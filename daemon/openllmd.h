@@ -109,6 +109,7 @@ struct chat {
 	bool queued;                /* waiting in the upstream's limiter */
 	bool admitted;              /* holds a limiter slot until it ends */
 	int64_t reserved_tokens;    /* prompt + max_tokens, held against tpm and budgets */
+	int64_t reserved_completion;    /* of which the completion: billed when a reply is cut */
 	struct budget_reservation *reservation;
 	uint64_t fleet_rsv;         /* the fleet reservation asked for, 0: none; the record carries it */
 	bool fleet_wait;            /* waiting for the fleet database's answer */
@@ -214,6 +215,7 @@ struct server {
 	unsigned long long nofile;  /* the descriptor limit, raised to the hard one */
 	int max_clients;            /* in effect: the setting fitted to nofile */
 	int max_clients_per_uid;
+	int max_clients_per_address;    /* HTTP clients not on this host, by address */
 	int64_t refused_log_ms;     /* last refusal logged (monotonic) */
 	unsigned refused_quiet;     /* refusals since, not logged */
 	double total_cost;
@@ -241,6 +243,8 @@ int listener_check(const char *path, char *cause, size_t cause_len);
 int listener_open(struct server *, char *cause, size_t cause_len);
 void listener_close(struct server *);
 void listener_pause(struct server *);
+/* Connections open from uid, msgpack and HTTP (exact once they could reach the per-uid cap). */
+int listener_uid_count(const struct server *, uid_t);
 
 /* session.c */
 void session_new(struct server *, int fd, uid_t uid, pid_t pid);

@@ -37,7 +37,12 @@ peer_is_loopback(const struct sockaddr_storage *ss)
 /*
  * The uid owning the TCP socket whose local end is `peer` and remote end is
  * `local`: the client's socket of our connection, which on loopback lives in
- * this kernel. Asked with one NETLINK_SOCK_DIAG request (what `ss -e` shows).
+ * this kernel. Asked with one NETLINK_SOCK_DIAG request (what `ss -e` shows)
+ * for an established socket only. An exact lookup answers whatever socket
+ * has the addresses, whatever states were asked: one its process has
+ * closed lingers in FIN_WAIT or TIME_WAIT, where the kernel keeps no owner
+ * and answers uid 0. So the answer's state is checked, and one without an
+ * inode (a socket no process holds) refused.
  */
 static int
 peer_tcp_uid(const struct sockaddr_storage *local, const struct sockaddr_storage *peer,
@@ -58,7 +63,7 @@ peer_tcp_uid(const struct sockaddr_storage *local, const struct sockaddr_storage
 	msg.nlh.nlmsg_flags = NLM_F_REQUEST;
 	msg.req.sdiag_family = (uint8_t)peer->ss_family;
 	msg.req.sdiag_protocol = IPPROTO_TCP;
-	msg.req.idiag_states = ~0u;
+	msg.req.idiag_states = 1u << TCP_ESTABLISHED;
 	msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
 	msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 	if (peer->ss_family == AF_INET) {
@@ -108,6 +113,11 @@ peer_tcp_uid(const struct sockaddr_storage *local, const struct sockaddr_storage
 			    h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
 				continue;
 			const struct inet_diag_msg *m = NLMSG_DATA(h);
+			if (m->idiag_state != TCP_ESTABLISHED || m->idiag_inode == 0) {
+				snprintf(cause, cause_len, "the client's socket is no longer held "
+				    "by any process");
+				goto out;
+			}
 			*uid = m->idiag_uid;
 			found = true;
 			/* an exact lookup answers one message and no NLMSG_DONE */
@@ -118,7 +128,8 @@ done:
 	if (found)
 		rc = 0;
 	else
-		snprintf(cause, cause_len, "the kernel knows no socket for the client's address");
+		snprintf(cause, cause_len, "the kernel knows no open socket for the client's address "
+		    "(it has closed it)");
 out:
 	close(fd);
 	return rc;

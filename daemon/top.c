@@ -27,6 +27,7 @@ struct top_fill {
 	struct top_result *t;
 	size_t cap;
 	int64_t now;
+	int64_t uid;                /* >= 0: that user's chats only (stats_visibility own) */
 };
 
 /* One row for chat c (and its model's rates), while there is room. */
@@ -39,9 +40,11 @@ top_chat_cb(struct chat *c, void *arg)
 	int64_t tokens = chat_streamed(c);
 	double secs = c->first_delta_ms >= 0 ? (double)(f->now - c->first_delta_ms) / 1000 : 0;
 	double tps = tokens > 0 ? (double)tokens / (secs > 1 ? secs : 1) : 0;
-	struct top_model *m = top_model_get(t, f->cap, model);
+	struct top_model *m;
 
-	if (m != NULL) {
+	if (f->uid >= 0 && (c->user != NULL || (int64_t)c->uid != f->uid))
+		return;
+	if ((m = top_model_get(t, f->cap, model)) != NULL) {
 		m->in_flight++;
 		m->tokens_per_s += tps;
 	}
@@ -61,11 +64,14 @@ top_chat_cb(struct chat *c, void *arg)
 	tc->tokens_per_s = tps;
 }
 
-/* One row per chat in flight: the msgpack sessions' from the oldest on, then the HTTP front's. */
+/*
+ * One row per chat in flight (uid >= 0: that user's only): the msgpack
+ * sessions' from the oldest on, then the HTTP front's.
+ */
 static void
-top_fill_chats(struct server *srv, struct top_result *t, size_t cap)
+top_fill_chats(struct server *srv, struct top_result *t, size_t cap, int64_t uid)
 {
-	struct top_fill f = { t, cap, now_mono_ms() };
+	struct top_fill f = { t, cap, now_mono_ms(), uid };
 	struct session *s;
 	struct chat *c;
 
@@ -75,7 +81,12 @@ top_fill_chats(struct server *srv, struct top_result *t, size_t cap)
 	api_foreach_chat(srv, top_chat_cb, &f);
 }
 
-/* Answer a top request; strings are borrowed from the live state while it is encoded. */
+/*
+ * Answer a top request; strings are borrowed from the live state while it is
+ * encoded. Under stats_visibility "own" a user other than root and the
+ * daemon's own sees only their own chats, and the models' rates of those;
+ * the counts in flight and queued are the machine's, as ping tells them.
+ */
 void
 top_answer(struct session *s, struct request *req)
 {
@@ -106,7 +117,7 @@ top_answer(struct session *s, struct request *req)
 		session_send_error(s, req->id, "internal", "out of memory");
 		return;
 	}
-	top_fill_chats(srv, t, cap);
+	top_fill_chats(srv, t, cap, dispatch_visible_uid(s));
 	TAILQ_FOREACH(up, &srv->upstreams, entry) {
 		struct limiter_stats ls;
 		struct top_upstream *tu = &t->upstreams[t->n_upstreams++];

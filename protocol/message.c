@@ -1283,8 +1283,8 @@ decode_delta(const msgpack_object *root, struct delta_reply *d,
 	};
 
 	if (message_fields(root, f, NF, "", err) != 0 ||
-	    field_str(&f[CONTENT], "", 0, &d->content, err) != 0 ||
-	    field_str(&f[REASONING], "", 0, &d->reasoning, err) != 0 ||
+	    field_text(&f[CONTENT], "", 0, &d->content, &d->content_len, err) != 0 ||
+	    field_text(&f[REASONING], "", 0, &d->reasoning, &d->reasoning_len, err) != 0 ||
 	    field_raw(&f[TOOL_CALLS], "", 0, MSGPACK_OBJECT_ARRAY, &d->tool_calls, err) != 0)
 		return -1;
 	return 0;
@@ -1338,8 +1338,8 @@ decode_done(const msgpack_object *root, struct done_reply *d,
 	    field_str(&f[UPSTREAM], "", 0, &d->upstream, err) != 0 ||
 	    field_int(&f[TTFT], "", 0, 0, &d->ttft_ms, err) != 0 ||
 	    field_int(&f[LATENCY], "", 0, 0, &d->latency_ms, err) != 0 ||
-	    field_str(&f[CONTENT], "", 0, &d->content, err) != 0 ||
-	    field_str(&f[REASONING], "", 0, &d->reasoning, err) != 0 ||
+	    field_text(&f[CONTENT], "", 0, &d->content, &d->content_len, err) != 0 ||
+	    field_text(&f[REASONING], "", 0, &d->reasoning, &d->reasoning_len, err) != 0 ||
 	    field_raw(&f[TOOL_CALLS], "", 0, MSGPACK_OBJECT_ARRAY, &d->tool_calls, err) != 0 ||
 	    field_bool(&f[DURABLE], "", 0, &durable, err) != 0 ||
 	    field_int(&f[MAX_TOKENS], "", 0, 0, &d->max_tokens, err) != 0 ||
@@ -2009,6 +2009,18 @@ enc_kstr(struct enc *e, const char *k, const char *v)
 	enc_str(e, v);
 }
 
+/* Pack key and a text that may hold NUL: len bytes, or strlen(v) when len is 0. */
+static void
+enc_ktext(struct enc *e, const char *k, const char *v, size_t len)
+{
+	enc_key(e, k);
+	if (v == NULL) {
+		e->failed = 1;
+		return;
+	}
+	enc_strn(e, v, message_text_len(v, len));
+}
+
 /* Pack key and signed integer value. */
 static void
 enc_kint(struct enc *e, const char *k, int64_t v)
@@ -2539,9 +2551,9 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 		enc_kuint(&e, "id", rp->id);
 		enc_kstr(&e, "type", "delta");
 		if (d->content != NULL)
-			enc_kstr(&e, "content", d->content);
+			enc_ktext(&e, "content", d->content, d->content_len);
 		if (d->reasoning != NULL)
-			enc_kstr(&e, "reasoning", d->reasoning);
+			enc_ktext(&e, "reasoning", d->reasoning, d->reasoning_len);
 		if (d->tool_calls.data != NULL)
 			enc_kraw(&e, "tool_calls", &d->tool_calls, 0, 1);
 		break;
@@ -2572,9 +2584,9 @@ message_reply_encode(msgpack_sbuffer *sb, const struct reply *rp)
 		if (dn->latency_ms != -1)
 			enc_kint(&e, "latency_ms", dn->latency_ms);
 		if (dn->content != NULL)
-			enc_kstr(&e, "content", dn->content);
+			enc_ktext(&e, "content", dn->content, dn->content_len);
 		if (dn->reasoning != NULL)
-			enc_kstr(&e, "reasoning", dn->reasoning);
+			enc_ktext(&e, "reasoning", dn->reasoning, dn->reasoning_len);
 		if (dn->tool_calls.data != NULL)
 			enc_kraw(&e, "tool_calls", &dn->tool_calls, 0, 1);
 		if (dn->not_durable)

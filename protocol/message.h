@@ -23,8 +23,9 @@
 /*
  * Ownership: a decoded request or reply owns all its memory (strings are
  * copied and NUL-terminated; strings holding NUL bytes are rejected, except
- * the text that is counted and sent on: a message's content and a tokens
- * request's text, which may hold U+0000 and carry their length) and is
+ * the text that is counted and sent on: a message's content, a tokens
+ * request's text, and a reply's content and reasoning, which may hold U+0000
+ * and carry their length) and is
  * released with message_request_free / message_reply_free. "Raw" fields hold
  * the msgpack bytes of a free-form value (a map or array), copied.
  * Optional integers use -1 for "absent", optional doubles NAN.
@@ -133,6 +134,8 @@ struct delta_reply {
 	char *content;              /* optional */
 	char *reasoning;            /* optional */
 	struct message_raw tool_calls;  /* optional array */
+	size_t content_len;         /* bytes of content, NUL included; 0: strlen(content) */
+	size_t reasoning_len;       /* the same for reasoning */
 };
 
 struct done_reply {
@@ -151,6 +154,8 @@ struct done_reply {
 	bool budget_shrunk;         /* max_tokens was lowered to fit a budget */
 	int64_t max_tokens_asked;   /* -1 absent; with budget_shrunk: the limit before (asked or default) */
 	bool cut;                   /* the server wrote past max_tokens: the reply was cut there */
+	size_t content_len;         /* bytes of content, NUL included; 0: strlen(content) */
+	size_t reasoning_len;       /* the same for reasoning */
 };
 
 struct error_reply {

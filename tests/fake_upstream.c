@@ -40,6 +40,7 @@
  *   reasoning=N        N reasoning pieces "r1 " ... before the content
  *   tools=1            reply with a get_weather tool call instead of text
  *   ignore_max_tokens=1  write the whole reply whatever max_tokens says
+ *   nul=1              send each "~" of the reply's text as U+0000
  *   retry_after=N      add "Retry-After: N" to an error status
  *   fail_first=N       only the first N requests with the same key get the
  *                      fault (default fault: status:503); later ones succeed
@@ -130,6 +131,7 @@ struct directives {
 	bool tools;
 	bool ignore_limit;          /* write past max_tokens, as a server that ignores it */
 	long retry_after;           /* -1: none */
+	bool nul;                   /* "~" in the text goes out as U+0000 */
 	long fail_first;            /* -1: always fault */
 	char key[128];
 	enum fault fault;
@@ -378,6 +380,8 @@ directive_word(struct directives *d, const char *word, char *err,
 			d->tools = v;
 		else if (strcmp(key, "ignore_max_tokens") == 0 && v <= 1)
 			d->ignore_limit = v;
+		else if (strcmp(key, "nul") == 0 && v <= 1)
+			d->nul = v;
 		else if (strcmp(key, "retry_after") == 0)
 			d->retry_after = v;
 		else if (strcmp(key, "fail_first") == 0)
@@ -770,6 +774,9 @@ reply_deltas(struct reply *r, const struct directives *d, const char *text,
 		piece = xmalloc(b - a + 1);
 		memcpy(piece, text + a, b - a);
 		piece[b - a] = '\0';
+		for (size_t c = 0; d->nul && c < b - a; c++)
+			if (piece[c] == '~')
+				piece[c] = '\0';
 		json_array_append_new(deltas, delta_of(r, "content",
 		    json_stringn(piece, b - a)));
 		free(piece);
@@ -925,8 +932,8 @@ response_body(struct reply *r, const struct directives *d, const char *text,
 	json_t		*deltas = json_array(), *delta, *msg, *calls, *tc, *res;
 	json_t		*fn, *v;
 	const char	*finish, *key, *rkey, *prev;
-	size_t		 i;
-	char		*content = NULL, *reasoning = NULL, *s;
+	size_t		 i, content_len = 0, reasoning_len = 0, *len;
+	char		*content = NULL, *reasoning = NULL, *s, **to;
 
 	finish = reply_deltas(r, d, text, max_tokens, deltas);
 	rkey = r->dialect == D_OLLAMA ? "reasoning" : "reasoning_content";
@@ -938,18 +945,18 @@ response_body(struct reply *r, const struct directives *d, const char *text,
 			    strcmp(key, rkey) == 0) {
 				if (json_string_length(v) == 0)
 					continue;
-				s = strcmp(key, "content") == 0 ? content :
-				    reasoning;
-				if (asprintf(&s, "%s%s", s != NULL ? s : "",
-				    json_string_value(v)) < 0)
+				/* joined by length: the text may hold U+0000 */
+				to = strcmp(key, "content") == 0 ? &content :
+				    &reasoning;
+				len = to == &content ? &content_len :
+				    &reasoning_len;
+				if ((s = realloc(*to, *len +
+				    json_string_length(v) + 1)) == NULL)
 					fake_fatal("out of memory");
-				if (strcmp(key, "content") == 0) {
-					free(content);
-					content = s;
-				} else {
-					free(reasoning);
-					reasoning = s;
-				}
+				memcpy(s + *len, json_string_value(v),
+				    json_string_length(v) + 1);
+				*len += json_string_length(v);
+				*to = s;
 			} else if (strcmp(key, "tool_calls") == 0) {
 				/* Join the fragments into one whole call. */
 				v = json_array_get(v, 0);
@@ -976,9 +983,10 @@ response_body(struct reply *r, const struct directives *d, const char *text,
 	json_decref(deltas);
 
 	msg = json_pack("{s:s,s:o}", "role", "assistant", "content",
-	    content != NULL ? json_string(content) : json_null());
+	    content != NULL ? json_stringn(content, content_len) : json_null());
 	if (reasoning != NULL)
-		json_object_set_new(msg, rkey, json_string(reasoning));
+		json_object_set_new(msg, rkey, json_stringn(reasoning,
+		    reasoning_len));
 	if (json_array_size(calls) > 0)
 		json_object_set_new(msg, "tool_calls", calls);
 	else
@@ -1514,7 +1522,7 @@ word_count(const char *s)
 	return n;
 }
 
-/* POST /v1/completions: OpenAI's legacy completions, one choice. */
+/* POST /v1/completions: OpenAI's legacy completions, one choice; the prompt may hold U+0000. */
 static void
 serve_completions(struct evhttp_request *req)
 {
@@ -1522,10 +1530,11 @@ serve_completions(struct evhttp_request *req)
 	json_t		*root, *prompt, *model;
 	const char	*p;
 	char		*text, *body;
+	size_t		 len;
 	long		 pt, ct;
 
 	root = json_loadb((const char *)evbuffer_pullup(in, -1),
-	    evbuffer_get_length(in), 0, NULL);
+	    evbuffer_get_length(in), JSON_ALLOW_NUL, NULL);
 	json_decref(fake.last_completions_body);
 	fake.last_completions_body = json_incref(root);
 	prompt = json_object_get(root, "prompt");
@@ -1536,21 +1545,23 @@ serve_completions(struct evhttp_request *req)
 		return;
 	}
 	p = json_string_value(prompt);
-	if (asprintf(&text, "echo: %s", p) == -1)
-		fake_fatal("out of memory");
+	len = 6 + json_string_length(prompt);
+	text = xmalloc(len + 1);
+	memcpy(text, "echo: ", 6);
+	memcpy(text + 6, p, len - 6 + 1);
 	pt = word_count(p) + 1;
 	ct = word_count(text);
 	if (json_is_true(json_object_get(root, "stream"))) {
 		struct evbuffer *out = evbuffer_new();
 		bool usage = json_is_true(json_object_get(json_object_get(root,
 		    "stream_options"), "include_usage"));
-		size_t half = strlen(text) / 2;
+		size_t half = len / 2;
 		for (int i = 0; i < 3; i++) {
 			json_t *ch = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:s%,s:o,s:n}]}",
 			    "id", "cmpl-fake", "object", "text_completion", "created",
 			    1700000000, "model", json_string_value(model), "choices",
 			    "index", 0, "text", i == 0 ? text : i == 1 ? text + half : "",
-			    (size_t)(i == 0 ? half : i == 1 ? strlen(text) - half : 0),
+			    (size_t)(i == 0 ? half : i == 1 ? len - half : 0),
 			    "finish_reason", i == 2 ? json_string("stop") : json_null(),
 			    "logprobs");
 			body = json_text(ch);
@@ -1572,10 +1583,10 @@ serve_completions(struct evhttp_request *req)
 		evhttp_send_reply(req, 200, "OK", out);
 		evbuffer_free(out);
 	} else {
-		body = json_text(json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:s,s:s,s:n}],"
+		body = json_text(json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:s%,s:s,s:n}],"
 		    "s:{s:i,s:i,s:i}}", "id", "cmpl-fake", "object", "text_completion",
 		    "created", 1700000000, "model", json_string_value(model),
-		    "choices", "index", 0, "text", text, "finish_reason", "stop",
+		    "choices", "index", 0, "text", text, len, "finish_reason", "stop",
 		    "logprobs", "usage", "prompt_tokens", (int)pt,
 		    "completion_tokens", (int)ct, "total_tokens", (int)(pt + ct)));
 		send_body(req, 200, "application/json", body, -1);

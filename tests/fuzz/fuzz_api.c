@@ -61,7 +61,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_name(cr->model);
 	for (size_t i = 0; i < cr->n_stop; i++)
 		check_name(cr->stop[i]);
-	if (cr->max_tokens == 0 || cr->max_tokens < -1)
+	if (cr->max_tokens == 0 || cr->max_tokens < -1 || cr->max_tokens > MESSAGE_MAX_TOKENS)
 		abort();
 	/* what goes upstream is JSON again, NUL as \u0000 */
 	body = openai_chat_body(cr, cr->model != NULL ? cr->model : "m", cr->stream, cause,

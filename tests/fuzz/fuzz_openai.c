@@ -35,12 +35,30 @@ check_line(const char *s)
 	json_decref(v);
 }
 
+/* A reply's text: its length (U+0000 may be in it) and valid UTF-8, or none at all. */
+static void
+check_text(const char *s, size_t len)
+{
+	json_t	*v;
+
+	if (s == NULL) {
+		if (len != 0)
+			abort();
+		return;
+	}
+	if (len == 0 || s[len] != '\0' || (v = json_stringn(s, len)) == NULL)
+		abort();
+	json_decref(v);
+}
+
 /* What a parsed chunk promises. */
 static void
 check_chunk(const struct openai_chunk *c)
 {
 	json_t	*v;
 
+	check_text(c->content, c->content_len);
+	check_text(c->reasoning, c->reasoning_len);
 	if (c->tool_calls.data != NULL) {
 		v = openai_msgpack_to_json(c->tool_calls.data,
 		    c->tool_calls.len);

@@ -12,7 +12,7 @@
 . "$top_srcdir/tests/integration/pg.sh"
 
 start_fake_upstream -q -m fake-model --delay-ms 15
-# alice: an API key's user with no system account, billed by name
+# ci:alice: an API key's user with no system account, billed by name
 ALICE=sk-ollm-fleet-alice-0123456789abcdefghijklmnop
 ALICE_SHA=$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)
 
@@ -27,7 +27,7 @@ fleet_postgres = "host=$pg_dir dbname=postgres user=ollm";
 fleet_node = "$1";
 fleet_offline = "$2";
 http_listen = ( "unix:$TEST_DIR/$1-http.sock" );
-api_keys = ( { sha256 = "$ALICE_SHA"; user = "alice"; } );
+api_keys = ( { sha256 = "$ALICE_SHA"; user = "ci:alice"; } );
 max_budget = ${3:-0};
 budgets = (
   { scope = "tag"; who = "race"; unit = "tokens"; period = "day"; limit = 1500; },
@@ -35,7 +35,7 @@ budgets = (
   { scope = "tag"; who = "away"; unit = "tokens"; period = "day"; limit = 100000; },
   { scope = "tag"; who = "share"; unit = "tokens"; period = "month"; limit = 1200; },
   { scope = "tag"; who = "slow"; unit = "tokens"; period = "day"; limit = 100000; },
-  { scope = "user"; who = "alice"; unit = "tokens"; period = "day"; limit = 400; } );
+  { scope = "user"; who = "ci:alice"; unit = "tokens"; period = "day"; limit = 400; } );
 upstreams = ( { name = "fake"; base_url = "$FAKE_URL"; model = "fake-model";
   rpm = 0; max_concurrency = 0; retries = 0; prompt_price = 0.5; completion_price = 1.5; } );
 EOF
@@ -189,7 +189,7 @@ for n in ("alpha", "beta"):
     f = Conn("%s/%s.sock" % (tdir, n)).call("stats", fleet=True)
     assert f["type"] == "result", f
     assert sorted(b["scope"] for b in f["budgets"]) == ["tag:away", "tag:crash", "tag:race",
-                                                       "tag:share", "tag:slow", "user:alice"], f["budgets"]
+                                                       "tag:share", "tag:slow", "user:ci:alice"], f["budgets"]
     b = [b for b in f["budgets"] if b["scope"] == "tag:race"][0]
     assert (b["unit"], b["period"], b["limit"]) == ("tokens", "day", 1500), b
     assert b["used"] == used == r["tokens"], ("fleet used", b, used, r["tokens"])
@@ -204,10 +204,10 @@ OPENLLMD_SOCKET="$TEST_DIR/beta.sock" "$top_builddir/client/ollmctl" stats --fle
 want=$($PYTHON -c 'import sys; u = int(sys.argv[1]); print("Budget tag:race (tokens per day): used {:,} of 1,500, left {:,}".format(u, 1500 - u))' "$used")
 grep -qF "$want" "$TEST_DIR/fstats.txt" || fail "ollmctl stats --fleet: no \"$want\" in $(cat "$TEST_DIR/fstats.txt")"
 
-# 1b. alice, a named user, over HTTP on both nodes in turn: her budget holds
+# 1b. ci:alice, a named user, over HTTP on both nodes in turn: her budget holds
 #     across the fleet, keyed by her name; fleet stats count her by name as
 #     the local stats do, and fleet logs rows carry her name
-$PYTHON - "$TEST_DIR" "$ALICE" >"$TEST_DIR/alice.json" <<'PY' || fail "alice: $(cat "$TEST_DIR/alice.json")"
+$PYTHON - "$TEST_DIR" "$ALICE" >"$TEST_DIR/alice.json" <<'PY' || fail "ci:alice: $(cat "$TEST_DIR/alice.json")"
 import http.client, json, socket, sys, time
 tdir, key = sys.argv[1:]
 class Unix(http.client.HTTPConnection):
@@ -222,12 +222,12 @@ refused_since = {}
 deadline = time.time() + 60
 i = 0
 while len(refused_since) < 2 or time.time() - max(refused_since.values()) < 2.5:
-    assert time.time() < deadline, ("alice's budget was not used up within 60 s", out)
+    assert time.time() < deadline, ("ci:alice's budget was not used up within 60 s", out)
     node = ("alpha", "beta")[i % 2]
     i += 1
     c = Unix("%s/%s-http.sock" % (tdir, node))
     c.request("POST", "/v1/chat/completions", json.dumps({"model": "fake-model", "max_tokens": 20,
-              "messages": [{"role": "user", "content": "alice %d" % i}]}),
+              "messages": [{"role": "user", "content": "ci:alice %d" % i}]}),
               {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
     r = c.getresponse()
     body = json.loads(r.read())
@@ -238,56 +238,56 @@ while len(refused_since) < 2 or time.time() - max(refused_since.values()) < 2.5:
         out["served"][node] = out["served"].get(node, 0) + 1
     else:
         e = body["error"]
-        assert r.status == 402 and e["code"] == "budget_exceeded" and "user:alice" in e["message"], body
+        assert r.status == 402 and e["code"] == "budget_exceeded" and "user:ci:alice" in e["message"], body
         refused_since.setdefault(node, time.time())
         out["refused"] += 1
         time.sleep(0.05)
 print(json.dumps(out))
 PY
-echo "alice: $(cat "$TEST_DIR/alice.json")"
+echo "ci:alice: $(cat "$TEST_DIR/alice.json")"
 i=0
-until [ "$(psql "SELECT used, reserved FROM ollm_budget WHERE budget LIKE 'user:alice %'")" = \
-    "$(psql "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM ollm_usage WHERE user_name = 'alice'")|0" ]; do
+until [ "$(psql "SELECT used, reserved FROM ollm_budget WHERE budget LIKE 'user:ci:alice %'")" = \
+    "$(psql "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM ollm_usage WHERE user_name = 'ci:alice'")|0" ]; do
 	i=$((i + 1))
-	[ "$i" -le 100 ] || fail "alice: shared $(psql "SELECT * FROM ollm_budget WHERE budget LIKE 'user:%'")"
+	[ "$i" -le 100 ] || fail "ci:alice: shared $(psql "SELECT * FROM ollm_budget WHERE budget LIKE 'user:%'")"
 	sleep 0.2
 done
-[ "$(psql "SELECT budget FROM ollm_budget WHERE budget LIKE 'user:%'")" = "user:alice tokens/day" ] ||
-	fail "alice's budget is not keyed by her name: $(psql "SELECT budget FROM ollm_budget")"
+[ "$(psql "SELECT budget FROM ollm_budget WHERE budget LIKE 'user:%'")" = "user:ci:alice tokens/day" ] ||
+	fail "ci:alice's budget is not keyed by her name: $(psql "SELECT budget FROM ollm_budget")"
 $PYTHON - "$TEST_DIR" "$(cat "$TEST_DIR/alice.json")" <<'PY'
 import json, sys, time
 from olc import Conn
 tdir, r = sys.argv[1], json.loads(sys.argv[2])
-assert r["tokens"] <= 400, ("alice's budget overshot across the fleet", r)
+assert r["tokens"] <= 400, ("ci:alice's budget overshot across the fleet", r)
 assert r["tokens"] >= 400 - 2 * 40, ("refused far below the budget", r)
 assert r["served"].get("alpha", 0) > 0 and r["served"].get("beta", 0) > 0 and r["refused"] > 0, r
 local = {}
 for n in ("alpha", "beta"):
-    for k, v in Conn("%s/%s.sock" % (tdir, n)).call("stats", by="user")["by_user"].get("alice", {}).items():
+    for k, v in Conn("%s/%s.sock" % (tdir, n)).call("stats", by="user")["by_user"].get("ci:alice", {}).items():
         local[k] = local.get(k, 0) + v
 assert local["total_tokens"] == r["tokens"], (local, r)
 deadline = time.time() + 20
 while True:
     f = Conn("%s/alpha.sock" % tdir).call("stats", fleet=True, by="user")
-    if f["by_user"].get("alice", {}).get("requests") == local["requests"]:
+    if f["by_user"].get("ci:alice", {}).get("requests") == local["requests"]:
         break
     assert time.time() < deadline, (f["by_user"], local)
     time.sleep(0.2)
-a = f["by_user"]["alice"]
+a = f["by_user"]["ci:alice"]
 assert a["total_tokens"] == r["tokens"] and a["errors"] == r["refused"], (a, r)
-assert list(f["by_user"])[-1] == "alice", ("a named user sorts after the uids", list(f["by_user"]))
-b = [b for b in f["budgets"] if b["scope"] == "user:alice"]
+assert list(f["by_user"])[-1] == "ci:alice", ("a named user sorts after the uids", list(f["by_user"]))
+b = [b for b in f["budgets"] if b["scope"] == "user:ci:alice"]
 assert len(b) == 1 and b[0]["used"] == r["tokens"] and b[0]["left"] == 400 - r["tokens"], b
-rows = Conn("%s/beta.sock" % tdir).call("logs", fleet=True, user="alice", limit=1000)["rows"]
+rows = Conn("%s/beta.sock" % tdir).call("logs", fleet=True, user="ci:alice", limit=1000)["rows"]
 assert len(rows) == a["requests"], (len(rows), a)
-assert all(w["user"] == "alice" and w["uid"] == 4294967295 for w in rows), rows
+assert all(w["user"] == "ci:alice" and w["uid"] == 4294967295 for w in rows), rows
 assert {w["node"] for w in rows} == {"alpha", "beta"}, rows
 rows = Conn("%s/beta.sock" % tdir).call("logs", fleet=True, limit=1000)["rows"]
 assert all(("user" in w) == (w["uid"] == 4294967295) for w in rows), rows
-print("alice: %d tokens of 400 across both nodes; fleet stats and logs name her" % r["tokens"])
+print("ci:alice: %d tokens of 400 across both nodes; fleet stats and logs name her" % r["tokens"])
 PY
 OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" "$top_builddir/client/ollmctl" stats --fleet --by user |
-    grep -q "^ *alice " || fail "ollmctl stats --fleet --by user shows no alice"
+    grep -q "^ *ci:alice " || fail "ollmctl stats --fleet --by user shows no ci:alice"
 
 # 1c. a database that does not answer (the budget's row locked for 6 s): a
 #     reservation that waits gets fleet_unavailable after about 3 s; a client

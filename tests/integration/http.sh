@@ -5,12 +5,19 @@
 . "$top_srcdir/tests/integration/lib.sh"
 [ -z "${HTTP_TRACE:-}" ] || set -x
 
-# The openai package, installed at test time (like tokenizers/fetch installs tiktoken).
-NPM_DIR="$top_builddir/tests/integration/npm"
+# The openai package, installed at test time (like tokenizers/fetch installs tiktoken)
+# into a cache outside the build tree, which distclean must leave empty; runs
+# side by side install it once (the first to finish moves its copy in place).
+NPM_CACHE="${OLLM_TEST_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/openllmd-tests}"
+NPM_DIR="$NPM_CACHE/openai-4.104.0"
 OPENAI_DIR="$NPM_DIR/node_modules/openai"
 if [ ! -f "$OPENAI_DIR/index.mjs" ]; then
-	npm install --prefix "$NPM_DIR" --no-save --no-audit --no-fund --silent openai@4.104.0 >/dev/null ||
+	mkdir -p "$NPM_CACHE" || fail "cannot make $NPM_CACHE"
+	npm_tmp=$(mktemp -d "$NPM_CACHE/.openai.XXXXXX")
+	TEST_CLEANUP_PATHS="$TEST_CLEANUP_PATHS $npm_tmp"
+	npm install --prefix "$npm_tmp" --no-save --no-audit --no-fund --silent openai@4.104.0 >/dev/null ||
 		fail "npm install openai"
+	mv -T "$npm_tmp" "$NPM_DIR" 2>/dev/null || rm -rf "$npm_tmp"
 fi
 export OPENAI_DIR
 # promtool, from Debian's prometheus package.
@@ -88,14 +95,33 @@ grep -q "abort me" "$TEST_DIR/fake0.log" 2>/dev/null || true
 	"$TEST_DIR/stats.json" || { cat "$TEST_DIR/stats.json" >&2; fail "by_user lacks the key's uid"; }
 
 # A client that leaves while a non-streamed reply is still being made cancels it too.
+# The server may have done all the work and says nothing of it: the completion it was
+# allowed (max_tokens) is billed, estimated, on either front.
 curl -s --max-time 1 -H "Authorization: Bearer $KEY_OVERRIDE" -H "X-Ollm-Tag: gone" "$BASE/chat/completions" \
-	-d '{"model":"fake-model","messages":[{"role":"user","content":"slow [[chunks=2 delay_ms=4000]]"}]}' >/dev/null &&
+	-d '{"model":"fake-model","max_tokens":50,"messages":[{"role":"user","content":"slow [[chunks=2 delay_ms=4000]]"}]}' >/dev/null &&
 	fail "the slow reply came within a second"
+"$PYTHON" - <<'PY' || fail "a msgpack client leaving a non-streamed chat"
+import time, olc
+c = olc.Conn()
+c.request("chat", messages=[{"role": "user", "content": "slow [[chunks=2 delay_ms=4000]]"}],
+          model="fake-model", stream=False, max_tokens=40, tag="gone-mp")
+time.sleep(0.5)
+c.close()
+PY
 i=0
 until metrics | grep -q 'openllmd_requests_total{model="fake-model",user="daemon",tag="gone",status="cancelled"} 1'; do
 	i=$((i + 1)); [ $i -lt 25 ] || { metrics >&2; fail "the non-streamed request was not cancelled"; }
 	sleep 0.1
 done
+i=0
+until metrics | grep -q 'openllmd_completion_tokens_total{model="fake-model",user="root",tag="gone-mp",status="cancelled"} 40'; do
+	i=$((i + 1)); [ $i -lt 25 ] || { metrics >&2; fail "the msgpack client's cut chat was not billed its reservation"; }
+	sleep 0.1
+done
+metrics | grep -q 'openllmd_completion_tokens_total{model="fake-model",user="daemon",tag="gone",status="cancelled"} 50' ||
+	{ metrics >&2; fail "the cut reply was not billed its reservation"; }
+grep -q "uid 1 model fake-model upstream fake: cancelled | prompt_tokens: [1-9][0-9]*, completion_tokens: 50 (estimated)" \
+	"$TEST_DIR/daemon.log" || fail "the ledger line of the cut reply"
 
 # Backpressure: a client that stops reading pauses the transfer, which resumes
 # once it reads again; every byte arrives, in order.
@@ -211,6 +237,48 @@ for usage in ("0", "1"):        # counted locally, then by the server (bytes as 
         assert h == len("before\0after") + len("x\0\0y") + len("ok") + len(last["content"]), h
 PY
 
+# U+0000 in a model's reply (the fake sends each "~" as one) is a character too: carried
+# through both fronts (JSON \u0000, a msgpack str with its length), streamed or not, and
+# counted locally exactly as the tokens op counts the same text.
+"$PYTHON" - "$BASE" "$KEY" <<'PY' || fail "NUL in a reply"
+import json, sys, urllib.request
+import olc
+base, key = sys.argv[1], sys.argv[2]
+want = "echo: a\u0000b\u0000\u0000c"
+def http(stream):
+    body = json.dumps({"model": "fake-model", "stream": stream,
+                       "messages": [{"role": "user", "content": "a~b~~c [[nul=1 chunks=5 usage=0]]"}]})
+    req = urllib.request.Request(base + "/chat/completions", data=body.encode(),
+                                 headers={"Authorization": "Bearer " + key})
+    raw = urllib.request.urlopen(req).read().decode()
+    if not stream:
+        r = json.loads(raw)
+        return r["choices"][0]["message"]["content"], r["usage"]
+    events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
+    return "".join(c["choices"][0]["delta"].get("content", "") for c in events if c["choices"]), None
+def msgpack(stream):
+    c = olc.Conn()
+    deltas, end = c.chat("a~b~~c [[nul=1 chunks=5 usage=0]]", model="fake-model", stream=stream)
+    assert end["type"] == "done", end
+    return (end["content"] if not stream else "".join(d["content"] for d in deltas)), end["usage"]
+count = olc.Conn().call("tokens", text=want, model="fake-model")["count"]
+for stream in (False, True):
+    text, usage = http(stream)
+    assert text == want, (stream, text)
+    text, usage = msgpack(stream)
+    assert text == want, (stream, text)
+    assert usage["estimated"] and usage["completion_tokens"] == count, (usage, count)
+_, usage = http(False)
+assert usage["completion_tokens"] == count, (usage, count)
+# passed through: the server's bytes, which the daemon reads to account them
+body = json.dumps({"model": "fake-model", "prompt": "x\u0000y", "stream": True})
+req = urllib.request.Request(base + "/completions", data=body.encode(),
+                             headers={"Authorization": "Bearer " + key})
+raw = urllib.request.urlopen(req).read().decode()
+events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
+assert "".join(c["choices"][0]["text"] for c in events if c["choices"]) == "echo: x\u0000y", raw
+PY
+
 # A passed-through completions stream: the server's events, usage only when asked.
 curl -sSN -H "Authorization: Bearer $KEY_OVERRIDE" -H "X-Ollm-Tag: pass" "$BASE/completions" \
 	-d '{"model":"fake-model","stream":true,"prompt":"pass me through"}' > "$TEST_DIR/cmpl.txt" ||
@@ -240,6 +308,12 @@ s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{not jso
 	"$TEST_DIR/body.json" || fail "error shape: $(cat "$TEST_DIR/body.json")"
 s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{"model":"fake-model","n":2,"messages":[{"role":"user","content":"x"}]}')
 [ "$s" = 400 ] && grep -q '"param":"n"' "$TEST_DIR/body.json" || fail "n=2: $s $(cat "$TEST_DIR/body.json")"
+# one cap on max_tokens for both fronts: 2^63-1 is refused as the msgpack socket refuses it
+s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d '{"model":"fake-model","max_tokens":9223372036854775807,"messages":[{"role":"user","content":"x"}]}')
+[ "$s" = 400 ] && grep -q '"param":"max_tokens"' "$TEST_DIR/body.json" && grep -q "from 1 to 16777216" "$TEST_DIR/body.json" ||
+	fail "max_tokens 2^63-1: $s $(cat "$TEST_DIR/body.json")"
+s=$(status -H "Authorization: Bearer $KEY" "$BASE/completions" -d '{"model":"fake-model","max_tokens":16777217,"prompt":"x"}')
+[ "$s" = 400 ] && grep -q '"param":"max_tokens"' "$TEST_DIR/body.json" || fail "completions max_tokens 2^24+1: $s"
 LONGTAG=$(head -c 300 /dev/zero | tr '\0' t)
 s=$(status -H "Authorization: Bearer $KEY" -H "X-Ollm-Tag: $LONGTAG" "$BASE/embeddings" -d '{"input":"x"}')
 [ "$s" = 400 ] || fail "a 300-byte X-Ollm-Tag: $s"
@@ -252,15 +326,16 @@ s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" --data-binar
 [ "$s" = 413 ] || fail "a body over max_frame: $s"
 "$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert set(e)=={"message","type","param","code"} and e["code"]=="request_too_large" and e["type"]=="invalid_request_error" and "20000000 bytes" in e["message"], e' \
 	"$TEST_DIR/body.json" || fail "413 shape: $(head -c 300 "$TEST_DIR/body.json")"
-# the connection stays usable: a too large body and a good request on one connection
+# refused as its headers came, without reading the body: the connection is closed, and
+# the client's next request goes on a new one
 curl -s -o /dev/null -w '%{http_code} %{num_connects}\n' \
 	-H "Authorization: Bearer $KEY" "$BASE/chat/completions" --data-binary @"$TEST_DIR/big" \
 	--next -o "$TEST_DIR/body2.json" -w '%{http_code} %{num_connects}\n' \
 	-H "Authorization: Bearer $KEY" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","messages":[{"role":"user","content":"after 413"}]}' > "$TEST_DIR/codes" || true
 [ "$(cat "$TEST_DIR/codes")" = "413 1
-200 0" ] && grep -q "echo: after 413" "$TEST_DIR/body2.json" ||
-	fail "a request after the 413 on the same connection: $(cat "$TEST_DIR/codes")"
+200 1" ] && grep -q "echo: after 413" "$TEST_DIR/body2.json" ||
+	fail "a request after the 413: $(cat "$TEST_DIR/codes")"
 s=$(status "http://127.0.0.1:$PORT/health")
 [ "$s" = 200 ] && grep -q '"status":"ok"' "$TEST_DIR/body.json" || fail "health: $s"
 # a wrong key is refused even on loopback
@@ -355,78 +430,79 @@ tail -n 2 "$TEST_DIR/drain.txt" | grep -q '^data: \[DONE\]$' || fail "the stream
 wait "$DAEMON_PID" 2>/dev/null || true
 
 # --- a key whose user is no system user: billed, budgeted and shown by name ---
+# (ci:alice: no passwd entry can hold a colon, so no user of the host is her)
 rm -rf "$TEST_DIR/state"
 : > "$TEST_DIR/daemon.log"
-ALICE=$("$top_builddir/client/ollmctl" key new --user alice | head -n 1)
-ALICE_LINE=$("$top_builddir/client/ollmctl" key new --user alice | tail -n 1)
-case "$ALICE_LINE" in "api_keys = ( { sha256 = \""*"\"; user = \"alice\"; } );") ;;
-*) fail "ollmctl key new --user alice printed: $ALICE_LINE" ;; esac
-NAMED_KEYS="{ sha256 = \"$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)\"; user = \"alice\"; },
+ALICE=$("$top_builddir/client/ollmctl" key new --user ci:alice | head -n 1)
+ALICE_LINE=$("$top_builddir/client/ollmctl" key new --user ci:alice | tail -n 1)
+case "$ALICE_LINE" in "api_keys = ( { sha256 = \""*"\"; user = \"ci:alice\"; } );") ;;
+*) fail "ollmctl key new --user ci:alice printed: $ALICE_LINE" ;; esac
+NAMED_KEYS="{ sha256 = \"$(printf %s "$ALICE" | sha256sum | cut -d' ' -f1)\"; user = \"ci:alice\"; },
   { sha256 = \"$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)\"; user = \"daemon\"; }"
 HTTP_LISTEN='"127.0.0.1:0"' start_daemon "api_keys = ( $NAMED_KEYS );" \
-	'budgets = ( { scope = "user"; who = "alice"; unit = "tokens"; period = "ever"; limit = 120; } );' \
+	'budgets = ( { scope = "user"; who = "ci:alice"; unit = "tokens"; period = "ever"; limit = 120; } );' \
 	'socket_mode = "0666";'
 PORT=$(http_port)
 BASE="http://127.0.0.1:$PORT/v1"
 SPEND='{"model":"fake-model","max_tokens":5,"messages":[{"role":"user","content":"spend spend spend spend spend spend spend spend spend spend"}]}'
-# the official client with alice's key
+# the official client with ci:alice's key
 OLLM_BASE_URL="$BASE" OLLM_KEY="$ALICE" node_check chat
 # in flight, ollmctl top names her
 curl -s -o /dev/null -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" \
 	-d '{"model":"fake-model","max_tokens":3,"messages":[{"role":"user","content":"w [[chunks=3 delay_ms=700]]"}]}' &
 CURL_PID=$!
 i=0
-until "$top_builddir/client/ollmctl" top -b -n 1 | grep -q "^alice  *fake-model"; do
-	i=$((i + 1)); [ $i -lt 40 ] || fail "ollmctl top does not show alice's chat"; sleep 0.05
+until "$top_builddir/client/ollmctl" top -b -n 1 | grep -q "^ci:alice  *fake-model"; do
+	i=$((i + 1)); [ $i -lt 40 ] || fail "ollmctl top does not show ci:alice's chat"; sleep 0.05
 done
 wait "$CURL_PID"
-# alice spends until her budget refuses, naming it
+# ci:alice spends until her budget refuses, naming it
 refused=""
 for n in 1 2 3 4 5 6; do
 	s=$(status -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" -d "$SPEND")
 	[ "$s" = 200 ] && continue
-	[ "$s" = 402 ] || fail "alice's request $n: $s $(cat "$TEST_DIR/body.json")"
-	"$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["code"]=="budget_exceeded" and "user:alice" in e["message"], e' \
-		"$TEST_DIR/body.json" || fail "alice's refusal: $(cat "$TEST_DIR/body.json")"
+	[ "$s" = 402 ] || fail "ci:alice's request $n: $s $(cat "$TEST_DIR/body.json")"
+	"$PYTHON" -c 'import json,sys; e=json.load(open(sys.argv[1]))["error"]; assert e["code"]=="budget_exceeded" and "user:ci:alice" in e["message"], e' \
+		"$TEST_DIR/body.json" || fail "ci:alice's refusal: $(cat "$TEST_DIR/body.json")"
 	refused=$n
 	break
 done
-[ -n "$refused" ] && [ "$refused" -gt 1 ] || fail "alice's budget refused at request ${refused:-never}"
-grep -q "user alice model fake-model upstream fake: done" "$TEST_DIR/daemon.log" ||
-	fail "the daemon's log does not name alice"
-# a key whose user is a system user still bills the uid (daemon: 1), never alice
+[ -n "$refused" ] && [ "$refused" -gt 1 ] || fail "ci:alice's budget refused at request ${refused:-never}"
+grep -q "user ci:alice model fake-model upstream fake: done" "$TEST_DIR/daemon.log" ||
+	fail "the daemon's log does not name ci:alice"
+# a key whose user is a system user still bills the uid (daemon: 1), never ci:alice
 s=$(status -H "Authorization: Bearer $KEY" "$BASE/chat/completions" -d "$SPEND")
-[ "$s" = 200 ] || fail "the system user's key next to alice's budget: $s"
+[ "$s" = 200 ] || fail "the system user's key next to ci:alice's budget: $s"
 "$top_builddir/client/ollmctl" stats --by user --json > "$TEST_DIR/named1.json" || fail "ollmctl stats --by user"
 "$PYTHON" - "$TEST_DIR/named1.json" "$refused" <<'PY' || { cat "$TEST_DIR/named1.json" >&2; fail "stats by user"; }
 import json, sys
 s = json.load(open(sys.argv[1]))
 u, n = s["by_user"], int(sys.argv[2])
-assert set(u) == {"1", "alice"}, u
-a = u["alice"]
+assert set(u) == {"1", "ci:alice"}, u
+a = u["ci:alice"]
 assert a["requests"] == n + 2 and a["errors"] == 1, a      # the SDK's chat, top's, n - 1 spent, 1 refused
 assert a["total_tokens"] > 120 - 30, a     # refused once (nearly) spent
 assert u["1"]["requests"] == 1 and u["1"]["errors"] == 0, u["1"]
 PY
-"$top_builddir/client/ollmctl" stats --by user | grep -q "^alice " || fail "ollmctl stats --by user shows no alice"
+"$top_builddir/client/ollmctl" stats --by user | grep -q "^ci:alice " || fail "ollmctl stats --by user shows no ci:alice"
 "$top_builddir/client/ollmctl" logs --json > "$TEST_DIR/logs.json" || fail "ollmctl logs"
-"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="alice"]; assert len(a)==int(sys.argv[2])+2 and all(x["uid"]==4294967295 for x in a), r' \
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; a=[x for x in r if x.get("user")=="ci:alice"]; assert len(a)==int(sys.argv[2])+2 and all(x["uid"]==4294967295 for x in a), r' \
 	"$TEST_DIR/logs.json" "$refused" || fail "ollmctl logs: $(cat "$TEST_DIR/logs.json")"
-"$top_builddir/client/ollmctl" logs --user alice --json > "$TEST_DIR/logs_alice.json" || fail "ollmctl logs --user alice"
-"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; assert len(r)==int(sys.argv[2])+2 and all(x.get("user")=="alice" for x in r), r' \
-	"$TEST_DIR/logs_alice.json" "$refused" || fail "ollmctl logs --user alice: $(cat "$TEST_DIR/logs_alice.json")"
-"$top_builddir/client/ollmctl" logs --user alice | grep -q "^.*  alice  " || fail "ollmctl logs --user alice: no table row names alice"
-setpriv --reuid=65534 --regid=65534 --clear-groups "$top_builddir/client/ollmctl" logs --user alice > "$TEST_DIR/out" 2>&1 &&
-	fail "nobody read alice's rows"
-grep -q "forbidden\|only your own rows" "$TEST_DIR/out" || fail "nobody's logs --user alice: $(cat "$TEST_DIR/out")"
+"$top_builddir/client/ollmctl" logs --user ci:alice --json > "$TEST_DIR/logs_alice.json" || fail "ollmctl logs --user ci:alice"
+"$PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))["rows"]; assert len(r)==int(sys.argv[2])+2 and all(x.get("user")=="ci:alice" for x in r), r' \
+	"$TEST_DIR/logs_alice.json" "$refused" || fail "ollmctl logs --user ci:alice: $(cat "$TEST_DIR/logs_alice.json")"
+"$top_builddir/client/ollmctl" logs --user ci:alice | grep -q "^.*  ci:alice  " || fail "ollmctl logs --user ci:alice: no table row names ci:alice"
+setpriv --reuid=65534 --regid=65534 --clear-groups "$top_builddir/client/ollmctl" logs --user ci:alice > "$TEST_DIR/out" 2>&1 &&
+	fail "nobody read ci:alice's rows"
+grep -q "forbidden\|only your own rows" "$TEST_DIR/out" || fail "nobody's logs --user ci:alice: $(cat "$TEST_DIR/out")"
 metrics() { curl -sf "http://127.0.0.1:$PORT/metrics"; }
-metrics | grep -q 'openllmd_requests_total{model="fake-model",user="alice",tag="",status="budget_exceeded"} 1' ||
-	{ metrics >&2; fail "/metrics does not label alice's refusal"; }
-metrics | grep -q 'openllmd_budget_remaining{scope="user:alice",unit="tokens",period="ever"}' ||
-	fail "/metrics lacks alice's budget"
+metrics | grep -q 'openllmd_requests_total{model="fake-model",user="ci:alice",tag="",status="budget_exceeded"} 1' ||
+	{ metrics >&2; fail "/metrics does not label ci:alice's refusal"; }
+metrics | grep -q 'openllmd_budget_remaining{scope="user:ci:alice",unit="tokens",period="ever"}' ||
+	fail "/metrics lacks ci:alice's budget"
 s=$(status -H "Authorization: Bearer $ALICE" "http://127.0.0.1:$PORT/metrics")
 [ "$s" = 403 ] || fail "/metrics for a named user's key: $s"
-# after a restart: the same stats from the ledger, and alice's budget still spent
+# after a restart: the same stats from the ledger, and ci:alice's budget still spent
 stop_daemon TERM
 : > "$TEST_DIR/daemon.log"
 KEEP_CONFIG=1 start_daemon
@@ -436,7 +512,7 @@ BASE="http://127.0.0.1:$PORT/v1"
 "$PYTHON" -c 'import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a==b, (a,b)' \
 	"$TEST_DIR/named1.json" "$TEST_DIR/named2.json" || fail "stats changed across the restart"
 s=$(status -H "Authorization: Bearer $ALICE" "$BASE/chat/completions" -d "$SPEND")
-grep -q '"code":"budget_exceeded"' "$TEST_DIR/body.json" || fail "alice's budget after the restart: $s $(cat "$TEST_DIR/body.json")"
+grep -q '"code":"budget_exceeded"' "$TEST_DIR/body.json" || fail "ci:alice's budget after the restart: $s $(cat "$TEST_DIR/body.json")"
 stop_daemon TERM
 
 # --- require_key and non-loopback clients -----------------------------------

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,16 +12,18 @@
 #include "daemon/conf.h"
 #include "daemon/ledger.h"
 
-static char conf_path[256];
+static char test_dir[256];     /* this run's private directory, removed at the end */
+static char conf_path[300];
 
-/* Write text to a fresh temp file; its path is conf_path. */
+/* Write text to a fresh temp file in test_dir, replacing the last one; its path is conf_path. */
 static const char *
 write_conf(const char *text)
 {
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	int fd;
 
-	snprintf(conf_path, sizeof conf_path, "%s/check_conf.XXXXXX", tmp);
+	if (conf_path[0] != '\0')
+		unlink(conf_path);
+	snprintf(conf_path, sizeof conf_path, "%s/conf.XXXXXX", test_dir);
 	fd = mkstemp(conf_path);
 	ck_assert_int_ne(fd, -1);
 	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
@@ -272,7 +275,27 @@ START_TEST(test_http_settings)
 	ck_assert_str_eq(c->http_listen[0], CONF_HTTP_LISTEN_DEFAULT);
 	ck_assert(c->http_listen_default);
 	ck_assert(!c->require_key);
+	/* the HTTP front's limits */
+	ck_assert_int_eq(c->max_clients_per_address, 0);
+	ck_assert(c->http_header_timeout == 10 && c->http_body_timeout == 10);
+	ck_assert_uint_eq(c->http_body_min_rate, 262144);
+	ck_assert_uint_eq(c->http_max_inflight_body, 64u * 1024 * 1024);
 	conf_free(c);
+
+	c = conf_load(write_conf("max_clients_per_address = 9;\nhttp_header_timeout = 2.5;\n"
+	    "http_body_timeout = 1;\nhttp_body_min_rate = 4096;\nhttp_max_inflight_body = 1048576;\n"),
+	    &errors);
+	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+	ck_assert_int_eq(c->max_clients_per_address, 9);
+	ck_assert(c->http_header_timeout == 2.5 && c->http_body_timeout == 1);
+	ck_assert_uint_eq(c->http_body_min_rate, 4096);
+	ck_assert_uint_eq(c->http_max_inflight_body, 1048576);
+	conf_free(c);
+	ck_assert_ptr_null(conf_load(write_conf("\nhttp_header_timeout = 0;\nhttp_body_min_rate = 10;\n"),
+	    &errors));
+	ck_assert_msg(strstr(errors, ":2: http_header_timeout must be >= 0.1") != NULL &&
+	    strstr(errors, ":3: http_body_min_rate must be >= 1024") != NULL, "%s", errors);
+	free(errors);
 
 	c = conf_load(write_conf(
 	    "http_listen = ( \"127.0.0.1:0\", \"[::1]:8642\", \"unix:/run/x.sock\" );\n"
@@ -294,20 +317,21 @@ START_TEST(test_http_settings)
 	ck_assert_uint_eq(c->api_keys[1].uid, 0);
 	conf_free(c);
 
-	/* a key's user that is no system user is billed by name; a user budget may name it */
+	/* a key's user that is no system user is billed by name; a user budget may name it
+	 * (names with a colon, which no passwd entry can hold: the host's users do not matter) */
 	c = conf_load(write_conf(
 	    "api_keys = ( { sha256 = \"5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8\";\n"
-	    "  user = \"alice\"; },\n"
+	    "  user = \"ci:alice\"; },\n"
 	    "  { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; user = \"root\"; },\n"
 	    "  { sha256 = \"1111111111111111111111111111111111111111111111111111111111111111\";\n"
 	    "    user = \"Zo\\xc3\\xab's build bot\"; } );\n"
-	    "budgets = ( { scope = \"user\"; who = \"alice\"; unit = \"tokens\"; limit = 100; },\n"
+	    "budgets = ( { scope = \"user\"; who = \"ci:alice\"; unit = \"tokens\"; limit = 100; },\n"
 	    "  { scope = \"user\"; who = \"root\"; unit = \"tokens\"; limit = 100; } );\n"),
 	    &errors);
 	ck_assert_msg(c != NULL, "%s", errors ? errors : "");
 	ck_assert_uint_eq(c->n_api_keys, 3);
 	ck_assert(c->api_keys[0].named);
-	ck_assert_str_eq(c->api_keys[0].user, "alice");
+	ck_assert_str_eq(c->api_keys[0].user, "ci:alice");
 	ck_assert_uint_eq(c->api_keys[0].uid, LEDGER_UID_NAMED);
 	ck_assert(!c->api_keys[1].named);
 	ck_assert_uint_eq(c->api_keys[1].uid, 0);
@@ -315,7 +339,7 @@ START_TEST(test_http_settings)
 	ck_assert_str_eq(c->api_keys[2].user, "Zo\xc3\xab's build bot");
 	ck_assert_uint_eq(c->n_budgets, 2);
 	ck_assert(c->budgets[0].named);
-	ck_assert_str_eq(c->budgets[0].who, "alice");
+	ck_assert_str_eq(c->budgets[0].who, "ci:alice");
 	ck_assert(!c->budgets[1].named);
 	ck_assert_uint_eq(c->budgets[1].uid, 0);
 	conf_free(c);
@@ -354,9 +378,9 @@ START_TEST(test_http_errors)
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
 		  "  user = \"sur\\xed\\xa0\\x80\"; } );\n", "a name must be UTF-8" },
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
-		  "  user = \"alice\"; } );\n"
-		  "budgets = ( { scope = \"user\"; who = \"carol\"; unit = \"tokens\"; limit = 5; } );\n",
-		  ":3: budgets[0]: no user \"carol\" (a system user name, a uid, or the user of an api_keys entry)" },
+		  "  user = \"ci:alice\"; } );\n"
+		  "budgets = ( { scope = \"user\"; who = \"ci:carol\"; unit = \"tokens\"; limit = 5; } );\n",
+		  ":3: budgets[0]: no user \"ci:carol\" (a system user name, a uid, or the user of an api_keys entry)" },
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\";\n"
 		  "  user = \"root\"; key = \"x\"; } );\n", ":2: unknown setting \"key\"" },
 		{ "api_keys = ( { sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; user = \"root\"; },\n"
@@ -494,12 +518,11 @@ END_TEST
 /* A user's daemon reads its own file under $XDG_CONFIG_HOME; root, -c and $OPENLLMD_CONFIG win. */
 START_TEST(test_user_config_path)
 {
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	char home[256], dir[300], file[340];
+	char home[300], dir[320], file[340];
 	const char *p;
 	FILE *f;
 
-	snprintf(home, sizeof home, "%s/check_conf_xdg.XXXXXX", tmp);
+	snprintf(home, sizeof home, "%s/xdg.XXXXXX", test_dir);
 	ck_assert_ptr_nonnull(mkdtemp(home));
 	snprintf(dir, sizeof dir, "%s/openllmd", home);
 	snprintf(file, sizeof file, "%s/openllmd.conf", dir);
@@ -527,9 +550,20 @@ START_TEST(test_user_config_path)
 }
 END_TEST
 
+/* Remove one entry of the test directory, depth first. */
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
 int
 main(void)
 {
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	Suite *s = suite_create("conf");
 	TCase *tc = tcase_create("conf");
 	SRunner *sr;
@@ -554,9 +588,15 @@ main(void)
 	tcase_add_test(tc, test_client_limits_and_visibility);
 	tcase_add_test(tc, test_example_and_manual);
 	suite_add_tcase(s, tc);
+	snprintf(test_dir, sizeof test_dir, "%s/check_conf.XXXXXX", tmp);
+	if (mkdtemp(test_dir) == NULL) {
+		perror(test_dir);
+		return 1;
+	}
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	nftw(test_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);    /* what failed tests left too */
 	return failed == 0 ? 0 : 1;
 }

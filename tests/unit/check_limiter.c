@@ -310,6 +310,27 @@ START_TEST(test_fairness)
 	}
 	ck_assert_uint_eq(queued(l), 0);
 	limiter_free(l);
+
+	/*
+	 * Named users share a uid but are parties of their own: one busy name
+	 * does not starve another, nor the uid's own requests.
+	 */
+	l = limiter_new(&c);
+	ck_assert_int_eq(limiter_admit_named(l, &a[0], 7, "ann", 0, 0), LIMITER_ADMITTED);
+	for (i = 1; i <= 50; i++)
+		ck_assert_int_eq(limiter_admit_named(l, &a[i], 7, "ann", 0, i), LIMITER_QUEUED);
+	ck_assert_int_eq(limiter_admit_named(l, &b, 7, "bob", 0, 60), LIMITER_QUEUED);
+	ck_assert_int_eq(limiter_admit_named(l, &d[0], 7, NULL, 0, 61), LIMITER_QUEUED);
+	{
+		struct limiter_waiter *order[] = { &a[1], &b, &d[0], &a[2], &a[3] };
+
+		for (k = 0; k < 5; k++) {
+			limiter_release(l, 0, 0, 100 + k);
+			ck_assert_int_eq(limiter_poll(l, 100 + k, &got), LIMITER_ADMITTED);
+			ck_assert_ptr_eq(got, order[k]);
+		}
+	}
+	limiter_free(l);
 }
 END_TEST
 

@@ -411,7 +411,13 @@ START_TEST(test_api_body_chat)
 		{ "{\"model\":\"m\\u0000\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "model",
 		  "model must be a string" },
 		{ "{\"max_tokens\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "max_tokens",
-		  "max_tokens must be an integer >= 1" },
+		  "max_tokens must be an integer from 1 to 16777216" },
+		/* the msgpack front's cap (MESSAGE_MAX_TOKENS), for both names */
+		{ "{\"max_tokens\":16777217,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+		  "max_tokens", "max_tokens must be an integer from 1 to 16777216" },
+		{ "{\"max_completion_tokens\":9223372036854775807,\"messages\":[{\"role\":\"user\","
+		  "\"content\":\"x\"}]}", "max_completion_tokens",
+		  "max_completion_tokens must be an integer from 1 to 16777216" },
 		{ "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"messages\":[]}", "",
 		  "duplicate" },
 	};
@@ -419,6 +425,11 @@ START_TEST(test_api_body_chat)
 	struct request *rq;
 	bool iu;
 
+	rq = api_body_chat("{\"max_tokens\":16777216,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+	    66, &iu, &err);
+	ck_assert_msg(rq != NULL, "%s", err.message);
+	ck_assert_int_eq(rq->u.chat.max_tokens, 16777216);
+	message_request_free(rq);
 	rq = api_body_chat(nul, sizeof nul - 1, &iu, &err);
 	ck_assert_msg(rq != NULL, "%s", err.message);
 	ck_assert(iu);
@@ -433,6 +444,61 @@ START_TEST(test_api_body_chat)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		rq = api_body_chat(bad[i].body, strlen(bad[i].body), &iu, &err);
 		ck_assert_msg(rq == NULL, "accepted %s", bad[i].body);
+		ck_assert_str_eq(err.param, bad[i].param);
+		ck_assert_msg(strstr(err.message, bad[i].message) != NULL, "%s: %s", bad[i].body,
+		    err.message);
+	}
+}
+END_TEST
+
+/* A passed-through body: what admission needs from it, and the body to send on. */
+START_TEST(test_api_body_passthrough)
+{
+	static const char cmpl[] = "{\"model\":\"m\",\"prompt\":[\"ab\",\"c\\u0000d\",[1,2],[[3]]],"
+	    "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"max_tokens\":7,"
+	    "\"echo\":false}";
+	static const struct { bool embeddings; const char *body, *param, *message; } bad[] = {
+		{ false, "{\"prompt\":{}}", "prompt", "prompt must be a string, an array of strings, "
+		  "or token ids" },
+		{ true, "{\"input\":[\"a\",{}]}", "input", "input must be" },
+		{ true, "{\"prompt\":\"a\"}", "input", "input must be" },
+		{ false, "{\"prompt\":\"a\",\"model\":7}", "model", "model has the wrong type" },
+		{ false, "{\"prompt\":\"a\",\"stream\":1}", "stream", "stream has the wrong type" },
+		{ false, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens", "max_tokens" },
+		{ false, "{\"prompt\":\"a\",\"max_tokens\":16777217}", "max_tokens",
+		  "max_tokens must be an integer from 1 to 16777216" },
+		{ false, "{\"prompt\":\"a\",\"max_tokens\":9223372036854775807}", "max_tokens",
+		  "max_tokens must be an integer from 1 to 16777216" },
+		{ false, "{\"prompt\":\"a\",\"best_of\":2}", "n", "n and best_of must be 1" },
+		{ false, "[1]", "", "the body must be a JSON object" },
+		{ false, "{\"prompt\":\"a\",\"prompt\":\"b\"}", "", "duplicate" },
+	};
+	struct api_body_error err;
+	struct api_body_pass p;
+	json_t *j;
+
+	ck_assert_int_eq(api_body_passthrough(cmpl, sizeof cmpl - 1, false, &p, &err), 0);
+	ck_assert_str_eq(p.model, "m");
+	ck_assert(p.stream && p.usage_wanted);
+	ck_assert_int_eq(p.max_tokens, 7);
+	ck_assert_uint_eq(p.prompt_len, 7);
+	ck_assert_mem_eq(p.prompt_text, "ab\nc\0d\n", 8);
+	ck_assert_int_eq(p.prompt_ids, 3);
+	ck_assert_ptr_nonnull(j = json_loads(p.body, JSON_ALLOW_NUL, NULL));
+	ck_assert(json_is_false(json_object_get(j, "echo")));
+	json_decref(j);
+	api_body_pass_clear(&p);
+	/* embeddings: no stream, no length limit, whatever the body says */
+	ck_assert_int_eq(api_body_passthrough("{\"input\":\"x y\",\"stream\":true,\"max_tokens\":3}",
+	    44, true, &p, &err), 0);
+	ck_assert(!p.stream);
+	ck_assert_int_eq(p.max_tokens, -1);
+	ck_assert_str_eq(p.prompt_text, "x y\n");
+	ck_assert_ptr_null(p.model);
+	api_body_pass_clear(&p);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(api_body_passthrough(bad[i].body, strlen(bad[i].body), bad[i].embeddings,
+		    &p, &err) == -1, "accepted %s", bad[i].body);
 		ck_assert_str_eq(err.param, bad[i].param);
 		ck_assert_msg(strstr(err.message, bad[i].message) != NULL, "%s: %s", bad[i].body,
 		    err.message);
@@ -1148,6 +1214,25 @@ START_TEST(test_chunk_edges)
 	chunk_ok("{\"choices\":[{\"delta\":{\"content\":[{\"type\":\"text\","
 	    "\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}}]}", &c);
 	ck_assert_str_eq(c.content, "ab");
+	ck_assert_uint_eq(c.content_len, 2);
+
+	/* U+0000 in the reply's text is a character with its length; no other string holds it. */
+	chunk_ok("{\"model\":\"m\\u0000x\",\"choices\":[{\"delta\":{\"content\":\"a\\u0000b\","
+	    "\"reasoning_content\":\"\\u0000\"},\"finish_reason\":\"st\\u0000op\"}]}", &c);
+	ck_assert_uint_eq(c.content_len, 3);
+	ck_assert_mem_eq(c.content, "a\0b", 4);
+	ck_assert_uint_eq(c.reasoning_len, 1);
+	ck_assert_mem_eq(c.reasoning, "\0", 2);
+	ck_assert_ptr_null(c.model);
+	ck_assert_ptr_null(c.finish_reason);
+	chunk_ok("{\"choices\":[{\"delta\":{\"content\":[{\"type\":\"text\","
+	    "\"text\":\"\\u0000\"},{\"type\":\"text\",\"text\":\"b\\u0000\"}]}}]}", &c);
+	ck_assert_uint_eq(c.content_len, 3);
+	ck_assert_mem_eq(c.content, "\0b\0", 4);
+	ck_assert_int_eq(openai_parse_response("{\"choices\":[{\"message\":{\"content\":"
+	    "\"x\\u0000\"}}]}", 47, &c, cause, sizeof cause), 0);
+	ck_assert_uint_eq(c.content_len, 2);
+	ck_assert_mem_eq(c.content, "x\0", 3);
 
 	/* Wrong types are ignored, not trusted. */
 	chunk_ok("{\"model\":5,\"choices\":[{\"delta\":{\"content\":5,"
@@ -1834,6 +1919,7 @@ openai_suite(void)
 	tcase_add_test(tc, test_body_fast_same);
 	tcase_add_test(tc, test_body_nul);
 	tcase_add_test(tc, test_api_body_chat);
+	tcase_add_test(tc, test_api_body_passthrough);
 	tcase_add_test(tc, test_msgpack_round_trip);
 	tcase_add_test(tc, test_msgpack_refused);
 	tcase_add_test(tc, test_json_to_msgpack_depth);

@@ -464,6 +464,20 @@ START_TEST(delta_roundtrip)
 	message_reply_free(out);
 	free(rp.u.delta.tool_calls.data);
 
+	/* a reply's text may hold U+0000: it goes with its length */
+	message_reply_init(&rp, REPLY_DELTA, 0);
+	rp.id = 7;
+	rp.u.delta.content = "a\0b";
+	rp.u.delta.content_len = 3;
+	rp.u.delta.reasoning = "\0";
+	rp.u.delta.reasoning_len = 1;
+	out = reply_roundtrip(&rp, OP_CHAT);
+	ck_assert_uint_eq(out->u.delta.content_len, 3);
+	ck_assert_mem_eq(out->u.delta.content, "a\0b", 4);
+	ck_assert_uint_eq(out->u.delta.reasoning_len, 1);
+	ck_assert_mem_eq(out->u.delta.reasoning, "\0", 2);
+	message_reply_free(out);
+
 	message_reply_init(&rp, REPLY_DELTA, 0);
 	rp.id = 7;
 	out = reply_roundtrip(&rp, OP_CHAT);
@@ -516,6 +530,16 @@ START_TEST(done_roundtrip)
 	out = reply_roundtrip(&rp, OP_CHAT);
 	ck_assert(out->u.done.not_durable);
 	ck_assert_str_eq(out->u.done.content, "Hello there.");
+	message_reply_free(out);
+	/* U+0000 in the text, with its length */
+	d->content = "Hello\0there.";
+	d->content_len = 12;
+	d->reasoning = "r\0";
+	d->reasoning_len = 2;
+	out = reply_roundtrip(&rp, OP_CHAT);
+	ck_assert_uint_eq(out->u.done.content_len, 12);
+	ck_assert_mem_eq(out->u.done.content, "Hello\0there.", 13);
+	ck_assert_uint_eq(out->u.done.reasoning_len, 2);
 	message_reply_free(out);
 	free(d->tool_calls.data);
 
