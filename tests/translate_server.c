@@ -184,7 +184,7 @@ ts_directive(const char *s, const char *key)
 	const char *p;
 	size_t kl = strlen(key);
 
-	for (p = open; p != NULL && p < close; p++)
+	for (p = open != NULL ? open + 2 : NULL; p != NULL && p < close; p++)
 		if ((p[-1] == '[' || p[-1] == ' ') && strncmp(p, key, kl) == 0 && p[kl] == '=')
 			return strtol(p + kl + 1, NULL, 10);
 	return -1;
