@@ -847,20 +847,25 @@ responses_object_write(struct evbuffer *out, const char *id, const char *model,
 
 /* --- the stream --------------------------------------------------------- */
 
-/* One event (obj stolen): its type and sequence_number set, then "event: T\ndata: J\n\n". */
+/*
+ * One event (obj stolen) as OpenAI writes it: type first, then obj's
+ * fields, then sequence_number; "event: T\ndata: J\n\n".
+ */
 static int
 responses_event(struct responses_stream *s, struct evbuffer *out, const char *type, json_t *obj)
 {
+	json_t *e = obj != NULL ? json_pack("{s:s}", "type", type) : NULL;
 	char *text;
 
-	if (obj == NULL)
-		return -1;
-	if (json_object_set_new(obj, "type", json_string(type)) != 0 ||
-	    json_object_set_new(obj, "sequence_number", json_integer(s->seq)) != 0 ||
-	    (text = json_dumps(obj, JSON_COMPACT)) == NULL) {
+	if (e == NULL || json_object_update(e, obj) != 0 ||
+	    json_object_set_new(e, "sequence_number", json_integer(s->seq)) != 0 ||
+	    (text = json_dumps(e, JSON_COMPACT)) == NULL) {
+		json_decref(e);
 		json_decref(obj);
 		return -1;
 	}
+	json_decref(obj);
+	obj = e;
 	s->seq++;
 	evbuffer_add_printf(out, "event: %s\ndata: ", type);
 	evbuffer_add(out, text, strlen(text));

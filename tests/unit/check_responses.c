@@ -552,6 +552,15 @@ START_TEST(test_stream_text)
 	done_init(&done, "Hello", NULL, NULL, "stop");
 	ck_assert_int_eq(responses_stream_done(&s, &done, b), 0);
 	ck_assert_int_eq(responses_stream_done(&s, &done, b), 0);
+	/* as OpenAI writes them: type first, sequence_number last */
+	{
+		const char *raw = (const char *)evbuffer_pullup(b, -1);
+		static const char head[] = "event: response.created\ndata: {\"type\":"
+		    "\"response.created\",\"response\":{\"id\":\"resp_a\",";
+		ck_assert(strncmp(raw, head, sizeof head - 1) == 0);
+		ck_assert(strstr(raw, ",\"sequence_number\":0}\n\nevent: response.in_progress\n")
+		    != NULL);
+	}
 	e = events_of(b);
 	types = types_of(e);
 	ck_assert_str_eq(types, "created in_progress output_item.added content_part.added "
