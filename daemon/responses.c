@@ -212,8 +212,8 @@ responses_call(struct responses_parse *rp, json_t *item, bool custom, const char
 		return -1;
 	}
 	if (custom) {
-		json_t *o = json_pack("{s:O}", "input", json_is_string(args) ? args :
-		    json_string(""));
+		json_t *in = json_is_string(args) ? json_incref(args) : json_string("");
+		json_t *o = in != NULL ? json_pack("{s:o}", "input", in) : NULL;
 		text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
 		json_decref(o);
 	} else
@@ -780,8 +780,12 @@ responses_call_item(json_t *id, const char *call_id, const char *name, const cha
 
 	if (custom) {
 		char *input = responses_custom_input(args, len);
-		item = input == NULL ? NULL : json_pack("{s:o, s:s, s:s, s:s, s:s, s:s}", "id", id,
-		    "type", "custom_tool_call", "status", status, "call_id", call_id, "name", name,
+		if (input == NULL) {
+			json_decref(id);
+			return NULL;
+		}
+		item = json_pack("{s:o, s:s, s:s, s:s, s:s, s:s}", "id", id, "type",
+		    "custom_tool_call", "status", status, "call_id", call_id, "name", name,
 		    "input", input);
 		free(input);
 	} else

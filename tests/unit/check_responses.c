@@ -144,6 +144,7 @@ START_TEST(test_parse_items)
 	    "{\"type\":\"custom_tool_call\",\"call_id\":\"c3\",\"name\":\"apply_patch\",\"input\":"
 	    "\"*** Begin Patch\"},"
 	    "{\"type\":\"custom_tool_call_output\",\"call_id\":\"c3\",\"output\":\"Done\"},"
+	    "{\"type\":\"custom_tool_call\",\"call_id\":\"c4\",\"name\":\"apply_patch\"},"
 	    "{\"role\":\"assistant\",\"content\":[{\"type\":\"refusal\",\"refusal\":\"No.\"}]},"
 	    "{\"role\":\"system\",\"content\":\"late\"}]}", &meta);
 	struct chat_request *cr = &rq->u.chat;
@@ -152,7 +153,7 @@ START_TEST(test_parse_items)
 	ck_assert_int_eq(cr->max_tokens, 50);
 	ck_assert_double_eq(cr->temperature, 0.3);
 	ck_assert_double_eq(cr->top_p, 0.8);
-	ck_assert_uint_eq(cr->n_messages, 9);
+	ck_assert_uint_eq(cr->n_messages, 10);
 	message_is(&cr->messages[0], "system", "Rules.");
 	ck_assert_str_eq(cr->messages[1].role, "user");
 	ck_assert_uint_eq(cr->messages[1].content_len, 4);
@@ -173,9 +174,13 @@ START_TEST(test_parse_items)
 	    "\"function\":{\"name\":\"apply_patch\",\"arguments\":\"{\\\"input\\\":\\\"*** Begin "
 	    "Patch\\\"}\"}}]"));
 	message_is(&cr->messages[6], "tool", "Done");
-	message_is(&cr->messages[7], "assistant", "No.");
-	ck_assert_ptr_null(cr->messages[7].tool_calls.data);
-	message_is(&cr->messages[8], "system", "late");
+	/* a custom tool's call without input: an empty one */
+	message_is(&cr->messages[7], "assistant", NULL);
+	ck_assert(raw_is(&cr->messages[7].tool_calls, "[{\"id\":\"c4\",\"type\":\"function\","
+	    "\"function\":{\"name\":\"apply_patch\",\"arguments\":\"{\\\"input\\\":\\\"\\\"}\"}}]"));
+	message_is(&cr->messages[8], "assistant", "No.");
+	ck_assert_ptr_null(cr->messages[8].tool_calls.data);
+	message_is(&cr->messages[9], "system", "late");
 	responses_meta_clear(&meta);
 	message_request_free(rq);
 }
