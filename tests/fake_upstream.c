@@ -4,10 +4,12 @@
  * TGI, with faults on demand.
  *
  * fake_upstream [-q] [-p PORT] [-m MODEL]... [--dialect D] [--delay-ms N]
- *     [--chunks N]
+ *     [--chunks N] [--api LIST]
  * binds 127.0.0.1:PORT (default 0: any free port), prints the port and a
  * newline on stdout, and serves until SIGTERM or SIGINT (exit 0). -q keeps
- * stderr quiet; otherwise one line is logged per request.
+ * stderr quiet; otherwise one line is logged per request. --api, a
+ * comma-separated list of chat (always served), anthropic and responses,
+ * adds the APIs a server may speak besides chat completions.
  *
  * Endpoints (with or without the /v1 prefix):
  *   GET  /v1/models            {"object":"list","data":[{"id":MODEL,...}]}
@@ -16,15 +18,32 @@
  *   POST /v1/completions       "echo: PROMPT" as a text_completion, stream or
  *                              not; usage counts words (prompt + 1, reply)
  *   POST /v1/embeddings        eight numbers per input; usage counts words
+ *   POST /v1/messages          (--api anthropic) Anthropic's Messages API:
+ *                              a Message, or its events (message_start with
+ *                              usage input_tokens and output_tokens 1, a
+ *                              ping after the first content_block_start,
+ *                              thinking blocks ending with a signature_delta,
+ *                              text, tool_use with input_json_delta pieces,
+ *                              message_delta with usage output_tokens,
+ *                              message_stop); errors in Anthropic's shape
+ *   POST /v1/messages/count_tokens  (--api anthropic) {"input_tokens": N}
+ *   POST /v1/responses         (--api responses) OpenAI's Responses API: a
+ *                              response, or its events (response.created,
+ *                              .in_progress, items added, their deltas and
+ *                              done events, response.completed or
+ *                              .incomplete with usage); errors as OpenAI's
  *   GET  /stats                counters, as JSON:
- *       requests, chat_requests, models_requests, in_flight,
+ *       requests, chat_requests, native_requests (the last two APIs),
+ *       models_requests, in_flight,
  *       max_concurrent, arrivals_ms (epoch ms of each chat request, the
  *       last 10000), authorization (the last Authorization header, or null),
  *       last_body (the last chat body: parsed JSON, or a string if it was
- *       not JSON), last_completions_body (the same for /v1/completions), last_request (the last chat request's target as sent,
- *       an absolute URL when it came through a proxy, and its headers:
- *       {"target": T, "headers": {NAME: VALUE}}), fail_counts {KEY: failures
- *       served}
+ *       not JSON), last_completions_body (the same for /v1/completions),
+ *       last_native_body (the same for the Messages and Responses APIs),
+ *       last_request (the last chat, Messages or Responses request's target
+ *       as sent, an absolute URL when it came through a proxy, and its
+ *       headers: {"target": T, "headers": {NAME: VALUE}}), fail_counts
+ *       {KEY: failures served}
  *   POST /reset                zero the counters (max_concurrent restarts
  *                              from in_flight)
  *
@@ -72,6 +91,20 @@
  * does: non-stream in the body; streaming, in a chunk with empty choices
  * when the request set stream_options.include_usage, else not at all
  * (llama.cpp then gives `timings` in its last chunk).
+ *
+ * The Messages and Responses APIs answer the same way: the directives come
+ * from X-Fake and the last user message's text (its text blocks or parts,
+ * else its tool results; in the Responses API a function_call_output
+ * counts as the last user message too); max_tokens (Messages) or
+ * max_output_tokens (Responses) caps the pieces; prompt_tokens is the
+ * bytes of the system (instructions) and every message's text, tool
+ * results included. tools=1 calls get_weather (toolu_fake_1, call_fake_1);
+ * reasoning=N gives thinking blocks or reasoning items; usage=0 leaves
+ * usage out. Of the faults, status, cut_before_headers, cut_after, stall,
+ * stall_after, stall_before_headers, drip, error_after (an error event;
+ * response.failed), event_error_after (the same) and malformed_after apply
+ * to a stream; status, error_after (status 500) and malformed_after to a
+ * whole reply.
  */
 #include "config.h"
 
@@ -192,6 +225,10 @@ static struct {
 	json_t *last_completions_body;
 	json_t *last_request;
 	unsigned long seq;
+	bool api_anthropic;         /* --api anthropic: POST /v1/messages served */
+	bool api_responses;         /* --api responses: POST /v1/responses served */
+	unsigned long native_requests;
+	json_t *last_native_body;
 } fake;
 
 static void stream_timer_cb(evutil_socket_t, short, void *);
@@ -1506,6 +1543,693 @@ out:
 	json_decref(root);
 }
 
+/* --- the Messages and Responses APIs, natively (--api) ----------------- */
+
+/* Append n bytes to a growing string. */
+static void
+text_append(char **s, size_t *len, const char *p, size_t n)
+{
+	*s = realloc(*s, *len + n + 1);
+	if (*s == NULL)
+		fake_fatal("out of memory");
+	memcpy(*s + *len, p, n);
+	*len += n;
+	(*s)[*len] = '\0';
+}
+
+/*
+ * Append the text of a content value: a string, or blocks and parts that
+ * have a string text; with results, a tool_result's content too.
+ */
+static void
+native_text(char **s, size_t *len, json_t *content, bool results)
+{
+	json_t	*b, *t;
+	size_t	 i;
+
+	if (json_is_string(content)) {
+		text_append(s, len, json_string_value(content),
+		    json_string_length(content));
+		return;
+	}
+	json_array_foreach(content, i, b) {
+		t = json_object_get(b, "text");
+		if (json_is_string(t))
+			text_append(s, len, json_string_value(t),
+			    json_string_length(t));
+		else if (results)
+			native_text(s, len, json_object_get(b, "content"), false);
+	}
+}
+
+/* Whether a JSON value is the string s. */
+static bool
+json_is(json_t *v, const char *s)
+{
+	return (json_is_string(v) && strcmp(json_string_value(v), s) == 0);
+}
+
+/*
+ * The prompt of a native body, as one text: the system (or instructions)
+ * and every message's text, tool results included. Its bytes are the
+ * prompt tokens; *last is the text of the last user message (its text
+ * blocks, or else its tool results) or function call output.
+ */
+static char *
+native_prompt(json_t *root, bool responses, char **last)
+{
+	json_t	*msgs, *m, *c;
+	char	*all = NULL, *l = NULL;
+	size_t	 n = 0, ln, i;
+
+	text_append(&all, &n, "", 0);
+	native_text(&all, &n, json_object_get(root, responses ? "instructions" :
+	    "system"), false);
+	msgs = json_object_get(root, responses ? "input" : "messages");
+	if (json_is_string(msgs)) {
+		native_text(&all, &n, msgs, false);
+		l = strdup(json_string_value(msgs));
+	}
+	json_array_foreach(msgs, i, m) {
+		c = json_object_get(m, responses && json_object_get(m, "output") ?
+		    "output" : "content");
+		native_text(&all, &n, c, true);
+		if (!json_is(json_object_get(m, "role"), "user") &&
+		    !json_is(json_object_get(m, "type"), "function_call_output"))
+			continue;
+		free(l);
+		l = NULL;
+		ln = 0;
+		text_append(&l, &ln, "", 0);
+		native_text(&l, &ln, c, false);
+		if (ln == 0)
+			native_text(&l, &ln, c, true);
+	}
+	*last = l != NULL ? l : strdup("");
+	return (all);
+}
+
+/* An error body in Anthropic's shape. */
+static char *
+anthropic_error_body(int status, const char *msg)
+{
+	const char	*type = status == 400 ? "invalid_request_error" :
+	    status == 401 ? "authentication_error" :
+	    status == 403 ? "permission_error" :
+	    status == 404 ? "not_found_error" :
+	    status == 413 ? "request_too_large" :
+	    status == 429 ? "rate_limit_error" :
+	    status == 529 ? "overloaded_error" : "api_error";
+
+	return (json_text(json_pack("{s:s,s:{s:s,s:s}}", "type", "error",
+	    "error", "type", type, "message", msg)));
+}
+
+/* Send an error of a native API. */
+static void
+native_error(struct evhttp_request *req, bool responses, int status,
+    const char *msg, long retry_after)
+{
+	char	*body = responses ? error_body(D_OPENAI, status, msg) :
+	    anthropic_error_body(status, msg);
+
+	send_body(req, status, "application/json", body, retry_after);
+	free(body);
+}
+
+/* One named SSE event (consumes json). */
+static struct piece
+event_piece(const char *name, char *json, bool text)
+{
+	struct piece	p;
+
+	if (asprintf(&p.data, "event: %s\ndata: %s\n\n", name, json) < 0)
+		fake_fatal("out of memory");
+	free(json);
+	p.len = strlen(p.data);
+	p.text = text;
+	return (p);
+}
+
+/* What a chunk delta carries: 'r'easoning, 'c'ontent or a 't'ool call. */
+static int
+delta_kind(json_t *delta, json_t **value)
+{
+	if ((*value = json_object_get(delta, "reasoning_content")) != NULL)
+		return ('r');
+	if ((*value = json_object_get(delta, "tool_calls")) != NULL)
+		return ('t');
+	*value = json_object_get(delta, "content");
+	return ('c');
+}
+
+/* Anthropic's stop_reason for a finish_reason. */
+static const char *
+anthropic_stop(const char *finish)
+{
+	return (strcmp(finish, "length") == 0 ? "max_tokens" :
+	    strcmp(finish, "tool_calls") == 0 ? "tool_use" : "end_turn");
+}
+
+/* usage as Anthropic gives it. */
+static json_t *
+anthropic_usage(long in, long out)
+{
+	return (json_pack("{s:i,s:i,s:i,s:i}", "input_tokens", (int)in,
+	    "cache_creation_input_tokens", 0, "cache_read_input_tokens", 0,
+	    "output_tokens", (int)out));
+}
+
+/* The SSE pieces of a Messages stream. */
+static void
+anthropic_pieces(struct reply *r, const struct directives *d, json_t *deltas,
+    const char *finish, struct piece **ps, size_t *n)
+{
+	json_t	*delta, *v, *msg, *u;
+	size_t	 i;
+	int	 open = 0, kind, index = -1;
+
+	msg = json_pack("{s:s,s:s,s:s,s:s,s:[],s:n,s:n}", "id", r->id, "type",
+	    "message", "role", "assistant", "model", r->model, "content",
+	    "stop_reason", "stop_sequence");
+	if (d->usage)
+		json_object_set_new(msg, "usage", anthropic_usage(r->prompt_tokens,
+		    1));
+	pieces_add(ps, n, event_piece("message_start", json_text(json_pack(
+	    "{s:s,s:o}", "type", "message_start", "message", msg)), false));
+	json_array_foreach(deltas, i, delta) {
+		kind = delta_kind(delta, &v);
+		if (kind != open) {
+			if (open == 'r')
+				pieces_add(ps, n, event_piece("content_block_delta",
+				    json_text(json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+				    "content_block_delta", "index", index, "delta", "type",
+				    "signature_delta", "signature", "fake-signature")),
+				    false));
+			if (open != 0)
+				pieces_add(ps, n, event_piece("content_block_stop",
+				    json_text(json_pack("{s:s,s:i}", "type",
+				    "content_block_stop", "index", index)), false));
+			open = kind;
+			index++;
+			pieces_add(ps, n, event_piece("content_block_start",
+			    json_text(json_pack("{s:s,s:i,s:o}", "type",
+			    "content_block_start", "index", index, "content_block",
+			    kind == 'r' ? json_pack("{s:s,s:s,s:s}", "type", "thinking",
+			    "thinking", "", "signature", "") : kind == 'c' ?
+			    json_pack("{s:s,s:s}", "type", "text", "text", "") :
+			    json_pack("{s:s,s:s,s:s,s:{}}", "type", "tool_use", "id",
+			    "toolu_fake_1", "name", "get_weather", "input"))), false));
+			if (index == 0)
+				pieces_add(ps, n, event_piece("ping", json_text(json_pack(
+				    "{s:s}", "type", "ping")), false));
+		}
+		pieces_add(ps, n, event_piece("content_block_delta", json_text(
+		    json_pack("{s:s,s:i,s:o}", "type", "content_block_delta", "index",
+		    index, "delta", kind == 'r' ? json_pack("{s:s,s:O}", "type",
+		    "thinking_delta", "thinking", v) : kind == 'c' ?
+		    json_pack("{s:s,s:O}", "type", "text_delta", "text", v) :
+		    json_pack("{s:s,s:O}", "type", "input_json_delta", "partial_json",
+		    json_object_get(json_object_get(json_array_get(v, 0), "function"),
+		    "arguments")))), true));
+	}
+	if (open != 0)
+		pieces_add(ps, n, event_piece("content_block_stop", json_text(
+		    json_pack("{s:s,s:i}", "type", "content_block_stop", "index",
+		    index)), false));
+	u = d->usage ? json_pack("{s:i}", "output_tokens",
+	    (int)r->completion_tokens) : json_object();
+	pieces_add(ps, n, event_piece("message_delta", json_text(json_pack(
+	    "{s:s,s:{s:s,s:n},s:o}", "type", "message_delta", "delta",
+	    "stop_reason", anthropic_stop(finish), "stop_sequence", "usage", u)),
+	    false));
+	pieces_add(ps, n, event_piece("message_stop", json_text(json_pack("{s:s}",
+	    "type", "message_stop")), false));
+}
+
+/* A whole Message. */
+static char *
+anthropic_body(struct reply *r, const struct directives *d, json_t *deltas,
+    const char *finish)
+{
+	json_t	*delta, *v, *content = json_array(), *msg;
+	char	*text = NULL, *reason = NULL, *args = NULL;
+	size_t	 tl = 0, rl = 0, al = 0, i;
+
+	json_array_foreach(deltas, i, delta) {
+		switch (delta_kind(delta, &v)) {
+		case 'r':
+			native_text(&reason, &rl, v, false);
+			break;
+		case 'c':
+			native_text(&text, &tl, v, false);
+			break;
+		default:
+			v = json_object_get(json_object_get(json_array_get(v, 0),
+			    "function"), "arguments");
+			text_append(&args, &al, json_string_value(v),
+			    json_string_length(v));
+		}
+	}
+	if (reason != NULL)
+		json_array_append_new(content, json_pack("{s:s,s:s,s:s}", "type",
+		    "thinking", "thinking", reason, "signature", "fake-signature"));
+	if (text != NULL)
+		json_array_append_new(content, json_pack("{s:s,s:s}", "type", "text",
+		    "text", text));
+	if (args != NULL) {
+		v = json_loads(args, 0, NULL);
+		json_array_append_new(content, json_pack("{s:s,s:s,s:s,s:o}", "type",
+		    "tool_use", "id", "toolu_fake_1", "name", "get_weather", "input",
+		    v != NULL ? v : json_object()));
+	}
+	msg = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:n}", "id", r->id, "type",
+	    "message", "role", "assistant", "model", r->model, "content", content,
+	    "stop_reason", anthropic_stop(finish), "stop_sequence");
+	if (d->usage)
+		json_object_set_new(msg, "usage", anthropic_usage(r->prompt_tokens,
+		    r->completion_tokens));
+	free(text);
+	free(reason);
+	free(args);
+	return (json_text(msg));
+}
+
+/* A Responses stream or reply being built. */
+struct rstate {
+	long		 seq;
+	json_t		*output;	/* final items, in order */
+	int		 open;		/* kind of the open item, or 0 */
+	int		 index;		/* its output index */
+	char		 id[64];
+	char		*acc;		/* its text or arguments so far */
+	size_t		 len;
+	struct piece	**ps;		/* NULL: no events, a whole reply */
+	size_t		*n;
+};
+
+/* Emit one event of the stream (consumes ev), numbered in order. */
+static void
+responses_event(struct rstate *st, json_t *ev, bool text)
+{
+	char	*name;
+
+	if (st->ps == NULL) {
+		json_decref(ev);
+		return;
+	}
+	json_object_set_new(ev, "sequence_number", json_integer(st->seq++));
+	name = strdup(json_string_value(json_object_get(ev, "type")));
+	if (name == NULL)
+		fake_fatal("out of memory");
+	pieces_add(st->ps, st->n, event_piece(name, json_text(ev), text));
+	free(name);
+}
+
+/* A response object (consumes output and usage). */
+static json_t *
+responses_object(struct reply *r, const char *status, json_t *output,
+    json_t *usage, const char *incomplete)
+{
+	return (json_pack("{s:s,s:s,s:I,s:s,s:n,s:o,s:s,s:o,s:b,s:n,s:o}", "id",
+	    r->id, "object", "response", "created_at", (json_int_t)r->created,
+	    "status", status, "error", "incomplete_details", incomplete != NULL ?
+	    json_pack("{s:s}", "reason", incomplete) : json_null(), "model",
+	    r->model, "output", output, "parallel_tool_calls", 1,
+	    "previous_response_id", "usage", usage != NULL ? usage : json_null()));
+}
+
+/* Finish the open item: its done events and its final form. */
+static void
+responses_close(struct rstate *st, const char *status)
+{
+	json_t	*item, *part = NULL;
+	char	*t = st->acc != NULL ? st->acc : "";
+
+	if (st->open == 0)
+		return;
+	if (st->open == 'r') {
+		part = json_pack("{s:s,s:s}", "type", "reasoning_text", "text", t);
+		responses_event(st, json_pack("{s:s,s:s,s:i,s:i,s:s}", "type",
+		    "response.reasoning_text.done", "item_id", st->id, "output_index",
+		    st->index, "content_index", 0, "text", t), false);
+		item = json_pack("{s:s,s:s,s:[],s:[O]}", "id", st->id, "type",
+		    "reasoning", "summary", "content", part);
+	} else if (st->open == 'c') {
+		part = json_pack("{s:s,s:s,s:[]}", "type", "output_text", "text", t,
+		    "annotations");
+		responses_event(st, json_pack("{s:s,s:s,s:i,s:i,s:s,s:[]}", "type",
+		    "response.output_text.done", "item_id", st->id, "output_index",
+		    st->index, "content_index", 0, "text", t, "logprobs"), false);
+		item = json_pack("{s:s,s:s,s:s,s:s,s:[O]}", "id", st->id, "type",
+		    "message", "status", status, "role", "assistant", "content", part);
+	} else {
+		responses_event(st, json_pack("{s:s,s:s,s:i,s:s}", "type",
+		    "response.function_call_arguments.done", "item_id", st->id,
+		    "output_index", st->index, "arguments", t), false);
+		item = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "id", st->id, "type",
+		    "function_call", "status", "completed", "call_id", "call_fake_1",
+		    "name", "get_weather", "arguments", t);
+	}
+	if (part != NULL)
+		responses_event(st, json_pack("{s:s,s:s,s:i,s:i,s:o}", "type",
+		    "response.content_part.done", "item_id", st->id, "output_index",
+		    st->index, "content_index", 0, "part", part), false);
+	responses_event(st, json_pack("{s:s,s:i,s:O}", "type",
+	    "response.output_item.done", "output_index", st->index, "item", item),
+	    false);
+	json_array_set_new(st->output, st->index, item);
+	free(st->acc);
+	st->acc = NULL;
+	st->len = 0;
+	st->open = 0;
+}
+
+/* Open an item of a kind: output_item.added, and its content part. */
+static void
+responses_open(struct rstate *st, int kind)
+{
+	json_t	*item;
+
+	responses_close(st, "completed");
+	st->open = kind;
+	st->index = (int)json_array_size(st->output);
+	snprintf(st->id, sizeof st->id, "%s_fake_%d", kind == 'r' ? "rs" :
+	    kind == 'c' ? "msg" : "fc", st->index);
+	item = kind == 'r' ? json_pack("{s:s,s:s,s:[]}", "id", st->id, "type",
+	    "reasoning", "summary") : kind == 'c' ? json_pack("{s:s,s:s,s:s,s:s,"
+	    "s:[]}", "id", st->id, "type", "message", "status", "in_progress",
+	    "role", "assistant", "content") : json_pack("{s:s,s:s,s:s,s:s,s:s,"
+	    "s:s}", "id", st->id, "type", "function_call", "status",
+	    "in_progress", "call_id", "call_fake_1", "name", "get_weather",
+	    "arguments", "");
+	json_array_append(st->output, item);
+	responses_event(st, json_pack("{s:s,s:i,s:o}", "type",
+	    "response.output_item.added", "output_index", st->index, "item",
+	    item), false);
+	if (kind != 't')
+		responses_event(st, json_pack("{s:s,s:s,s:i,s:i,s:o}", "type",
+		    "response.content_part.added", "item_id", st->id, "output_index",
+		    st->index, "content_index", 0, "part", kind == 'r' ?
+		    json_pack("{s:s,s:s}", "type", "reasoning_text", "text", "") :
+		    json_pack("{s:s,s:s,s:[]}", "type", "output_text", "text", "",
+		    "annotations")), false);
+}
+
+/*
+ * Run the deltas through a Responses stream: its events into ps (when not
+ * NULL); returns the final response object.
+ */
+static json_t *
+responses_run(struct reply *r, const struct directives *d, json_t *deltas,
+    const char *finish, struct piece **ps, size_t *n)
+{
+	struct rstate	 st;
+	json_t		*delta, *v, *usage = NULL;
+	size_t		 i;
+	int		 kind;
+	long		 reasoning = 0;
+	bool		 cut = strcmp(finish, "length") == 0;
+
+	memset(&st, 0, sizeof st);
+	st.output = json_array();
+	st.ps = ps;
+	st.n = n;
+	responses_event(&st, json_pack("{s:s,s:o}", "type", "response.created",
+	    "response", responses_object(r, "in_progress", json_array(), NULL,
+	    NULL)), false);
+	responses_event(&st, json_pack("{s:s,s:o}", "type",
+	    "response.in_progress", "response", responses_object(r, "in_progress",
+	    json_array(), NULL, NULL)), false);
+	json_array_foreach(deltas, i, delta) {
+		kind = delta_kind(delta, &v);
+		if (kind == 'r')
+			reasoning++;
+		if (kind != st.open)
+			responses_open(&st, kind);
+		if (kind == 't')
+			v = json_object_get(json_object_get(json_array_get(v, 0),
+			    "function"), "arguments");
+		text_append(&st.acc, &st.len, json_string_value(v),
+		    json_string_length(v));
+		responses_event(&st, kind == 'r' ? json_pack("{s:s,s:s,s:i,s:i,"
+		    "s:O}", "type", "response.reasoning_text.delta", "item_id", st.id,
+		    "output_index", st.index, "content_index", 0, "delta", v) :
+		    kind == 'c' ? json_pack("{s:s,s:s,s:i,s:i,s:O,s:[]}", "type",
+		    "response.output_text.delta", "item_id", st.id, "output_index",
+		    st.index, "content_index", 0, "delta", v, "logprobs") :
+		    json_pack("{s:s,s:s,s:i,s:O}", "type",
+		    "response.function_call_arguments.delta", "item_id", st.id,
+		    "output_index", st.index, "delta", v), true);
+	}
+	responses_close(&st, cut ? "incomplete" : "completed");
+	if (d->usage)
+		usage = json_pack("{s:i,s:{s:i},s:i,s:{s:i},s:i}", "input_tokens",
+		    (int)r->prompt_tokens, "input_tokens_details", "cached_tokens", 0,
+		    "output_tokens", (int)r->completion_tokens, "output_tokens_details",
+		    "reasoning_tokens", (int)reasoning, "total_tokens",
+		    (int)(r->prompt_tokens + r->completion_tokens));
+	v = responses_object(r, cut ? "incomplete" : "completed", st.output,
+	    usage, cut ? "max_output_tokens" : NULL);
+	responses_event(&st, json_pack("{s:s,s:O}", "type", cut ?
+	    "response.incomplete" : "response.completed", "response", v), false);
+	return (v);
+}
+
+/* Insert an error event after the Nth text piece; the rest is dropped. */
+static void
+native_fault(const struct directives *d, bool responses, struct reply *r,
+    struct piece **ps, size_t *n)
+{
+	struct piece	 p;
+	size_t		 i, seen = 0, at = *n;
+	char		*json;
+
+	for (i = 0; i < *n; i++) {
+		if (seen == (size_t)d->fault_arg) {
+			at = i;
+			break;
+		}
+		if ((*ps)[i].text && ++seen == (size_t)d->fault_arg) {
+			at = i + 1;
+			break;
+		}
+	}
+	if (d->fault == F_MALFORMED_AFTER)
+		p = raw_piece("event: content_block_delta\ndata: {\"type\":\n\n",
+		    44, false);
+	else if (responses) {
+		json = json_text(json_pack("{s:s,s:o,s:i}", "type", "response.failed",
+		    "response", responses_object(r, "failed", json_array(), NULL, NULL),
+		    "sequence_number", (int)at));
+		p = event_piece("response.failed", json, false);
+	} else
+		p = event_piece("error", anthropic_error_body(500,
+		    "fake failure in the stream"), false);
+	for (i = at; i < *n; i++)
+		free((*ps)[i].data);
+	*n = at;
+	pieces_add(ps, n, p);
+}
+
+/* POST /v1/messages, /v1/messages/count_tokens, /v1/responses */
+static void
+serve_native(struct evhttp_request *req, bool responses, bool count)
+{
+	struct evbuffer		*in = evhttp_request_get_input_buffer(req);
+	struct evkeyvalq	*hdrs = evhttp_request_get_input_headers(req);
+	struct directives	 d;
+	struct reply		 r;
+	struct stream		*s;
+	json_t			*root, *deltas, *v;
+	const char		*hv, *open, *close, *finish;
+	char			*body, *all, *text, *clean, *t, err[256] = "";
+	size_t			 len, i, cut;
+	long			 max_tokens = -1;
+	bool			 stream, fault;
+
+	len = evbuffer_get_length(in);
+	body = xmalloc(len + 1);
+	evbuffer_copyout(in, body, len);
+	body[len] = '\0';
+	fake.native_requests++;
+	chat_record_request(req);
+	root = json_loadb(body, len, JSON_ALLOW_NUL, NULL);
+	json_decref(fake.last_native_body);
+	fake.last_native_body = root != NULL ? json_incref(root) :
+	    json_stringn(body, len);
+	free(body);
+	if (!json_is_object(root) || (responses ? json_object_get(root, "input") ==
+	    NULL : !json_is_array(json_object_get(root, "messages")))) {
+		native_error(req, responses, 400, responses ? "fake: the body has no "
+		    "input" : "fake: the body has no messages array", -1);
+		json_decref(root);
+		return;
+	}
+
+	memset(&d, 0, sizeof d);
+	d.dialect = D_OPENAI;
+	d.chunks = -1;
+	d.delay_ms = fake.delay_ms;
+	d.usage = true;
+	d.retry_after = -1;
+	d.fail_first = -1;
+	all = native_prompt(root, responses, &text);
+	clean = text;
+	if ((hv = evhttp_find_header(hdrs, "X-Fake")) != NULL &&
+	    directives_parse(&d, hv, strlen(hv), err, sizeof err) != 0)
+		goto bad;
+	if ((open = strstr(text, "[[")) != NULL &&
+	    (close = strstr(open + 2, "]]")) != NULL) {
+		if (directives_parse(&d, open + 2, close - open - 2, err,
+		    sizeof err) != 0)
+			goto bad;
+		cut = close + 2 - text;
+		memmove((char *)open, text + cut, strlen(text + cut) + 1);
+	}
+	d.dialect = D_OPENAI;
+	while (*clean == ' ' || *clean == '\t' || *clean == '\n' ||
+	    *clean == '\r')
+		clean++;
+	for (t = clean + strlen(clean); t > clean && (t[-1] == ' ' ||
+	    t[-1] == '\t' || t[-1] == '\n' || t[-1] == '\r'); t--)
+		t[-1] = '\0';
+
+	memset(&r, 0, sizeof r);
+	r.dialect = D_OPENAI;
+	hv = json_string_value(json_object_get(root, "model"));
+	r.model = hv != NULL ? hv : fake.models[0];
+	snprintf(r.id, sizeof r.id, "%s_fake%lu", responses ? "resp" : "msg",
+	    ++fake.seq);
+	r.created = now_ms() / 1000;
+	r.prompt_tokens = (long)strlen(all);
+	free(all);
+	if (count) {
+		body = json_text(json_pack("{s:i}", "input_tokens",
+		    (int)r.prompt_tokens));
+		send_body(req, 200, "application/json", body, -1);
+		free(body);
+		goto out;
+	}
+	stream = json_is_true(json_object_get(root, "stream"));
+	v = json_object_get(root, responses ? "max_output_tokens" : "max_tokens");
+	if (json_is_integer(v) && !d.ignore_limit)
+		max_tokens = (long)json_integer_value(v);
+
+	if (d.words > 0) {
+		free(text);
+		text = xmalloc((size_t)d.words * 9 + 1);
+		text[0] = '\0';
+		for (i = 0, t = text; i < (size_t)d.words; i++)
+			t += sprintf(t, "%sw%zu", i > 0 ? " " : "", i + 1);
+		clean = text;
+	} else {
+		if (asprintf(&t, "echo: %s", clean) < 0)
+			fake_fatal("out of memory");
+		free(text);
+		text = clean = t;
+	}
+
+	fault = fault_applies(&d);
+	if (d.fail_first >= 0 && d.fault == F_NONE && fault) {
+		d.fault = F_STATUS;
+		d.fault_arg = 503;
+	}
+	if (!fault)
+		d.fault = F_NONE;
+	fake_log("%s %s stream=%d fault=%d directives=\"%s\"", responses ?
+	    "responses" : "messages", r.model, stream, (int)d.fault, d.canon);
+	if (!stream && d.fault == F_ERROR_AFTER) {
+		d.fault = F_STATUS;
+		d.fault_arg = 500;
+	}
+	if (d.fault == F_STATUS) {
+		native_error(req, responses, (int)d.fault_arg, d.fault_arg == 429 ?
+		    "fake: rate limit reached" : "fake: failure on demand",
+		    d.retry_after);
+		goto out;
+	}
+
+	fake.in_flight++;
+	if (fake.in_flight > fake.max_concurrent)
+		fake.max_concurrent = fake.in_flight;
+	set_nodelay(req);
+	s = stream_new(req);
+	s->delay_ms = d.delay_ms;
+	s->ending = END_REPLY;
+	if (d.fault == F_CUT_BEFORE_HEADERS) {
+		s->ending = END_CUT;
+		stream_arm(s, 0);
+		goto out;
+	}
+	if (d.fault == F_STALL_BEFORE_HEADERS) {
+		stream_watch(s);
+		goto out;
+	}
+	deltas = json_array();
+	finish = reply_deltas(&r, &d, clean, max_tokens, deltas);
+	if (!stream) {
+		s->body = responses ? json_text(responses_run(&r, &d, deltas, finish,
+		    NULL, NULL)) : anthropic_body(&r, &d, deltas, finish);
+		s->content_type = "application/json";
+		if (d.fault == F_MALFORMED_AFTER)
+			s->body[strlen(s->body) / 2] = '\0';
+		json_decref(deltas);
+		stream_arm(s, d.delay_ms * (r.completion_tokens > 0 ?
+		    r.completion_tokens : 1));
+		goto out;
+	}
+	s->chunked = true;
+	s->content_type = "text/event-stream";
+	if (d.fault != F_STALL) {
+		if (responses)
+			json_decref(responses_run(&r, &d, deltas, finish, &s->pieces,
+			    &s->n));
+		else
+			anthropic_pieces(&r, &d, deltas, finish, &s->pieces, &s->n);
+	}
+	json_decref(deltas);
+	switch (d.fault) {
+	case F_STALL:
+		s->ending = END_STALL;
+		break;
+	case F_CUT_AFTER:
+	case F_STALL_AFTER:
+		fault_piece(&r, &d, &s->pieces, &s->n);
+		s->ending = d.fault == F_CUT_AFTER ? END_CUT : END_STALL;
+		break;
+	case F_ERROR_AFTER:
+	case F_EVENT_ERROR_AFTER:
+	case F_MALFORMED_AFTER:
+		native_fault(&d, responses, &r, &s->pieces, &s->n);
+		break;
+	case F_DRIP: {
+		struct piece	*bytes = NULL;
+		size_t		 nb = 0, j;
+
+		for (i = 0; i < s->n; i++)
+			for (j = 0; j < s->pieces[i].len; j++)
+				pieces_add(&bytes, &nb, raw_piece(
+				    s->pieces[i].data + j, 1, true));
+		pieces_free(s->pieces, s->n);
+		s->pieces = bytes;
+		s->n = nb;
+		break;
+	}
+	default:
+		break;
+	}
+	stream_arm(s, 0);
+	goto out;
+
+bad:
+	native_error(req, responses, 400, err, -1);
+	free(all);
+out:
+	free(text);
+	json_decref(root);
+}
+
 /* Words of a string (runs of non-spaces). */
 static long
 word_count(const char *s)
@@ -1672,9 +2396,10 @@ serve_stats(struct evhttp_request *req)
 		json_array_append_new(arr, json_integer(fake.arrivals[i]));
 	LIST_FOREACH(fc, &fake.fails, entry)
 		json_object_set_new(fails, fc->key, json_integer(fc->count));
-	body = json_text(json_pack("{s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:O,s:O,s:O,s:o}",
+	body = json_text(json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:O,s:O,s:O,s:O,s:o}",
 	    "requests", (json_int_t)fake.requests,
 	    "chat_requests", (json_int_t)fake.chat_requests,
+	    "native_requests", (json_int_t)fake.native_requests,
 	    "models_requests", (json_int_t)fake.models_requests,
 	    "in_flight", (json_int_t)fake.in_flight,
 	    "max_concurrent", (json_int_t)fake.max_concurrent,
@@ -1685,6 +2410,8 @@ serve_stats(struct evhttp_request *req)
 	    "last_completions_body", fake.last_completions_body != NULL ?
 	    fake.last_completions_body : json_null(),
 	    "last_request", fake.last_request != NULL ? fake.last_request : json_null(),
+	    "last_native_body", fake.last_native_body != NULL ?
+	    fake.last_native_body : json_null(),
 	    "fail_counts", fails));
 	send_body(req, 200, "application/json", body, -1);
 	free(body);
@@ -1708,6 +2435,9 @@ static void
 serve_reset(struct evhttp_request *req)
 {
 	fake.requests = fake.chat_requests = fake.models_requests = 0;
+	fake.native_requests = 0;
+	json_decref(fake.last_native_body);
+	fake.last_native_body = NULL;
 	fake.max_concurrent = fake.in_flight;
 	fake.n_arrivals = 0;
 	free(fake.authorization);
@@ -1754,6 +2484,15 @@ request_cb(struct evhttp_request *req, void *arg)
 		serve_completions(req);
 	else if (strcmp(path, "/embeddings") == 0 && cmd == EVHTTP_REQ_POST)
 		serve_embeddings(req);
+	else if (strcmp(path, "/messages") == 0 && cmd == EVHTTP_REQ_POST &&
+	    fake.api_anthropic)
+		serve_native(req, false, false);
+	else if (strcmp(path, "/messages/count_tokens") == 0 &&
+	    cmd == EVHTTP_REQ_POST && fake.api_anthropic)
+		serve_native(req, false, true);
+	else if (strcmp(path, "/responses") == 0 && cmd == EVHTTP_REQ_POST &&
+	    fake.api_responses)
+		serve_native(req, true, false);
 	else if (strcmp(path, "/stats") == 0 && cmd == EVHTTP_REQ_GET)
 		serve_stats(req);
 	else if (strcmp(path, "/reset") == 0 && cmd == EVHTTP_REQ_POST)
@@ -1769,13 +2508,35 @@ signal_cb(evutil_socket_t sig, short events, void *arg)
 	event_base_loopbreak(fake.base);
 }
 
+/* --api: a comma-separated list of chat, anthropic, responses. */
+static int
+api_parse(const char *list)
+{
+	char	*copy, *word, *last;
+	int	 rc = 0;
+
+	if ((copy = strdup(list)) == NULL)
+		fake_fatal("out of memory");
+	for (word = strtok_r(copy, ",", &last); word != NULL;
+	    word = strtok_r(NULL, ",", &last)) {
+		if (strcmp(word, "anthropic") == 0)
+			fake.api_anthropic = true;
+		else if (strcmp(word, "responses") == 0)
+			fake.api_responses = true;
+		else if (strcmp(word, "chat") != 0)
+			rc = -1;
+	}
+	free(copy);
+	return (rc);
+}
+
 /* Print usage and exit 64. */
 static void __attribute__((noreturn))
 usage(void)
 {
 	fprintf(stderr, "usage: fake_upstream [-q] [-p port] [-m model]... "
 	    "[--dialect openai|llamacpp|vllm|ollama|tgi] [--delay-ms N] "
-	    "[--chunks N]\n");
+	    "[--chunks N] [--api chat,anthropic,responses]\n");
 	exit(64);
 }
 
@@ -1787,6 +2548,7 @@ main(int argc, char **argv)
 		{ "dialect", required_argument, NULL, 'D' },
 		{ "delay-ms", required_argument, NULL, 'd' },
 		{ "chunks", required_argument, NULL, 'c' },
+		{ "api", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -1825,6 +2587,10 @@ main(int argc, char **argv)
 		case 'c':
 			if (count_parse(optarg, FAKE_MAX_COUNT, &fake.chunks) !=
 			    0 || fake.chunks < 1)
+				usage();
+			break;
+		case 'a':
+			if (api_parse(optarg) != 0)
 				usage();
 			break;
 		default:
@@ -1876,5 +2642,6 @@ main(int argc, char **argv)
 	json_decref(fake.last_body);
 	json_decref(fake.last_completions_body);
 	json_decref(fake.last_request);
+	json_decref(fake.last_native_body);
 	return (0);
 }

@@ -115,3 +115,31 @@ fail() {
 	echo "FAIL: $*" >&2
 	exit 1
 }
+
+# The npm clients the tests drive, unmodified, at pinned versions.
+NPM_CLIENT_PACKAGES="@anthropic-ai/sdk@1.17.0 @anthropic-ai/claude-code@2.1.337 @openai/codex@0.171.0 openai@7.60.0"
+
+# npm_clients: install NPM_CLIENT_PACKAGES once into a cache outside the build
+# tree (OPENLLMD_NPM_CACHE, default ${XDG_CACHE_HOME:-$HOME/.cache}/openllmd-test-npm),
+# reused by later runs; sets NPM_CLIENTS (its node_modules), CLAUDE and CODEX.
+npm_clients() {
+	npm_dir=${OPENLLMD_NPM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/openllmd-test-npm}
+	mkdir -p "$npm_dir" || return 1
+	# one install at a time: tests run in parallel
+	(
+		flock 9
+		[ "$(cat "$npm_dir/.installed" 2>/dev/null)" = "$NPM_CLIENT_PACKAGES" ] && exit 0
+		rm -f "$npm_dir/.installed"
+		# shellcheck disable=SC2086
+		npm install --prefix "$npm_dir" --no-save --no-audit --no-fund --silent \
+		    $NPM_CLIENT_PACKAGES >&2 || exit 1
+		echo "$NPM_CLIENT_PACKAGES" > "$npm_dir/.installed"
+	) 9> "$npm_dir/.lock" || return 1
+	NPM_CLIENTS="$npm_dir/node_modules"
+	# claude's package links its platform's binary in at install; use that binary when it did not
+	CLAUDE="$NPM_CLIENTS/.bin/claude"
+	"$CLAUDE" --version > /dev/null 2>&1 ||
+		CLAUDE="$NPM_CLIENTS/@anthropic-ai/claude-code-linux-x64/claude"
+	CODEX="$NPM_CLIENTS/.bin/codex"
+	export NPM_CLIENTS CLAUDE CODEX
+}
