@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "protocol/be.h"
+#include "protocol/buf.h"
 #include "protocol/frame.h"
 #include "protocol/message.h"
 #include "protocol/scan.h"
@@ -2066,6 +2068,60 @@ START_TEST(encode_appends)
 }
 END_TEST
 
+/* The growable buffer: always NUL-terminated, failures remembered, taken whole. */
+START_TEST(buf_grows_and_remembers)
+{
+	struct buf b = { 0 };
+	msgpack_packer pk;
+	char *p;
+	size_t len;
+
+	ck_assert_ptr_null(buf_take(&b, &len));
+	ck_assert_uint_eq(len, 0);
+	for (int i = 0; i < 1000; i++)
+		ck_assert_int_eq(buf_add(&b, "ab", 2), 0);
+	ck_assert_uint_eq(b.len, 2000);
+	ck_assert(b.p[2000] == '\0' && b.cap > 2000);
+	ck_assert_int_eq(buf_printf(&b, "%d-%s", 42, "x"), 0);
+	ck_assert_str_eq(b.p + 2000, "42-x");
+	ck_assert_int_eq(buf_add(&b, "\0z", 2), 0);
+	ck_assert_uint_eq(b.len, 2006);
+	ck_assert(b.p[2004] == '\0' && b.p[2005] == 'z' && b.p[2006] == '\0');
+	/* a size that cannot be: refused, remembered, contents kept */
+	ck_assert_int_eq(buf_reserve(&b, SIZE_MAX - 8), -1);
+	ck_assert(b.oom && b.len == 2006 && b.p[2005] == 'z');
+	buf_reset(&b);
+	ck_assert(!b.oom && b.len == 0 && b.p[0] == '\0');
+	msgpack_packer_init(&pk, &b, buf_msgpack_write);
+	msgpack_pack_str_with_body(&pk, "hi", 2);
+	ck_assert_uint_eq(b.len, 3);
+	ck_assert((uint8_t)b.p[0] == 0xa2 && b.p[1] == 'h');
+	ck_assert_int_eq(buf_adds(&b, "!"), 0);
+	p = buf_take(&b, &len);
+	ck_assert_uint_eq(len, 4);
+	ck_assert(p[3] == '!' && p[4] == '\0');
+	ck_assert_ptr_null(b.p);
+	free(p);
+	buf_free(&b);
+}
+END_TEST
+
+/* Big-endian loads of every width, and the store the loads undo. */
+START_TEST(be_loads_and_stores)
+{
+	const uint8_t x[8] = { 0x01, 0x02, 0x03, 0x04, 0xf5, 0xf6, 0xf7, 0xf8 };
+	uint8_t y[4];
+
+	ck_assert_uint_eq(be_load(x, 1), 0x01);
+	ck_assert_uint_eq(be_load(x, 2), 0x0102);
+	ck_assert_uint_eq(be_load(x, 8), UINT64_C(0x01020304f5f6f7f8));
+	ck_assert_uint_eq(be_load32(x + 4), 0xf5f6f7f8u);
+	be_store32(y, 0xdeadbeefu);
+	ck_assert_uint_eq(be_load32(y), 0xdeadbeefu);
+	ck_assert_uint_eq(y[0], 0xde);
+}
+END_TEST
+
 static Suite *
 protocol_suite(void)
 {
@@ -2117,6 +2173,8 @@ protocol_suite(void)
 	tcase_add_test(tc, malformed_bodies);
 	tcase_add_test(tc, reply_validation);
 	tcase_add_test(tc, encoder_refuses);
+	tcase_add_test(tc, buf_grows_and_remembers);
+	tcase_add_test(tc, be_loads_and_stores);
 	suite_add_tcase(s, tc);
 	return s;
 }
