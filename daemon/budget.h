@@ -124,31 +124,6 @@ void budget_claim_refusal(const struct budget_claim *, int64_t used, int64_t res
     const char *where, struct budget_refusal *why);
 
 /*
- * The local shares of fleet budgets, for when the database cannot be
- * reached: at each contact a node learns, per budget, what the whole fleet
- * has left (limit - used - reserved) and how many nodes were seen lately;
- * its share is left / nodes, rounded down. While the database is away, each
- * admission takes its worst case out of the share, all claims or none, and
- * nothing is given back until the next contact replaces the share. A period
- * that begins meanwhile starts with limit / nodes. With every node keeping to
- * its share the fleet stays within what was left at the nodes' last
- * contacts; what another node used after a node's last contact is the
- * margin this cannot see, small while the database answered everyone
- * often until it went away.
- */
-struct budget_shares;
-
-enum budget_share_result { BUDGET_SHARE_OK, BUDGET_SHARE_REFUSED, BUDGET_SHARE_UNKNOWN };
-
-struct budget_shares *budget_shares_new(void);
-void budget_shares_free(struct budget_shares *);
-int budget_shares_learn(struct budget_shares *, const struct budget_claim *, int64_t used,
-    int64_t reserved, int64_t nodes);
-enum budget_share_result budget_shares_take(struct budget_shares *, const struct budget_claim *,
-    size_t n, size_t *refused, int64_t *left);
-int64_t budget_share_of(int64_t left, int64_t nodes);
-
-/*
  * Add two token counts for a reservation or a usage total: a negative count
  * is 0 and the sum saturates at INT64_MAX instead of wrapping, so a hostile
  * max_tokens or a server's absurd usage can only ask for more, never less.

@@ -1139,10 +1139,10 @@ chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
 }
 
 /*
- * What the fleet's database said of the chat's reservation, or that it could
- * not say: go on to the limiter, or end with budget_exceeded or
- * fleet_unavailable. While the database is away, fleet_offline says
- * whether to refuse or to admit against this node's local share.
+ * What the fleet said of the chat's claims, or that it could not say: go on
+ * to the limiter, or end with budget_exceeded or fleet_unavailable. While
+ * the database is away, fleet_offline "local" admits against this node's
+ * leases (fleet.c decides; a refusal then names the lease).
  */
 static void
 chat_fleet_decide(struct chat *c, const struct fleet_verdict *v)
@@ -1150,51 +1150,32 @@ chat_fleet_decide(struct chat *c, const struct fleet_verdict *v)
 	struct server *srv = c->server;
 	struct budget_refusal why;
 	char msg[768];
-	size_t bad;
-	int64_t left;
 
 	switch (v->kind) {
 	case FLEET_RESERVED:
+		c->fleet_rsv = v->id;
 		chat_admit(c);
 		return;
 	case FLEET_REFUSED:
-		budget_claim_refusal(&v->claims[v->refused], v->used, v->reserved,
-		    "across the fleet", &why);
+		budget_claim_refusal(&v->claims[v->refused], v->used, v->reserved, v->where, &why);
 		chat_budget_detail(c, &why);
 		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
 		return;
 	case FLEET_UNREACHABLE:
 		break;
 	}
-	if (strcmp(srv->conf->fleet_offline, "local") != 0) {
+	if (strcmp(srv->conf->fleet_offline, "local") != 0)
 		snprintf(msg, sizeof msg, "the fleet database cannot be reached (%.*s); requests under a "
 		    "budget are refused until it can (fleet_offline is refuse)",
 		    (int)strcspn(v->why, "\n"), v->why);
-		chat_finish(c, "fleet_unavailable", msg, -1, NAN);
-		return;
-	}
-	switch (fleet_offline_take(srv->fleet, v->claims, v->n, &bad, &left)) {
-	case BUDGET_SHARE_OK:
-		log_debug("chat %llu: the fleet database cannot be reached; admitted within this "
-		    "node's share", (unsigned long long)c->id);
-		chat_admit(c);
-		return;
-	case BUDGET_SHARE_REFUSED:
-		budget_claim_refusal(&v->claims[bad], v->claims[bad].limit - left, 0,
-		    "in this node's share while the fleet database cannot be reached", &why);
-		chat_budget_detail(c, &why);
-		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
-		return;
-	default:
+	else
 		snprintf(msg, sizeof msg, "the fleet database cannot be reached (%.*s) and this node "
-		    "has not learnt its share of budget %s from it yet (fleet_offline is local)",
-		    (int)strcspn(v->why, "\n"), v->why, v->claims[bad].key);
-		chat_finish(c, "fleet_unavailable", msg, -1, NAN);
-		return;
-	}
+		    "cannot admit the request against its leases (fleet_offline is local)",
+		    (int)strcspn(v->why, "\n"), v->why);
+	chat_finish(c, "fleet_unavailable", msg, -1, NAN);
 }
 
-/* The fleet's database answered (or gave up on) the chat's reservation. */
+/* The fleet answered (or gave up on) the chat's claims. */
 static void
 chat_fleet_cb(void *arg, const struct fleet_verdict *v)
 {
@@ -1205,8 +1186,9 @@ chat_fleet_cb(void *arg, const struct fleet_verdict *v)
 }
 
 /*
- * Reserve the chat's worst case in the fleet's shared budgets too (the local
- * reservation is held as well); admission goes on when the database answers.
+ * Hold the chat's worst case in the fleet's shared budgets too (the local
+ * reservation is held as well): at once against this node's leases, or
+ * when the fleet answers.
  */
 static void
 chat_fleet_reserve(struct chat *c, double worst)
@@ -1214,6 +1196,7 @@ chat_fleet_reserve(struct chat *c, double worst)
 	struct server *srv = c->server;
 	struct budget_claim *cl;
 	struct fleet_verdict v = { .kind = FLEET_UNREACHABLE, .why = "not connected" };
+	int64_t deadline = now_mono_ms() + (int64_t)(c->upstream->conf.queue_timeout * 1000.0);
 	size_t n;
 
 	size_t max = budgets_count(srv->budgets);
@@ -1229,7 +1212,12 @@ chat_fleet_reserve(struct chat *c, double worst)
 		chat_admit(c);
 		return;
 	}
-	if (fleet_reserve(srv->fleet, cl, n, chat_fleet_cb, c, &c->fleet_rsv) == 0) {
+	switch (fleet_reserve(srv->fleet, cl, n, deadline, chat_fleet_cb, c, &c->fleet_rsv)) {
+	case 1:
+		free(cl);
+		chat_admit(c);
+		return;
+	case 0:
 		c->fleet_wait = true;
 		free(cl);
 		return;

@@ -669,62 +669,6 @@ START_TEST(test_claim_refusal)
 }
 END_TEST
 
-/* Local shares: left / nodes at the last contact, worst cases taken all or none, never given back. */
-START_TEST(test_shares)
-{
-	struct budgets *bs = budgets_new();
-	struct budget_shares *sh = budget_shares_new();
-	struct budget_claim cl[2], other[2];
-	size_t bad = 99;
-	int64_t left = -1;
-
-	ck_assert_int_eq(budget_share_of(1000, 3), 333);
-	ck_assert_int_eq(budget_share_of(1000, 0), 1000);
-	ck_assert_int_eq(budget_share_of(-5, 2), 0);
-	add(bs, BUDGET_TAG, 0, "t", BUDGET_TOKENS, BUDGET_DAY, 1000);
-	add(bs, BUDGET_ALL, 0, NULL, BUDGET_TOKENS, BUDGET_EVER, 100000);
-	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "t", "m", 100, 0, T_2024_01_01, cl, 2), 2);
-	/* nothing learnt: unknown, whatever the amount */
-	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_UNKNOWN);
-	ck_assert_uint_eq(bad, 0);
-	/* 1000 - 300 used - 100 reserved = 600 left, 2 nodes: 300 each */
-	ck_assert_int_eq(budget_shares_learn(sh, &cl[0], 300, 100, 2), 0);
-	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_UNKNOWN);
-	ck_assert_uint_eq(bad, 1);
-	ck_assert_int_eq(budget_shares_learn(sh, &cl[1], 0, 0, 2), 0);
-	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_OK);
-	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_OK);
-	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_OK);
-	/* 300 taken: the fourth does not fit, and takes nothing from the other budget */
-	ck_assert_int_eq(budget_shares_take(sh, cl, 2, &bad, &left), BUDGET_SHARE_REFUSED);
-	ck_assert_uint_eq(bad, 0);
-	ck_assert_int_eq(left, 0);
-	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, NULL, "m", 49600, 0, T_2024_01_01, other, 2), 1);
-	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
-	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
-	ck_assert_int_eq(left, 50000 - 300 - 49600);
-	/* a claim of nothing fits a known share */
-	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "t", "m", 0, 0, T_2024_01_01, other, 2), 2);
-	ck_assert_int_eq(budget_shares_take(sh, other, 2, &bad, &left), BUDGET_SHARE_OK);
-	/* a new contact starts the share again */
-	ck_assert_int_eq(budget_shares_learn(sh, &cl[0], 500, 0, 5), 0);
-	ck_assert_int_eq(budget_shares_take(sh, cl, 1, &bad, &left), BUDGET_SHARE_OK);
-	ck_assert_int_eq(budget_shares_take(sh, cl, 1, &bad, &left), BUDGET_SHARE_REFUSED);
-	ck_assert_int_eq(left, 0);
-	/* a new day while away: limit / nodes of the fresh period */
-	ck_assert_uint_eq(budgets_claims(bs, 1, NULL, "t", "m", 100, 0, T_2024_01_01 + DAY_MS, other, 2), 2);
-	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
-	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_OK);
-	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
-	ck_assert_int_eq(left, 0);
-	/* older news (a claim of the day before) does not replace it */
-	ck_assert_int_eq(budget_shares_learn(sh, &cl[0], 0, 0, 1), 0);
-	ck_assert_int_eq(budget_shares_take(sh, other, 1, &bad, &left), BUDGET_SHARE_REFUSED);
-	budget_shares_free(sh);
-	budgets_free(bs);
-}
-END_TEST
-
 static Suite *
 budget_suite(void)
 {
@@ -747,7 +691,6 @@ budget_suite(void)
 	tcase_add_test(tc, test_claims);
 	tcase_add_test(tc, test_claim_of);
 	tcase_add_test(tc, test_claim_refusal);
-	tcase_add_test(tc, test_shares);
 	suite_add_tcase(s, tc);
 	return s;
 }
