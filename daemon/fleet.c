@@ -1,6 +1,7 @@
 /* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats, budgets and leases. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -12,10 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <libpq-fe.h>
 
 #include "daemon/budget.h"
@@ -81,6 +85,10 @@
  * Named users (schema version 3): ollm_usage.user_name holds an API key's
  * user with no system account, whose records have uid LEDGER_UID_NAMED; ''
  * for a uid's record. Their budgets are keyed by the name.
+ *
+ * Host names in fleet_postgres are resolved with libevent's evdns (name
+ * servers of /etc/resolv.conf, and /etc/hosts) and passed to libpq as
+ * hostaddr, so that its connect never blocks the loop on DNS.
  */
 
 #define FLEET_BACKOFF_MIN_MS	1000
@@ -97,7 +105,7 @@
 #define FLEET_SHIP_PARAMS	22
 #define FLEET_TICKET_BUCKETS	1024
 
-enum fleet_state { FLEET_DOWN, FLEET_CONNECTING, FLEET_READY };
+enum fleet_state { FLEET_DOWN, FLEET_RESOLVING, FLEET_CONNECTING, FLEET_READY };
 
 struct fleet_op;
 struct fleet_waiter;
@@ -158,6 +166,14 @@ struct fleet_ticket {
 	} items[];
 };
 
+/* A host name of fleet_postgres being resolved; it frees itself if abandoned. */
+struct fleet_lookup {
+	struct fleet *f;            /* NULL once abandoned */
+	struct evutil_addrinfo *res;
+	int err;
+	bool done;
+};
+
 struct fleet {
 	struct server *srv;
 	char *conninfo;
@@ -189,6 +205,10 @@ struct fleet {
 	struct event *pump_ev;      /* sends what is queued, and answers waiters, from the loop */
 	struct event *fast_ev;      /* settles and ships while requests wait or run */
 	int64_t maintain_ms;        /* monotonic: the next partition upkeep */
+	/* DNS */
+	struct evdns_base *dns;
+	struct fleet_lookup **lookups;  /* per host entry; NULL for one not looked up */
+	size_t n_lookups, lookups_left;
 	PQconninfoOption *opts;
 	/* budgets */
 	struct fleet_lease **leases;
@@ -671,6 +691,41 @@ fleet_enqueue(struct fleet *f, struct fleet_op *op)
 	fleet_pump(f);
 }
 
+/* Stop resolving: lookups still running are orphaned, and free themselves when they end. */
+static void
+fleet_lookups_abandon(struct fleet *f)
+{
+	for (size_t i = 0; i < f->n_lookups; i++) {
+		struct fleet_lookup *lk = f->lookups[i];
+		if (lk == NULL)
+			continue;
+		if (!lk->done) {
+			lk->f = NULL;
+			continue;
+		}
+		if (lk->res != NULL)
+			evutil_freeaddrinfo(lk->res);
+		free(lk);
+	}
+	free(f->lookups);
+	f->lookups = NULL;
+	f->n_lookups = 0;
+	f->lookups_left = 0;
+}
+
+/*
+ * Free the resolver (never from its own callbacks): the lookups it still has
+ * end with an error from the loop, and free themselves then.
+ */
+static void
+fleet_dns_free(struct fleet *f)
+{
+	fleet_lookups_abandon(f);
+	if (f->dns != NULL)
+		evdns_base_free(f->dns, 1);
+	f->dns = NULL;
+}
+
 /* Drop the connection: fail what is in flight and queued, retry after the backoff. */
 static void
 fleet_fail(struct fleet *f, const char *what, const char *err)
@@ -694,6 +749,8 @@ fleet_fail(struct fleet *f, const char *what, const char *err)
 	} else {
 		log_debug("fleet: %s: %s", what, msg);
 	}
+	if (f->state == FLEET_RESOLVING)
+		fleet_lookups_abandon(f);
 	if (f->ev != NULL) {
 		event_free(f->ev);
 		f->ev = NULL;
@@ -865,6 +922,55 @@ fleet_opt(const PQconninfoOption *o, const char *keyword)
 	return NULL;
 }
 
+/* Split a comma-separated libpq list; the parts are owned by *out. -1 when out of memory. */
+static int
+fleet_split(const char *s, char ***out, size_t *n)
+{
+	char **v = NULL, **grown;
+	size_t k = 0;
+	const char *p = s, *c;
+
+	for (;;) {
+		c = strchr(p, ',');
+		if ((grown = reallocarray(v, k + 1, sizeof *v)) == NULL)
+			goto fail;
+		v = grown;
+		if ((v[k] = strndup(p, c != NULL ? (size_t)(c - p) : strlen(p))) == NULL)
+			goto fail;
+		k++;
+		if (c == NULL)
+			break;
+		p = c + 1;
+	}
+	*out = v;
+	*n = k;
+	return 0;
+fail:
+	while (k > 0)
+		free(v[--k]);
+	free(v);
+	return -1;
+}
+
+static void
+fleet_split_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Whether a libpq host entry needs no name lookup: empty, a socket directory, or an address. */
+static bool
+fleet_host_literal(const char *h)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	return *h == '\0' || *h == '/' || *h == '@' || inet_pton(AF_INET, h, &a4) == 1 ||
+	    inet_pton(AF_INET6, h, &a6) == 1;
+}
+
 /* Start libpq's connect with the parsed options, host, hostaddr and port replaced when given. */
 static void
 fleet_connect_with(struct fleet *f, const char *host, const char *hostaddr, const char *port)
@@ -919,19 +1025,187 @@ fleet_connect_with(struct fleet *f, const char *host, const char *hostaddr, cons
 	fleet_watch(f, EV_WRITE);
 }
 
-/* Start connecting; failures are retried after the backoff. */
+/* Append s and a separator to a growing list; false when out of memory. */
+static bool
+fleet_list_add(char **list, size_t *len, const char *s)
+{
+	size_t add = strlen(s) + 1;
+	char *grown = realloc(*list, *len + add + 1);
+
+	if (grown == NULL)
+		return false;
+	*list = grown;
+	if (*len > 0)
+		(*list)[(*len)++] = ',';
+	memcpy(*list + *len, s, add - 1);
+	*len += add - 1;
+	(*list)[*len] = '\0';
+	return true;
+}
+
+/*
+ * Every name is resolved: connect with one entry per address found (the name
+ * kept as host, for TLS and the password file; the address as hostaddr), the
+ * other entries as they were.
+ */
+static void
+fleet_resolved_all(struct fleet *f)
+{
+	const char *hostv = fleet_opt(f->opts, "host"), *portv = fleet_opt(f->opts, "port");
+	char **hosts = NULL, **ports = NULL, *h = NULL, *a = NULL, *p = NULL, addr[INET6_ADDRSTRLEN];
+	size_t nh = 0, np = 0, lh = 0, la = 0, lp = 0, entries = 0;
+	bool ok = true;
+	char failed[300] = "";
+
+	if (hostv == NULL)
+		hostv = getenv("PGHOST");
+	if (portv == NULL)
+		portv = getenv("PGPORT");
+	if (hostv == NULL || fleet_split(hostv, &hosts, &nh) == -1 || nh != f->n_lookups ||
+	    (portv != NULL && fleet_split(portv, &ports, &np) == -1)) {
+		fleet_lookups_abandon(f);
+		fleet_split_free(hosts, nh);
+		fleet_fail(f, "resolving the database's host name", "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < nh && ok; i++) {
+		const char *port = np == nh ? ports[i] : np == 1 ? ports[0] : "";
+		struct fleet_lookup *lk = f->lookups[i];
+
+		if (fleet_host_literal(hosts[i])) {
+			ok = fleet_list_add(&h, &lh, hosts[i]) &&
+			    fleet_list_add(&a, &la, fleet_host_literal(hosts[i]) && *hosts[i] != '/' &&
+			    *hosts[i] != '@' ? hosts[i] : "") && fleet_list_add(&p, &lp, port);
+			entries++;
+			continue;
+		}
+		if (lk->err != 0 || lk->res == NULL) {
+			snprintf(failed, sizeof failed, "could not resolve host name \"%s\": %s",
+			    hosts[i], lk->err != 0 ? evutil_gai_strerror(lk->err) : "no address");
+			continue;
+		}
+		for (struct evutil_addrinfo *ai = lk->res; ai != NULL && ok; ai = ai->ai_next) {
+			const void *src = ai->ai_family == AF_INET ?
+			    (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr :
+			    ai->ai_family == AF_INET6 ?
+			    (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr : NULL;
+			if (src == NULL || evutil_inet_ntop(ai->ai_family, src, addr, sizeof addr) == NULL)
+				continue;
+			ok = fleet_list_add(&h, &lh, hosts[i]) && fleet_list_add(&a, &la, addr) &&
+			    fleet_list_add(&p, &lp, port);
+			entries++;
+		}
+	}
+	fleet_lookups_abandon(f);
+	fleet_split_free(hosts, nh);
+	fleet_split_free(ports, np);
+	if (!ok)
+		fleet_fail(f, "resolving the database's host name", "out of memory");
+	else if (entries == 0)
+		fleet_fail(f, "connecting", failed[0] ? failed : "no host to connect to");
+	else
+		fleet_connect_with(f, h, a, np > 0 ? p : NULL);
+	free(h);
+	free(a);
+	free(p);
+}
+
+/* One name is resolved (or failed, or was abandoned). */
+static void
+fleet_resolved_cb(int err, struct evutil_addrinfo *res, void *arg)
+{
+	struct fleet_lookup *lk = arg;
+	struct fleet *f = lk->f;
+
+	if (f == NULL) {            /* abandoned */
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		free(lk);
+		return;
+	}
+	lk->done = true;
+	lk->err = err;
+	lk->res = res;
+	if (--f->lookups_left == 0)
+		fleet_resolved_all(f);
+}
+
+/*
+ * Start connecting; failures are retried after the backoff. Host names are
+ * resolved first, without blocking; addresses, socket directories and a
+ * given hostaddr go to libpq as they are.
+ */
 static void
 fleet_connect_start(struct fleet *f)
 {
-	char *err = NULL;
+	const char *host, *hostaddr;
+	char *err = NULL, **hosts = NULL;
+	size_t nh = 0, names = 0;
+	struct evutil_addrinfo hints;
 
+	fleet_dns_free(f);
 	PQconninfoFree(f->opts);
 	if ((f->opts = PQconninfoParse(f->conninfo, &err)) == NULL) {
 		fleet_fail(f, "connecting", err != NULL ? err : "out of memory");
 		PQfreemem(err);
 		return;
 	}
-	fleet_connect_with(f, NULL, NULL, NULL);
+	host = fleet_opt(f->opts, "host");
+	hostaddr = fleet_opt(f->opts, "hostaddr");
+	if (host == NULL)
+		host = getenv("PGHOST");
+	if (hostaddr == NULL && getenv("PGHOSTADDR") != NULL && *getenv("PGHOSTADDR") != '\0')
+		hostaddr = getenv("PGHOSTADDR");
+	if (hostaddr != NULL || host == NULL) {
+		fleet_connect_with(f, NULL, NULL, NULL);
+		return;
+	}
+	if (fleet_split(host, &hosts, &nh) == -1) {
+		fleet_fail(f, "connecting", "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < nh; i++)
+		names += !fleet_host_literal(hosts[i]);
+	if (names == 0) {
+		fleet_split_free(hosts, nh);
+		fleet_connect_with(f, NULL, NULL, NULL);
+		return;
+	}
+	if ((f->dns = evdns_base_new(f->srv->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL &&
+	    (f->dns = evdns_base_new(f->srv->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE)) != NULL)
+		evdns_base_load_hosts(f->dns, NULL);    /* no resolv.conf: /etc/hosts alone */
+	if (f->dns == NULL || (f->lookups = calloc(nh, sizeof *f->lookups)) == NULL) {
+		fleet_split_free(hosts, nh);
+		fleet_fail(f, "resolving the database's host name", "out of memory");
+		return;
+	}
+	f->n_lookups = nh;
+	f->lookups_left = names + 1;    /* one more while they are being asked */
+	f->state = FLEET_RESOLVING;
+	f->deadline_ms = now_mono_ms() + FLEET_CONNECT_TIMEOUT_MS;
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	for (size_t i = 0; i < nh && f->state == FLEET_RESOLVING; i++) {
+		struct fleet_lookup *lk;
+
+		if (fleet_host_literal(hosts[i]))
+			continue;
+		if ((lk = calloc(1, sizeof *lk)) == NULL) {
+			fleet_split_free(hosts, nh);
+			fleet_fail(f, "resolving the database's host name", "out of memory");
+			return;
+		}
+		lk->f = f;
+		f->lookups[i] = lk;
+		/* the answer may come before this returns (/etc/hosts) */
+		evdns_getaddrinfo(f->dns, hosts[i], NULL, &hints, fleet_resolved_cb, lk);
+	}
+	fleet_split_free(hosts, nh);
+	if (f->state == FLEET_RESOLVING && --f->lookups_left == 0)
+		fleet_resolved_all(f);
 }
 
 /* Socket activity: advance the handshake or the statement in flight. */
@@ -2410,7 +2684,7 @@ fleet_admit(struct fleet *f)
 			w->claims[i].period_start_ms = budget_period_start(w->claims[i].period, now_wall);
 		route = fleet_route(f, w->claims, w->n, true, &k);
 		if (!ready) {
-			if ((f->state == FLEET_CONNECTING ||
+			if ((f->state == FLEET_CONNECTING || f->state == FLEET_RESOLVING ||
 			    (f->state == FLEET_READY && f->stamp_us == 0)) && !f->incompatible &&
 			    now - w->asked_ms < FLEET_RESERVE_WAIT_MS)
 				continue;       /* the connection may come in time */
@@ -2694,6 +2968,7 @@ fleet_tick(struct fleet *f, int64_t now)
 		if (now_mono_ms() >= f->retry_ms)
 			fleet_connect_start(f);
 		break;
+	case FLEET_RESOLVING:
 	case FLEET_CONNECTING:
 		if (now_mono_ms() >= f->deadline_ms)
 			fleet_fail(f, "connecting", "timed out");
@@ -2776,6 +3051,7 @@ fleet_free(struct fleet *f)
 	event_free(f->pump_ev);
 	f->pump_ev = NULL;
 	fleet_fail(f, "shutting down", "closed");
+	fleet_dns_free(f);
 	PQconninfoFree(f->opts);
 	event_free(f->fast_ev);
 	for (size_t b = 0; b < FLEET_TICKET_BUCKETS; b++)
