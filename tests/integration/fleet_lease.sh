@@ -11,7 +11,9 @@
 #     closes its old lease; the budget is never overshot, at least 85% of it
 #     is used, and the fleet's usage ends equal to the records, nothing
 #     reserved or leased; most requests cost no database round trip
-#     (admitted against a lease, not by a reservation each).
+#     (admitted against a lease, not by a reservation each);
+#  3. retention: a node that keeps every record leaves a month of raw
+#     records 200 days old; one that keeps 90 days drops its partition.
 . "$top_srcdir/tests/integration/lib.sh"
 . "$top_srcdir/tests/integration/pg.sh"
 
@@ -28,6 +30,7 @@ fleet_postgres = "host=$pg_dir dbname=postgres user=ollm";
 fleet_node = "$1";
 fleet_offline = "$2";
 fleet_lease_ttl = 3;
+fleet_retention_days = ${RETENTION:-90};
 http_listen = ( );
 max_budget = 0;
 budgets = (
@@ -238,7 +241,48 @@ echo "steady: $used of 40000 tokens used, $served requests served: $leased again
     "$reserved by a reservation each; $calls lease statements in all"
 [ "$leased" -ge $((served * 7 / 10)) ] || fail "steady: only $leased of $served requests against leases"
 
-# 3. a clean stop gives the leases back (under ASan: nothing leaks)
+# 3. retention: a month of raw records 200 days old. A node that keeps
+#     every record (fleet_retention_days = 0) leaves its partition; one
+#     that keeps 90 days drops it within its first upkeep, and the recent
+#     partitions stay. A record older than that shipped late is counted in
+#     the rollups but not stored raw.
+psql "SELECT ollm_usage_partitions(now() - interval '200 days', now() - interval '200 days');
+  INSERT INTO ollm_usage (node, seq, time, uid, tag, model, upstream, prompt_tokens,
+    completion_tokens, estimated, cost, status, error_code, latency_ms, reservation, user_name)
+  VALUES ('ancient', 1, now() - interval '200 days', 1, '', 'm', 'u', 1, 1, false, 0, 'done',
+    NULL, 1, NULL, '')"
+old_part=$(psql "SELECT name FROM ollm_partition WHERE lo <= now() - interval '200 days'
+    AND now() - interval '200 days' < hi")
+[ -n "$old_part" ] || fail "no partition for 200 days ago"
+kill -TERM "$gamma_pid"
+wait "$gamma_pid" || fail "gamma did not stop cleanly"
+RETENTION=0 start_node gamma refuse
+sleep 1
+[ "$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'ancient'")" = 1 ] ||
+	fail "fleet_retention_days = 0 dropped a record"
+kill -TERM "$alpha_pid"
+wait "$alpha_pid" || fail "alpha did not stop cleanly"
+start_node alpha local
+i=0
+until [ "$(psql "SELECT count(*) FROM ollm_partition WHERE name = '$old_part'")" = 0 ]; do
+	i=$((i + 1))
+	[ "$i" -le 100 ] || fail "alpha did not drop $old_part: $(psql "SELECT * FROM ollm_partition")"
+	sleep 0.1
+done
+grep -q "dropped 1 monthly partitions of ollm_usage older than 90 days" "$TEST_DIR/alpha.log" ||
+	fail "the drop was not logged"
+[ "$(psql "SELECT to_regclass('$old_part') IS NULL")" = t ] || fail "$old_part is still there"
+[ "$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'ancient'")" = 0 ] || fail "the old record is still there"
+[ "$(psql "SELECT count(*) FROM ollm_usage WHERE node IN ('alpha', 'beta', 'gamma')")" -gt 0 ] ||
+	fail "recent records were dropped"
+t=$($PYTHON -c 'import time; print(int((time.time() - 100 * 86400) * 1000))')
+psql "SELECT ollm_ship('ancient2', 1, 90, '{1}', '{$t}', '{7}', '{x}', '{m}', '{u}', '{1}', '{2}', '{f}',
+    '{0}', '{done}', '{NULL}', '{3}', '{NULL}', '{\"\"}', '{}', '{}', '{}', '{}')" >/dev/null
+[ "$(psql "SELECT count(*) FROM ollm_usage WHERE node = 'ancient2'") $(psql "SELECT sum(requests)
+    FROM ollm_rollup_day WHERE node = 'ancient2'")" = "0 1" ] || fail "a record past retention, shipped late"
+psql "DELETE FROM ollm_rollup WHERE node = 'ancient2'; DELETE FROM ollm_rollup_day WHERE node = 'ancient2'"
+
+# 4. a clean stop gives the leases back (under ASan: nothing leaks)
 for n in alpha beta gamma; do
 	eval "pid=\$${n}_pid"
 	kill -TERM "$pid"
