@@ -39,7 +39,7 @@ pg_start() {
 pg_stop() {
 	as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1
 }
-trap 'st=$?; pg_stop || true; [ "$st" -eq 0 ] || grep -h fleet "$TEST_DIR"/alpha.log "$TEST_DIR"/beta.log "$TEST_DIR"/gamma.log 2>/dev/null | tail -n 30; (exit $st); test_cleanup' EXIT
+trap 'st=$?; set +e; pg_stop; [ "$st" -eq 0 ] || grep -h fleet "$TEST_DIR"/alpha.log "$TEST_DIR"/beta.log "$TEST_DIR"/gamma.log 2>/dev/null | tail -n 30; (exit $st); test_cleanup' EXIT
 pg_start
 psql() { "$pg_bin/psql" -h "$pg_dir" -p "${PG_PORT:-5432}" -U ollm -d postgres -Atq -v ON_ERROR_STOP=1 -c "$1"; }
 
