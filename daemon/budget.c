@@ -580,46 +580,47 @@ budgets_reserve(struct budgets *bs, uint32_t uid, const char *user, const char *
 	return 0;
 }
 
-/* What a request asking completion tokens amounts to in budget b's unit. */
+/* What a request asking completion tokens amounts to in a unit. */
 static int64_t
-budget_ask_amount(const struct budget *b, const struct budget_ask *a, int64_t completion)
+budget_ask_amount(enum budget_unit unit, const struct budget_ask *a, int64_t completion)
 {
-	if (b->unit == BUDGET_TOKENS)
+	if (unit == BUDGET_TOKENS)
 		return budget_tokens_amount(budget_tokens_add(a->prompt, completion));
 	return budget_money_amount(((double)(a->prompt > 0 ? a->prompt : 0) * a->prompt_price +
 	    (double)completion * a->completion_price) / 1000.0);
 }
 
-/* Whether a request asking completion tokens fits room of budget b; nothing always fits. */
+/* Whether a request asking completion tokens fits room, in a unit; nothing always fits. */
 static bool
-budget_ask_fits(const struct budget *b, const struct budget_ask *a, int64_t completion,
+budget_ask_fits(enum budget_unit unit, const struct budget_ask *a, int64_t completion,
     int64_t room)
 {
-	int64_t amount = budget_ask_amount(b, a, completion);
+	int64_t amount = budget_ask_amount(unit, a, completion);
 
 	return amount == 0 || amount <= room;
 }
 
-/* The largest completion up to the one asked that fits room of budget b; -1: not even none. */
+/* The largest completion up to the one asked that fits room, in a unit; -1: not even none. */
 static int64_t
-budget_ask_fit(const struct budget *b, const struct budget_ask *a, int64_t room)
+budget_ask_fit(enum budget_unit unit, const struct budget_ask *a, int64_t room)
 {
 	int64_t lo = 0, hi = a->completion > 0 ? a->completion : 0, mid;
 
-	if (!budget_ask_fits(b, a, 0, room))
+	if (!budget_ask_fits(unit, a, 0, room))
 		return -1;
-	if (budget_ask_fits(b, a, hi, room))
+	if (budget_ask_fits(unit, a, hi, room))
 		return hi;
 	/* lo fits, hi does not: amounts grow with the completion */
 	while (hi - lo > 1) {
 		mid = lo + (hi - lo) / 2;
-		if (budget_ask_fits(b, a, mid, room))
+		if (budget_ask_fits(unit, a, mid, room))
 			lo = mid;
 		else
 			hi = mid;
 	}
 	return lo;
 }
+
 
 /* Whether budget b shrinks a request that does not fit rather than refuse it. */
 static bool
@@ -639,57 +640,85 @@ budget_message(struct budget_refusal *why, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A value of a unit as people read it: "40 tokens", "0.0125". */
+static void
+budget_format(enum budget_unit unit, int64_t amount, char *buf, size_t len)
+{
+	if (unit == BUDGET_TOKENS)
+		snprintf(buf, len, "%" PRId64 " tokens", amount);
+	else
+		snprintf(buf, len, "%.6g", (double)amount / BUDGET_MONEY_SCALE);
+}
+
+/*
+ * Write why's message, one sentence: the budget (who, unit, period), what it
+ * has left (room, where: "" or " across the fleet"; held: what requests in
+ * flight hold, when it was counted), and for an ask the largest max_tokens
+ * that fits (fit) and why that does not do.
+ */
+static void
+budget_refusal_text(struct budget_refusal *why, const char *who, enum budget_unit unit,
+    enum budget_period period, int64_t room, int64_t held, const char *where,
+    const struct budget_ask *a, int64_t fit, bool shrinks)
+{
+	char left[64], need[64], prompt[64], tail[200];
+
+	char at[80];
+
+	snprintf(at, sizeof at, "%s%s", where[0] != '\0' ? " " : "", where);
+	where = at;
+	budget_format(unit, room > 0 ? room : 0, left, sizeof left);
+	if (held > 0) {
+		char h[64];
+		budget_format(unit, held, h, sizeof h);
+		snprintf(tail, sizeof tail, " (after %s held by requests in flight)", h);
+	} else
+		tail[0] = '\0';
+	if (a == NULL) {
+		budget_message(why, "budget %s (%s/%s) has %s left%s%s", who, budget_unit_names[unit],
+		    budget_period_names[period], left, where, tail);
+		return;
+	}
+	budget_format(unit, budget_ask_amount(unit, a, a->completion), need, sizeof need);
+	budget_format(unit, budget_ask_amount(unit, a, 0), prompt, sizeof prompt);
+	if (fit < 0)
+		budget_message(why, "budget %s (%s/%s) has %s left%s%s, less than the prompt alone "
+		    "(%s)", who, budget_unit_names[unit], budget_period_names[period], left, where, tail,
+		    prompt);
+	else if (!shrinks)
+		budget_message(why, "budget %s (%s/%s) has %s left%s%s, %s needed, and refuses rather "
+		    "than shrink (fit is refuse): the largest max_tokens that fits is %" PRId64, who,
+		    budget_unit_names[unit], budget_period_names[period], left, where, tail, need, fit);
+	else if (fit < (a->min_completion < a->completion ? a->min_completion : a->completion))
+		budget_message(why, "budget %s (%s/%s) has %s left%s%s: the largest max_tokens that "
+		    "fits is %" PRId64 ", under the %" PRId64 " a reply needs (budget_min_reply)", who,
+		    budget_unit_names[unit], budget_period_names[period], left, where, tail, fit,
+		    a->min_completion < a->completion ? a->min_completion : a->completion);
+	else
+		budget_message(why, "budget %s (%s/%s) has %s left%s%s: the largest max_tokens that "
+		    "fits is %" PRId64, who, budget_unit_names[unit], budget_period_names[period], left,
+		    where, tail, fit);
+}
+
 /*
  * Fill why for budget index i of bs, which stops a request: room is what it
  * has left for the request (in flight counted or not), fit the largest
- * completion that fits it. One sentence: the budget, what is left, and the
- * largest max_tokens that fits.
+ * completion that fits it.
  */
 static void
 budget_admit_refusal(struct budgets *bs, size_t i, const struct budget_ask *a, int64_t room,
     int64_t fit, bool in_flight_counted, int64_t now_ms, struct budget_refusal *why)
 {
 	struct budget *b = bs->v[i];
-	int64_t needed = budget_ask_amount(b, a, a->completion);
-	int64_t held = b->reserved;
-	char who[BUDGET_NAME_MAX + 16], left[64], need[64], prompt[64], tail[200];
+	char who[BUDGET_NAME_MAX + 16];
 
 	why->index = i;
 	budget_status_fill(b, now_ms, &why->budget);
-	why->needed = budget_value(b, needed);
+	why->needed = budget_value(b, budget_ask_amount(b->unit, a, a->completion));
 	why->fit = fit;
 	budget_describe(b, who, sizeof who);
-	if (room < 0)
-		room = 0;
-	if (b->unit == BUDGET_TOKENS) {
-		snprintf(left, sizeof left, "%" PRId64 " tokens", room);
-		snprintf(need, sizeof need, "%" PRId64, needed);
-		snprintf(prompt, sizeof prompt, "%" PRId64 " tokens", budget_ask_amount(b, a, 0));
-	} else {
-		snprintf(left, sizeof left, "%.6g", budget_value(b, room));
-		snprintf(need, sizeof need, "%.6g", why->needed);
-		snprintf(prompt, sizeof prompt, "%.6g", budget_value(b, budget_ask_amount(b, a, 0)));
-	}
-	if (in_flight_counted && held > 0)
-		snprintf(tail, sizeof tail, " (after %.6g held by requests in flight)",
-		    budget_value(b, held));
-	else
-		tail[0] = '\0';
-	if (fit < 0)
-		budget_message(why, "budget %s (%s/%s) has %s left%s, less "
-		    "than the prompt alone (%s)", who, budget_unit_names[b->unit],
-		    budget_period_names[b->period], left, tail, prompt);
-	else if (!budget_shrinks(b, a))
-		budget_message(why, "budget %s (%s/%s) has %s left%s, %s "
-		    "needed, and refuses rather than shrink (fit is refuse): the largest max_tokens "
-		    "that fits is %" PRId64, who, budget_unit_names[b->unit],
-		    budget_period_names[b->period], left, tail, need, fit);
-	else
-		budget_message(why, "budget %s (%s/%s) has %s left%s: the "
-		    "largest max_tokens that fits is %" PRId64 ", under the %" PRId64 " a reply needs "
-		    "(budget_min_reply)", who, budget_unit_names[b->unit],
-		    budget_period_names[b->period], left, tail, fit,
-		    a->min_completion < a->completion ? a->min_completion : a->completion);
+	budget_refusal_text(why, who, b->unit, b->period, room, in_flight_counted ? b->reserved : 0,
+	    "", a, fit, budget_shrinks(b, a));
 }
 
 /*
@@ -732,9 +761,9 @@ budgets_admit(struct budgets *bs, uint32_t uid, const char *user, const char *ta
 		n++;
 		budget_roll(b, now_ms);
 		room = b->limit - b->used - (may_wait ? 0 : b->reserved);
-		if (budget_ask_fits(b, a, asked, room))
+		if (budget_ask_fits(b->unit, a, asked, room))
 			continue;
-		fit = budget_ask_fit(b, a, room);
+		fit = budget_ask_fit(b->unit, a, room);
 		if (fit < least || !budget_shrinks(b, a)) {
 			budget_admit_refusal(bs, i, a, room, fit, !may_wait, now_ms, why);
 			return BUDGET_REFUSED;
@@ -749,9 +778,9 @@ budgets_admit(struct budgets *bs, uint32_t uid, const char *user, const char *ta
 		if (!budget_applies(b, uid, user, tag, model))
 			continue;
 		room = b->limit - b->used - b->reserved;
-		if (!budget_ask_fits(b, a, want, room)) {
+		if (!budget_ask_fits(b->unit, a, want, room)) {
 			/* only with may_wait: without it, room was this already */
-			fit = budget_ask_fit(b, a, room);
+			fit = budget_ask_fit(b->unit, a, room);
 			budget_admit_refusal(bs, i, a, room, fit, true, now_ms, why);
 			return BUDGET_WAIT;
 		}
@@ -766,7 +795,7 @@ budgets_admit(struct budgets *bs, uint32_t uid, const char *user, const char *ta
 		b = bs->v[i];
 		if (!budget_applies(b, uid, user, tag, model))
 			continue;
-		r->items[r->n].amount = budget_ask_amount(b, a, want);
+		r->items[r->n].amount = budget_ask_amount(b->unit, a, want);
 		b->reserved += r->items[r->n].amount;
 		b->refs++;
 		r->items[r->n].b = b;
@@ -851,6 +880,7 @@ budget_claim_fill(const struct budget *b, int64_t when_ms, struct budget_claim *
 	cl->unit = b->unit;
 	cl->period = b->period;
 	cl->limit_def = b->limit_def;
+	cl->fit = b->fit;
 	if (b->name != NULL)
 		snprintf(cl->name, sizeof cl->name, "%s", b->name);
 	budget_key(b, cl->key, sizeof cl->key);
@@ -901,14 +931,21 @@ budget_claim_value(const struct budget_claim *cl, int64_t amount)
 	return cl->unit == BUDGET_TOKENS ? (double)amount : (double)amount / BUDGET_MONEY_SCALE;
 }
 
+int64_t
+budget_claim_fit(const struct budget_claim *cl, int64_t left, const struct budget_ask *a)
+{
+	return budget_ask_fit(cl->unit, a, left);
+}
+
 /*
  * Fill why for a claim refused elsewhere (where: e.g. "across the fleet"),
- * used and reserved being what the budget held there. why->budget.def.name
- * points into the claim.
+ * used and reserved being what the budget held there; with the request's
+ * ask, the largest max_tokens that fits and whether shrinking could do (a
+ * NULL ask: fit unknown). why->budget.def.name points into the claim.
  */
 void
 budget_claim_refusal(const struct budget_claim *cl, int64_t used, int64_t reserved,
-    const char *where, struct budget_refusal *why)
+    const char *where, const struct budget_ask *a, bool shrinks, struct budget_refusal *why)
 {
 	int64_t left = cl->limit - used - reserved;
 	char who[BUDGET_NAME_MAX + 16];
@@ -917,7 +954,7 @@ budget_claim_refusal(const struct budget_claim *cl, int64_t used, int64_t reserv
 	if (left < 0)
 		left = 0;
 	why->index = 0;
-	why->fit = BUDGET_FIT_UNKNOWN;
+	why->fit = a != NULL ? budget_claim_fit(cl, left, a) : BUDGET_FIT_UNKNOWN;
 	why->budget.def.scope = cl->scope;
 	why->budget.def.uid = cl->uid;
 	why->budget.def.named = cl->named;
@@ -944,128 +981,7 @@ budget_claim_refusal(const struct budget_claim *cl, int64_t used, int64_t reserv
 		snprintf(who, sizeof who, "%s:%s", budget_scope_names[cl->scope], cl->name);
 		break;
 	}
-	if (cl->unit == BUDGET_TOKENS)
-		snprintf(why->message, sizeof why->message, "budget %s (tokens/%s) exceeded %s: %"
-		    PRId64 " left, %" PRId64 " needed", who, budget_period_names[cl->period], where,
-		    left, cl->amount);
-	else
-		snprintf(why->message, sizeof why->message, "budget %s (money/%s) exceeded %s: "
-		    "%.6g left, %.6g needed", who, budget_period_names[cl->period], where,
-		    why->budget.left, why->needed);
-}
-
-/* One budget's local share. */
-struct budget_share {
-	char key[BUDGET_KEY_MAX];
-	int64_t period_start_ms;
-	int64_t nodes;
-	int64_t share;              /* what this node may take in that period */
-	int64_t taken;
-};
-
-struct budget_shares {
-	struct budget_share *v;
-	size_t n;
-};
-
-/* An even share of left among nodes (at least one), rounded down. */
-int64_t
-budget_share_of(int64_t left, int64_t nodes)
-{
-	if (left <= 0)
-		return 0;
-	return left / (nodes > 1 ? nodes : 1);
-}
-
-struct budget_shares *
-budget_shares_new(void)
-{
-	return calloc(1, sizeof (struct budget_shares));
-}
-
-void
-budget_shares_free(struct budget_shares *sh)
-{
-	if (sh == NULL)
-		return;
-	free(sh->v);
-	free(sh);
-}
-
-/* The share of key, or NULL. */
-static struct budget_share *
-budget_shares_find(struct budget_shares *sh, const char *key)
-{
-	for (size_t i = 0; i < sh->n; i++)
-		if (strcmp(sh->v[i].key, key) == 0)
-			return &sh->v[i];
-	return NULL;
-}
-
-/*
- * What the database said of a claim's budget (used and reserved in the
- * claim's period, nodes seen lately): the share starts again from it.
- */
-int
-budget_shares_learn(struct budget_shares *sh, const struct budget_claim *cl, int64_t used,
-    int64_t reserved, int64_t nodes)
-{
-	struct budget_share *s = budget_shares_find(sh, cl->key), *v;
-
-	if (s == NULL) {
-		if ((v = reallocarray(sh->v, sh->n + 1, sizeof *v)) == NULL)
-			return -1;
-		sh->v = v;
-		s = &sh->v[sh->n++];
-		memset(s, 0, sizeof *s);
-		snprintf(s->key, sizeof s->key, "%s", cl->key);
-	} else if (cl->period_start_ms < s->period_start_ms) {
-		return 0;               /* older news */
-	}
-	s->period_start_ms = cl->period_start_ms;
-	s->nodes = nodes > 1 ? nodes : 1;
-	s->share = budget_share_of(cl->limit - used - reserved, s->nodes);
-	s->taken = 0;
-	return 0;
-}
-
-/*
- * Take n claims out of their shares, all or none. BUDGET_SHARE_UNKNOWN when
- * some budget was never learnt (*refused: which); BUDGET_SHARE_REFUSED with
- * *refused and *left (what its share has left) when one does not fit. A
- * claim of nothing always fits a known share.
- */
-enum budget_share_result
-budget_shares_take(struct budget_shares *sh, const struct budget_claim *cl, size_t n,
-    size_t *refused, int64_t *left)
-{
-	struct budget_share *s;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		if ((s = budget_shares_find(sh, cl[i].key)) == NULL) {
-			*refused = i;
-			*left = 0;
-			return BUDGET_SHARE_UNKNOWN;
-		}
-		if (cl[i].period_start_ms > s->period_start_ms) {
-			/* a new period began while away: everyone's share of a fresh budget */
-			s->period_start_ms = cl[i].period_start_ms;
-			s->share = budget_share_of(cl[i].limit, s->nodes);
-			s->taken = 0;
-		}
-		if (cl[i].amount > 0 && cl[i].amount > s->share - s->taken) {
-			*refused = i;
-			*left = s->share - s->taken > 0 ? s->share - s->taken : 0;
-			return BUDGET_SHARE_REFUSED;
-		}
-	}
-	for (i = 0; i < n; i++) {
-		s = budget_shares_find(sh, cl[i].key);
-		if (cl[i].period_start_ms == s->period_start_ms)
-			s->taken = budget_sat_add(s->taken, cl[i].amount);
-	}
-	return BUDGET_SHARE_OK;
+	budget_refusal_text(why, who, cl->unit, cl->period, left, 0, where, a, why->fit, shrinks);
 }
 
 /* Look s up in a table of n names. */
@@ -1161,7 +1077,8 @@ budget_period_name(enum budget_period period)
 struct budget_ratio_entry {
 	char *key;
 	size_t key_len;
-	double ratio;
+	double mean;                /* moving average of the samples */
+	double dev;                 /* moving average of their distance from it */
 };
 
 struct budget_ratios {
@@ -1201,16 +1118,17 @@ budget_ratio_find(const struct budget_ratios *rs, const char *upstream, const ch
 	return NULL;
 }
 
-/* The ratio learnt for upstream and model; BUDGET_RATIO_MIN before any. */
 double
 budget_ratio(const struct budget_ratios *rs, const char *upstream, const char *model)
 {
 	const struct budget_ratio_entry *e;
+	double r;
 
 	if (rs == NULL || upstream == NULL || model == NULL ||
 	    (e = budget_ratio_find(rs, upstream, model)) == NULL)
-		return BUDGET_RATIO_MIN;
-	return e->ratio;
+		return BUDGET_RATIO_MAX;
+	r = e->mean + 2 * e->dev;
+	return r > BUDGET_RATIO_MAX ? BUDGET_RATIO_MAX : r;
 }
 
 /*
@@ -1234,7 +1152,8 @@ budget_ratio_learn(struct budget_ratios *rs, const char *upstream, const char *m
 	if (sample > BUDGET_RATIO_MAX)
 		sample = BUDGET_RATIO_MAX;
 	if ((e = budget_ratio_find(rs, upstream, model)) != NULL) {
-		e->ratio += BUDGET_RATIO_WEIGHT * (sample - e->ratio);
+		e->dev += BUDGET_RATIO_WEIGHT * (fabs(sample - e->mean) - e->dev);
+		e->mean += BUDGET_RATIO_WEIGHT * (sample - e->mean);
 		return 0;
 	}
 	if ((v = reallocarray(rs->v, rs->n + 1, sizeof *v)) == NULL)
@@ -1248,7 +1167,8 @@ budget_ratio_learn(struct budget_ratios *rs, const char *upstream, const char *m
 	memcpy(e->key, upstream, ul + 1);
 	memcpy(e->key + ul + 1, model, ml + 1);
 	e->key_len = ul + 1 + ml;
-	e->ratio = sample;
+	e->mean = sample;
+	e->dev = sample / 4;        /* unsure of one sample */
 	rs->n++;
 	return 0;
 }

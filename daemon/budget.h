@@ -138,6 +138,7 @@ struct budget_claim {
 	enum budget_unit unit;
 	enum budget_period period;
 	double limit_def;           /* as configured */
+	enum budget_fit fit;        /* as configured */
 	char name[BUDGET_NAME_MAX + 1];  /* the tag or model, or a user's label */
 	char key[BUDGET_KEY_MAX];
 	int64_t period_start_ms;
@@ -151,49 +152,31 @@ size_t budgets_claims(const struct budgets *, uint32_t uid, const char *user, co
 int budgets_claim_of(const struct budgets *, size_t index, int64_t when_ms,
     struct budget_claim *out);
 double budget_claim_value(const struct budget_claim *, int64_t amount);
+struct budget_ask;
+/* The largest completion of an ask that fits left of a claim's budget; -1: not the prompt. */
+int64_t budget_claim_fit(const struct budget_claim *, int64_t left, const struct budget_ask *);
 void budget_claim_refusal(const struct budget_claim *, int64_t used, int64_t reserved,
-    const char *where, struct budget_refusal *why);
-
-/*
- * The local shares of fleet budgets, for when the database cannot be
- * reached: at each contact a node learns, per budget, what the whole fleet
- * has left (limit - used - reserved) and how many nodes were seen lately;
- * its share is left / nodes, rounded down. While the database is away, each
- * admission takes its worst case out of the share, all claims or none, and
- * nothing is given back until the next contact replaces the share. A period
- * that begins meanwhile starts with limit / nodes. With every node keeping to
- * its share the fleet stays within what was left at the nodes' last
- * contacts; what another node used after a node's last contact is the
- * margin this cannot see, small while the database answered everyone
- * often until it went away.
- */
-struct budget_shares;
-
-enum budget_share_result { BUDGET_SHARE_OK, BUDGET_SHARE_REFUSED, BUDGET_SHARE_UNKNOWN };
-
-struct budget_shares *budget_shares_new(void);
-void budget_shares_free(struct budget_shares *);
-int budget_shares_learn(struct budget_shares *, const struct budget_claim *, int64_t used,
-    int64_t reserved, int64_t nodes);
-enum budget_share_result budget_shares_take(struct budget_shares *, const struct budget_claim *,
-    size_t n, size_t *refused, int64_t *left);
-int64_t budget_share_of(int64_t left, int64_t nodes);
+    const char *where, const struct budget_ask *, bool shrinks, struct budget_refusal *why);
 
 /*
  * How many tokens a model's server counts for a prompt per token counted
  * here (its chat template, its tokenizer), per upstream and model: learnt
  * from every reply whose server reported usage, as a moving average bounded
- * to 1.0 .. 2.0, starting at 1.0. A prompt is reserved as the local count
- * times the ratio, rounded up.
+ * to 1.0 .. 2.0, with the average deviation from it, as TCP keeps its round
+ * trip time. A prompt is reserved as the local count times the average plus
+ * twice the deviation (2.0 at most, and 2.0 before anything is learnt),
+ * rounded up: a prompt counts as the server will count it, with the margin
+ * its variation asks, so that a budget spent to its last token is not passed.
  */
 #define BUDGET_RATIO_MIN 1.0
 #define BUDGET_RATIO_MAX 2.0
-#define BUDGET_RATIO_WEIGHT 0.25    /* of each new sample in the average */
+#define BUDGET_RATIO_WEIGHT 0.25    /* of each new sample in the average and deviation */
 
 struct budget_ratios;
 
 struct budget_ratios *budget_ratios_new(void);
 void budget_ratios_free(struct budget_ratios *);
+/* The ratio to reserve with: average + 2 x deviation, bounded; BUDGET_RATIO_MAX before any. */
 double budget_ratio(const struct budget_ratios *, const char *upstream, const char *model);
 int budget_ratio_learn(struct budget_ratios *, const char *upstream, const char *model,
     int64_t reported, int64_t counted);

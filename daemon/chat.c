@@ -71,6 +71,11 @@ static void chat_reserve(struct chat *, bool may_wait);
 static void chat_budget_wait(struct chat *, const char *why);
 static void chat_budget_unwait(struct chat *);
 static void chat_arm_timer(struct chat *, double seconds);
+static int chat_build_body(struct chat *);
+static void chat_fleet_refused(struct chat *, const struct fleet_verdict *);
+static void chat_fleet_reserve(struct chat *, double worst);
+static void chat_budget_ask(const struct chat *, int64_t completion, struct budget_ask *);
+static double chat_ask_cost(const struct budget_ask *);
 static void chat_finish(struct chat *, const char *code, const char *message, long status,
     double retry_after);
 
@@ -1351,62 +1356,80 @@ chat_passthrough_body(struct chat *c, char *cause, size_t cause_len)
 }
 
 /*
- * What the fleet's database said of the chat's reservation, or that it could
- * not say: go on to the limiter, or end with budget_exceeded or
- * fleet_unavailable. While the database is away, fleet_offline says
- * whether to refuse or to admit against this node's local share.
+ * What the fleet said of the chat's claims, or that it could not say: go on
+ * to the limiter, or end with budget_exceeded or fleet_unavailable. While
+ * the database is away, fleet_offline "local" admits against this node's
+ * leases (fleet.c decides; a refusal then names the lease).
  */
 static void
 chat_fleet_decide(struct chat *c, const struct fleet_verdict *v)
 {
 	struct server *srv = c->server;
-	struct budget_refusal why;
 	char msg[768];
-	size_t bad;
-	int64_t left;
 
 	switch (v->kind) {
 	case FLEET_RESERVED:
+		c->fleet_rsv = v->id;
 		chat_admit(c);
 		return;
 	case FLEET_REFUSED:
-		budget_claim_refusal(&v->claims[v->refused], v->used, v->reserved,
-		    "across the fleet", &why);
-		chat_budget_detail(c, &why);
-		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
+		chat_fleet_refused(c, v);
 		return;
 	case FLEET_UNREACHABLE:
 		break;
 	}
-	if (strcmp(srv->conf->fleet_offline, "local") != 0) {
+	if (strcmp(srv->conf->fleet_offline, "local") != 0)
 		snprintf(msg, sizeof msg, "the fleet database cannot be reached (%.*s); requests under a "
 		    "budget are refused until it can (fleet_offline is refuse)",
 		    (int)strcspn(v->why, "\n"), v->why);
-		chat_finish(c, "fleet_unavailable", msg, -1, NAN);
-		return;
-	}
-	switch (fleet_offline_take(srv->fleet, v->claims, v->n, &bad, &left)) {
-	case BUDGET_SHARE_OK:
-		log_debug("chat %llu: the fleet database cannot be reached; admitted within this "
-		    "node's share", (unsigned long long)c->id);
-		chat_admit(c);
-		return;
-	case BUDGET_SHARE_REFUSED:
-		budget_claim_refusal(&v->claims[bad], v->claims[bad].limit - left, 0,
-		    "in this node's share while the fleet database cannot be reached", &why);
-		chat_budget_detail(c, &why);
-		chat_finish(c, "budget_exceeded", why.message, -1, NAN);
-		return;
-	default:
+	else
 		snprintf(msg, sizeof msg, "the fleet database cannot be reached (%.*s) and this node "
-		    "has not learnt its share of budget %s from it yet (fleet_offline is local)",
-		    (int)strcspn(v->why, "\n"), v->why, v->claims[bad].key);
-		chat_finish(c, "fleet_unavailable", msg, -1, NAN);
-		return;
-	}
+		    "cannot admit the request against its leases (fleet_offline is local)",
+		    (int)strcspn(v->why, "\n"), v->why);
+	chat_finish(c, "fleet_unavailable", msg, -1, NAN);
 }
 
-/* The fleet's database answered (or gave up on) the chat's reservation. */
+/*
+ * The fleet has less left of a budget than the chat holds: ask once more
+ * with max_tokens lowered to what is left, when the budget shrinks and a
+ * reply worth sending fits, as a local budget would; else refuse, naming
+ * the largest max_tokens that fits.
+ */
+static void
+chat_fleet_refused(struct chat *c, const struct fleet_verdict *v)
+{
+	const struct budget_claim *cl = &v->claims[v->refused];
+	struct budget_refusal why;
+	struct budget_ask ask;
+	int64_t fit, least;
+	bool shrinks;
+
+	chat_budget_ask(c, c->reserved_completion, &ask);
+	shrinks = cl->fit == BUDGET_FIT_DEFAULT ? ask.shrink : cl->fit == BUDGET_FIT_SHRINK;
+	fit = budget_claim_fit(cl, v->limit - v->used - v->reserved, &ask);
+	least = ask.min_completion < ask.completion ? ask.min_completion : ask.completion;
+	if (shrinks && !c->fleet_shrunk && fit >= least && fit < ask.completion &&
+	    c->max_tokens_sent > 0) {
+		log_info("chat %llu: max_tokens %lld shrunk to %lld to fit budget %s %s",
+		    (unsigned long long)c->id, (long long)c->max_tokens_sent, (long long)fit, cl->key,
+		    v->where);
+		c->fleet_shrunk = true;
+		c->budget_shrunk = true;
+		c->max_tokens_sent = fit;
+		c->reserved_completion = fit;
+		c->reserved_tokens = budget_tokens_add(c->prompt_reserved, fit);
+		if (chat_build_body(c) == -1)
+			return;
+		ask.completion = fit;
+		chat_fleet_reserve(c, chat_ask_cost(&ask));
+		return;
+	}
+	budget_claim_refusal(cl, v->used, v->reserved, v->where, &ask, shrinks, &why);
+	chat_budget_detail(c, &why);
+	chat_finish(c, "budget_exceeded", why.message, -1, NAN);
+}
+
+/* The fleet answered (or gave up on) the chat's claims. */
 static void
 chat_fleet_cb(void *arg, const struct fleet_verdict *v)
 {
@@ -1417,8 +1440,9 @@ chat_fleet_cb(void *arg, const struct fleet_verdict *v)
 }
 
 /*
- * Reserve the chat's worst case in the fleet's shared budgets too (the local
- * reservation is held as well); admission goes on when the database answers.
+ * Hold the chat's worst case in the fleet's shared budgets too (the local
+ * reservation is held as well): at once against this node's leases, or
+ * when the fleet answers.
  */
 static void
 chat_fleet_reserve(struct chat *c, double worst)
@@ -1426,6 +1450,7 @@ chat_fleet_reserve(struct chat *c, double worst)
 	struct server *srv = c->server;
 	struct budget_claim *cl;
 	struct fleet_verdict v = { .kind = FLEET_UNREACHABLE, .why = "not connected" };
+	int64_t deadline = now_mono_ms() + (int64_t)(c->upstream->conf.queue_timeout * 1000.0);
 	size_t n;
 
 	size_t max = budgets_count(srv->budgets);
@@ -1441,7 +1466,12 @@ chat_fleet_reserve(struct chat *c, double worst)
 		chat_admit(c);
 		return;
 	}
-	if (fleet_reserve(srv->fleet, cl, n, chat_fleet_cb, c, &c->fleet_rsv) == 0) {
+	switch (fleet_reserve(srv->fleet, cl, n, deadline, chat_fleet_cb, c, &c->fleet_rsv)) {
+	case 1:
+		free(cl);
+		chat_admit(c);
+		return;
+	case 0:
 		c->fleet_wait = true;
 		free(cl);
 		return;
@@ -1537,6 +1567,29 @@ chat_start(struct chat *c)
 	chat_reserve(c, true);
 }
 
+/* What the chat asks of the budgets: its prompt as reserved, completion tokens at their prices. */
+static void
+chat_budget_ask(const struct chat *c, int64_t completion, struct budget_ask *ask)
+{
+	const struct upstream_conf *u = &c->upstream->conf;
+
+	memset(ask, 0, sizeof *ask);
+	ask->prompt = c->prompt_reserved;
+	ask->completion = completion;
+	ask->min_completion = c->server->conf->budget_min_reply;
+	ask->prompt_price = u->prompt_price;
+	ask->completion_price = u->completion_price;
+	ask->shrink = strcmp(c->server->conf->budget_fit, "refuse") != 0;
+}
+
+/* The worst-case cost of an ask. */
+static double
+chat_ask_cost(const struct budget_ask *ask)
+{
+	return ((double)ask->prompt * ask->prompt_price +
+	    (double)ask->completion * ask->completion_price) / 1000.0;
+}
+
 /*
  * Reserve the chat's worst case against the budgets that apply: its prompt
  * as the server will count it and the length limit it is sent with, which
@@ -1553,17 +1606,10 @@ chat_reserve(struct chat *c, bool may_wait)
 	struct upstream *up = c->upstream;
 	struct budget_refusal why;
 	struct budget_ask ask;
-	char cause[256];
 	int64_t sent;
 
-	memset(&ask, 0, sizeof ask);
-	ask.prompt = c->prompt_reserved;
-	ask.completion = c->passthrough && c->pass.embeddings ? 0 :
-	    c->max_tokens_asked > 0 ? c->max_tokens_asked : up->conf.default_max_tokens;
-	ask.min_completion = srv->conf->budget_min_reply;
-	ask.prompt_price = up->conf.prompt_price;
-	ask.completion_price = up->conf.completion_price;
-	ask.shrink = strcmp(srv->conf->budget_fit, "refuse") != 0;
+	chat_budget_ask(c, c->passthrough && c->pass.embeddings ? 0 :
+	    c->max_tokens_asked > 0 ? c->max_tokens_asked : up->conf.default_max_tokens, &ask);
 	switch (budgets_admit(srv->budgets, c->uid, c->user, cr->tag, c->model, &ask, may_wait,
 	    now_ms(), &c->reservation, &sent, &why)) {
 	case BUDGET_WAIT:
@@ -1589,21 +1635,33 @@ chat_reserve(struct chat *c, bool may_wait)
 		    (unsigned long long)c->id, (long long)ask.completion, (long long)sent);
 	c->reserved_completion = ask.completion > 0 ? sent : 0;
 	c->reserved_tokens = budget_tokens_add(c->prompt_reserved, c->reserved_completion);
+	if (chat_build_body(c) == -1)
+		return;
+	if (srv->fleet != NULL && c->reservation != NULL) {
+		ask.completion = c->reserved_completion;
+		chat_fleet_reserve(c, chat_ask_cost(&ask));
+		return;
+	}
+	chat_admit(c);
+}
+
+/* Build the body sent upstream, with the length limit the chat holds; -1: the chat ended. */
+static int
+chat_build_body(struct chat *c)
+{
+	struct chat_request *cr = &c->req->u.chat;
+	char cause[256];
+
+	free(c->body);
 	if (!c->passthrough)
 		cr->max_tokens = c->max_tokens_sent;
 	c->body = c->passthrough ? chat_passthrough_body(c, cause, sizeof cause) :
 	    openai_chat_body(cr, c->model, cr->stream, cause, sizeof cause);
 	if (c->body == NULL) {
 		chat_finish(c, "bad_request", cause, -1, NAN);
-		return;
+		return -1;
 	}
-
-	if (srv->fleet != NULL && c->reservation != NULL) {
-		chat_fleet_reserve(c, ((double)ask.prompt * ask.prompt_price +
-		    (double)(ask.completion > 0 ? sent : 0) * ask.completion_price) / 1000.0);
-		return;
-	}
-	chat_admit(c);
+	return 0;
 }
 
 /*

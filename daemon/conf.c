@@ -71,6 +71,8 @@ static const struct conf_setting conf_top_settings[] = {
 	TOP("fleet_node", CONF_STRING, fleet_node, 0, 0, NULL),
 	TOP("fleet_offline", CONF_STRING, fleet_offline, 0, 0, "refuse|local"),
 	TOP("default_model", CONF_STRING, default_model, 0, 0, NULL),
+	TOP("fleet_lease_ttl", CONF_DOUBLE, fleet_lease_ttl, 1, 3600, NULL),
+	TOP("fleet_retention_days", CONF_INT, fleet_retention_days, 0, 36500, NULL),
 };
 
 static const struct conf_setting conf_upstream_settings[] = {
@@ -254,6 +256,8 @@ conf_defaults(void)
 	c->max_clients_per_uid = 0;     /* auto */
 	c->stats_visibility = strdup("own");
 	c->fleet_offline = strdup("refuse");
+	c->fleet_lease_ttl = 30;
+	c->fleet_retention_days = 90;
 	c->shutdown_grace = 30;
 	c->frame_timeout = 30;
 	c->stall_timeout = 120;

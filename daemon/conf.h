@@ -98,6 +98,8 @@ struct conf {
 	char *fleet_postgres;       /* libpq conninfo; NULL: no fleet */
 	char *fleet_node;           /* this host's name in the fleet; NULL: the host name */
 	char *fleet_offline;        /* "refuse" or "local": budgeted requests while the database is away */
+	double fleet_lease_ttl;     /* seconds a node's leases outlive its last word to the database */
+	int fleet_retention_days;   /* raw fleet records older than this are dropped; 0: kept */
 	struct upstream_conf *upstreams;
 	size_t n_upstreams;
 	struct budget_conf *budgets;

@@ -1,4 +1,4 @@
-/* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats and budgets. */
+/* fleet.c: ship the ledger to a shared PostgreSQL table; fleet-wide stats, budgets and leases. */
 #ifndef OLLM_FLEET_H
 #define OLLM_FLEET_H
 
@@ -12,9 +12,9 @@ struct session;
 struct request;
 
 /* The schema version this daemon creates and understands. */
-#define FLEET_SCHEMA_VERSION	3
-/* Records per INSERT. */
-#define FLEET_BATCH_MAX		500
+#define FLEET_SCHEMA_VERSION	4
+/* Records per shipping statement. */
+#define FLEET_BATCH_MAX		2000
 
 /*
  * Start shipping srv->ledger to the database named by conf->fleet_postgres
@@ -38,10 +38,10 @@ void fleet_logs(struct fleet *, struct session *, const struct request *, int64_
 /* A session is going away: drop its pending answers. */
 void fleet_forget(struct fleet *, struct session *);
 
-/* What the database said of a reservation. */
+/* What the fleet said of a request's claims. */
 enum fleet_verdict_kind {
-	FLEET_RESERVED,             /* every claim is held in the database */
-	FLEET_REFUSED,              /* claims[refused] does not fit: used and reserved say why */
+	FLEET_RESERVED,             /* every claim is held: against this node's leases, or reserved */
+	FLEET_REFUSED,              /* claims[refused] does not fit: limit, used and reserved say why */
 	FLEET_UNREACHABLE           /* no answer (down, an error, or not within FLEET_RESERVE_WAIT_MS) */
 };
 
@@ -49,36 +49,49 @@ struct fleet_verdict {
 	enum fleet_verdict_kind kind;
 	const struct budget_claim *claims;  /* what was asked, for the call */
 	size_t n;
-	size_t refused;
-	int64_t used, reserved;     /* FLEET_REFUSED: the refusing budget's, fleet-wide */
+	uint64_t id;                /* FLEET_RESERVED: what the request's ledger record must carry */
+	size_t refused;             /* FLEET_REFUSED: the claim; FLEET_UNREACHABLE: the claim with
+	                               no lease (fleet_offline "local"), else SIZE_MAX */
+	/*
+	 * FLEET_REFUSED, in the claim's amounts: the limit, the fleet's used and
+	 * reserved, reserved counting the slices nodes hold (leased, also given
+	 * alone). What is left is limit - used - reserved; a request asking at
+	 * most that may fit (it was refused because its amount was larger).
+	 */
+	int64_t limit, used, reserved, leased;
+	const char *where;          /* FLEET_REFUSED: "across the fleet", or in this node's lease */
 	const char *why;            /* FLEET_UNREACHABLE */
 };
 
 typedef void (*fleet_reserve_cb)(void *arg, const struct fleet_verdict *);
 
-/* How long a reservation may wait for the database before it counts as unreachable. */
+/* How long a request may wait for the database's answer before it counts as unreachable. */
 #define FLEET_RESERVE_WAIT_MS	3000
 
 /*
- * Reserve n claims (copied) in the shared budgets, all or none, as
- * reservation *id (set in any case; 0 when nothing was sent): cb(arg) is
- * called once later from the loop, unless fleet_reserve_forget(arg) comes
- * first. -1 when the database is not connected now: cb is not called.
- * Whatever was sent, the ledger record of the request must carry *id: its
- * shipping settles the reservation (see fleet.c).
+ * Admit a request's n claims (copied) in the fleet's budgets, all or none.
+ *
+ * 1: admitted now, against this node's leases (no round trip); *id is what
+ *    the request's ledger record carries; cb is not called.
+ * 0: the verdict comes later through cb(arg), called once from the loop
+ *    (never before this returns) unless fleet_reserve_forget(arg) comes
+ *    first. It waits for a lease, or reserves per request (fallback);
+ *    refused only because of others' open reservations and leases, it waits
+ *    and tries again until deadline_ms (monotonic; e.g. the upstream's
+ *    queue_timeout), then FLEET_REFUSED. *id is set now and must be in the
+ *    record unless FLEET_RESERVED gives another (verdict.id).
+ * -1: the database is not reachable now (and fleet_offline is "refuse"),
+ *    or out of memory: cb is not called; *id is 0.
+ *
+ * A request admitted against a lease, or by a reservation, is settled by
+ * its ledger record alone: the lease locally when the record is written,
+ * the database's figures when it is shipped (see fleet.c).
  */
-int fleet_reserve(struct fleet *, const struct budget_claim *, size_t n, fleet_reserve_cb cb,
-    void *arg, uint64_t *id);
+int fleet_reserve(struct fleet *, const struct budget_claim *, size_t n, int64_t deadline_ms,
+    fleet_reserve_cb cb, void *arg, uint64_t *id);
 
-/* arg goes away: its reservation's answer is not wanted any more. */
+/* arg goes away: its request's verdict is not wanted any more. */
 void fleet_reserve_forget(struct fleet *, void *arg);
-
-/*
- * While the database is away: take n claims out of this node's local shares,
- * all or none (budget_shares_take). With *refused and *left when not.
- */
-int fleet_offline_take(struct fleet *, const struct budget_claim *, size_t n, size_t *refused,
-    int64_t *left);
 
 /* Close the connection and free; queued stats requests are answered with an error. */
 void fleet_free(struct fleet *);

@@ -3289,6 +3289,116 @@ ledger_foreach_after(struct ledger *l, uint64_t after_rid, uint64_t *from_seq,
 	return 0;
 }
 
+/* State of one ledger_read_after: the cursor and who is told. */
+struct ledger_reader {
+	uint64_t after_rid;
+	struct ledger_cursor *cur;
+	ledger_numbered_cb cb;
+	void *arg;
+};
+
+/* Pass one record of a journal tail on, once per rid. */
+static int
+ledger_reader_cb(const struct ledger_decoded *d, void *arg)
+{
+	struct ledger_reader *rd = arg;
+
+	if (d->rid == 0 || d->rid <= rd->after_rid || d->rid <= rd->cur->top)
+		return 0;
+	rd->cur->top = d->rid;
+	return rd->cb(&d->r, d->rid, rd->arg) != 0 ? 1 : 0;
+}
+
+#define LEDGER_READ_CHUNK	((size_t)1 << 20)
+
+/* Read file seq from cur->offset on in chunks; 1 when cb stopped, 0 at its end, -1 on error. */
+static int
+ledger_read_tail(const char *path, struct ledger_reader *rd, char *cause, size_t cause_len)
+{
+	struct ledger_cursor *cur = rd->cur;
+	struct ledger_scan sc;
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t cap = LEDGER_READ_CHUNK, len;
+	ssize_t n;
+	int fd, rc = 0, saved;
+
+	if ((fd = ledger_open_file(path, O_RDONLY, cause, cause_len)) == -1)
+		return -1;
+	if (fstat(fd, &st) == -1)
+		goto fail;
+	if ((uint64_t)st.st_size < cur->offset)
+		cur->offset = 0;        /* not the file read before */
+	while (rc == 0 && cur->offset < (uint64_t)st.st_size) {
+		if (buf == NULL && (buf = malloc(cap)) == NULL)
+			goto fail;
+		n = pread(fd, buf, cap, (off_t)cur->offset);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			goto fail;
+		if (n == 0)
+			break;
+		len = (size_t)n;
+		if ((rc = ledger_scan_buf(buf, len, path, true, ledger_reader_cb, rd, &sc)) == -1) {
+			errno = ENOMEM;
+			goto fail;
+		}
+		if (sc.good_end > 0) {
+			cur->offset += sc.good_end;
+			continue;
+		}
+		if (len < cap)
+			break;              /* a torn record at the end: wait for the rest */
+		free(buf);              /* a record longer than the chunk: read more at once */
+		buf = NULL;
+		cap *= 2;
+		if (cap > ((size_t)LEDGER_RECORD_MAX + LEDGER_HEADER) * 4)
+			break;
+	}
+	free(buf);
+	close(fd);
+	return rc;
+fail:
+	saved = errno;
+	free(buf);
+	close(fd);
+	ledger_cause(cause, cause_len, "%s: %s", path, strerror(saved));
+	errno = saved;
+	return -1;
+}
+
+int
+ledger_read_after(struct ledger *l, uint64_t after_rid, struct ledger_cursor *cur,
+    ledger_numbered_cb cb, void *arg, char *cause, size_t cause_len)
+{
+	struct ledger_reader rd = { after_rid, cur, cb, arg };
+	uint64_t *seqs;
+	size_t n, i;
+	char path[PATH_MAX];
+	int rc = 0;
+
+	if (ledger_journal_list(l, &seqs, &n, cause, cause_len) == -1)
+		return -1;
+	if (n > 0 && seqs[n - 1] < cur->seq) {
+		cur->seq = 0;           /* a reset numbers the files from 1 again */
+		cur->offset = 0;
+		cur->top = 0;
+	}
+	for (i = 0; i < n && rc == 0; i++) {
+		if (seqs[i] < cur->seq || ledger_journal_path(l, seqs[i], path, sizeof path) == -1)
+			continue;
+		if (seqs[i] != cur->seq) {
+			cur->seq = seqs[i];
+			cur->offset = 0;
+		}
+		if ((rc = ledger_read_tail(path, &rd, cause, cause_len)) == -1 && errno == ENOENT)
+			rc = 0;             /* deleted meanwhile (retention) */
+	}
+	free(seqs);
+	return rc == -1 ? -1 : 0;
+}
+
 /* The number of the last record appended, 0 before the first. */
 uint64_t
 ledger_last_rid(const struct ledger *l)

@@ -255,6 +255,21 @@ typedef int (*ledger_numbered_cb)(const struct ledger_record *, uint64_t rid, vo
 int ledger_foreach_after(struct ledger *, uint64_t after_rid, uint64_t *from_seq,
     ledger_numbered_cb cb, void *arg, char *cause, size_t cause_len);
 
+/* Where a reader of the journal stands; all zero: at the start. */
+struct ledger_cursor {
+	uint64_t seq;               /* the journal file */
+	uint64_t offset;            /* the bytes of it read */
+	uint64_t top;               /* the highest rid passed */
+};
+
+/*
+ * As ledger_foreach_after, but reading only what was appended since the
+ * cursor (which it moves past each record passed): the cost is that of the
+ * new records, not of the files. A reset or a file replaced starts over.
+ */
+int ledger_read_after(struct ledger *, uint64_t after_rid, struct ledger_cursor *,
+    ledger_numbered_cb cb, void *arg, char *cause, size_t cause_len);
+
 /* The number of the last record appended (written or not), 0 before the first. */
 uint64_t ledger_last_rid(const struct ledger *);
 /*

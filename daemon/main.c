@@ -740,12 +740,13 @@ main(int argc, char **argv)
 #endif
 	event_base_dispatch(srv.base);
 
-	fleet_free(srv.fleet);
-	srv.fleet = NULL;
 	session_close_all(&srv);
 	listener_close(&srv);
 	api_free(&srv);
 	server_flush(&srv);
+	/* after the last records are written: it ships them and gives its leases back */
+	fleet_free(srv.fleet);
+	srv.fleet = NULL;
 	upstream_teardown(&srv);
 	budgets_free(srv.budgets);
 	budget_ratios_free(srv.prompt_ratios);

@@ -101,6 +101,7 @@ struct chat {
 	int64_t max_tokens_sent;    /* the length limit sent upstream, -1: none */
 	int64_t max_tokens_wanted;  /* the limit before any budget shrank it: asked, or the default */
 	bool budget_shrunk;         /* max_tokens_sent is less than asked, to fit a budget */
+	bool fleet_shrunk;          /* shrunk once already to what the fleet had left */
 	bool budget_waiting;        /* in the server's budget_waiters, for others to settle */
 	bool cut;                   /* the server wrote past max_tokens_sent: cut there */
 	int64_t started_ms;

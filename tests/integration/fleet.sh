@@ -64,19 +64,26 @@ print("%s: all %d records in the table once" % (node, n))
 PY
 }
 
-# 0. a database left at schema version 2, with a record: moved on to version
-#    3 (user_name) when the nodes connect, the record kept as a uid's
+# 0. a database left at schema version 3 (one plain ollm_usage table), with
+#    records of a node "old" from two months: moved on to version 4 when the
+#    nodes connect: the records kept (the old table becomes the first
+#    monthly partition), counted in the rollups, the node's position kept
 psql "CREATE TABLE ollm_schema_version (version integer PRIMARY KEY,
     applied timestamptz NOT NULL DEFAULT now());
-  INSERT INTO ollm_schema_version (version) VALUES (1), (2);
+  INSERT INTO ollm_schema_version (version) VALUES (1), (2), (3);
   CREATE TABLE ollm_usage (node text NOT NULL, seq bigint NOT NULL, time timestamptz NOT NULL,
     uid bigint NOT NULL, tag text NOT NULL, model text NOT NULL, upstream text NOT NULL,
     prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL, estimated boolean NOT NULL,
     cost double precision NOT NULL, status text NOT NULL, error_code text,
     latency_ms bigint NOT NULL, reservation bigint, PRIMARY KEY (node, seq));
-  INSERT INTO ollm_usage VALUES ('old', 1, now(), 1000, '', 'm', 'u', 1, 2, false, 0, 'done',
-    NULL, 5, NULL);"
+  CREATE INDEX ollm_usage_time ON ollm_usage (time);
+  ALTER TABLE ollm_usage ADD COLUMN user_name text NOT NULL DEFAULT '';
+  CREATE TABLE ollm_node (node text PRIMARY KEY, seen timestamptz NOT NULL);
+  INSERT INTO ollm_usage VALUES ('old', 1, now() - interval '40 days', 1000, '', 'm', 'u', 1, 2,
+    false, 0, 'done', NULL, 5, NULL, ''), ('old', 2, now(), 4294967295, 't', 'm', 'u', 3, 4,
+    true, 0.5, 'error', 'timeout', 6, NULL, 'carol');"
 
+# 1. two nodes: the records of both appear once each
 # 1. two nodes: the records of both appear once each
 start_node alpha
 start_node beta
@@ -85,10 +92,29 @@ chats beta 12
 wait $! || fail "chats on alpha failed"
 shipped alpha
 shipped beta
-[ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 3 ] || fail "schema version"
-[ "$(psql "SELECT uid, user_name = '' FROM ollm_usage WHERE node = 'old'")" = "1000|t" ] ||
-	fail "the version 2 record after the move: $(psql "SELECT * FROM ollm_usage WHERE node = 'old'")"
-psql "DELETE FROM ollm_usage WHERE node = 'old'"
+[ "$(psql "SELECT max(version) FROM ollm_schema_version")" = 4 ] || fail "schema version"
+[ "$(psql "SELECT string_agg(uid || ':' || user_name || ':' || status, ' ' ORDER BY seq)
+    FROM ollm_usage WHERE node = 'old'")" = "1000::done 4294967295:carol:error" ] ||
+	fail "the version 3 records after the move: $(psql "SELECT * FROM ollm_usage WHERE node = 'old'")"
+for t in ollm_rollup ollm_rollup_day; do
+	[ "$(psql "SELECT sum(requests), sum(prompt_tokens + completion_tokens), sum(estimated)
+	    FROM $t WHERE node = 'old'")" = "2|10|1" ] ||
+		fail "the version 3 records in $t: $(psql "SELECT * FROM $t WHERE node = 'old'")"
+done
+[ "$(psql "SELECT shipped FROM ollm_node WHERE node = 'old'")" = 2 ] || fail "old's position"
+[ "$(psql "SELECT relkind FROM pg_class WHERE relname = 'ollm_usage'")" = p ] &&
+	[ "$(psql "SELECT count(*) FROM pg_inherits WHERE inhparent = 'ollm_usage'::regclass")" -ge 2 ] ||
+	fail "ollm_usage is not partitioned: $(psql "SELECT * FROM ollm_partition")"
+$PYTHON - "$TEST_DIR/alpha.sock" <<'PY'
+import sys
+from olc import Conn
+f = Conn(sys.argv[1]).call("stats", fleet=True, by="user")
+o = f["by_node"]["old"]
+assert (o["requests"], o["errors"], o["total_tokens"], o["estimated"]) == (2, 1, 10, 1), o
+assert f["by_user"]["carol"]["requests"] == 1 and f["by_user"]["1000"]["requests"] >= 1, f["by_user"]
+PY
+psql "DELETE FROM ollm_usage WHERE node = 'old'; DELETE FROM ollm_rollup WHERE node = 'old';
+    DELETE FROM ollm_rollup_day WHERE node = 'old'"
 
 # 2. kill -9 of alpha in the middle of a run, then a restart: the rest is shipped once
 chats alpha 200 "delay_ms=10" >/dev/null 2>&1 &   # 40 ms each: about 8 s in all

@@ -5,7 +5,7 @@
 # budget_exceeded; a kill -9 of one node mid-run and its restart overshoot
 # nothing and leave the shared usage equal to the records; with the database
 # stopped, fleet_offline "refuse" refuses budgeted requests and "local"
-# serves them within the node's share; unbudgeted requests are served
+# serves them against the node's leases; unbudgeted requests are served
 # throughout; fleet stats equal the sum of each node's local stats and show
 # the fleet's usage of each budget the node has.
 . "$top_srcdir/tests/integration/lib.sh"
@@ -26,6 +26,7 @@ fsync = "no";
 fleet_postgres = "host=$pg_dir dbname=postgres user=ollm";
 fleet_node = "$1";
 fleet_offline = "$2";
+fleet_lease_ttl = ${FLEET_TTL:-30};
 http_listen = ( "unix:$TEST_DIR/$1-http.sock" );
 api_keys = ( { sha256 = "$ALICE_SHA"; user = "ci:alice"; } );
 max_budget = ${3:-0};
@@ -33,7 +34,7 @@ budgets = (
   { scope = "tag"; who = "race"; unit = "tokens"; period = "day"; limit = 1500; },
   { scope = "tag"; who = "crash"; unit = "tokens"; period = "day"; limit = 1200; },
   { scope = "tag"; who = "away"; unit = "tokens"; period = "day"; limit = 100000; },
-  { scope = "tag"; who = "share"; unit = "tokens"; period = "month"; limit = 1200; },
+  { scope = "tag"; who = "share"; unit = "tokens"; period = "month"; limit = 100000; },
   { scope = "tag"; who = "slow"; unit = "tokens"; period = "day"; limit = 100000; },
   { scope = "user"; who = "ci:alice"; unit = "tokens"; period = "day"; limit = 400; } );
 upstreams = ( { name = "fake"; base_url = "$FAKE_URL"; model = "fake-model";
@@ -138,12 +139,13 @@ PY
 }
 
 # settled TAG: wait until the shared usage of TAG equals its records in the
-# table and nothing is reserved any more; prints the usage.
+# table and nothing is reserved or leased any more (an unused lease is
+# given back after 5 s); prints the usage.
 settled() {
 	i=0
 	while :; do
 		used=$(psql "SELECT coalesce(sum(used), 0) FROM ollm_budget WHERE budget LIKE 'tag:$1 %'")
-		res=$(psql "SELECT coalesce(sum(reserved), 0) FROM ollm_budget WHERE budget LIKE 'tag:$1 %'")
+		res=$(psql "SELECT coalesce(sum(reserved + leased), 0) FROM ollm_budget WHERE budget LIKE 'tag:$1 %'")
 		rows=$(psql "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM ollm_usage WHERE tag = '$1'")
 		loc=$(local_tokens "$1")
 		[ "$used" = "$rows" ] && [ "$res" = 0 ] && [ "$rows" = "$loc" ] && break
@@ -290,9 +292,10 @@ OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" "$top_builddir/client/ollmctl" stats --fl
     grep -q "^ *ci:alice " || fail "ollmctl stats --fleet --by user shows no ci:alice"
 
 # 1c. a database that does not answer (the budget's row locked for 6 s): a
-#     reservation that waits gets fleet_unavailable after about 3 s; a client
-#     that cancels, or goes away, while its reservation waits leaves nothing
-#     reserved once the records are shipped
+#     request larger than the node's lease waits for more and gets
+#     fleet_unavailable after about 3 s; a client that cancels, or goes away,
+#     while it waits leaves nothing reserved or leased once the records are
+#     shipped
 OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON -c '
 from olc import Conn
 _, r = Conn().chat("first", tag="slow", max_tokens=20)
@@ -306,9 +309,9 @@ import time
 from olc import Conn
 waits, cancels, leaves = Conn(), Conn(), Conn()
 t0 = time.time()
-w = waits.request("chat", messages=[{"role": "user", "content": "w"}], tag="slow", max_tokens=20)
-c = cancels.request("chat", messages=[{"role": "user", "content": "c"}], tag="slow", max_tokens=20)
-leaves.request("chat", messages=[{"role": "user", "content": "l"}], tag="slow", max_tokens=20)
+w = waits.request("chat", messages=[{"role": "user", "content": "w"}], tag="slow", max_tokens=5000)
+c = cancels.request("chat", messages=[{"role": "user", "content": "c"}], tag="slow", max_tokens=5000)
+leaves.request("chat", messages=[{"role": "user", "content": "l"}], tag="slow", max_tokens=5000)
 time.sleep(0.3)
 leaves.close()
 cancels.request("cancel", target=c)
@@ -325,6 +328,7 @@ PY
 wait "$locker" || fail "the locking transaction failed"
 settled slow >/dev/null
 [ "$(psql "SELECT count(*) FROM ollm_reservation")" = 0 ] || fail "slow: reservations left over"
+[ "$(psql "SELECT count(*) FROM ollm_lease WHERE budget LIKE 'tag:slow %'")" = 0 ] || fail "slow: leases left over"
 
 # 2. kill -9 of alpha in the middle of a race, then a restart: still no overshoot,
 #    and the shared usage ends equal to the records
@@ -395,39 +399,80 @@ for s in ("alpha", "beta"):
 done
 settled away >/dev/null
 
-# 4. "local": with the database away each node serves within its share, half
-#    of what was left at the last contact (two nodes seen)
+# 4. "local": nodes under load hold leases of budget "share"; with the
+#    database stopped they serve on against them, never past them
+#    (budget_exceeded names the lease) and a budget they hold no lease of
+#    is fleet_unavailable; the leases expire meanwhile (fleet_lease_ttl 2 s)
+#    and are charged as used; once the database is back the records count
+#    against the charge and the nodes close the leases: the fleet's usage
+#    ends equal to the records, nothing held
 kill -TERM "$alpha_pid" "$beta_pid"
 wait "$alpha_pid" "$beta_pid" || fail "a node did not stop cleanly"
-start_node alpha local
-start_node beta local
-for n in alpha beta; do
-	OPENLLMD_SOCKET="$TEST_DIR/$n.sock" $PYTHON -c '
+FLEET_TTL=2 start_node alpha local
+FLEET_TTL=2 start_node beta local
+$PYTHON - "$TEST_DIR" "$pg_bin/pg_ctl" "$pg_dir/data" "$(id -u)" >"$TEST_DIR/local.json" <<'PY' ||
+import json, subprocess, sys, threading, time
 from olc import Conn
-_, r = Conn().chat("learn", tag="share", max_tokens=20)
-assert r["type"] == "done", r'
-done
-settled share >/dev/null
-before=$(psql "SELECT used FROM ollm_budget WHERE budget LIKE 'tag:share %'")
-pg_stop
-r=$(race share 1 3)
-echo "database down, local: $r"
-$PYTHON - "$r" "$before" <<'PY'
-import json, sys
-r, before = json.loads(sys.argv[1]), int(sys.argv[2])
-left = 1200 - before
-assert r["served"] > 0 and r["refused"].get("budget_exceeded", 0) > 0, r
-assert r["tokens"] <= left, ("the shares overshot what was left", r, left)
+tdir, pg_ctl, data, uid = sys.argv[1:]
+stop = threading.Event()
+stopping = threading.Event()
+down = threading.Event()
+out = {"before": 0, "served": 0, "tokens": 0, "lease_refused": 0, "unavailable": 0, "other": []}
+lock = threading.Lock()
+def load(node):
+    c = Conn("%s/%s.sock" % (tdir, node), timeout=20)
+    i = 0
+    while not stop.is_set():
+        i += 1
+        _, r = c.chat("l%d [[words=20 delay_ms=1]]" % i, tag="share", max_tokens=60)
+        with lock:
+            if r["type"] == "done":
+                if down.is_set():
+                    out["served"] += 1
+                    out["tokens"] += r["usage"]["total_tokens"]
+                else:
+                    out["before"] += 1
+            elif r["code"] == "budget_exceeded" and "lease" in r["message"] and down.is_set():
+                out["lease_refused"] += 1
+            elif r["code"] == "fleet_unavailable" and stopping.is_set():
+                out["unavailable"] += 1     # cut while the database stopped
+            else:
+                out["other"].append(r)
+        if r["type"] == "error":
+            time.sleep(0.02)
+ts = [threading.Thread(target=load, args=(n,)) for n in ("alpha", "beta") for _ in range(2)]
+for t in ts: t.start()
+time.sleep(2)
+cmd = [pg_ctl, "-D", data, "-m", "fast", "-w", "stop"]
+if uid == "0":
+    cmd = ["runuser", "-u", "postgres", "--"] + cmd
+stopping.set()
+subprocess.run(cmd, check=True, capture_output=True)
+down.set()
+time.sleep(4)
+# a budget no node holds a lease of, while the database is away
+_, r = Conn("%s/alpha.sock" % tdir).chat("x", tag="away", max_tokens=20)
+stop.set()
+for t in ts: t.join()
+out["away"] = r
+print(json.dumps(out))
 PY
-OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON - <<'PY'
-from olc import Conn
-_, r = Conn().chat("more", tag="share", max_tokens=20)
-assert r["type"] == "error" and r["code"] == "budget_exceeded" and "share" in r["message"], r
-print("refused: %s" % r["message"])
+	fail "local: $(cat "$TEST_DIR/local.json")"
+echo "database down, local: $(cat "$TEST_DIR/local.json")"
+$PYTHON - "$(cat "$TEST_DIR/local.json")" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["before"] > 0 and not r["other"], r
+assert r["served"] > 0, ("nothing served against the leases", r)
+assert r["lease_refused"] > 0, ("the leases were not used up", r)
+a = r["away"]
+assert a["type"] == "error" and a["code"] == "fleet_unavailable" and "fleet_offline is local" in a["message"], a
 PY
 pg_start
 used=$(settled share)
-[ "$used" -le 1200 ] || fail "share: shared usage $used over 1200"
+[ "$used" -le 100000 ] || fail "share: shared usage $used over 100000"
+grep -q "lease of budget tag:share tokens/month expired" "$TEST_DIR/alpha.log" "$TEST_DIR/beta.log" ||
+	fail "no lease expired while the database was away"
 
 # 5. fleet stats equal the sum of each node's local stats
 $PYTHON - "$TEST_DIR/alpha.sock" "$TEST_DIR/beta.sock" <<'PY'
@@ -453,7 +498,7 @@ PY
 #     max_budget and budget_left, the fleet's usage of it; beta's do not
 kill -TERM "$alpha_pid"
 wait "$alpha_pid" || fail "alpha did not stop cleanly"
-start_node alpha local 5
+start_node alpha local 50
 for i in 1 2 3; do
 	OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" $PYTHON -c '
 from olc import Conn
@@ -469,7 +514,7 @@ def sql(q):
                           capture_output=True, text=True).stdout.split()
 deadline = time.time() + 20
 while True:
-    row = sql("SELECT used, reserved FROM ollm_budget WHERE budget = 'all money/ever'")
+    row = sql("SELECT used, reserved + leased FROM ollm_budget WHERE budget = 'all money/ever'")
     shipped = sql("SELECT count(*) FROM ollm_usage WHERE node = 'alpha'")
     local = Conn("%s/alpha.sock" % tdir).call("stats")["total"]["requests"]
     if len(row) == 1 and row[0].split("|")[1] == "0" and shipped == [str(local)]:
@@ -479,17 +524,17 @@ while True:
 used = int(row[0].split("|")[0]) / 1e9
 assert used > 0, row
 f = Conn("%s/alpha.sock" % tdir).call("stats", fleet=True)
-assert f["max_budget"] == 5 and abs(f["budget_left"] - (5 - used)) < 1e-9, (f["max_budget"], f["budget_left"], used)
+assert f["max_budget"] == 50 and abs(f["budget_left"] - (50 - used)) < 1e-9, (f["max_budget"], f["budget_left"], used)
 b = [b for b in f["budgets"] if b["scope"] == "all"]
 assert len(b) == 1 and (b[0]["unit"], b[0]["period"]) == ("money", "ever"), f["budgets"]
 assert abs(b[0]["used"] - used) < 1e-9 and b[0]["left"] == f["budget_left"], b
 g = Conn("%s/beta.sock" % tdir).call("stats", fleet=True)
 assert g["max_budget"] is None and not [b for b in g["budgets"] if b["scope"] == "all"], g
-print("fleet stats on alpha: max_budget 5, left %.6f" % f["budget_left"])
+print("fleet stats on alpha: max_budget 50, left %.6f" % f["budget_left"])
 PY
 OPENLLMD_SOCKET="$TEST_DIR/alpha.sock" "$top_builddir/client/ollmctl" stats --fleet >"$TEST_DIR/fstats.txt" ||
 	fail "ollmctl stats --fleet"
-grep -q '^Budget: 5\.0000, left 4\.[0-9]\{4\}$' "$TEST_DIR/fstats.txt" ||
+grep -q '^Budget: 50\.0000, left 49\.[0-9]\{4\}$' "$TEST_DIR/fstats.txt" ||
 	fail "ollmctl stats --fleet: no overall budget in $(cat "$TEST_DIR/fstats.txt")"
 
 # 6. a clean stop with the connection up (under ASan: nothing leaks)

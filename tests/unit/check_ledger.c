@@ -1767,13 +1767,73 @@ START_TEST(test_foreach_after)
 }
 END_TEST
 
-/* Checks that record rid carries the fleet reservation rid * 1000 + 7 when rid is odd. */
+/* Records by number, from a cursor: each read costs only what was appended since. */
+START_TEST(test_read_after)
+{
+	struct ledger_options o = opts(LEDGER_FSYNC_EVERYSEC, 30, 2048);
+	struct ledger *l = open_ok(sdir, &o);
+	struct numbered a = { 0, 0, 0, true, 30 }, b = { 0, 0, 0, true, 0 }, c = { 0, 0, 0, true, 0 };
+	struct numbered d = { 0, 0, 0, true, 0 }, e = { 0, 0, 0, true, 0 };
+	struct ledger_cursor cur = { 0 }, at;
+	char cause[512], path[PATH_MAX];
+	static const uint8_t torn[5] = { 0, 0, 0, 40, 1 };
+
+	for (int i = 0; i < 100; i++)
+		append_ok(l, i);
+	ck_assert_uint_gt(journal_count(), 3);
+	ck_assert_int_eq(ledger_read_after(l, 0, &cur, numbered_cb, &a, cause, sizeof cause), 0);
+	ck_assert_int_eq(a.n, 30);
+	ck_assert_uint_eq(a.first, 1);
+	ck_assert_uint_eq(a.last, 30);
+	ck_assert_uint_eq(cur.top, 30);
+	ck_assert_int_eq(ledger_read_after(l, 0, &cur, numbered_cb, &b, cause, sizeof cause), 0);
+	ck_assert_int_eq(b.n, 70);
+	ck_assert_uint_eq(b.first, 31);
+	ck_assert_uint_eq(b.last, 100);
+	ck_assert(b.consecutive);
+	/* nothing new: nothing read again */
+	at = cur;
+	ck_assert_int_eq(ledger_read_after(l, 0, &cur, numbered_cb, &c, cause, sizeof cause), 0);
+	ck_assert_int_eq(c.n, 0);
+	ck_assert_uint_eq(cur.seq, at.seq);
+	ck_assert_uint_eq(cur.offset, at.offset);
+	/* a torn record at the end waits; what comes after it is read */
+	journal_path(cur.seq, path, sizeof path);
+	file_write(path, torn, sizeof torn, "ab");
+	ck_assert_int_eq(ledger_read_after(l, 0, &cur, numbered_cb, &c, cause, sizeof cause), 0);
+	ck_assert_int_eq(c.n, 0);
+	ck_assert_uint_eq(cur.offset, at.offset);
+	append_ok(l, 100);
+	append_ok(l, 101);
+	ck_assert_int_eq(ledger_read_after(l, 0, &cur, numbered_cb, &c, cause, sizeof cause), 0);
+	ck_assert_int_eq(c.n, 2);
+	ck_assert_uint_eq(c.first, 101);
+	ck_assert_uint_eq(c.last, 102);
+	/* records at or below after_rid are skipped */
+	memset(&cur, 0, sizeof cur);
+	ck_assert_int_eq(ledger_read_after(l, 95, &cur, numbered_cb, &d, cause, sizeof cause), 0);
+	ck_assert_int_eq(d.n, 7);
+	ck_assert_uint_eq(d.first, 96);
+	/* a reset numbers the files from 1 again: the cursor starts over */
+	ck_assert_int_eq(ledger_reset(l, cause, sizeof cause), 0);
+	append_ok(l, 102);
+	ck_assert_int_eq(ledger_read_after(l, 0, &cur, numbered_cb, &e, cause, sizeof cause), 0);
+	ck_assert_int_eq(e.n, 1);
+	ck_assert_uint_eq(e.first, 103);
+	ledger_close(l);
+}
+END_TEST
+
+/* Checks that record rid carries the fleet reservation rid * 1000 + 7 when rid is odd (rid 5: a lease admission). */
 static int
 reservation_cb(const struct ledger_record *r, uint64_t rid, void *arg)
 {
 	int *n = arg;
 
-	ck_assert_uint_eq(r->reservation, rid % 2 ? rid * 1000 + 7 : 0);
+	if (rid == 5)
+		ck_assert_uint_eq(r->reservation, (UINT64_C(1) << 62) | UINT64_C(1765000000123456));
+	else
+		ck_assert_uint_eq(r->reservation, rid % 2 ? rid * 1000 + 7 : 0);
 	(*n)++;
 	return 0;
 }
@@ -1790,6 +1850,8 @@ START_TEST(test_reservation_kept)
 	for (int i = 0; i < 10; i++) {
 		rec_make(&r, i);
 		r.reservation = (i + 1) % 2 ? (uint64_t)(i + 1) * 1000 + 7 : 0;
+		if (i == 4)             /* a lease admission: bit 62 and a time in us */
+			r.reservation = (UINT64_C(1) << 62) | UINT64_C(1765000000123456);
 		ck_assert_msg(ledger_append(l, &r, cause, sizeof cause) == 0, "%s", cause);
 	}
 	ck_assert_int_eq(ledger_foreach_after(l, 0, &from, reservation_cb, &n, cause, sizeof cause), 0);
@@ -2496,6 +2558,7 @@ ledger_suite(void)
 	tcase_add_test(tc, test_stats_dimensions);
 	tcase_add_test(tc, test_history);
 	tcase_add_test(tc, test_foreach_after);
+	tcase_add_test(tc, test_read_after);
 	tcase_add_test(tc, test_reservation_kept);
 	tcase_add_test(tc, test_history_newest);
 	tcase_add_test(tc, test_history_newest_pending);
